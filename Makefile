@@ -1,0 +1,44 @@
+# Two commands for a fresh clone:  make setup  (or any target: each installs what it needs)
+#                                  make test
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+VARIANT ?= seesaw_shuffle
+BOARD   ?= ulx3s
+
+.PHONY: help setup test test-slow test-synthesis counts faces reference check-reference quantize sim build clean
+
+help:           ## this list
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t18
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+setup: $(STAMP) ## create .venv and install every dependency (from PyPI, nothing from the system)
+
+test: $(STAMP)  ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## long simulations too
+	$(PY) -m pytest -q -m "not board"
+
+test-synthesis: $(STAMP) ## tests that run yosys/nextpnr
+	$(PY) -m pytest -q -m synthesis
+
+counts: $(STAMP) ## parameters and MACs of the zoo vs the paper -> build/counts.json
+	$(PY) -m quant.counts
+
+faces: $(STAMP) ## rebuild the shipped face set from scikit-image's data
+	$(PY) -m quant.faces
+
+reference: $(STAMP) ## retrain the shipped reference weights (about 35 min on 2 cores)
+	$(PY) -m quant.reference_model train --variant $(VARIANT)
+
+check-reference: $(STAMP) ## smoothness and spread of the reference weights -> build/reference_check.json
+	$(PY) -m quant.reference_model check --variant $(VARIANT)
+
+clean:          ## remove build products
+	rm -rf build

@@ -1,0 +1,1 @@
+"""Layer-program compiler, memory image and host driver."""

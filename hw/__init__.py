@@ -1,0 +1,1 @@
+"""Amaranth generator of the SeesawFaceNet accelerator and its ULX3S build."""

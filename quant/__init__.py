@@ -1,0 +1,1 @@
+"""Float model zoo, quantizer and integer golden model for SeesawFaceNets."""

@@ -1,0 +1,107 @@
+"""The face set that ships with the project, and its preparation.
+
+Real faces from scikit-image's bundled data: the 100 LFW face crops of ``lfw_subset()``
+(25x25 grey, upscaled bicubically to 112x112 and repeated on R, G, B) and the astronaut's face
+cropped from ``astronaut()`` (colour). The first 50 LFW faces are the *calibration* set (the
+quantizer calibrates on them and the reference model is trained on them); the other 50 and the
+astronaut are the *evaluation* set, never seen in training or calibration.
+
+    python -m quant.faces            # rebuilds data/faces/*.npy and a montage PNG
+
+Files: ``data/faces/calibration.npy`` (50, 112, 112, 3) and ``data/faces/evaluation.npy``
+(51, 112, 112, 3), uint8 RGB NHWC.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+FACE_DIR = Path(__file__).resolve().parent.parent / "data" / "faces"
+SIZE = 112
+# Square around the astronaut's face in skimage.data.astronaut() (rows, cols), chosen by eye
+# with the same margin around the face as the LFW crops have.
+ASTRONAUT_BOX = (20, 190, 150, 320)
+
+
+def _resize(img: np.ndarray) -> np.ndarray:
+    from skimage.transform import resize
+    out = resize(img.astype(np.float64), (SIZE, SIZE), order=3, anti_aliasing=True,
+                 preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def grey_to_rgb112(grey: np.ndarray) -> np.ndarray:
+    """A grey image in [0, 1] -> 112x112 RGB uint8."""
+    return _resize(np.repeat((grey * 255)[..., None], 3, axis=2))
+
+
+def prepare():
+    """Return ``(calibration, evaluation)`` uint8 arrays built from scikit-image's data."""
+    from skimage import data
+    lfw = data.lfw_subset()[:100]                     # first 100 are faces, the rest are not
+    faces = np.stack([grey_to_rgb112(f) for f in lfw])
+    r0, r1, c0, c1 = ASTRONAUT_BOX
+    astronaut = _resize(data.astronaut()[r0:r1, c0:c1])
+    return faces[:50], np.concatenate([faces[50:], astronaut[None]])
+
+
+def load(split: str) -> np.ndarray:
+    """The shipped ``calibration`` or ``evaluation`` faces, uint8 (N, 112, 112, 3)."""
+    if split not in ("calibration", "evaluation"):
+        raise ValueError(f"split must be 'calibration' or 'evaluation', not {split!r}")
+    path = FACE_DIR / f"{split}.npy"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `python -m quant.faces` to rebuild it")
+    return np.load(path)
+
+
+def load_images(source, count=None) -> np.ndarray:
+    """Faces from an ``.npy`` of uint8 (N, 112, 112, 3) or a folder of image files (PNG, JPEG,
+    ... resized to 112x112 RGB). Errors name the offending file."""
+    source = Path(source)
+    if source.suffix == ".npy":
+        arr = np.load(source)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (SIZE, SIZE, 3):
+            raise ValueError(f"{source}: expected uint8 (N, {SIZE}, {SIZE}, 3), "
+                             f"got {arr.dtype} {arr.shape}")
+    elif source.is_dir():
+        from skimage.io import imread
+        files = sorted(p for p in source.iterdir()
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        if not files:
+            raise ValueError(f"{source}: no image files (.png, .jpg, .bmp, .tif) in folder")
+        imgs = []
+        for f in files[:count]:
+            try:
+                img = imread(f)
+            except Exception as e:
+                raise ValueError(f"{f}: cannot read image: {e}") from None
+            if img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=2)
+            img = img[..., :3]
+            imgs.append(img if img.shape[:2] == (SIZE, SIZE) and img.dtype == np.uint8
+                        else _resize(img.astype(np.float64) * (255 if img.dtype != np.uint8
+                                                               and img.max() <= 1 else 1)))
+        arr = np.stack(imgs)
+    else:
+        raise FileNotFoundError(f"{source}: not an .npy file or a folder of images")
+    return arr[:count] if count else arr
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m quant.faces", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=FACE_DIR, help="output folder (default: %(default)s)")
+    args = ap.parse_args(argv)
+    cal, ev = prepare()
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "calibration.npy", cal)
+    np.save(args.out / "evaluation.npy", ev)
+    from skimage.io import imsave
+    montage = np.concatenate([np.concatenate(list(s[:10]), axis=1) for s in (cal, ev[-10:])])
+    imsave(args.out / "montage.png", montage, check_contrast=False)
+    print(f"wrote {len(cal)} calibration and {len(ev)} evaluation faces to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
