@@ -79,9 +79,12 @@ def load_images(source, count=None) -> np.ndarray:
             if img.ndim == 2:
                 img = np.repeat(img[..., None], 3, axis=2)
             img = img[..., :3]
-            imgs.append(img if img.shape[:2] == (SIZE, SIZE) and img.dtype == np.uint8
-                        else _resize(img.astype(np.float64) * (255 if img.dtype != np.uint8
-                                                               and img.max() <= 1 else 1)))
+            if img.dtype != np.uint8:       # 16-bit or float images: scale to 0..255 first
+                img = img.astype(np.float64) * (255 / (65535 if img.max() > 255 else
+                                                       255 if img.max() > 1 else 1))
+            if img.shape[:2] != (SIZE, SIZE) or img.dtype != np.uint8:
+                img = _resize(img)
+            imgs.append(img)
         arr = np.stack(imgs)
     else:
         raise FileNotFoundError(f"{source}: not an .npy file or a folder of images")
