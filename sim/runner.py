@@ -66,7 +66,7 @@ def run_cocotb(component, name: str, test_module: str, *, ports=None, toplevel=N
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env["PYTHONPATH"]
     results = runner.test(hdl_toplevel=top, test_module=test_module, build_dir=build_dir,
                           test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves,
-                          results_xml=f"{name}.results.xml")
+                          results_xml=str(build_dir / f"{name}.results.xml"))
     from cocotb_tools.runner import get_results
     total, failed = get_results(results)
     assert failed == 0, f"{failed} of {total} cocotb tests failed in {name}; see {results}"
