@@ -1,0 +1,405 @@
+"""SDR SDRAM controller for the ULX3S (IS42S16160G, optionally AS4C32M16SB).
+
+Design choices, and why:
+
+- **Burst length 1, one column command per word.** The mode register is set to BL=1 and every
+  word gets its own READ or WRITE command; SDR SDRAM accepts a new column every clock (tCCD = 1),
+  so a streak of column commands moves one word per cycle, exactly as a page burst would. In
+  exchange the controller never needs BURST TERMINATE, a stalled write-data stream simply
+  becomes NOP cycles, read back-pressure simply withholds READ commands (credit counting against
+  the read FIFO), and a refresh can be slipped in between any two words of a long transfer.
+- **Open-page policy.** Each bank keeps its last row open; a row miss precharges that bank
+  only. Rows never stay open longer than one refresh interval (every refresh closes all banks),
+  far inside tRAS(max).
+- **Address map** ``word address = {row, bank, column}``: a sequential stream that runs off the
+  end of a row continues in the next bank, whose row is usually closed (ACT + tRCD, about 3
+  cycles) rather than open with the wrong row (PRE + tRP + ACT + tRCD).
+- **Registered pins.** Every pad output comes straight from a flip-flop (the ECP5 can pack them
+  into the IO cells); ``dq_i`` is captured in ``read_pipeline`` register stages before use.
+  READ data is expected at the clock edge ``CL`` cycles after the chip registers the command
+  (the SDRAM clock pin must be in phase with, or slightly ahead of, the controller clock;
+  the board top drives it, e.g. from an ODDRX1F or a PLL output).
+- **Read-to-write turnaround**: the chip drives DQ for the cycle of each read word and holds it
+  for tOH after; a WRITE is issued no earlier than CL + 2 cycles after the last READ, so the two
+  drivers never overlap (no DQM masking needed).
+- **Refresh**: a free-running timer requests an auto refresh every tREFI minus a margin that
+  covers the worst wait for tRAS/tWR/read drain before the PRECHARGE ALL, so no refresh is ever
+  postponed.
+
+User interface (all in the controller's clock domain):
+
+- ``cmd_stream`` (In): payload ``{addr, write, length}``: ``addr`` the first 16-bit word,
+  ``write`` 1 for write, ``length`` number of words (0 is accepted and does nothing). Any length
+  and start address is fine: a transfer may cross columns, rows and banks. Commands execute in
+  order, one at a time.
+- ``w_stream`` (In, 16 bits): exactly ``length`` words per write command, in address order.
+  May stall at any time.
+- ``r_stream`` (Out, 16 bits): ``length`` words per read command, in address order. May be
+  back-pressured at any time (a ``read_fifo_depth`` FIFO inside absorbs the in-flight words).
+- ``init_done`` (Out): high once the power-up sequence is complete (commands are accepted
+  before that but wait).
+- ``pads``: see :class:`SDRAMPadsSignature`.
+
+Run ``python -m hw.sdram --bench`` for the measured throughput (build/sdram/throughput.json).
+"""
+import argparse
+import json
+import os
+
+from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .sdram_chips import SDRAMChip, get_chip
+
+__all__ = ["SDRAMPadsSignature", "command_layout", "SDRAMController"]
+
+
+class SDRAMPadsSignature(wiring.Signature):
+    """The chip's pins as seen from the controller (controller drives ``Out`` members).
+
+    Members
+    -------
+    clk_en : Out(1)
+        CKE; held high.
+    cs_n, ras_n, cas_n, we_n : Out(1)
+        Command pins, active low.
+    ba : Out(bank_bits)
+        Bank address.
+    a : Out(addr_bits)
+        Row/column address; A10 selects "all banks" for PRECHARGE.
+    dq_o, dq_oe, dq_i : Out(data_bits), Out(1), In(data_bits)
+        Data bus split for a tristate buffer: drive ``dq_o`` when ``dq_oe``; ``dq_i`` is the pin.
+    dqm : Out(data_bits // 8)
+        Byte masks (high during initialisation, low afterwards).
+
+    The SDRAM clock pin is not part of this signature; the board top drives it.
+    """
+
+    def __init__(self, chip: SDRAMChip):
+        self.chip = chip
+        super().__init__({
+            "clk_en": Out(1, init=1),
+            "cs_n": Out(1, init=0),
+            "ras_n": Out(1, init=1),
+            "cas_n": Out(1, init=1),
+            "we_n": Out(1, init=1),
+            "ba": Out(chip.bank_bits),
+            "a": Out(chip.addr_bits),
+            "dq_o": Out(chip.data_bits),
+            "dq_oe": Out(1),
+            "dq_i": In(chip.data_bits),
+            "dqm": Out(chip.data_bits // 8, init=(1 << (chip.data_bits // 8)) - 1),
+        })
+
+
+def command_layout(chip: SDRAMChip, burst_words: int) -> data.StructLayout:
+    """Payload of ``cmd_stream``: word address, direction, length in words."""
+    return data.StructLayout({
+        "addr": chip.bank_bits + chip.row_bits + chip.col_bits,
+        "write": 1,
+        "length": burst_words.bit_length(),
+    })
+
+
+# (ras_n, cas_n, we_n) with cs_n low.
+_NOP = (1, 1, 1)
+_ACT = (0, 1, 1)
+_READ = (1, 0, 1)
+_WRITE = (1, 0, 0)
+_PRE = (0, 1, 0)
+_REF = (0, 0, 1)
+_MRS = (0, 0, 0)
+
+
+class SDRAMController(wiring.Component):
+    """Single-port SDR SDRAM controller with BL=1 column streaming and open rows.
+
+    Parameters
+    ----------
+    chip : SDRAMChip or str
+        The part (see :mod:`hw.sdram_chips`).
+    clk_freq_hz : float
+        Controller (and SDRAM) clock; timings are converted to cycles for it and the CAS latency
+        chosen by it.
+    burst_words : int
+        Largest ``length`` a command may carry (sets the width of the field).
+    read_fifo_depth : int
+        Words of read buffering; READs are issued only against free FIFO slots.
+    init_wait_ns : float, optional
+        Power-up wait; the chip's 100 us unless shortened for simulation.
+    init_refreshes : int
+        AUTO REFRESH commands in the init sequence (8 satisfies every part we know).
+    refresh_interval_ns : float, optional
+        Override of the refresh period (only for tests that must provoke a refresh violation).
+    read_pipeline : int
+        Register stages on ``dq_i`` (1 = capture register only).
+    timing_overrides : dict, optional
+        Cycle counts replacing the computed ones, e.g. ``{"tRCD": 1}``; for tests proving that
+        the chip model catches violations. Never use on a board.
+
+    Raises
+    ------
+    ValueError
+        On a clock the chip cannot run at or a bad parameter, naming it.
+    """
+
+    def __init__(self, chip, clk_freq_hz, burst_words=4096, *, read_fifo_depth=32,
+                 init_wait_ns=None, init_refreshes=8, refresh_interval_ns=None, read_pipeline=1,
+                 timing_overrides=None):
+        chip = get_chip(chip)
+        if burst_words < 1:
+            raise ValueError(f"burst_words must be at least 1, not {burst_words!r}")
+        if read_fifo_depth < 4:
+            raise ValueError(f"read_fifo_depth must be at least 4, not {read_fifo_depth!r}")
+        if init_refreshes < 2:
+            raise ValueError(f"init_refreshes must be at least 2, not {init_refreshes!r}")
+        if read_pipeline < 1:
+            raise ValueError(f"read_pipeline must be at least 1, not {read_pipeline!r}")
+        if chip.data_bits % 8:
+            raise ValueError(f"{chip.name}: data_bits must be a multiple of 8")
+        self.chip = chip
+        self.clk_freq_hz = clk_freq_hz
+        self.burst_words = burst_words
+        self.read_fifo_depth = read_fifo_depth
+        self.init_refreshes = init_refreshes
+        self.read_pipeline = read_pipeline
+        self.timings = chip.cycles(clk_freq_hz, init_wait_ns)
+        overrides = dict(timing_overrides or {})
+        for key, value in overrides.items():
+            if not hasattr(self.timings, key):
+                raise ValueError(f"timing_overrides: unknown timing {key!r}")
+        if overrides:
+            from dataclasses import replace
+            self.timings = replace(self.timings, **overrides)
+        refi_cycles = (self.timings.tREFI if refresh_interval_ns is None
+                       else refresh_interval_ns * clk_freq_hz / 1e9)
+        # Worst wait between the refresh request and the REF command: tRAS of a just-opened
+        # row or tWR, plus read drain, PRECHARGE ALL and tRP. A margin of 64 covers it.
+        self.refresh_period = int(refi_cycles) - (64 if refresh_interval_ns is None else 0)
+        if self.refresh_period < 32:
+            raise ValueError(f"clock {clk_freq_hz!r} Hz is too slow for the refresh interval")
+        super().__init__({
+            "pads": Out(SDRAMPadsSignature(chip)),
+            "cmd_stream": In(stream.Signature(command_layout(chip, burst_words))),
+            "w_stream": In(stream.Signature(chip.data_bits)),
+            "r_stream": Out(stream.Signature(chip.data_bits)),
+            "init_done": Out(1),
+        })
+
+    @property
+    def mode_register(self) -> int:
+        """BL=1, sequential, CAS latency, standard mode, programmed write burst length."""
+        return self.timings.cas_latency << 4
+
+    def elaborate(self, platform):
+        m = Module()
+        chip, t = self.chip, self.timings
+        pads = self.pads
+        cl = t.cas_latency
+        nbanks = 1 << chip.bank_bits
+
+        def command(cmd, ba=None, a=None):
+            ras_n, cas_n, we_n = cmd
+            stmts = [pads.ras_n.eq(ras_n), pads.cas_n.eq(cas_n), pads.we_n.eq(we_n)]
+            if ba is not None:
+                stmts.append(pads.ba.eq(ba))
+            if a is not None:
+                stmts.append(pads.a.eq(a))
+            return stmts
+
+        # Pins default to NOP with the bus released; branches below override.
+        m.d.sync += command(_NOP) + [pads.dq_oe.eq(0)]
+
+        def down_counter(name, limit, init=0):
+            counter = Signal(range(max(limit, init, 1) + 1), name=name, init=init)
+            with m.If(counter != 0):
+                m.d.sync += counter.eq(counter - 1)
+            return counter
+
+        def load(value):
+            # A rule of N cycles between commands: the next command may be decided once the
+            # counter reads 0, which is N - 1 cycles after it was loaded (see module docstring).
+            return max(value - 1, 0)
+
+        # Global: init wait, tRP after PRECHARGE ALL, tRFC after REF, tMRD after MRS.
+        busy = down_counter("busy", max(t.init_wait, t.tRFC, t.tRP, t.tMRD),
+                            init=load(t.init_wait))
+        rrd = down_counter("rrd", t.tRRD)
+        rcd = Array(down_counter(f"rcd{b}", t.tRCD) for b in range(nbanks))
+        ras = Array(down_counter(f"ras{b}", t.tRAS) for b in range(nbanks))
+        rc = Array(down_counter(f"rc{b}", t.tRC) for b in range(nbanks))
+        rp = Array(down_counter(f"rp{b}", t.tRP) for b in range(nbanks))
+        wr = Array(down_counter(f"wr{b}", t.tWR) for b in range(nbanks))
+        open_ = Array(Signal(name=f"open{b}") for b in range(nbanks))
+        open_row = Array(Signal(chip.row_bits, name=f"open_row{b}") for b in range(nbanks))
+
+        # Current command.
+        addr = Signal(chip.bank_bits + chip.row_bits + chip.col_bits)
+        remaining = Signal(range(self.burst_words + 1))
+        is_write = Signal()
+        col = addr[:chip.col_bits]
+        bank = addr[chip.col_bits:chip.col_bits + chip.bank_bits]
+        row = addr[chip.col_bits + chip.bank_bits:]
+
+        # Read path: a bit per cycle since each READ, the data register chain and the FIFO.
+        tap = cl + self.read_pipeline
+        rd_pipe = Signal(max(tap, cl + 1) + 1)
+        issue_read = Signal()
+        m.d.sync += rd_pipe.eq(Cat(issue_read, rd_pipe[:-1]))
+        dq_stages = [pads.dq_i]
+        for i in range(self.read_pipeline):
+            stage = Signal(chip.data_bits, name=f"dq_i_r{i}")
+            m.d.sync += stage.eq(dq_stages[-1])
+            dq_stages.append(stage)
+        m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(
+            width=chip.data_bits, depth=self.read_fifo_depth)
+        m.d.comb += [
+            read_fifo.w_en.eq(rd_pipe[tap]),
+            read_fifo.w_data.eq(dq_stages[-1]),
+            self.r_stream.valid.eq(read_fifo.r_rdy),
+            self.r_stream.payload.eq(read_fifo.r_data),
+            read_fifo.r_en.eq(self.r_stream.ready),
+        ]
+        credits = Signal(range(self.read_fifo_depth + 1), init=self.read_fifo_depth)
+        credit_back = Signal()
+        m.d.comb += credit_back.eq(self.r_stream.valid & self.r_stream.ready)
+        m.d.sync += credits.eq(credits - issue_read + credit_back)
+        # No READ data on the bus in the cycle of a WRITE or the ones around it.
+        bus_free_for_write = rd_pipe[:cl + 1] == 0
+
+        # Refresh request timer (runs once init is done).
+        ref_timer = Signal(range(self.refresh_period), init=self.refresh_period - 1)
+        ref_pending = Signal()
+        init_refs = Signal(range(self.init_refreshes + 1), init=self.init_refreshes)
+
+        all_closable = Signal()
+        m.d.comb += all_closable.eq(
+            Cat(*[(ras[b] == 0) & (wr[b] == 0) for b in range(nbanks)]).all())
+
+        with m.If(self.init_done):
+            with m.If(ref_timer == 0):
+                m.d.sync += [ref_timer.eq(self.refresh_period - 1), ref_pending.eq(1)]
+            with m.Else():
+                m.d.sync += ref_timer.eq(ref_timer - 1)
+
+        # Commands are taken whenever no transfer is running; they wait for init.
+        m.d.comb += self.cmd_stream.ready.eq(remaining == 0)
+        with m.If(self.cmd_stream.valid & self.cmd_stream.ready):
+            payload = self.cmd_stream.payload
+            m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
+                         remaining.eq(payload.length)]
+
+        precharge_all = [pads.a.eq(1 << 10)] + [open_[b].eq(0) for b in range(nbanks)]
+
+        with m.FSM(init="INIT_WAIT"):
+            with m.State("INIT_WAIT"):
+                with m.If(busy == 0):
+                    m.d.sync += command(_PRE) + precharge_all + [busy.eq(load(t.tRP))]
+                    m.next = "INIT_REFRESH"
+
+            with m.State("INIT_REFRESH"):
+                with m.If(busy == 0):
+                    m.d.sync += command(_REF) + [busy.eq(load(t.tRFC)),
+                                                 init_refs.eq(init_refs - 1)]
+                    with m.If(init_refs == 1):
+                        m.next = "INIT_MODE"
+
+            with m.State("INIT_MODE"):
+                with m.If(busy == 0):
+                    m.d.sync += command(_MRS, ba=0, a=self.mode_register) + [
+                        busy.eq(load(t.tMRD)), pads.dqm.eq(0), self.init_done.eq(1)]
+                    m.next = "READY"
+
+            with m.State("REFRESH"):
+                with m.If(busy == 0):
+                    m.d.sync += command(_REF) + [busy.eq(load(t.tRFC)), ref_pending.eq(0)]
+                    m.next = "READY"
+
+            with m.State("READY"):
+                hit = Signal()
+                m.d.comb += hit.eq(open_[bank] & (open_row[bank] == row))
+                with m.If(busy != 0):
+                    pass
+                with m.Elif(ref_pending):
+                    # Close everything once every open row may close and no read is in
+                    # flight, then REF after tRP.
+                    with m.If(all_closable & (rd_pipe == 0)):
+                        m.d.sync += command(_PRE) + precharge_all + [busy.eq(load(t.tRP))]
+                        m.next = "REFRESH"
+                with m.Elif(remaining != 0):
+                    with m.If(hit):
+                        with m.If(rcd[bank] == 0):
+                            with m.If(is_write):
+                                with m.If(self.w_stream.valid & bus_free_for_write):
+                                    m.d.comb += self.w_stream.ready.eq(1)
+                                    m.d.sync += command(_WRITE, ba=bank, a=col) + [
+                                        pads.dq_o.eq(self.w_stream.payload), pads.dq_oe.eq(1),
+                                        wr[bank].eq(load(t.tWR)),
+                                        addr.eq(addr + 1), remaining.eq(remaining - 1)]
+                            with m.Elif(credits != 0):
+                                m.d.comb += issue_read.eq(1)
+                                m.d.sync += command(_READ, ba=bank, a=col) + [
+                                    addr.eq(addr + 1), remaining.eq(remaining - 1)]
+                    with m.Elif(open_[bank]):
+                        with m.If((ras[bank] == 0) & (wr[bank] == 0)):
+                            m.d.sync += command(_PRE, ba=bank, a=0) + [
+                                open_[bank].eq(0), rp[bank].eq(load(t.tRP))]
+                    with m.Else():
+                        with m.If((rp[bank] == 0) & (rc[bank] == 0) & (rrd == 0)):
+                            m.d.sync += command(_ACT, ba=bank, a=row) + [
+                                open_[bank].eq(1), open_row[bank].eq(row),
+                                rcd[bank].eq(load(t.tRCD)), ras[bank].eq(load(t.tRAS)),
+                                rc[bank].eq(load(t.tRC)), rrd.eq(load(t.tRRD))]
+        return m
+
+
+def _bench(args):
+    from sim.runner import run_cocotb
+    out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "build", "sdram")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for mhz in args.mhz:
+        dut = SDRAMController(args.chip, mhz * 1e6, burst_words=8192, init_wait_ns=2000)
+        result_file = os.path.join(out_dir, f"bench_{args.chip}_{mhz:g}MHz.json")
+        run_cocotb(dut, name=f"sdram_bench_{args.chip}_{mhz:g}".replace(".", "_"),
+                   test_module="sim.tb_sdram", testcase="bench",
+                   extra_env={"SDRAM_CASE": json.dumps({
+                       "chip": args.chip, "clk_mhz": mhz, "init_wait_ns": 2000,
+                       "burst_words": 8192, "bench_out": result_file})})
+        with open(result_file) as f:
+            rows.extend(json.load(f))
+    path = os.path.join(out_dir, "throughput.json")
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=2)
+    print(f"{'chip':12} {'MHz':>6} {'CL':>3} {'pattern':28} {'words':>7} {'cycles':>7} "
+          f"{'MB/s':>7} {'eff':>6}")
+    for r in rows:
+        print(f"{r['chip']:12} {r['clk_mhz']:6g} {r['cas_latency']:3d} {r['pattern']:28} "
+              f"{r['words']:7d} {r['cycles']:7d} {r['mb_per_s']:7.1f} "
+              f"{100 * r['efficiency']:5.1f}%")
+    print(f"written {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", action="store_true",
+                        help="simulate sustained reads/writes and report throughput")
+    parser.add_argument("--chip", default="IS42S16160G")
+    parser.add_argument("--mhz", type=float, nargs="+", default=[100.0, 133.0])
+    parser.add_argument("--verilog", metavar="FILE", help="write the controller as Verilog")
+    args = parser.parse_args(argv)
+    if args.bench:
+        _bench(args)
+    if args.verilog:
+        from amaranth.back import verilog
+        dut = SDRAMController(args.chip, args.mhz[0] * 1e6)
+        with open(args.verilog, "w") as f:
+            f.write(verilog.convert(dut, name="sdram_controller"))
+    if not (args.bench or args.verilog):
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

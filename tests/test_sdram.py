@@ -1,0 +1,100 @@
+"""SDRAM controller: chip data, and cocotb/Verilator runs against the timing-checking model."""
+import json
+
+import pytest
+
+from hw.sdram import SDRAMController
+from hw.sdram_chips import AS4C32M16SB, IS42S16160G, get_chip
+
+# Simulations shorten the 100 us power-up wait; controller and model get the same value.
+INIT_WAIT_NS = 2000
+
+
+def case(**kw):
+    base = {"chip": "IS42S16160G", "clk_mhz": 100.0, "init_wait_ns": INIT_WAIT_NS,
+            "burst_words": 1024}
+    base.update(kw)
+    return {"SDRAM_CASE": json.dumps(base)}
+
+
+def run(name, testcase, env, **ctrl):
+    from sim.runner import run_cocotb
+    c = json.loads(env["SDRAM_CASE"])
+    dut = SDRAMController(c["chip"], c["clk_mhz"] * 1e6, burst_words=c["burst_words"],
+                          init_wait_ns=c["init_wait_ns"], **ctrl)
+    run_cocotb(dut, name=name, test_module="sim.tb_sdram", testcase=testcase, extra_env=env)
+
+
+# -- chip data ---------------------------------------------------------------------------
+
+def test_chip_geometry():
+    assert IS42S16160G.size_bytes == 32 << 20
+    assert AS4C32M16SB.size_bytes == 64 << 20
+    assert IS42S16160G.addr_bits == 13
+
+
+def test_cycles_round_up_and_pick_cas_latency():
+    t = IS42S16160G.cycles(100e6)
+    assert (t.cas_latency, t.tRCD, t.tRP, t.tRAS, t.tRC, t.tWR, t.tRFC, t.tMRD) == \
+        (2, 2, 2, 4, 6, 2, 6, 2)
+    assert t.tREFI == pytest.approx(781.25)
+    t = IS42S16160G.cycles(133e6)
+    assert (t.cas_latency, t.tRCD, t.tRAS, t.tRC) == (3, 2, 5, 8)
+    with pytest.raises(ValueError, match="faster than"):
+        IS42S16160G.cycles(166e6)
+
+
+def test_chip_lookup():
+    assert get_chip("is42s16160g") is IS42S16160G
+    assert get_chip(AS4C32M16SB) is AS4C32M16SB
+    with pytest.raises(KeyError, match="'MT48LC16M16'.*IS42S16160G"):
+        get_chip("MT48LC16M16")
+    with pytest.raises(TypeError, match="tFOO"):
+        IS42S16160G.with_timings(tFOO=1)
+
+
+def test_controller_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="read_fifo_depth"):
+        SDRAMController("IS42S16160G", 100e6, read_fifo_depth=1)
+    with pytest.raises(ValueError, match="tXYZ"):
+        SDRAMController("IS42S16160G", 100e6, timing_overrides={"tXYZ": 1})
+    with pytest.raises(KeyError, match="nope"):
+        SDRAMController("nope", 100e6)
+
+
+# -- simulation --------------------------------------------------------------------------
+
+def test_random_traffic_100mhz():
+    run("sdram_is42_100", "random_traffic", case(seed=1, ops=40))
+
+
+def test_tRCD_violation_is_caught():
+    """A controller told tRCD is 1 cycle: the model must name tRCD."""
+    run("sdram_bad_trcd", "random_traffic", case(seed=2, ops=6, expect="tRCD"),
+        timing_overrides={"tRCD": 1})
+
+
+@pytest.mark.slow
+def test_refresh_during_long_transfer():
+    run("sdram_is42_100", "refresh_during_long_transfer", case())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chip,mhz", [("IS42S16160G", 133.0), ("AS4C32M16SB", 100.0),
+                                      ("AS4C32M16SB", 143.0)])
+def test_random_traffic_other_configs(chip, mhz):
+    run(f"sdram_{chip}_{mhz:g}".lower(), "random_traffic",
+        case(chip=chip, clk_mhz=mhz, seed=5, ops=60))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule,ctrl", [
+    ("tRP", {"timing_overrides": {"tRP": 1}}),
+    ("tRAS", {"timing_overrides": {"tRAS": 1, "tRC": 1}}),
+    ("tWR", {"timing_overrides": {"tWR": 1}}),
+    ("tRFC", {"timing_overrides": {"tRFC": 1}}),
+    ("tREF", {"refresh_interval_ns": 3 * 7812.5}),
+])
+def test_violation_is_caught(rule, ctrl):
+    run(f"sdram_bad_{rule}", "random_traffic",
+        case(seed=3, ops=30 if rule != "tREF" else 60, expect=rule), **ctrl)
