@@ -28,7 +28,7 @@ def _values(rng, n, acc_width):
     s[: min(n, 64)] = np.arange(min(n, 64))
     # Values that land exactly on .5 before rounding: acc*M = (2k+1) * 2**(s-1).
     for i in range(64, min(n, 96)):
-        s[i] = rng.integers(1, 20)
+        s[i] = rng.integers(1, acc_width - 12)
         m[i] = 1
         acc[i] = (2 * int(rng.integers(-1000, 1000)) + 1) << (int(s[i]) - 1)
     return acc, m, s
