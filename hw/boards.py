@@ -221,7 +221,8 @@ def _build(cls, data, path, board, prefix):
 
 def _check_board(b: Board, path):
     """Cross-field rules: PLL arithmetic, platform consistency, SDRAM, link, DSP budget."""
-    err = lambda field_path, msg: BoardError(f"{_where(path, b.name, field_path)}: {msg}")  # noqa: E731
+    def err(field_path, msg):
+        return BoardError(f"{_where(path, b.name, field_path)}: {msg}")
 
     if b.device not in _KNOWN_DEVICES:
         raise err("device", f"{b.device!r} is not an ECP5 part nextpnr-ecp5 knows; known: "
@@ -282,6 +283,17 @@ def _check_board(b: Board, path):
             uart_divider(c.target_hz, b.link.baud)
         except ValueError as e:
             raise err("link.baud", str(e)) from None
+
+    # The pointwise array is P output lanes x L input lanes, both powers of two, L dividing P
+    # (the engine's weight entries and the firmware image layout rely on it).
+    e = b.engine
+    for name in ("pointwise_in_lanes", "pointwise_out_lanes"):
+        v = getattr(e, name)
+        if v & (v - 1):
+            raise err(f"engine.{name}", f"must be a power of two, not {v!r}")
+    if e.pointwise_out_lanes % e.pointwise_in_lanes:
+        raise err("engine.pointwise_in_lanes", f"{e.pointwise_in_lanes} must divide "
+                  f"pointwise_out_lanes ({e.pointwise_out_lanes})")
 
     if b.engine.macs > b.resources.MULT18X18D:
         e = b.engine

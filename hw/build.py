@@ -7,7 +7,7 @@
 Steps (``--stop-step NAME`` stops after NAME):
 
     1 quantize   python -m quant -> build/quant/<variant>/manifest.json + model.npz
-    2 firmware   firmware.compiler -> layer program + packed weight image
+    2 firmware   firmware.compiler -> build/<board>/memory.bin (program + weights) + memory.json
     3 estimate   pre-synthesis cycles and resources; the fit check against the device
     4 elaborate  Amaranth -> build/<board>/gateware/top.il, top.ys, top.lpf
     5 synth      yosys (synth_ecp5) -> top.json + cell counts
@@ -21,9 +21,15 @@ step is skipped with a message. Tool output goes to ``build/<board>/logs/<step>.
 
 Which design is built (``--design``): ``engine`` is the accelerator; ``dsp-probe`` a MAC array
 timing probe (see :mod:`hw.top`). ``auto`` builds the engine once it is wired, the probe until
-then. For the probe, ``quantize`` and ``firmware`` run when their modules exist and are skipped,
-with a message naming the missing module, when they do not (the probe does not need them); for
-the engine a missing module is an error.
+then. For the probe, ``quantize`` and ``firmware`` run when their modules and inputs (the float
+weights) exist and are skipped, with a message naming what is missing, when they do not (the
+probe does not need them); for the engine anything missing is an error.
+
+Adapters to the other modules (the integrator's contract, kept small): ``python -m quant
+--variant V --weights W --out build/quant/V``; ``firmware.compiler.compile_files(artifact_dir,
+board_name, out)`` writing ``build/<board>/memory.bin`` + ``memory.json``;
+``hw.estimate.estimate(board, firmware_record)`` returning ``resources`` and
+``cycles_per_frame``.
 """
 import argparse
 import hashlib
@@ -272,9 +278,16 @@ def _manifest_path(ctx) -> Optional[Path]:
     return None
 
 
+def _weights(ctx) -> Path:
+    """--weights, or quant's default (models/VARIANT.pt, the shipped reference weights)."""
+    if ctx.weights:
+        return Path(ctx.weights)
+    return ROOT / "models" / f"{ctx.variant}.pt"
+
+
 def _quantize_key(ctx):
-    return {"variant": ctx.variant, "weights": str(ctx.weights) if ctx.weights else None,
-            "weights_hash": _file_hash(ctx.weights) if ctx.weights else None,
+    return {"variant": ctx.variant, "weights": str(_weights(ctx)),
+            "weights_hash": _file_hash(_weights(ctx)),
             "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
             "has_quant_main": _module_exists("quant.__main__")}
 
@@ -282,10 +295,15 @@ def _quantize_key(ctx):
 def step_quantize(ctx):
     if not _module_exists("quant.__main__"):
         _missing(ctx, "quant/__main__.py (python -m quant)", "the quantized model")
+    weights = _weights(ctx)
+    if not weights.exists():
+        if ctx.weights:
+            raise StepError(f"--weights {ctx.weights}: no such file")
+        _missing(ctx, f"the float weights {weights.relative_to(ROOT)} (make reference trains "
+                      f"them, or pass --weights)", "the quantized model")
     ctx.quant_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir)]
-    if ctx.weights:
-        cmd += ["--weights", str(ctx.weights)]
+    cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir),
+           "--weights", str(weights)]
     log_path = ctx.logs / "quantize.log"
     _run_logged(cmd, log_path, "quantize (python -m quant)")
     manifest = _manifest_path(ctx)
@@ -312,12 +330,14 @@ def _run_logged(cmd, log_path, what):
 
 def _quantize_outputs(ctx):
     manifest = _manifest_path(ctx)
-    return [manifest, manifest.parent / "model.npz"] if manifest else [ctx.quant_dir / "manifest.json"]
+    if manifest is None:
+        return [ctx.quant_dir / "manifest.json"]
+    return [manifest, manifest.parent / "model.npz"]
 
 
 # -- 2 firmware --------------------------------------------------------------------------------
 
-FIRMWARE_ENTRY = "compile_firmware"
+FIRMWARE_ENTRY = "compile_files"
 
 
 def _firmware_key(ctx):
@@ -330,35 +350,34 @@ def _firmware_key(ctx):
 
 
 def step_firmware(ctx):
-    """Adapter to ``firmware.compiler.compile_firmware(manifest, board, out_dir) -> dict`` with
-    at least ``{"image": path of the memory image}`` (the layer program may be more keys)."""
+    """Adapter to ``firmware.compiler.compile_files(artifact_dir, board_name, out)``, which
+    writes the memory image ``out`` (uint16 words) and its map ``out.json`` beside it and
+    returns the compiled program (``words``, ``descriptors``)."""
     if not _module_exists("firmware.compiler"):
         _missing(ctx, "firmware/compiler.py", "the layer program and weight image")
     q = ctx.results.get("quantize", {})
     if "manifest" not in q:
-        _missing(ctx, "the quantized model (step quantize was skipped)", "the layer program")
+        _missing(ctx, f"the quantized model (step quantize: "
+                      f"{q.get('skipped', 'did not run')})", "the layer program")
     compiler = importlib.import_module("firmware.compiler")
     entry = getattr(compiler, FIRMWARE_ENTRY, None)
     if entry is None:
-        raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(manifest, board, out_dir)"
-                        f"; hw/build.py step_firmware calls that")
-    out_dir = ctx.board_dir / "firmware"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = dict(entry(Path(q["manifest"]), ctx.board, out_dir) or {})
-    image = record.get("image")
-    if not image or not Path(image).exists():
-        raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} returned no existing 'image' "
-                        f"(got {image!r})")
-    product = ctx.board_dir / f"firmware{Path(image).suffix or '.bin'}"
-    if Path(image).resolve() != product.resolve():
-        shutil.copyfile(image, product)
-    record["image"] = str(product)
-    return record
+        raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(artifact_dir, board, "
+                        f"out); hw/build.py step_firmware calls that")
+    image = ctx.board_dir / "memory.bin"
+    try:
+        compiled = entry(Path(q["manifest"]).parent, ctx.board.name, image)
+    except ValueError as e:   # CompileError / ImageError name the layer or field
+        raise StepError(f"firmware compiler: {e}") from None
+    if not image.exists():
+        raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} wrote no {image}")
+    descriptors = getattr(compiled, "descriptors", [])
+    return {"image": str(image), "map": str(image.with_suffix(".json")),
+            "bytes": image.stat().st_size, "descriptors": len(descriptors)}
 
 
 def _firmware_outputs(ctx):
-    image = (ctx.results.get("firmware") or {}).get("image")
-    return [Path(image)] if image else []
+    return [ctx.board_dir / "memory.bin", ctx.board_dir / "memory.json"]
 
 
 # -- 3 estimate --------------------------------------------------------------------------------
@@ -625,8 +644,9 @@ def report_markdown(r) -> str:
     lines = [f"# Build report: {r['board']} ({r['device']}), design {r['design']}", ""]
     if r.get("warning"):
         lines += [f"**{r['warning']}**", ""]
+    timing = {True: "met", False: "NOT met", None: "-"}[r["timing_met"]]
     lines += [f"- fmax {_fmt(r['fmax_mhz'], '.2f')} MHz vs target {r['target_mhz']:g} MHz: "
-              f"timing {'met' if r['timing_met'] else 'NOT met' if r['timing_met'] is False else '-'}",
+              f"timing {timing}",
               f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
               f"({r['fps_note']})"]
     if r.get("compute_bound"):

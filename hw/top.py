@@ -162,10 +162,14 @@ def probe_estimate(board) -> dict:
     """Pre-synthesis resource estimate of :class:`DSPProbe` for ``board`` (same resource names
     as the fit check and nextpnr). Counted from the structure above:
 
-    - per MAC: operand chain (a+b FFs), MAC registers (a+b, product, accumulator), the
-      accumulator's adder (one LUT4 per bit: nextpnr packs carry logic as TRELLIS_COMB), its
-      XOR reduction (a 4-ary tree of LUT4s) and one register;
+    - per MAC: operand registers (a+b FFs: the MAC's input registers hold what the next
+      stage of the operand chain holds, and yosys merges the two), product and accumulator
+      registers, the accumulator's adder (one LUT4 per bit: nextpnr packs carry logic as
+      TRELLIS_COMB), its XOR reduction (a 4-ary tree of LUT4s) and one register;
     - the reduction tree: one LUT4 and one FF per node; the LFSR; the reset synchroniser.
+
+    Measured with yosys 0.70 for 148 MACs: 7811 FFs against 9.7 K estimated -- yosys also
+    merges the first 32-bit stretch of operand chain into the LFSR, which shifts the same bits.
     """
     n = board.engine.macs
     a, b, acc = PROBE_A_WIDTH, PROBE_B_WIDTH, PROBE_ACC_WIDTH
@@ -179,7 +183,7 @@ def probe_estimate(board) -> dict:
     while width > 1:
         width = -(-width // _TREE_FANIN)
         nodes += width
-    ff = n * ((a + b) + (a + b) + (a + b) + acc + 1) + nodes + 32 + 2
+    ff = n * ((a + b) + (a + b) + acc + 1) + nodes + 32 + 2
     lut = n * (acc + xor_luts) + nodes + 4
     return {"LUT4": lut, "TRELLIS_FF": ff, "MULT18X18D": n, "DP16KD": 0}
 

@@ -172,6 +172,15 @@ def test_baud_the_clock_cannot_make(tmp_path, doc):
     expect_error(write(tmp_path, doc), "ulx3s", "link.baud", "baud")
 
 
+@pytest.mark.parametrize("field_path,value,fragment", [
+    ("pointwise_out_lanes", 12, "power of two"),
+    ("pointwise_in_lanes", 8, "must divide pointwise_out_lanes (4)"),
+])
+def test_pointwise_lanes_shape(tmp_path, doc, field_path, value, fragment):
+    doc["boards"]["ulx3s-25f"]["engine"][field_path] = value
+    expect_error(write(tmp_path, doc), "ulx3s-25f", "engine." + field_path, fragment)
+
+
 def test_more_macs_than_multipliers(tmp_path, doc):
     doc["boards"]["ulx3s-12f"]["engine"]["pointwise_out_lanes"] = 8   # 32 + 4 + 2 > 28
     expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "38 MACs", "28")
