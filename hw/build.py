@@ -365,6 +365,7 @@ def step_firmware(ctx):
         raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(artifact_dir, board, "
                         f"out); hw/build.py step_firmware calls that")
     image = ctx.board_dir / "memory.bin"
+    image.parent.mkdir(parents=True, exist_ok=True)
     try:
         compiled = entry(Path(q["manifest"]).parent, ctx.board.name, image)
     except ValueError as e:   # CompileError / ImageError name the layer or field

@@ -312,3 +312,57 @@ def test_elaborate_and_synth_small_board(tmp_path):
     ctx2 = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
     runner.run(ctx2)
     assert ctx2.status == {"estimate": "cached", "elaborate": "cached", "synth": "cached"}
+
+
+# -- adapters to the other modules: what happens when a piece is missing ------------------------
+
+def test_quantize_without_weights_skips_for_the_probe_and_fails_for_the_engine(tmp_path):
+    b = get_board("ulx3s")
+    probe = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path,
+                                 variant="no_such_variant")
+    with pytest.raises(StepSkipped, match="models/no_such_variant.pt"):
+        hwbuild.step_quantize(probe)
+    engine = hwbuild.BuildContext(board=b, design="engine", out=tmp_path,
+                                  variant="no_such_variant")
+    with pytest.raises(StepError, match="engine design needs it"):
+        hwbuild.step_quantize(engine)
+    given = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path,
+                                 weights=tmp_path / "missing.pt")
+    with pytest.raises(StepError, match="--weights .*missing.pt: no such file"):
+        hwbuild.step_quantize(given)
+
+
+def test_firmware_without_a_quantized_model(tmp_path):
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="dsp-probe", out=tmp_path)
+    ctx.results["quantize"] = {"skipped": "no weights"}
+    with pytest.raises(StepSkipped, match="no weights"):
+        hwbuild.step_firmware(ctx)
+
+
+def test_firmware_adapter_calls_compile_files(tmp_path, monkeypatch):
+    import types
+    calls = []
+
+    def compile_files(artifact_dir, board, out):
+        calls.append((Path(artifact_dir), board, Path(out)))
+        Path(out).write_bytes(b"\0\1" * 8)
+        Path(out).with_suffix(".json").write_text("{}")
+        return types.SimpleNamespace(descriptors=[{}, {}, {}])
+
+    fake = types.ModuleType("firmware.compiler")
+    fake.compile_files = compile_files
+    monkeypatch.setitem(sys.modules, "firmware.compiler", fake)
+    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s-25f"), design="engine", out=tmp_path)
+    ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
+    rec = hwbuild.step_firmware(ctx)
+    assert calls == [(tmp_path / "q", "ulx3s-25f", tmp_path / "ulx3s-25f" / "memory.bin")]
+    assert rec["bytes"] == 16 and rec["descriptors"] == 3
+    assert [p.name for p in hwbuild._firmware_outputs(ctx)] == ["memory.bin", "memory.json"]
+
+
+def test_engine_estimate_needs_hw_estimate(tmp_path, monkeypatch):
+    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: name != "hw.estimate")
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="engine", out=tmp_path)
+    with pytest.raises(StepError, match="hw/estimate.py"):
+        hwbuild.step_estimate(ctx)
