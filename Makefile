@@ -40,5 +40,8 @@ reference: $(STAMP) ## retrain the shipped reference weights (about 35 min on 2 
 check-reference: $(STAMP) ## smoothness and spread of the reference weights -> build/reference_check.json
 	$(PY) -m quant.reference_model check --variant $(VARIANT)
 
+build: $(STAMP) ## bitstream for BOARD (default ulx3s) -> build/$(BOARD)/ (report.json, .bit)
+	$(PY) -m hw.build --board $(BOARD) --variant $(VARIANT)
+
 clean:          ## remove build products
 	rm -rf build
