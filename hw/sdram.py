@@ -283,12 +283,8 @@ class SDRAMController(wiring.Component):
             with m.Else():
                 m.d.sync += ref_timer.eq(ref_timer - 1)
 
-        # Commands are taken whenever no transfer is running; they wait for init.
-        m.d.comb += self.cmd_stream.ready.eq(remaining == 0)
-        with m.If(self.cmd_stream.valid & self.cmd_stream.ready):
-            payload = self.cmd_stream.payload
-            m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
-                         remaining.eq(payload.length)]
+        # A column command for the current transfer goes out this cycle.
+        word_issued = Signal()
 
         precharge_all = [pads.a.eq(1 << 10)] + [open_[b].eq(0) for b in range(nbanks)]
 
@@ -332,13 +328,14 @@ class SDRAMController(wiring.Component):
                         with m.If(rcd[bank] == 0):
                             with m.If(is_write):
                                 with m.If(self.w_stream.valid & bus_free_for_write):
-                                    m.d.comb += self.w_stream.ready.eq(1)
+                                    m.d.comb += [self.w_stream.ready.eq(1),
+                                                 word_issued.eq(1)]
                                     m.d.sync += command(_WRITE, ba=bank, a=col) + [
                                         pads.dq_o.eq(self.w_stream.payload), pads.dq_oe.eq(1),
                                         wr[bank].eq(load(t.tWR)),
                                         addr.eq(addr + 1), remaining.eq(remaining - 1)]
                             with m.Elif(credits != 0):
-                                m.d.comb += issue_read.eq(1)
+                                m.d.comb += [issue_read.eq(1), word_issued.eq(1)]
                                 m.d.sync += command(_READ, ba=bank, a=col) + [
                                     addr.eq(addr + 1), remaining.eq(remaining - 1)]
                     with m.Elif(open_[bank]):
@@ -351,6 +348,16 @@ class SDRAMController(wiring.Component):
                                 open_[bank].eq(1), open_row[bank].eq(row),
                                 rcd[bank].eq(load(t.tRCD)), ras[bank].eq(load(t.tRAS)),
                                 rc[bank].eq(load(t.tRC)), rrd.eq(load(t.tRRD))]
+
+        # The next command is taken while the last word of the current one goes out, so
+        # back-to-back commands run without a bubble. Commands wait for init in the register.
+        m.d.comb += self.cmd_stream.ready.eq((remaining == 0) |
+                                             ((remaining == 1) & word_issued))
+        with m.If(self.cmd_stream.valid & self.cmd_stream.ready):
+            # After the FSM so that these assignments win over the issue branch's.
+            payload = self.cmd_stream.payload
+            m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
+                         remaining.eq(payload.length)]
         return m
 
 

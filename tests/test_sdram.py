@@ -65,7 +65,7 @@ def test_controller_rejects_bad_parameters():
 # -- simulation --------------------------------------------------------------------------
 
 def test_random_traffic_100mhz():
-    run("sdram_is42_100", "random_traffic", case(seed=1, ops=40))
+    run("sdram_is42_100", "random_traffic", case(seed=1, ops=80))
 
 
 def test_tRCD_violation_is_caught():
