@@ -1,0 +1,104 @@
+"""Quantize a zoo model into an integer artifact and measure its fidelity.
+
+    python -m quant --variant seesaw_shuffle [--weights PATH] [--act lut|cordic] [--bits 8]
+                    [--out build/quant/seesaw_shuffle]
+
+Steps: [1/5] load the float model (shipped weights models/VARIANT.pt by default), [2/5]
+calibrate on the shipped calibration faces, [3/5] quantize and write the artifact
+(manifest.json + model.npz), [4/5] measure fidelity on the evaluation faces, [5/5] write
+report.json, report.md and per_layer.png, and print the table.
+"""
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import faces as face_set
+from .artifact import save
+from .fidelity import evaluate, markdown, write
+from .quantize import DEFAULT_WIDE, ROLES, float_program, quantize_model
+from .reference_model import load_reference, weights_path
+from .zoo import VARIANTS
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m quant", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="seesaw_shuffle", choices=list(VARIANTS))
+    ap.add_argument("--weights", type=Path, help="float checkpoint (default: models/VARIANT.pt)")
+    ap.add_argument("--act", choices=("lut", "cordic"), default="lut",
+                    help="swish/sigmoid implementation (default: %(default)s)")
+    ap.add_argument("--bits", type=int, default=8, help="weight bits (default: %(default)s)")
+    ap.add_argument("--act-bits", type=int, default=8,
+                    help="activation bits of tensors not widened (default: %(default)s)")
+    ap.add_argument("--wide", default=",".join(DEFAULT_WIDE),
+                    help=f"comma-separated tensor roles held at 16 bits (default: %(default)s; "
+                         f"roles: {', '.join(ROLES)}; 'none' for none)")
+    ap.add_argument("--calibration", choices=("mse", "max"), default="mse",
+                    help="activation format search (default: %(default)s)")
+    ap.add_argument("--cordic-iterations", type=int, default=16)
+    ap.add_argument("--cordic-width", type=int, default=24)
+    ap.add_argument("--calibration-faces", type=int, default=None,
+                    help="use only the first N calibration faces (quick runs)")
+    ap.add_argument("--eval-faces", type=int, default=None,
+                    help="use only the first N evaluation faces (quick runs)")
+    ap.add_argument("--no-peer", action="store_true", help="skip the torch.ao peer")
+    ap.add_argument("--no-pairs", action="store_true", help="skip the pair decisions")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, help="default: build/quant/VARIANT")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    wide = () if args.wide in ("", "none") else tuple(w.strip() for w in args.wide.split(","))
+    out = args.out or Path("build/quant") / args.variant
+    t0 = time.perf_counter()
+
+    def step(i, text):
+        print(f"[{i}/5] {text} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    wpath = args.weights or weights_path(args.variant)
+    step(1, f"load {args.variant} from {wpath}")
+    model = load_reference(args.variant, wpath)
+    cal = face_set.load("calibration")[:args.calibration_faces]
+    ev = face_set.load("evaluation")[:args.eval_faces]
+
+    step(2, f"calibrate on {len(cal)} faces ({args.calibration})")
+    meta = {"source": {"weights": str(wpath), "sha256": sha256(Path(wpath))},
+            "variant": args.variant}
+    art = quantize_model(model, cal, weight_bits=args.bits, act_bits=args.act_bits,
+                         act_form=args.act, wide=wide, method=args.calibration,
+                         cordic_iterations=args.cordic_iterations,
+                         cordic_width=args.cordic_width, meta=meta,
+                         progress=lambda d, n: print(f"      {d}/{n} faces", flush=True))
+    step(3, f"write artifact to {out}")
+    save(art, out)
+
+    step(4, f"fidelity on {len(ev)} evaluation faces")
+    ops, params, _ = float_program(model)
+    rep = evaluate(art, model, ops, params, cal, ev, peer=not args.no_peer,
+                   pairs=not args.no_pairs,
+                   log=lambda s: print(f"    {s.strip()}", flush=True))
+    step(5, "write report")
+    files = write(rep, out)
+    print(markdown(rep))
+    for f in files.values():
+        print(f"wrote {f}")
+    print(f"wrote {out / 'manifest.json'} and {out / 'model.npz'}")
+    ok = all(rep["accepted"].values())
+    print(f"acceptance: {'PASS' if ok else 'FAIL'} "
+          f"({', '.join(k for k, v in rep['accepted'].items() if not v) or 'all met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

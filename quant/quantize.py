@@ -1,0 +1,509 @@
+"""The quantizer: float zoo model -> layer program -> calibrated integer artifact.
+
+Three stages, each usable on its own:
+
+1. :func:`float_program` walks a zoo model and emits the *layer program*: the ordered list of
+   ops (``conv``, ``activation``, ``shuffle``, ``avgpool``, ``linear``, ``prelu``,
+   ``scale_channels``, ``add``, ``maxpool``) with named input and output tensors, plus the float
+   parameters with every BatchNorm folded in (:func:`fold_bn`). :func:`run_float` interprets
+   that program in float64; it computes what the zoo model computes (a test checks it), and it
+   names every intermediate tensor, which is what calibration and the per-layer fidelity report
+   need.
+2. :func:`calibrate` runs the float program on the calibration faces and picks a power-of-two
+   format ``Fmt(signed, n_word, n_frac)`` per tensor by minimising the quantization MSE over
+   ``n_frac`` (:func:`choose_fmt`); the word width comes from the mixed-precision policy
+   (:data:`DEFAULT_WIDE`, by tensor *role*).
+3. :func:`quantize_program` turns weights into per-output-channel symmetric integers, biases into
+   integers at accumulator scale, and every real rescale into a requantization multiplier
+   ``M < 2**17`` and shift ``s`` (:func:`multiplier_shift`), producing an
+   :class:`quant.artifact.Artifact` that :class:`quant.golden.GoldenModel` runs.
+
+:func:`quantize_model` does all three. See ``docs/NUMERICS.md`` for the arithmetic.
+"""
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import activation as act
+from .artifact import Artifact
+from .fixedpoint import Fmt
+from .zoo.layers import ConvBlock, InvertedResidual, LinearBlock, SeesawBlock
+
+# Multiplier width: unsigned and below 2**17, so that M is one operand of an ECP5 18x18 DSP.
+MULT_BITS = 17
+# The input op feeds the stem ``2 * pixel - 255``: with 8 fraction bits that is exactly the
+# reference's ``(pixel - 127.5) / 128``, and the stem's zero padding is exactly the float
+# model's zero padding (see docs/NUMERICS.md, "input").
+INPUT_FMT = Fmt(True, 9, 8)
+# The SE gate (sigmoid output) lies in (0, 1): unsigned, 8 fraction bits.
+GATE_FMT = Fmt(False, 8, 8)
+# Roles of tensors; the mixed-precision policy maps roles to word widths.
+ROLES = ("input", "preact", "act", "linear", "residual", "se", "gate", "embedding")
+# Roles widened to 16 bits by default: the ones where 8 bits cost measurable fidelity (see
+# docs/NUMERICS.md, "mixed precision"): the residual stream accumulates error over the 12
+# residual adds, and the embedding is the product.
+DEFAULT_WIDE = ("residual", "embedding")
+WIDE_BITS = 16
+
+
+class QuantizeError(ValueError):
+    """The model or a parameter cannot be quantized as asked; the message names the layer."""
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm folding
+
+def fold_bn(weight, bn):
+    """Fold an eval-mode BatchNorm (1d or 2d) into the preceding bias-free conv or linear.
+
+    Returns float64 numpy ``(weight', bias')`` with ``bn(conv(x, W)) == conv(x, W') + b'``:
+    ``W' = W * g / sqrt(var + eps)`` per output channel, ``b' = beta - mean * g / sqrt(var + eps)``.
+    """
+    w = np.asarray(weight.detach().double().numpy() if torch.is_tensor(weight) else weight,
+                   dtype=np.float64)
+    g = bn.weight.detach().double().numpy() if bn.affine else np.ones(bn.num_features)
+    beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(bn.num_features)
+    mean = bn.running_mean.detach().double().numpy()
+    var = bn.running_var.detach().double().numpy()
+    k = g / np.sqrt(var + bn.eps)
+    return w * k.reshape(-1, *([1] * (w.ndim - 1))), beta - mean * k
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 1: the float layer program
+
+class _Builder:
+    def __init__(self):
+        self.ops = []
+        self.params = {}          # op name -> dict of float64 arrays
+        self.roles = {}           # tensor name -> role
+
+    def op(self, name, kind, inputs, output, role, params=None, **fields):
+        if any(o["name"] == name for o in self.ops):
+            raise QuantizeError(f"duplicate op name {name!r}")
+        self.ops.append({"name": name, "op": kind, "inputs": list(inputs), "output": output,
+                         **fields})
+        self.roles[output] = role
+        if params:
+            self.params[name] = params
+        return output
+
+    def conv(self, name, x, parts, kernel, stride, padding, depthwise, role, source):
+        """``parts``: list of ``(in_lo, in_hi, ConvBlock | LinearBlock)``; the parts' outputs
+        are concatenated (grouped pointwise with uneven groups)."""
+        weights, biases, meta, out_lo = [], [], [], 0
+        for lo, hi, block in parts:
+            w, b = fold_bn(block.conv.weight, block.bn)
+            weights.append(w)
+            biases.append(b)
+            meta.append({"in": [lo, hi], "out": [out_lo, out_lo + w.shape[0]]})
+            out_lo += w.shape[0]
+        return self.op(name, "conv", [x], name + ".pre" if role == "preact" else name, role,
+                       {"weights": weights, "bias": np.concatenate(biases)},
+                       kernel=kernel, stride=stride, padding=padding, depthwise=depthwise,
+                       parts=meta, source=source)
+
+    def conv_block(self, name, x, parts, kernel=1, stride=1, padding=0, depthwise=False,
+                   source=None, out_name=None):
+        pre = self.conv(name, x, parts, kernel, stride, padding, depthwise, "preact",
+                        source or [name])
+        return self.op(name + ".act", "activation", [pre], out_name or name, "act",
+                       function="swish")
+
+
+def float_program(model):
+    """``(ops, params, roles)`` of a zoo model: the layer program with float (BN-folded)
+    parameters. ``roles`` maps every tensor name to its role (:data:`ROLES`)."""
+    b = _Builder()
+    x = b.op("input", "input", [], "input", "input")
+    x = b.conv_block("conv1", x, [(0, 3, model.conv1)], 3, 2, 1)
+    c = model.conv2_dw.conv.out_channels
+    x = b.conv_block("conv2_dw", x, [(0, c, model.conv2_dw)], 3, 1, 1, depthwise=True)
+    for name, layer in model.layers()[2:8]:
+        blocks = [(name, layer)] if not hasattr(layer, "model") else \
+            [(f"{name}.model.{i}", blk) for i, blk in enumerate(layer.model)]
+        for prefix, blk in blocks:
+            if isinstance(blk, SeesawBlock):
+                x = _seesaw_block(b, prefix, blk, x)
+            elif isinstance(blk, InvertedResidual):
+                x = _inverted_residual(b, prefix, blk, x)
+            else:
+                raise QuantizeError(f"{prefix}: unsupported block type {type(blk).__name__}")
+    x = b.conv_block("conv_6_sep", x, [(0, model.conv_6_sep.conv.in_channels, model.conv_6_sep)])
+    x = b.conv("conv_6_dw", x, [(0, 512, model.conv_6_dw)], model.conv_6_dw.conv.kernel_size[0],
+               1, 0, True, "linear", ["conv_6_dw"])
+    w, bias = fold_bn(model.linear.weight, model.bn)
+    b.op("linear", "linear", [x], "embedding", "embedding", {"weights": [w], "bias": bias},
+         source=["linear", "bn"])
+    return b.ops, b.params, b.roles
+
+
+def _seesaw_block(b, p, blk, x):
+    in_c = blk.conv_1.conv.in_channels * 4
+    e = blk.conv_dw.conv.out_channels
+    y = b.conv_block(f"{p}.expand", x, [(0, in_c // 4, blk.conv_1), (in_c // 4, in_c, blk.conv_3)],
+                     source=[f"{p}.conv_1", f"{p}.conv_3"])
+    if blk.routing == "shuffle":
+        y = b.op(f"{p}.shuffle", "shuffle", [y], f"{p}.shuffle", "act", groups=2)
+    y = b.conv_block(f"{p}.dw", y, [(0, e, blk.conv_dw)], 3, blk.conv_dw.conv.stride[0], 1,
+                     depthwise=True, source=[f"{p}.conv_dw"])
+    y = _squeeze_excite(b, f"{p}.se", blk.se[0], y)
+    if blk.routing == "shuffle":
+        parts = [(0, e // 4, blk.project_1), (e // 4, e, blk.project_3)]
+        src = [f"{p}.project_1", f"{p}.project_3"]
+    else:
+        parts = [(0, 3 * e // 4, blk.project_3), (3 * e // 4, e, blk.project_1)]
+        src = [f"{p}.project_3", f"{p}.project_1"]
+    joined = blk.residual or blk.mapping_kind is not None
+    proj = b.conv(f"{p}.project" if joined else p, y, parts, 1, 1, 0, False,
+                  "linear" if joined else "residual", src)
+    if blk.residual:
+        return b.op(f"{p}.add", "add", [x, proj], p, "residual")
+    if blk.mapping_kind == "conv_s2":
+        m = b.conv_block(f"{p}.mapping", x, [(0, in_c, blk.mapping)], 1, 2, 0,
+                         source=[f"{p}.mapping"])
+        return b.op(f"{p}.add", "add", [m, proj], p, "residual")
+    if blk.mapping_kind == "maxpool_conv":
+        m = b.op(f"{p}.mapping.pool", "maxpool", [x], f"{p}.mapping.pool", "residual",
+                 kernel=2, stride=2)
+        m = b.conv_block(f"{p}.mapping", m, [(0, in_c, blk.mapping[1])], source=[f"{p}.mapping.1"])
+        return b.op(f"{p}.add", "add", [m, proj], p, "residual")
+    return proj
+
+
+def _inverted_residual(b, p, blk, x):
+    in_c = blk.conv.conv.in_channels
+    e = blk.conv_dw.conv.out_channels
+    y = b.conv_block(f"{p}.conv", x, [(0, in_c, blk.conv)])
+    y = b.conv_block(f"{p}.conv_dw", y, [(0, e, blk.conv_dw)], 3, blk.conv_dw.conv.stride[0], 1,
+                     depthwise=True)
+    proj = b.conv(f"{p}.project" if blk.residual else p, y, [(0, e, blk.project)], 1, 1, 0,
+                  False, "linear" if blk.residual else "residual", [f"{p}.project"])
+    if blk.residual:
+        return b.op(f"{p}.add", "add", [x, proj], p, "residual")
+    return proj
+
+
+def _squeeze_excite(b, p, se, x):
+    fc1, prelu, fc2 = se.fc[0], se.fc[1], se.fc[2]
+    pooled = b.op(f"{p}.pool", "avgpool", [x], f"{p}.pool", "se")
+    h = b.op(f"{p}.fc1", "linear", [pooled], f"{p}.fc1", "se",
+             {"weights": [fc1.weight.detach().double().numpy()],
+              "bias": fc1.bias.detach().double().numpy()}, source=[f"{p}.fc.0"])
+    h = b.op(f"{p}.prelu", "prelu", [h], f"{p}.prelu", "se",
+             {"slope": prelu.weight.detach().double().numpy()}, source=[f"{p}.fc.1"])
+    z = b.op(f"{p}.fc2", "linear", [h], f"{p}.fc2", "preact",
+             {"weights": [fc2.weight.detach().double().numpy()],
+              "bias": fc2.bias.detach().double().numpy()}, source=[f"{p}.fc.2"])
+    g = b.op(f"{p}.gate", "activation", [z], f"{p}.gate", "gate", function="sigmoid")
+    return b.op(p, "scale_channels", [x, g], p, "act")
+
+
+def _float_conv(op, prm, x):
+    outs = []
+    for part, w in zip(op["parts"], prm["weights"]):
+        xi = x[:, part["in"][0]:part["in"][1]]
+        outs.append(F.conv2d(xi, torch.from_numpy(w).to(x.dtype), stride=op["stride"],
+                             padding=op["padding"], groups=xi.shape[1] if op["depthwise"] else 1))
+    y = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+    return y + torch.from_numpy(prm["bias"]).to(x.dtype).view(1, -1, 1, 1)
+
+
+def float_input(faces_uint8_nhwc, dtype=torch.float32) -> torch.Tensor:
+    """uint8 NHWC faces -> the float NCHW input ``(pixel - 127.5) / 128``."""
+    faces = np.asarray(faces_uint8_nhwc)
+    if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[3] != 3:
+        raise ValueError(f"faces must be uint8 (N, H, W, 3), not {faces.dtype} {faces.shape}")
+    return (torch.from_numpy(faces).permute(0, 3, 1, 2).to(dtype) - 127.5) / 128
+
+
+@torch.no_grad()
+def run_float(ops, params, faces_uint8_nhwc, keep=True, on_tensor=None,
+              dtype=torch.float32) -> dict:
+    """Interpret the float program (float32 like the zoo model, or float64). Returns ``{tensor name: tensor}`` (all of them
+    when ``keep``, else only ``"embedding"``); ``on_tensor(name, tensor)`` sees each one."""
+    env = {}
+    last_use = _last_use(ops)
+    for i, op in enumerate(ops):
+        kind, prm = op["op"], params.get(op["name"], {})
+        xs = [env[t] for t in op["inputs"]]
+        if kind == "input":
+            y = float_input(faces_uint8_nhwc, dtype)
+        elif kind == "conv":
+            y = _float_conv(op, prm, xs[0])
+        elif kind == "activation":
+            y = torch.sigmoid(xs[0]) if op["function"] == "sigmoid" else xs[0] * torch.sigmoid(xs[0])
+        elif kind == "shuffle":
+            y = _shuffle(xs[0], op["groups"])
+        elif kind == "avgpool":
+            y = xs[0].mean((2, 3))
+        elif kind == "linear":
+            y = xs[0].flatten(1) @ torch.from_numpy(prm["weights"][0]).to(dtype).t() + \
+                torch.from_numpy(prm["bias"]).to(dtype)
+        elif kind == "prelu":
+            y = torch.where(xs[0] >= 0, xs[0], xs[0] * torch.from_numpy(prm["slope"]).to(dtype))
+        elif kind == "scale_channels":
+            y = xs[0] * xs[1].view(*xs[1].shape, 1, 1)
+        elif kind == "add":
+            y = xs[0] + xs[1]
+        elif kind == "maxpool":
+            y = F.max_pool2d(xs[0], op["kernel"], op["stride"])
+        else:
+            raise QuantizeError(f"layer {op['name']!r}: unknown op {kind!r}")
+        env[op["output"]] = y
+        if on_tensor:
+            on_tensor(op["output"], y)
+        if not keep:
+            for t in op["inputs"]:
+                if last_use[t] == i:
+                    del env[t]
+    return env if keep else {"embedding": env["embedding"]}
+
+
+def _shuffle(x, groups):
+    n, c = x.shape[:2]
+    return x.view(n, groups, c // groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+
+
+def _last_use(ops):
+    last = {}
+    for i, op in enumerate(ops):
+        for t in op["inputs"]:
+            last[t] = i
+    return last
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 2: calibration
+
+def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse") -> Fmt:
+    """The power-of-two format of ``bits`` bits for these calibration values.
+
+    ``"max"``: the most fraction bits that still hold the largest magnitude. ``"mse"``: from that
+    format, try up to six more fraction bits (clipping the largest values harder, resolving the
+    bulk finer) and keep the one with the least mean squared quantization error, saturation
+    included. Values are rounded half up and saturated exactly as the hardware does.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise QuantizeError("choose_fmt: no calibration values")
+    peak = float(np.abs(v).max())
+    int_bits = bits - 1 if signed else bits
+    # n_frac at which `peak` still fits: peak * 2**f <= 2**int_bits - 1
+    f_max = int_bits - 1 if peak == 0 else int(math.floor(math.log2((2 ** int_bits - 1) / peak)))
+    if method == "max":
+        return Fmt(signed, bits, f_max)
+    if method != "mse":
+        raise QuantizeError(f"calibration method must be 'mse' or 'max', not {method!r}")
+    best, best_err = None, None
+    for f in range(f_max, f_max + 7):
+        fmt = Fmt(signed, bits, f)
+        err = float(np.mean((fmt.value(fmt.quantize(v)) - v) ** 2))
+        if best_err is None or err < best_err * (1 - 1e-9):
+            best, best_err = fmt, err
+    return best
+
+
+class _Sampler:
+    """Keeps a bounded random sample of every tensor's values plus its exact extremes."""
+
+    def __init__(self, per_batch=1 << 16, seed=0):
+        self.per_batch = per_batch
+        self.rng = np.random.default_rng(seed)
+        self.samples = defaultdict(list)
+        self.peak = defaultdict(float)
+
+    def __call__(self, name, t):
+        v = t.detach().double().flatten().numpy()
+        self.peak[name] = max(self.peak[name], float(np.abs(v).max()) if v.size else 0.0)
+        if v.size > self.per_batch:
+            v = v[self.rng.integers(0, v.size, self.per_batch)]
+        self.samples[name].append(v)
+
+    def values(self, name):
+        v = np.concatenate(self.samples[name])
+        # The extreme value always takes part, so "max" calibration is exact.
+        return np.append(v, self.peak[name])
+
+
+def policy_bits(role: str, bits: int, wide) -> int:
+    if role not in ROLES:
+        raise QuantizeError(f"unknown tensor role {role!r}; known: {', '.join(ROLES)}")
+    return WIDE_BITS if role in wide else bits
+
+
+def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
+              batch=10, progress=None) -> dict:
+    """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
+    for w in wide:
+        if w not in ROLES:
+            raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
+    sampler = _Sampler()
+    for i in range(0, len(faces), batch):
+        run_float(ops, params, faces[i:i + batch], keep=False, on_tensor=sampler)
+        if progress:
+            progress(min(i + batch, len(faces)), len(faces))
+    fmts = {}
+    for name, role in roles.items():
+        if role == "input":
+            fmts[name] = INPUT_FMT
+        elif role == "gate":
+            fmts[name] = GATE_FMT
+        else:
+            fmts[name] = choose_fmt(sampler.values(name), policy_bits(role, act_bits, wide),
+                                    True, method)
+    # Shuffle and maxpool move values without arithmetic: they keep their input's format.
+    # PReLU keeps its input's format too (quant.ops.prelu rounds only the negative side).
+    for op in ops:
+        if op["op"] in ("shuffle", "maxpool", "prelu"):
+            fmts[op["output"]] = fmts[op["inputs"][0]]
+    return fmts
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 3: integers
+
+def multiplier_shift(real: float, what: str = "requantize") -> tuple:
+    """``(M, s)`` with ``M < 2**17`` unsigned and ``M / 2**s`` the closest to ``real`` that 17
+    bits allow (``2**16 <= M < 2**17`` unless the shift would go negative)."""
+    if not (real > 0 and math.isfinite(real)):
+        raise QuantizeError(f"{what}: rescale factor must be positive and finite, not {real!r}")
+    s = MULT_BITS - 1 - math.floor(math.log2(real))
+    m = int(math.floor(real * 2.0 ** s + 0.5))
+    if m >= 1 << MULT_BITS:
+        m, s = int(math.floor(real * 2.0 ** (s - 1) + 0.5)), s - 1
+    if s < 0:
+        raise QuantizeError(f"{what}: rescale factor {real:.4g} needs a left shift "
+                            f"(M >= 2**{MULT_BITS}); the output format is too fine")
+    return m, s
+
+
+def quantize_weights(w: np.ndarray, bits: int):
+    """Per-output-channel symmetric: ``(q int, scale float64 per channel)`` with
+    ``w ~= q * scale``, ``|q| <= 2**(bits-1) - 1``, rounded half up."""
+    qmax = (1 << (bits - 1)) - 1
+    flat = w.reshape(w.shape[0], -1)
+    peak = np.abs(flat).max(1)
+    scale = np.where(peak > 0, peak / qmax, 1.0)
+    q = np.clip(np.floor(flat / scale[:, None] + 0.5), -qmax, qmax).astype(np.int64)
+    return q.reshape(w.shape), scale
+
+
+def _bits_signed(bound: float) -> int:
+    """Signed word width that holds every integer of magnitude <= bound."""
+    return max(2, int(math.ceil(math.log2(bound + 1))) + 1)
+
+
+def _rescale_arrays(name, real_per_channel):
+    ms = [multiplier_shift(float(r), f"layer {name!r} channel {c}")
+          for c, r in enumerate(real_per_channel)]
+    return (np.array([m for m, _ in ms], dtype=np.int32),
+            np.array([s for _, s in ms], dtype=np.int8))
+
+
+def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="lut",
+                     cordic_iterations=16, cordic_width=24, meta=None) -> Artifact:
+    """Integer artifact from a float program and its calibrated tensor formats.
+
+    ``shapes``: ``{tensor: per-image shape}``."""
+    if not 2 <= weight_bits <= 16:
+        raise QuantizeError(f"weight bits must be 2..16, not {weight_bits!r}")
+    if act_form not in act.FORMS:
+        raise QuantizeError(f"activation form must be one of {act.FORMS}, not {act_form!r}")
+    arrays, array_fmts, program = {}, {}, []
+    wfmt = Fmt(True, weight_bits, 0)
+
+    def put(key, value, fmt):
+        arrays[key], array_fmts[key] = value, fmt
+
+    for op in ops:
+        name, kind = op["name"], op["op"]
+        q = {k: v for k, v in op.items()}
+        prm = params.get(name, {})
+        if kind in ("conv", "linear"):
+            f_in = fmts[op["inputs"][0]].n_frac
+            in_fmt = fmts[op["inputs"][0]]
+            out = fmts[op["output"]]
+            qs, scales = [], []
+            for w in prm["weights"]:
+                wq, sc = quantize_weights(w, weight_bits)
+                qs.append(wq)
+                scales.append(sc)
+            scale = np.concatenate(scales)
+            acc_lsb = scale * 2.0 ** -f_in
+            bias = np.floor(prm["bias"] / acc_lsb + 0.5).astype(np.int64)
+            m, s = _rescale_arrays(name, acc_lsb * 2.0 ** out.n_frac)
+            in_peak = max(-in_fmt.lo, in_fmt.hi)
+            sums = np.concatenate([np.abs(wq).reshape(wq.shape[0], -1).sum(1) for wq in qs])
+            acc_bits = max(2, int((sums * in_peak + np.abs(bias)).max()).bit_length() + 1)
+            if kind == "conv":
+                q["parts"] = [dict(p, weight=f"{name}.weight.{i}") for i, p in enumerate(op["parts"])]
+                for i, wq in enumerate(qs):
+                    put(f"{name}.weight.{i}", wq.astype(np.int8 if weight_bits <= 8 else np.int16),
+                        wfmt)
+            else:
+                q["weight"] = f"{name}.weight"
+                put(f"{name}.weight", qs[0].astype(np.int8 if weight_bits <= 8 else np.int16),
+                    wfmt)
+            q.update(bias=f"{name}.bias", multiplier=f"{name}.multiplier",
+                     shift=f"{name}.shift", acc_bits=acc_bits)
+            put(f"{name}.bias", bias, Fmt(True, _bits_signed(float(np.abs(bias).max())), 0))
+            put(f"{name}.multiplier", m, Fmt(False, MULT_BITS, 0))
+            put(f"{name}.shift", s, Fmt(False, 6, 0))
+        elif kind == "activation":
+            spec = act.ActivationSpec(op["function"], act_form, fmts[op["inputs"][0]],
+                                      fmts[op["output"]], cordic_iterations, cordic_width)
+            q["spec"] = spec.to_dict()
+        elif kind == "avgpool":
+            x = op["inputs"][0]
+            hw = shapes[x][1] * shapes[x][2]
+            f_in, out = fmts[x].n_frac, fmts[op["output"]]
+            m, s = multiplier_shift(2.0 ** (out.n_frac - f_in) / hw, f"layer {name!r}")
+            peak = max(-fmts[x].lo, fmts[x].hi)
+            q.update(multiplier=m, shift=s, acc_bits=_bits_signed(hw * peak))
+        elif kind == "prelu":
+            slope = prm["slope"]
+            peak = float(np.abs(slope).max())
+            frac = 7 if peak == 0 else min(15, int(math.floor(math.log2(127 / peak))))
+            sq = np.floor(slope * 2.0 ** frac + 0.5).astype(np.int64)
+            put(f"{name}.slope", sq.astype(np.int8), Fmt(True, 8, 0))
+            q.update(slope=f"{name}.slope", slope_frac=frac)
+        elif kind == "scale_channels":
+            fx, fg = fmts[op["inputs"][0]].n_frac, fmts[op["inputs"][1]].n_frac
+            q["shift"] = fx + fg - fmts[op["output"]].n_frac
+        elif kind == "input":
+            q.update(scale=2, offset=-255)
+        program.append(q)
+    tensors = {t: {"shape": list(shapes[t]), "fmt": fmts[t], "role": roles[t]} for t in roles}
+    meta = dict(meta or {})
+    meta.setdefault("weight_bits", weight_bits)
+    meta.setdefault("activation_form", act_form)
+    return Artifact(variant=meta.get("variant", "unknown"), program=program, tensors=tensors,
+                    arrays=arrays, array_fmts=array_fmts, meta=meta)
+
+
+def tensor_shapes(ops, params, size=112) -> dict:
+    """Per-image shape of every tensor (one float run on a blank face)."""
+    env = run_float(ops, params, np.full((1, size, size, 3), 128, np.uint8), keep=True)
+    return {k: tuple(v.shape[1:]) for k, v in env.items()}
+
+
+def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
+                   wide=DEFAULT_WIDE, method="mse", cordic_iterations=16, cordic_width=24,
+                   meta=None, progress=None) -> Artifact:
+    """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact."""
+    model = model.eval()
+    ops, params, roles = float_program(model)
+    shapes = tensor_shapes(ops, params)
+    fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
+                     progress=progress)
+    meta = dict(meta or {})
+    meta.setdefault("variant", model.spec.name)
+    meta.update(weight_bits=weight_bits, act_bits=act_bits, activation_form=act_form,
+                wide_roles=list(wide), wide_bits=WIDE_BITS, calibration_method=method,
+                calibration_faces=int(len(calibration_faces)))
+    return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
+                            cordic_iterations, cordic_width, meta)
