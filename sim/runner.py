@@ -38,10 +38,13 @@ def to_verilog(component, name: str, ports=None) -> str:
 
 
 def run_cocotb(component, name: str, test_module: str, *, ports=None, toplevel=None,
-               extra_env=None, testcase=None, timescale=("1ns", "1ps"), build_args=()):
+               extra_env=None, testcase=None, timescale=("1ns", "1ps"), build_args=(),
+               sources=()):
     """Convert ``component`` to Verilog, build it with Verilator and run ``test_module``.
 
-    Raises ``AssertionError`` naming the results file when any cocotb test fails.
+    ``sources``: further Verilog files (for example a memory array preloaded with
+    ``$readmemh``). Raises ``AssertionError`` naming the results file when any cocotb test
+    fails.
     """
     from cocotb_tools.runner import get_runner
     verilator_env()
@@ -54,7 +57,7 @@ def run_cocotb(component, name: str, test_module: str, *, ports=None, toplevel=N
         src.write_text(text)
     waves = os.environ.get("WAVES", "0") == "1"
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir, always=False,
+    runner.build(sources=[src, *sources], hdl_toplevel=top, build_dir=build_dir, always=False,
                  build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
                              *(["--trace-fst", "--trace-structs"] if waves else []),
                              *build_args],

@@ -1,0 +1,513 @@
+"""Firmware compiler: quantized-model artifact + engine configuration -> memory image.
+
+    python -m firmware.compiler --artifact build/quant/seesaw_shuffle --board ulx3s \\
+        --out build/ulx3s/memory.bin          # also writes memory.json (the map) beside it
+
+The artifact's layer program (:mod:`quant.artifact`) becomes a list of binary descriptors for
+:class:`hw.engine.Engine` (layout: :mod:`firmware.image` and docs/ENGINE.md), with everything a
+descriptor points at packed behind the descriptor table: group parameter records (bias,
+multiplier, shift), weight entries in the order the engine's weight RAM holds them, activation
+tables, per-channel vectors; then one region per activation tensor.
+
+Fusions the compiler makes (each removes a pass over memory):
+
+- ``conv``/``linear`` followed by the ``activation`` that is the only reader of its output:
+  one CONV descriptor with the table applied after requantization (the pre-activation tensor
+  never exists in memory);
+- ``shuffle`` (2 groups): no descriptor; the CONV that reads the shuffled tensor permutes the
+  channels while loading its input rows (the tensor in memory is the unshuffled one).
+
+Anything the engine cannot run stops compilation with a :class:`CompileError` naming the layer:
+a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
+aligned to the lanes, a row that does not fit the row buffer, an op of an unknown kind.
+"""
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import image as im
+from .image import EngineConfig, ImageError
+
+ACC_BITS = 32
+
+
+class CompileError(ValueError):
+    """The artifact holds something the engine cannot run; the message names the layer."""
+
+
+@dataclass
+class Compiled:
+    """Result of :func:`compile_artifact`.
+
+    ``words``: the whole memory image (uint16); ``descriptors``: one dict per descriptor
+    (fields plus ``name``/``kind``); ``tensors``: tensor name -> map entry (``addr``, ``shape``
+    CHW, ``fmt``, ``stored``: whether it exists in memory, ``shuffled_from`` for aliases);
+    ``tensor_base``: first tensor word; ``config``: the engine configuration."""
+    words: np.ndarray
+    descriptors: list
+    tensors: dict
+    tensor_base: int
+    config: EngineConfig
+    variant: str = ""
+    blocks: dict = field(default_factory=dict)
+
+    @property
+    def input(self):
+        return self.tensors["input"]
+
+    def memory_map(self) -> dict:
+        return {"variant": self.variant, "config": self.config.to_dict(),
+                "words": int(self.words.size), "tensor_base": self.tensor_base,
+                "desc_words": im.DESC_WORDS,
+                "descriptors": self.descriptors, "tensors": self.tensors,
+                "constants": self.blocks}
+
+    def tensor(self, words, name) -> np.ndarray:
+        """Read tensor ``name`` (CHW int64) out of a memory dump ``words``."""
+        t = self.tensors[name]
+        if not t["stored"]:
+            raise KeyError(f"tensor {name!r} is not stored in memory ({t.get('note', '')})")
+        c, h, w = _chw(t["shape"])
+        flat = im.from_words(np.asarray(words)[t["addr"]:t["addr"] + c * h * w])
+        return flat.reshape(h, w, c).transpose(2, 0, 1).reshape(t["shape"])
+
+
+def _chw(shape):
+    shape = list(shape)
+    if len(shape) == 1:
+        return shape[0], 1, 1
+    if len(shape) == 3:
+        return tuple(shape)
+    raise CompileError(f"tensor shape {shape} is neither (C,) nor (C, H, W)")
+
+
+class _Builder:
+    def __init__(self, config):
+        self.cfg = config
+        self.chunks = []          # list of uint16 arrays after the descriptor table
+        self.size = 0
+        self.blocks = {}
+
+    def add(self, name, words):
+        words = np.asarray(words, dtype=np.uint16)
+        if self.size % 2:
+            self.chunks.append(np.zeros(1, np.uint16))
+            self.size += 1
+        addr = self.size
+        self.chunks.append(words)
+        self.size += words.size
+        self.blocks[name] = {"offset": addr, "words": int(words.size)}
+        return addr
+
+
+def _fits16(fmt, layer, what):
+    if fmt.n_word > 16:
+        raise CompileError(f"layer {layer!r}: {what} format {fmt.fxp_dtype} is wider than the "
+                           f"engine's 16-bit words")
+
+
+def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
+    """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``."""
+    from quant import activation as act
+    if not hasattr(artifact, "program"):
+        from quant.artifact import load
+        artifact = load(artifact)
+    cfg = config or EngineConfig()
+    P, L = cfg.lanes, cfg.in_lanes
+    prog = artifact.program
+    consumers = {}
+    for op in prog:
+        for t in op["inputs"]:
+            consumers.setdefault(t, []).append(op)
+    producer = {op["output"]: op for op in prog}
+
+    # --- which ops fuse --------------------------------------------------------------------
+    fused_act = {}            # conv/linear name -> activation op
+    skip = set()
+    shuffled = {}             # shuffle output tensor -> its input tensor
+    for op in prog:
+        kind = op["op"]
+        if kind in ("conv", "linear"):
+            cons = consumers.get(op["output"], [])
+            if len(cons) == 1 and cons[0]["op"] == "activation":
+                fused_act[op["name"]] = cons[0]
+                skip.add(cons[0]["name"])
+        elif kind == "shuffle":
+            if op["groups"] != 2:
+                raise CompileError(f"layer {op['name']!r}: channel shuffle with "
+                                   f"{op['groups']} groups; the engine permutes 2 groups")
+            src = op["inputs"][0]
+            if src in shuffled:
+                raise CompileError(f"layer {op['name']!r}: shuffle of a shuffled tensor")
+            for c in consumers.get(op["output"], []):
+                if c["op"] not in ("conv",):
+                    raise CompileError(f"layer {c['name']!r}: reads the shuffled tensor "
+                                       f"{op['output']!r}; only a conv can apply the shuffle "
+                                       f"on load")
+            shuffled[op["output"]] = src
+            skip.add(op["name"])
+
+    # --- tensor map ---------------------------------------------------------------------------
+    tensors = {}
+    for name, t in artifact.tensors.items():
+        tensors[name] = {"shape": list(t["shape"]), "fmt": t["fmt"].to_dict(), "stored": True}
+    for conv_name, a in fused_act.items():
+        pre = a["inputs"][0]
+        tensors[pre].update(stored=False, note=f"fused into {conv_name!r} (activation "
+                                                f"{a['name']!r} applied before the write)")
+    for out, src in shuffled.items():
+        tensors[out].update(stored=False, shuffled_from=src,
+                            note=f"channel shuffle of {src!r}, applied on load")
+    for name, t in tensors.items():
+        fmt = artifact.tensors[name]["fmt"]
+        if t["stored"]:
+            _fits16(fmt, producer[name]["name"] if name in producer else name, f"tensor {name!r}")
+
+    b = _Builder(cfg)
+    descs = []
+
+    def T(name):
+        return tensors[name]
+
+    # --- per-op descriptors ------------------------------------------------------------------
+    for li, op in enumerate(prog):
+        kind, name = op["op"], op["name"]
+        if name in skip:
+            continue
+        outname = op["output"]
+        if kind in ("conv", "linear") and name in fused_act:
+            outname = fused_act[name]["output"]
+        d = {"layer": li, "name": name, "kind": kind}
+        if kind == "input":
+            c, h, w = _chw(T(outname)["shape"])
+            scale, offset = int(op["scale"]), int(op["offset"])
+            if scale <= 0 or scale & (scale - 1):
+                raise CompileError(f"layer {name!r}: input scale {scale} is not a power of two")
+            fmt = artifact.fmt(outname)
+            d.update(opcode=im.OP_INPUT, H=h, W=w, C=c, OH=h, OW=w, OC=c, n_elems=h * w * c,
+                     sa=int(math.log2(scale)), sb=0, offset=offset, sat_lo=fmt.lo,
+                     sat_hi=fmt.hi, out_tensor=outname)
+            descs.append(d)
+        elif kind in ("conv", "linear", "maxpool"):
+            descs.extend(_conv_descs(artifact, op, outname, fused_act.get(name), shuffled, b,
+                                     cfg, li))
+        elif kind in ("add", "scale_channels", "prelu", "activation", "avgpool"):
+            x = op["inputs"][0]
+            if x in shuffled or (len(op["inputs"]) > 1 and op["inputs"][1] in shuffled):
+                raise CompileError(f"layer {name!r}: reads a shuffled tensor")
+            c, h, w = _chw(T(x)["shape"])
+            out = artifact.fmt(outname)
+            _fits16(out, name, "output")
+            d.update(opcode=im.OP_VEC, mode=im.VEC_OPS[kind], H=h, W=w, C=c,
+                     n_elems=h * w * c, sat_lo=out.lo, sat_hi=out.hi, in_tensors=op["inputs"],
+                     out_tensor=outname)
+            if c > cfg.chan_depth:
+                raise CompileError(f"layer {name!r}: {c} channels exceed the engine's "
+                                   f"chan_depth {cfg.chan_depth}")
+            if kind == "add":
+                fa, fb = (artifact.fmt(t).n_frac for t in op["inputs"])
+                f = max(fa, fb)
+                sa, sb, so = f - fa, f - fb, f - out.n_frac
+                if so < 0:
+                    sa, sb, so = sa - so, sb - so, 0
+                if max(sa, sb) > 15:
+                    raise CompileError(f"layer {name!r}: add alignment shift {max(sa, sb)} > 15")
+                d.update(sa=sa, sb=sb, shift=so)
+            elif kind == "scale_channels":
+                d.update(shift=int(op["shift"]))
+            elif kind == "prelu":
+                slope = artifact.arrays[op["slope"]]
+                addr = b.add(f"{name}.slope", im.to_words(slope, f"layer {name!r} slope"))
+                d.update(w_addr=addr, w_words=slope.size, shift=int(op["slope_frac"]))
+            elif kind == "activation":
+                spec = act.ActivationSpec.from_dict(op["spec"])
+                d.update(_lut(b, name, spec, cfg))
+                d.update(sat_lo=spec.in_fmt.lo, sat_hi=spec.in_fmt.hi)
+            elif kind == "avgpool":
+                if int(op["acc_bits"]) > ACC_BITS:
+                    raise CompileError(f"layer {name!r}: pool sum needs {op['acc_bits']} bits, "
+                                       f"more than {ACC_BITS}")
+                d.update(mult=int(op["multiplier"]), shift=int(op["shift"]))
+            descs.append(d)
+        elif kind == "shuffle":
+            raise CompileError(f"layer {name!r}: unfused shuffle")  # pragma: no cover
+        else:
+            raise CompileError(f"layer {name!r}: op {kind!r} is not supported by the engine")
+    final = prog[-1]["output"]
+    c, h, w = _chw(T(final)["shape"])
+    descs.append({"layer": len(prog) - 1, "name": "output", "kind": "output",
+                  "opcode": im.OP_OUTPUT, "n_elems": c * h * w, "C": c, "H": h, "W": w,
+                  "in_tensors": [final]})
+    descs.append({"layer": len(prog) - 1, "name": "end", "kind": "end", "opcode": im.OP_END})
+
+    # --- addresses ----------------------------------------------------------------------------
+    table_words = len(descs) * im.DESC_WORDS
+    const_base = table_words + (table_words % 2)
+    addr = const_base + b.size
+    addr += (-addr) % 64
+    tensor_base = addr
+    for name, t in tensors.items():
+        if t["stored"]:
+            c, h, w = _chw(t["shape"])
+            t["addr"] = addr
+            addr += c * h * w
+            addr += (-addr) % 16
+    for t in tensors.values():
+        if not t["stored"] and "shuffled_from" in t:
+            t["addr"] = tensors[t["shuffled_from"]]["addr"]
+    if addr > 1 << im.ADDR_BITS:
+        raise CompileError(f"image needs {addr} words, more than the {1 << im.ADDR_BITS} "
+                           f"addressable")
+    words = np.zeros(addr, dtype=np.uint16)
+    pos = const_base
+    for ch in b.chunks:
+        words[pos:pos + ch.size] = ch
+        pos += ch.size
+    for blk in b.blocks.values():
+        blk["offset"] += const_base
+
+    out_descs = []
+    for i, d in enumerate(descs):
+        fields = {k: v for k, v in d.items() if k in im.FIELDS}
+        for key in ("w_addr", "p_addr", "lut_addr"):
+            if key in fields and d.get(f"_{key}_rel", True) and d.get(key + "_const"):
+                pass
+        for key in ("w_addr", "p_addr", "lut_addr"):
+            if key in d:
+                fields[key] = d[key] + const_base
+        if "in_tensors" in d:
+            ins = d["in_tensors"]
+            fields["a_addr"] = tensors[ins[0]]["addr"]
+            if len(ins) > 1:
+                fields["b_addr"] = tensors[ins[1]]["addr"]
+        if "out_tensor" in d:
+            fields["out_addr"] = tensors[d["out_tensor"]]["addr"] + d.get("out_lo", 0)
+        try:
+            words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS] = im.pack_descriptor(fields)
+        except ImageError as e:
+            raise CompileError(f"layer {d['name']!r}: {e}") from None
+        out_descs.append(dict(fields, name=d["name"], kind=d["kind"],
+                              **({"in_tensors": d["in_tensors"]} if "in_tensors" in d else {}),
+                              **({"out_tensor": d["out_tensor"]} if "out_tensor" in d else {})))
+    return Compiled(words=words, descriptors=out_descs, tensors=tensors, tensor_base=tensor_base,
+                    config=cfg, variant=artifact.variant, blocks=b.blocks)
+
+
+def _lut(b, name, spec, cfg):
+    from quant import activation as act
+    if 1 << spec.in_fmt.n_word > cfg.lut_depth:
+        raise CompileError(f"layer {name!r}: activation input {spec.in_fmt.fxp_dtype} needs a "
+                           f"{1 << spec.in_fmt.n_word}-entry table, more than lut_depth "
+                           f"{cfg.lut_depth}")
+    if spec.out_fmt.n_word > 16:
+        raise CompileError(f"layer {name!r}: activation output {spec.out_fmt.fxp_dtype} is "
+                           f"wider than 16 bits")
+    t = act.table(spec)
+    addr = b.add(f"{name}.table", im.to_words(t, f"layer {name!r} table"))
+    return {"lut_addr": addr, "lut_n": t.size, "lut_off": spec.in_fmt.lo,
+            "flags": im.FLAG_ACT}
+
+
+def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li):
+    """CONV descriptors of a conv, linear or maxpool op (split into output chunks that fit
+    the weight and parameter RAMs)."""
+    from quant import activation as act
+    P, L = cfg.lanes, cfg.in_lanes
+    name, kind = op["name"], op["op"]
+    x = op["inputs"][0]
+    shuffle = x in shuffled
+    src = shuffled.get(x, x)
+    in_shape = artifact.tensors[x]["shape"]
+    C, H, W = _chw(in_shape)
+    pre = artifact.fmt(op["output"])
+    outshape = artifact.tensors[outname]["shape"]
+    OC, OH, OW = _chw(outshape)
+    _fits16(artifact.fmt(x), name, "input")
+    _fits16(pre, name, "output")
+    if kind == "linear":
+        wt = artifact.arrays[op["weight"]]
+        if C * H * W != wt.shape[1]:
+            raise CompileError(f"layer {name!r}: linear input {in_shape} has "
+                               f"{C * H * W} values, weight wants {wt.shape[1]}")
+        if H * W != 1:
+            raise CompileError(f"layer {name!r}: linear on a {H}x{W} map; the engine runs "
+                               f"linear layers on vectors (1x1) only")
+        parts = [{"in": [0, C], "out": [0, wt.shape[0]], "w": wt.reshape(*wt.shape, 1, 1)}]
+        k, stride, pad, mode = 1, 1, 0, im.MODE_DENSE
+    elif kind == "maxpool":
+        if (op["kernel"], op["stride"]) != (2, 2):
+            raise CompileError(f"layer {name!r}: only 2x2 stride-2 max pooling is supported")
+        parts = [{"in": [0, C], "out": [0, C], "w": np.zeros((C, 1, 2, 2), np.int64)}]
+        k, stride, pad, mode = 2, 2, 0, im.MODE_MAX
+    else:
+        parts = [{"in": p["in"], "out": p["out"], "w": artifact.arrays[p["weight"]]}
+                 for p in op["parts"]]
+        k, stride, pad = int(op["kernel"]), int(op["stride"]), int(op["padding"])
+        mode = im.MODE_DEPTHWISE if op["depthwise"] else im.MODE_DENSE
+        if int(op["acc_bits"]) > ACC_BITS:
+            raise CompileError(f"layer {name!r}: accumulator needs {op['acc_bits']} bits, more "
+                               f"than the engine's {ACC_BITS}")
+    for p in parts:
+        if p["w"].size and np.abs(p["w"]).max() > 127:
+            raise CompileError(f"layer {name!r}: weights wider than 8 bits")
+    CE = -(-C // P)
+    if k * W * CE > cfg.rb_depth:
+        raise CompileError(f"layer {name!r}: {k} rows of {W}x{C} need {k * W * CE} row-buffer "
+                           f"entries, more than rb_depth {cfg.rb_depth}")
+    if kind == "maxpool":
+        bias = np.zeros(OC, np.int64)
+        mult = np.ones(OC, np.int64)
+        shift = np.zeros(OC, np.int64)
+    else:
+        bias = np.asarray(artifact.arrays[op["bias"]], np.int64)
+        mult = np.asarray(artifact.arrays[op["multiplier"]], np.int64).reshape(-1)
+        shift = np.asarray(artifact.arrays[op["shift"]], np.int64).reshape(-1)
+        if mult.size == 1:
+            mult = np.full(OC, mult[0])
+        if shift.size == 1:
+            shift = np.full(OC, shift[0])
+    if bias.size and (bias.min() < -(1 << 31) or bias.max() >= 1 << 31):
+        raise CompileError(f"layer {name!r}: bias wider than 32 bits")
+
+    # groups of <= P output channels, each inside one part
+    groups = []           # (o_lo, n_valid, in_lo, n_cig, part)
+    for p in parts:
+        o0, o1 = p["out"]
+        i0, i1 = p["in"]
+        for g0 in range(o0, o1, P):
+            n = min(P, o1 - g0)
+            if mode == im.MODE_DENSE:
+                if i0 % L:
+                    raise CompileError(f"layer {name!r}: part input range {p['in']} does not "
+                                       f"start on a multiple of in_lanes {L}")
+                groups.append((g0, n, i0, -(-(i1 - i0) // L), p))
+            else:
+                if g0 % P or i0 != o0:
+                    raise CompileError(f"layer {name!r}: depthwise part {p['out']} is not "
+                                       f"aligned to {P} lanes")
+                groups.append((g0, n, g0, 1, p))
+    taps = k * k
+    entries = [taps * g[3] if mode == im.MODE_DENSE else -(-taps // L) for g in groups]
+
+    # chunks: consecutive groups that fit the weight RAM and the parameter RAM
+    chunks, cur, used = [], [], 0
+    for gi, e in enumerate(entries):
+        if e > cfg.w_depth:
+            raise CompileError(f"layer {name!r}: one group needs {e} weight entries, more than "
+                               f"w_depth {cfg.w_depth}")
+        if cur and (used + e > cfg.w_depth or len(cur) == cfg.groups):
+            chunks.append(cur)
+            cur, used = [], 0
+        cur.append(gi)
+        used += e
+    chunks.append(cur)
+
+    lut = {}
+    if act_op is not None:
+        spec = act.ActivationSpec.from_dict(act_op["spec"])
+        lut = _lut(b, act_op["name"], spec, cfg)
+    descs = []
+    for ci, chunk in enumerate(chunks):
+        ew = cfg.entry_words
+        wbuf, prec, wbase = [], [], 0
+        for gi in chunk:
+            g0, n, in_lo, n_cig, p = groups[gi]
+            w = np.asarray(p["w"], np.int64)
+            o0, i0, i1 = p["out"][0], p["in"][0], p["in"][1]
+            ent = np.zeros((entries[gi], P, L), np.int64)
+            for j in range(n):
+                oc = g0 + j - o0
+                for tap in range(taps):
+                    dy, dx = divmod(tap, k)
+                    if mode == im.MODE_DENSE:
+                        for cig in range(n_cig):
+                            for l in range(L):
+                                ic = in_lo + cig * L + l
+                                if ic < i1:
+                                    ent[tap * n_cig + cig, j, l] = w[oc, ic - i0, dy, dx]
+                    else:
+                        ent[tap // L, j, tap % L] = w[oc, 0, dy, dx]
+            wbuf.append(ent)
+            rec = np.zeros(cfg.group_words, np.int64)
+            rec[:4] = [n, in_lo, n_cig, wbase]
+            for j in range(n):
+                c = g0 + j
+                bv = int(bias[c]) & 0xFFFFFFFF
+                m, s = int(mult[c]), int(shift[c])
+                if not (0 <= m < 1 << 17 and 0 <= s < 64):
+                    raise CompileError(f"layer {name!r}: channel {c}: multiplier {m} / shift {s} "
+                                       f"out of range")
+                rec[4 + 4 * j:8 + 4 * j] = [bv & 0xFFFF, bv >> 16, m & 0xFFFF,
+                                            (m >> 16) | (s << 8)]
+            prec.append(rec)
+            wbase += entries[gi]
+        wall = np.concatenate(wbuf).reshape(-1, P * L)
+        wwords = np.concatenate([im.pack_bytes(e) for e in wall]) if wall.size else \
+            np.zeros(0, np.uint16)
+        assert wwords.size == wall.shape[0] * ew or P * L == 1
+        tag = f"{name}.{ci}" if len(chunks) > 1 else name
+        w_addr = b.add(f"{tag}.weights", wwords)
+        p_addr = b.add(f"{tag}.params", np.concatenate(prec).astype(np.uint16))
+        out_lo = groups[chunk[0]][0]
+        n_out = sum(groups[gi][1] for gi in chunk)
+        d = {"layer": li, "name": tag, "kind": kind, "opcode": im.OP_CONV, "mode": mode,
+             "flags": (im.FLAG_SHUFFLE if shuffle else 0), "H": H, "W": W, "C": C,
+             "OH": OH, "OW": OW, "OC": OC, "n_out": n_out, "k": k, "stride": stride,
+             "pad": pad, "n_groups": len(chunk), "w_addr": w_addr, "w_words": wwords.size,
+             "p_addr": p_addr, "rows": k, "sat_lo": pre.lo, "sat_hi": pre.hi,
+             "in_tensors": [src], "out_tensor": outname, "out_lo": out_lo}
+        if lut:
+            d.update({kk: v for kk, v in lut.items() if kk != "flags"})
+            d["flags"] |= im.FLAG_ACT
+        if shuffle and C % 2:
+            raise CompileError(f"layer {name!r}: shuffle of an odd channel count {C}")
+        descs.append(d)
+    return descs
+
+
+def compile_files(artifact_dir, board="ulx3s", out=None, **overrides) -> Compiled:
+    from hw.boards import get_board
+    cfg = EngineConfig.from_board(get_board(board), **overrides)
+    c = compile_artifact(artifact_dir, cfg)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        c.words.astype("<u2").tofile(out)
+        out.with_suffix(".json").write_text(json.dumps(c.memory_map(), indent=1) + "\n")
+    return c
+
+
+def load_image(path):
+    """``(words, memory map)`` of a ``memory.bin`` written by this module."""
+    path = Path(path)
+    words = np.fromfile(path, dtype="<u2")
+    return words, json.loads(path.with_suffix(".json").read_text())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m firmware.compiler", description=__doc__.split(
+        "\n")[0])
+    p.add_argument("--artifact", required=True, help="quantized-model folder (build/quant/V)")
+    p.add_argument("--board", default="ulx3s", help="board of boards.yaml (engine config)")
+    p.add_argument("--out", default=None, help="memory.bin (default build/<board>/memory.bin)")
+    a = p.parse_args(argv)
+    out = a.out or f"build/{a.board}/memory.bin"
+    try:
+        c = compile_files(a.artifact, a.board, out)
+    except (CompileError, ImageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n_conv = sum(d["kind"] in ("conv", "linear", "maxpool") for d in c.descriptors)
+    print(f"{c.variant}: {len(c.descriptors)} descriptors ({n_conv} conv/linear), "
+          f"{c.tensor_base} words of program and constants, {c.words.size} words in all "
+          f"({c.words.size * 2 / 2**20:.2f} MiB) -> {out} (+ .json map)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,733 @@
+"""The engine: a sequencer and one datapath over one external-memory port.
+
+    from firmware.image import EngineConfig
+    engine = Engine(EngineConfig(lanes=16, in_lanes=8))
+
+The firmware image (:mod:`firmware.compiler`, layout in :mod:`firmware.image` and
+docs/ENGINE.md) holds a descriptor table at word 0. The sequencer fetches one descriptor at a
+time and runs it:
+
+``INPUT``
+    Takes ``n_elems`` bytes (uint8 RGB, NHWC) from ``i_stream`` and writes
+    ``pixel << sa + offset`` (saturated) to the input tensor.
+``CONV``
+    Dense (stem, pointwise with seesaw parts, linear), depthwise, or 2x2 max pool. Loads the
+    descriptor's weight entries, group parameters and activation table into on-chip RAMs, then
+    per output row loads the input rows it needs into a ``k``-row circular row buffer (applying
+    the 2-group channel shuffle while loading when the flag says so) and runs a ``P x L``
+    multiplier array: each cycle one kernel tap and ``L`` input channels for ``P`` output
+    channels (dense), or one tap of ``P`` channels (depthwise). Finished accumulators go through
+    the post pipeline: bias, requantize (``M``, ``s``, round half up, saturate), activation
+    table; out to the write FIFO, one burst per output pixel.
+``VEC``
+    Element-wise passes in chunks: residual add, SE channel scale, PReLU, stand-alone
+    activation, average pool (channel sums, then requantize).
+``OUTPUT``
+    Streams the embedding tensor from memory to ``o_stream``.
+``END``
+    Pulses ``frame_done`` and starts over at descriptor 0 (the next frame).
+
+The memory port is the SDRAM controller's user side (:mod:`hw.sdram`): ``mem_cmd`` (word
+address, write, length), ``mem_w`` and ``mem_r`` 16-bit word streams. Writes have priority;
+a write command is issued only once all its data is in the write FIFO.
+
+Every pipeline is free-running; admission is by credits (room in the write FIFO and in the
+accumulator FIFO) so nothing inside ever stalls. ``o_stream`` back-pressure holds the memory
+read data; ``i_stream`` is taken whenever there is room.
+"""
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from firmware import image as im
+from firmware.image import EngineConfig
+
+ACC_W = 32
+RES_DEPTH = 4
+POST_LATENCY = 5
+
+
+def cmd_layout(max_burst):
+    return data.StructLayout({"addr": im.ADDR_BITS, "write": 1,
+                              "length": max_burst.bit_length()})
+
+
+def _log2(v):
+    return v.bit_length() - 1
+
+
+class Engine(wiring.Component):
+    """Sequencer + datapath; see the module docstring.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    i_stream : In(stream.Signature(8))
+        Input face bytes, RGB NHWC.
+    o_stream : Out(stream.Signature(signed(16)))
+        Raw embedding codes.
+    mem_cmd, mem_w, mem_r
+        External memory port (SDRAM controller user side).
+    frame_done : Out(1)
+        One-cycle pulse when the END descriptor is reached.
+    busy : Out(1)
+        A frame is in progress (first input byte taken .. END).
+    pc : Out(16)
+        Index of the current descriptor.
+    """
+
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        self.cfg = config
+        super().__init__({
+            "i_stream": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(signed(16))),
+            "mem_cmd": Out(stream.Signature(cmd_layout(config.max_burst))),
+            "mem_w": Out(stream.Signature(16)),
+            "mem_r": In(stream.Signature(16)),
+            "frame_done": Out(1),
+            "busy": Out(1),
+            "pc": Out(16),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        P, L = cfg.lanes, cfg.in_lanes
+        lP, lL = _log2(P), _log2(L)
+        m = Module()
+
+        # ---------------- descriptor registers --------------------------------------------
+        desc = [Signal(16, name=f"desc{i}") for i in range(im.DESC_WORDS)]
+
+        def F(name):
+            off, n, sg = im.FIELDS[name]
+            v = Cat(*desc[off:off + n])
+            return v.as_signed() if sg else v
+
+        opcode, mode, flags = F("opcode"), F("mode"), F("flags")
+        H, W, C = F("H"), F("W"), F("C")
+        OH, OW, OC = F("OH"), F("OW"), F("OC")
+        k, stride, pad = F("k"), F("stride"), F("pad")
+        n_groups, n_elems = F("n_groups"), F("n_elems")
+        act_en = flags[0]
+        shuffle_en = flags[1]
+        is_dense = mode == im.MODE_DENSE
+        is_max = mode == im.MODE_MAX
+
+        # ---------------- on-chip memories ------------------------------------------------
+        rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
+        wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
+        hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
+        lanep = Memory(shape=unsigned(64 * P), depth=cfg.groups, init=[])
+        lut = Memory(shape=unsigned(16), depth=cfg.lut_depth, init=[])
+        chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
+        accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
+        bbuf = Memory(shape=unsigned(16), depth=cfg.chunk, init=[])
+        for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr), ("lanep", lanep),
+                          ("lut", lut), ("chan", chan), ("accram", accram), ("bbuf", bbuf)):
+            m.submodules[name] = mem
+        rb_w = rb.write_port(granularity=16)
+        rb_r = rb.read_port()
+        ew = cfg.entry_words
+        wram_w = wram.write_port(granularity=16 if 8 * P * L >= 16 else 8 * P * L)
+        wram_r = wram.read_port()
+        hdr_w = hdr.write_port(granularity=16)
+        hdr_r = hdr.read_port(domain="comb")
+        lanep_w = lanep.write_port(granularity=16)
+        lanep_r = lanep.read_port()
+        lut_w = lut.write_port()
+        lut_r = lut.read_port()
+        chan_w = chan.write_port()
+        chan_r = chan.read_port()
+        acc_w = accram.write_port()
+        acc_r = accram.read_port(transparent_for=(acc_w,))
+        bbuf_w = bbuf.write_port()
+        bbuf_r = bbuf.read_port()
+
+        # ---------------- write path: data FIFO, request FIFO, arbiter ---------------------
+        wfifo = m.submodules.wfifo = fifo.SyncFIFOBuffered(width=16, depth=cfg.fifo_depth)
+        REQ_DEPTH = 64
+        wreq = m.submodules.wreq = fifo.SyncFIFOBuffered(width=im.ADDR_BITS + 16,
+                                                         depth=REQ_DEPTH)
+        inflight = Signal(range(cfg.fifo_depth * 2 + 1))
+        room = Signal(range(cfg.fifo_depth * 2 + 1))
+        m.d.comb += room.eq(Mux(wfifo.level + inflight < cfg.fifo_depth,
+                                cfg.fifo_depth - wfifo.level - inflight, 0))
+        req_ok = Signal()
+        m.d.comb += req_ok.eq(wreq.level < REQ_DEPTH - 12)
+
+        waddr = Signal(im.ADDR_BITS)
+        wrem = Signal(16)
+        owed = Signal(range(cfg.fifo_depth + cfg.max_burst + 1))
+        rd_addr = Signal(im.ADDR_BITS)
+        rd_rem = Signal(24)
+        rd_start = Signal()
+        rd_start_addr = Signal(im.ADDR_BITS)
+        rd_start_n = Signal(24)
+
+        mb = cfg.max_burst
+        wlen = Mux(wrem > mb, mb, wrem)
+        rlen = Mux(rd_rem > mb, mb, rd_rem)
+        cmd = self.mem_cmd
+        with m.If(wrem != 0):
+            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
+                         cmd.payload.length.eq(wlen)]
+        with m.Elif(~wreq.r_rdy & (rd_rem != 0)):
+            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(rd_addr),
+                         cmd.payload.write.eq(0), cmd.payload.length.eq(rlen)]
+        w_cmd_acc = Signal()
+        m.d.comb += w_cmd_acc.eq(cmd.valid & cmd.ready & cmd.payload.write)
+        with m.If(wrem == 0):
+            m.d.comb += wreq.r_en.eq(1)
+            with m.If(wreq.r_rdy):
+                m.d.sync += [waddr.eq(wreq.r_data[:im.ADDR_BITS]),
+                             wrem.eq(wreq.r_data[im.ADDR_BITS:])]
+        with m.Elif(w_cmd_acc):
+            m.d.sync += [waddr.eq(waddr + wlen), wrem.eq(wrem - wlen)]
+        with m.If(rd_start):
+            m.d.sync += [rd_addr.eq(rd_start_addr), rd_rem.eq(rd_start_n)]
+        with m.Elif(cmd.valid & cmd.ready & ~cmd.payload.write):
+            m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen)]
+        w_xfer = Signal()
+        m.d.comb += [self.mem_w.valid.eq(wfifo.r_rdy & (owed != 0)),
+                     self.mem_w.payload.eq(wfifo.r_data),
+                     w_xfer.eq(self.mem_w.valid & self.mem_w.ready),
+                     wfifo.r_en.eq(w_xfer)]
+        m.d.sync += owed.eq(owed + Mux(w_cmd_acc, wlen, 0) - w_xfer)
+
+        # ---------------- read data ---------------------------------------------------------
+        r = self.mem_r
+        rx = Signal()            # a word arrives this cycle
+        rx_cnt = Signal(24)      # words received in this phase
+        rx_clear = Signal()
+        rx_to_out = Signal()     # OUTPUT op: data goes to o_stream
+        m.d.comb += [
+            r.ready.eq(Mux(rx_to_out, self.o_stream.ready, 1)),
+            self.o_stream.valid.eq(rx_to_out & r.valid),
+            self.o_stream.payload.eq(r.payload),
+            rx.eq(r.valid & r.ready),
+        ]
+        with m.If(rx_clear):
+            m.d.sync += rx_cnt.eq(0)
+        with m.Elif(rx):
+            m.d.sync += rx_cnt.eq(rx_cnt + 1)
+        rxd = r.payload
+
+        # ---------------- post pipeline: (t * m) >> s, round, saturate, table ----------------
+        pv, pflag = Signal(), Signal()
+        pt = Signal(signed(48))
+        pm = Signal(signed(18))
+        ps = Signal(6)
+        t1, m1, s1, v1, f1 = (Signal(signed(48)), Signal(signed(18)), Signal(6), Signal(),
+                              Signal())
+        m.d.sync += [t1.eq(pt), m1.eq(pm), s1.eq(ps), v1.eq(pv), f1.eq(pflag)]
+        p2, s2, v2, f2 = Signal(signed(66)), Signal(6), Signal(), Signal()
+        m.d.sync += [p2.eq(t1 * m1), s2.eq(s1), v2.eq(v1), f2.eq(f1)]
+        q3, z3, v3, f3 = Signal(signed(66)), Signal(), Signal(), Signal()
+        m.d.sync += [q3.eq(Mux(s2 == 0, p2, p2 >> (s2 - 1)[:6])), z3.eq(s2 == 0), v3.eq(v2),
+                     f3.eq(f2)]
+        r4 = Signal(signed(66))
+        m.d.comb += r4.eq(Mux(z3, q3, (q3 + 1) >> 1))
+        sat_lo, sat_hi = F("sat_lo"), F("sat_hi")
+        y4, v4, f4 = Signal(signed(16)), Signal(), Signal()
+        m.d.sync += [y4.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v4.eq(v3),
+                     f4.eq(f3)]
+        use_lut = Signal()
+        m.d.comb += lut_r.addr.eq((y4 - F("lut_off"))[:len(lut_r.addr)])
+        y5, v5, f5 = Signal(signed(16)), Signal(), Signal()
+        m.d.sync += [y5.eq(y4), v5.eq(v4), f5.eq(f4)]
+        out_word = Mux(use_lut, lut_r.data, y5)
+        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(v5)]
+
+        # write requests: one per flagged element
+        req_addr = Signal(im.ADDR_BITS)
+        req_cnt = Signal(16)
+        req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
+        req_init = Signal()
+        with m.If(req_init):
+            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0)]
+        with m.Elif(v5):
+            with m.If(f5):
+                m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_cnt + 1))]
+                m.d.sync += [req_cnt.eq(0),
+                             req_addr.eq(req_addr + Mux(req_stride_oc, OC, req_cnt + 1))]
+            with m.Else():
+                m.d.sync += req_cnt.eq(req_cnt + 1)
+
+        reserve = Signal(range(cfg.fifo_depth + 1))
+        launch_conv = Signal()
+        m.d.sync += inflight.eq(inflight + reserve + launch_conv - v5)
+
+        # ---------------- loaders -----------------------------------------------------------
+        ld_kind = Signal(3)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
+        ld_slot = Signal(16)
+        ld_entry = Signal(16)
+        ld_wrap = Signal(16)
+        with m.If(rx_clear):
+            m.d.sync += [ld_slot.eq(0), ld_entry.eq(0)]
+        with m.Elif(rx):
+            with m.If(ld_slot == ld_wrap - 1):
+                m.d.sync += [ld_slot.eq(0), ld_entry.eq(ld_entry + 1)]
+            with m.Else():
+                m.d.sync += ld_slot.eq(ld_slot + 1)
+        with m.If(rx & (ld_kind == 1)):
+            for i in range(im.DESC_WORDS):
+                with m.If(rx_cnt == i):
+                    m.d.sync += desc[i].eq(rxd)
+        m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
+                     hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
+                     lanep_w.addr.eq(ld_entry), lanep_w.data.eq(Cat(*([rxd] * (4 * P)))),
+                     lut_w.addr.eq(rx_cnt), lut_w.data.eq(rxd),
+                     chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
+                     bbuf_w.addr.eq(rx_cnt), bbuf_w.data.eq(rxd)]
+        with m.If(rx):
+            with m.Switch(ld_kind):
+                with m.Case(2):
+                    for i in range(len(wram_w.en)):
+                        m.d.comb += wram_w.en[i].eq(ld_slot == i)
+                with m.Case(3):
+                    for i in range(4):
+                        m.d.comb += hdr_w.en[i].eq(ld_slot == i)
+                    for i in range(4 * P):
+                        m.d.comb += lanep_w.en[i].eq(ld_slot == i + 4)
+                with m.Case(4):
+                    m.d.comb += lut_w.en.eq(1)
+                with m.Case(5):
+                    m.d.comb += chan_w.en.eq(1)
+                with m.Case(7):
+                    m.d.comb += bbuf_w.en.eq(1)
+
+        # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
+        CE = Signal(12)
+        m.d.comb += CE.eq((C + P - 1) >> lP)
+        rowE = Signal(16)
+        m.d.sync += rowE.eq(W * CE)
+        row_words = Signal(24)
+        m.d.sync += row_words.eq(W * C)
+        lc = Signal(16)
+        pix_base = Signal(16)
+        load_base = Signal(16)
+        half = C >> 1
+        cs = Signal(16)
+        m.d.comb += cs.eq(Mux(shuffle_en, Mux(lc < half, lc << 1, ((lc - half) << 1) | 1), lc))
+        m.d.comb += [rb_w.addr.eq(pix_base + (cs >> lP)),
+                     rb_w.data.eq(Cat(*([rxd] * P)))]
+        with m.If(rx & (ld_kind == 6)):
+            for i in range(P):
+                m.d.comb += rb_w.en[i].eq(cs[:lP] == i if P > 1 else 1)
+            with m.If(lc == C - 1):
+                m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
+            with m.Else():
+                m.d.sync += lc.eq(lc + 1)
+
+        # ---------------- MAC array ----------------------------------------------------------
+        # issue-stage state
+        oy = Signal(16)
+        ox = Signal(16)
+        g = Signal(range(cfg.groups + 1))
+        dy = Signal(4)
+        dx = Signal(4)
+        tap = Signal(8)
+        cig = Signal(8)
+        step = Signal(16)
+        top = Signal(signed(18))     # oy * stride - pad
+        left = Signal(signed(18))    # ox * stride - pad
+        top_slot = Signal(4)
+        issue = Signal()             # a step is issued this cycle
+        res_reserved = Signal(range(RES_DEPTH + 1))
+        res_pop = Signal()
+
+        m.d.comb += hdr_r.addr.eq(g)
+        h_nvalid = hdr_r.data[0:16]
+        h_inlo = hdr_r.data[16:32]
+        h_ncig = hdr_r.data[32:48]
+        h_wbase = hdr_r.data[48:64]
+        iy = Signal(signed(18))
+        ix = Signal(signed(18))
+        m.d.comb += [iy.eq(top + dy), ix.eq(left + dx)]
+        tapvalid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        sslot = Signal(4)
+        m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
+        chan_lo = Signal(16)
+        m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
+        m.d.comb += rb_r.addr.eq(sslot * rowE + ix[:16] * CE + (chan_lo >> lP))
+        m.d.comb += wram_r.addr.eq(h_wbase + Mux(is_dense, step, tap >> lL))
+        last_tap = (dx == k - 1) & (dy == k - 1)
+        s_first = step == 0
+        s_last = last_tap & (~is_dense | (cig == h_ncig - 1))
+        pix_end = s_last & (g == n_groups - 1)
+
+        # stage R (memory data)
+        rv, rfirst, rlast, rvalid_tap, rpend = (Signal(name=n) for n in
+                                                ("rv", "rfirst", "rlast", "rvt", "rpend"))
+        rsel = Signal(max(1, lP - lL + 1))
+        rwslot = Signal(max(1, lL))
+        rnv = Signal(16)
+        rg = Signal.like(g)
+        m.d.sync += [rv.eq(issue), rfirst.eq(s_first), rlast.eq(s_last),
+                     rvalid_tap.eq(tapvalid), rpend.eq(pix_end),
+                     rsel.eq(chan_lo[lL:lP] if lP > lL else 0),
+                     rwslot.eq(tap[:lL] if lL else 0), rnv.eq(h_nvalid), rg.eq(g)]
+        elems = [rb_r.data[16 * i:16 * i + 16].as_signed() for i in range(P)]
+        wts = [[wram_r.data[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
+               for j in range(P)]
+        # stage A (DSP input registers)
+        av, afirst, alast, apend = Signal(), Signal(), Signal(), Signal()
+        anv = Signal(16)
+        ag = Signal.like(g)
+        m.d.sync += [av.eq(rv), afirst.eq(rfirst), alast.eq(rlast), apend.eq(rpend),
+                     anv.eq(rnv), ag.eq(rg)]
+        a_r = [[Signal(signed(16), name=f"a_{j}_{l}") for l in range(L)] for j in range(P)]
+        b_r = [[Signal(signed(8), name=f"b_{j}_{l}") for l in range(L)] for j in range(P)]
+        if L > 1:
+            sel_elems = [Array(elems[s * L + l] for s in range(P // L))[rsel] for l in range(L)]
+        else:
+            sel_elems = [Array(elems)[rsel]]
+        wsel = [Array(wts[j])[rwslot] for j in range(P)]
+        for j in range(P):
+            for l in range(L):
+                a_dense = sel_elems[l]
+                a_dw = elems[j] if l == 0 else Const(0, signed(16))
+                b_dw = wsel[j] if l == 0 else Const(0, signed(8))
+                m.d.sync += [
+                    a_r[j][l].eq(Mux(rvalid_tap, Mux(is_dense, a_dense, a_dw), 0)),
+                    b_r[j][l].eq(Mux(is_dense, wts[j][l], b_dw)),
+                ]
+        # stage M (DSP output registers; max mode passes the operand)
+        mv, mfirst, mlast, mpend = Signal(), Signal(), Signal(), Signal()
+        mnv = Signal(16)
+        mg = Signal.like(g)
+        m.d.sync += [mv.eq(av), mfirst.eq(afirst), mlast.eq(alast), mpend.eq(apend),
+                     mnv.eq(anv), mg.eq(ag)]
+        p_r = [[Signal(signed(24), name=f"p_{j}_{l}") for l in range(L)] for j in range(P)]
+        for j in range(P):
+            for l in range(L):
+                m.d.sync += p_r[j][l].eq(Mux(is_max, a_r[j][l], a_r[j][l] * b_r[j][l]))
+        # stage S (sum of L products + accumulate)
+        accs = [Signal(signed(ACC_W), name=f"acc{j}") for j in range(P)]
+        acc_next = []
+        for j in range(P):
+            s = p_r[j][0]
+            for l in range(1, L):
+                s = s + p_r[j][l]
+            nxt = Signal(signed(ACC_W), name=f"accn{j}")
+            mx = Mux(accs[j] > p_r[j][0], accs[j], p_r[j][0])
+            m.d.comb += nxt.eq(Mux(is_max, Mux(mfirst, p_r[j][0], mx),
+                                   Mux(mfirst, 0, accs[j]) + s))
+            with m.If(mv):
+                m.d.sync += accs[j].eq(nxt)
+            acc_next.append(nxt)
+        res_w = ACC_W * P + len(g) + 1 + 16
+        res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
+        m.d.comb += [res.w_en.eq(mv & mlast), res.w_data.eq(Cat(*acc_next, mg, mpend, mnv))]
+        issue_first = Signal()
+        m.d.comb += issue_first.eq(issue & s_first)
+        m.d.sync += res_reserved.eq(res_reserved + issue_first - res_pop)
+        can_issue = res_reserved < RES_DEPTH - 1
+
+        # ---------------- serializer: accumulators -> post pipeline --------------------------
+        ser_busy = Signal()
+        ser_wait = Signal()
+        ser_j = Signal(16)
+        ser_acc = Signal(ACC_W * P)
+        ser_g = Signal.like(g)
+        ser_pend = Signal()
+        ser_nv = Signal(16)
+        m.d.comb += lanep_r.addr.eq(ser_g)
+        with m.If(~ser_busy):
+            with m.If(res.r_rdy):
+                m.d.comb += [res.r_en.eq(1), res_pop.eq(1)]
+                rd = res.r_data
+                m.d.sync += [ser_busy.eq(1), ser_wait.eq(1), ser_j.eq(0),
+                             ser_acc.eq(rd[:ACC_W * P]),
+                             ser_g.eq(rd[ACC_W * P:ACC_W * P + len(g)]),
+                             ser_pend.eq(rd[ACC_W * P + len(g)]),
+                             ser_nv.eq(rd[ACC_W * P + len(g) + 1:])]
+        with m.Elif(ser_wait):
+            m.d.sync += ser_wait.eq(0)
+        ser_launch = Signal()
+        lane_acc = Array(ser_acc[ACC_W * j:ACC_W * (j + 1)].as_signed() for j in range(P))[ser_j]
+        lane_rec = Array(lanep_r.data[64 * j:64 * (j + 1)] for j in range(P))[ser_j]
+        with m.If(ser_busy & ~ser_wait & (room > 8) & req_ok):
+            m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
+            with m.If(ser_j == ser_nv - 1):
+                m.d.sync += ser_busy.eq(0)
+            with m.Else():
+                m.d.sync += ser_j.eq(ser_j + 1)
+
+        # ---------------- VEC unit -------------------------------------------------------------
+        vmode = mode
+        v_active = Signal()       # streaming a chunk of operand a
+        v_pool_out = Signal()     # avgpool epilogue
+        v_first_pass = Signal()   # avgpool: first pixel (overwrite sums)
+        v_c = Signal(16)          # channel of the element arriving
+        v_i = Signal(16)          # index in chunk
+        v_idx = Signal(24)        # element index
+        v_chunk_n = Signal(16)
+        v_done = Signal(24)       # elements finished before this chunk
+        vx = Signal(signed(16))
+        vx_v, vx_flag = Signal(), Signal()
+        vc_d = Signal(16)
+        m.d.comb += [chan_r.addr.eq(v_c), bbuf_r.addr.eq(v_i), acc_r.addr.eq(v_c)]
+        v_in = Signal()
+        m.d.comb += v_in.eq((v_active & rx) | v_pool_out)
+        m.d.sync += [vx.eq(rxd), vx_v.eq(v_in & ~v_pool_out), vc_d.eq(v_c),
+                     vx_flag.eq(Mux(v_pool_out, v_c == C - 1, v_i == v_chunk_n - 1))]
+        vp_v = Signal()
+        m.d.sync += vp_v.eq(v_in & v_pool_out)
+        with m.If(v_in):
+            m.d.sync += [v_c.eq(Mux(v_c == C - 1, 0, v_c + 1)), v_i.eq(v_i + 1),
+                         v_idx.eq(v_idx + 1)]
+            with m.If((v_idx == C - 1)):
+                m.d.sync += v_first_pass.eq(0)
+        # avgpool accumulation (read-modify-write of the channel sums)
+        pool_acc = Signal()
+        m.d.comb += pool_acc.eq(vx_v & (vmode == im.VEC_AVGPOOL) & (opcode == im.OP_VEC))
+        v_first_d = Signal()
+        m.d.sync += v_first_d.eq(v_first_pass)
+        m.d.comb += [acc_w.addr.eq(vc_d),
+                     acc_w.data.eq(Mux(v_first_d, vx, acc_r.data.as_signed() + vx)),
+                     acc_w.en.eq(pool_acc)]
+        ychan = chan_r.data.as_signed()
+        ybuf = bbuf_r.data.as_signed()
+
+        # ---------------- post pipeline input mux --------------------------------------------
+        in_byte = Signal(8)
+        in_take = Signal()
+        in_flag = Signal()
+        with m.If(opcode == im.OP_CONV):
+            m.d.comb += [pv.eq(ser_launch), pt.eq(lane_acc + lane_rec[0:32].as_signed()),
+                         pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
+                         ps.eq(lane_rec[56:62]),
+                         pflag.eq(ser_pend & (ser_j == ser_nv - 1)),
+                         use_lut.eq(act_en)]
+        with m.Elif(opcode == im.OP_INPUT):
+            m.d.comb += [pv.eq(in_take),
+                         pt.eq((in_byte << F("sa")[:4]) + (F("offset") << F("sb")[:4])),
+                         pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
+        with m.Else():
+            m.d.comb += [pflag.eq(vx_flag), use_lut.eq(vmode == im.VEC_ACT)]
+            with m.Switch(vmode):
+                with m.Case(im.VEC_ADD):
+                    m.d.comb += [pv.eq(vx_v), pt.eq((vx << F("sa")[:4]) + (ybuf << F("sb")[:4])),
+                                 pm.eq(1), ps.eq(F("shift"))]
+                with m.Case(im.VEC_SCALE):
+                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(ychan), ps.eq(F("shift"))]
+                with m.Case(im.VEC_PRELU):
+                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
+                                 ps.eq(Mux(vx < 0, F("shift"), 0))]
+                with m.Case(im.VEC_ACT):
+                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(1), ps.eq(0)]
+                with m.Case(im.VEC_AVGPOOL):
+                    m.d.comb += [pv.eq(vp_v), pt.eq(acc_r.data.as_signed()),
+                                 pm.eq(F("mult")), ps.eq(F("shift"))]
+
+        # ---------------- INPUT op ---------------------------------------------------------
+        in_cnt = Signal(24)
+        in_ci = Signal(16)
+        in_go = Signal()
+        m.d.comb += [self.i_stream.ready.eq(in_go & (room > 8)),
+                     in_take.eq(self.i_stream.valid & self.i_stream.ready),
+                     in_byte.eq(self.i_stream.payload),
+                     in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == n_elems - 1))]
+        with m.If(in_take):
+            m.d.comb += launch_conv.eq(1)
+            m.d.sync += [in_cnt.eq(in_cnt + 1),
+                         in_ci.eq(Mux(in_ci == cfg.chunk - 1, 0, in_ci + 1))]
+
+        # ---------------- sequencer --------------------------------------------------------
+        pc = Signal(16)
+        m.d.comb += self.pc.eq(pc)
+        drained = Signal()
+        m.d.comb += drained.eq(~rv & ~av & ~mv & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
+                               & (inflight == 0) & ~v1 & ~v2 & ~v3 & ~v4 & ~v5 & ~wfifo.r_rdy
+                               & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
+                               & ~vx_v & ~vp_v)
+        need = Signal(signed(18))
+        m.d.comb += need.eq(top + k - 1)
+        next_row = Signal(16)
+        row_ptr = Signal(im.ADDR_BITS)
+        load_slot = Signal(4)
+        steps_left = Signal()
+
+        def start_read(addr, n, kind, wrap=1):
+            m.d.comb += [rd_start.eq(1), rd_start_addr.eq(addr), rd_start_n.eq(n),
+                         rx_clear.eq(1)]
+            m.d.sync += [ld_kind.eq(kind), ld_wrap.eq(wrap)]
+
+        with m.FSM():
+            with m.State("FETCH"):
+                start_read(pc * im.DESC_WORDS, im.DESC_WORDS, 1)
+                m.next = "FETCH_WAIT"
+            with m.State("FETCH_WAIT"):
+                with m.If((rx_cnt == im.DESC_WORDS) & (rd_rem == 0)):
+                    m.d.sync += ld_kind.eq(0)
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.comb += req_init.eq(1)
+                m.d.sync += [req_stride_oc.eq(opcode == im.OP_CONV), in_cnt.eq(0),
+                             in_ci.eq(0)]
+                with m.Switch(opcode):
+                    with m.Case(im.OP_END):
+                        m.d.comb += self.frame_done.eq(1)
+                        m.d.sync += [pc.eq(0), self.busy.eq(0)]
+                        m.next = "FETCH"
+                    with m.Case(im.OP_INPUT):
+                        m.next = "INPUT"
+                    with m.Case(im.OP_CONV):
+                        m.next = "CONV_W"
+                    with m.Case(im.OP_VEC):
+                        m.next = "VEC_PRE"
+                    with m.Case(im.OP_OUTPUT):
+                        m.next = "OUTPUT"
+                    with m.Default():
+                        m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(drained):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+            # ---- INPUT
+            with m.State("INPUT"):
+                m.d.comb += in_go.eq(in_cnt < n_elems)
+                with m.If(in_take):
+                    m.d.sync += self.busy.eq(1)
+                with m.If(in_cnt == n_elems):
+                    m.next = "NEXT"
+            # ---- OUTPUT
+            with m.State("OUTPUT"):
+                start_read(F("a_addr"), n_elems, 0)
+                m.next = "OUTPUT_WAIT"
+            with m.State("OUTPUT_WAIT"):
+                m.d.comb += rx_to_out.eq(1)
+                with m.If((rx_cnt == n_elems) & (rd_rem == 0)):
+                    m.next = "NEXT"
+            # ---- CONV
+            with m.State("CONV_W"):
+                start_read(F("w_addr"), F("w_words"), 2, ew)
+                m.next = "CONV_W_WAIT"
+            with m.State("CONV_W_WAIT"):
+                with m.If((rx_cnt == F("w_words")) & (rd_rem == 0)):
+                    m.next = "CONV_P"
+            with m.State("CONV_P"):
+                start_read(F("p_addr"), n_groups * cfg.group_words, 3, cfg.group_words)
+                m.next = "CONV_P_WAIT"
+            with m.State("CONV_P_WAIT"):
+                with m.If((rx_cnt == n_groups * cfg.group_words) & (rd_rem == 0)):
+                    m.next = "CONV_LUT"
+            with m.State("CONV_LUT"):
+                with m.If(act_en):
+                    start_read(F("lut_addr"), F("lut_n"), 4)
+                m.next = "CONV_LUT_WAIT"
+            with m.State("CONV_LUT_WAIT"):
+                with m.If(~act_en | ((rx_cnt == F("lut_n")) & (rd_rem == 0))):
+                    m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
+                                 row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
+                                 top_slot.eq(Mux(pad == 0, 0, k - pad)), ld_kind.eq(0)]
+                    m.next = "ROW"
+            with m.State("ROW"):
+                with m.If(oy == OH):
+                    m.next = "NEXT"
+                with m.Elif((next_row < H) & (next_row.as_signed() <= need)):
+                    start_read(row_ptr, row_words, 6)
+                    m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
+                    m.next = "ROW_LOAD"
+                with m.Else():
+                    m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
+                                 step.eq(0), left.eq(-pad)]
+                    m.next = "ISSUE"
+            with m.State("ROW_LOAD"):
+                with m.If((rx_cnt == row_words) & (rd_rem == 0)):
+                    last_slot = load_slot == k - 1
+                    m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
+                                 load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
+                                 load_base.eq(Mux(last_slot, 0, load_base + rowE)),
+                                 ld_kind.eq(0)]
+                    m.next = "ROW"
+            with m.State("ISSUE"):
+                with m.If(can_issue | ~s_first):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += step.eq(step + 1)
+                    adv_tap = Signal()
+                    m.d.comb += adv_tap.eq(~is_dense | (cig == h_ncig - 1))
+                    with m.If(is_dense & (cig != h_ncig - 1)):
+                        m.d.sync += cig.eq(cig + 1)
+                    with m.Else():
+                        m.d.sync += [cig.eq(0), tap.eq(tap + 1)]
+                        with m.If(dx == k - 1):
+                            m.d.sync += dx.eq(0)
+                            with m.If(dy == k - 1):
+                                m.d.sync += dy.eq(0)
+                            with m.Else():
+                                m.d.sync += dy.eq(dy + 1)
+                        with m.Else():
+                            m.d.sync += dx.eq(dx + 1)
+                    with m.If(s_last):
+                        m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0)]
+                        with m.If(g == n_groups - 1):
+                            m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride)]
+                            with m.If(ox == OW - 1):
+                                ts = top_slot + stride
+                                ts1 = Mux(ts >= k, ts - k, ts)
+                                m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
+                                             top_slot.eq(Mux(ts1 >= k, ts1 - k, ts1))]
+                                m.next = "ROW"
+                        with m.Else():
+                            m.d.sync += g.eq(g + 1)
+            # ---- VEC
+            with m.State("VEC_PRE"):
+                m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1)]
+                with m.Switch(vmode):
+                    with m.Case(im.VEC_SCALE):
+                        start_read(F("b_addr"), C, 5)
+                    with m.Case(im.VEC_PRELU):
+                        start_read(F("w_addr"), C, 5)
+                    with m.Case(im.VEC_ACT):
+                        start_read(F("lut_addr"), F("lut_n"), 4)
+                m.next = "VEC_PRE_WAIT"
+            with m.State("VEC_PRE_WAIT"):
+                with m.If((rd_rem == 0) & ((vmode == im.VEC_ADD) | (vmode == im.VEC_AVGPOOL) |
+                                           ((vmode == im.VEC_ACT) & (rx_cnt == F("lut_n"))) |
+                                           (((vmode == im.VEC_SCALE) | (vmode == im.VEC_PRELU))
+                                            & (rx_cnt == C)))):
+                    m.d.sync += ld_kind.eq(0)
+                    m.next = "VEC_CHUNK"
+            with m.State("VEC_CHUNK"):
+                left_n = n_elems - v_done
+                n = Mux(left_n > cfg.chunk, cfg.chunk, left_n)
+                with m.If(v_done == n_elems):
+                    with m.If(vmode == im.VEC_AVGPOOL):
+                        m.next = "VEC_POOL"
+                    with m.Else():
+                        m.next = "NEXT"
+                with m.Elif((vmode == im.VEC_AVGPOOL) | ((room >= n + 8) & req_ok)):
+                    m.d.sync += [v_chunk_n.eq(n), v_i.eq(0)]
+                    with m.If(vmode != im.VEC_AVGPOOL):
+                        m.d.comb += reserve.eq(n)
+                    with m.If(vmode == im.VEC_ADD):
+                        start_read(F("b_addr") + v_done, n, 7)
+                        m.next = "VEC_B"
+                    with m.Else():
+                        start_read(F("a_addr") + v_done, n, 0)
+                        m.next = "VEC_A"
+            with m.State("VEC_B"):
+                with m.If((rx_cnt == v_chunk_n) & (rd_rem == 0)):
+                    start_read(F("a_addr") + v_done, v_chunk_n, 0)
+                    m.next = "VEC_A"
+            with m.State("VEC_A"):
+                m.d.comb += v_active.eq(1)
+                with m.If((rx_cnt == v_chunk_n) & (rd_rem == 0)):
+                    m.d.sync += v_done.eq(v_done + v_chunk_n)
+                    m.next = "VEC_CHUNK"
+            with m.State("VEC_POOL"):
+                with m.If(~vx_v & (room >= C + 8) & req_ok):
+                    m.d.comb += reserve.eq(C)
+                    m.d.sync += v_c.eq(0)
+                    m.next = "VEC_POOL_OUT"
+            with m.State("VEC_POOL_OUT"):
+                m.d.comb += v_pool_out.eq(1)
+                with m.If(v_c == C - 1):
+                    m.next = "NEXT"
+        return m
