@@ -240,7 +240,7 @@ class PointwiseArray(wiring.Component):
         with m.If(issue):
             m.d.sync += [t.eq(t + 1), row.eq(row + 1)]
             with m.If(last_t):
-                m.d.sync += [t.eq(0), rem.eq(rem - P), prow.eq(prow + P // V),
+                m.d.sync += [t.eq(0), rem.eq(rem - P), prow.eq(prow + (blk >> (V.bit_length() - 1))),
                              first_block.eq(0)]
                 with m.If(last_blk):
                     m.d.sync += [g.eq(g + 1), rem.eq(cfg.out_count[g + 1])]
