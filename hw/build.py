@@ -184,6 +184,7 @@ class BuildContext:
     variant: str = "seesaw_shuffle"
     weights: Optional[Path] = None
     design: str = "auto"
+    probe_mac: str = "engine"
     out: Path = ROOT / "build"
     results: dict = field(default_factory=dict)
     status: dict = field(default_factory=dict)
@@ -388,7 +389,7 @@ ESTIMATE_ENTRY = "estimate"
 
 def _estimate_key(ctx):
     fw = ctx.results.get("firmware", {})
-    return {"design": ctx.design, "board": ctx.board.as_dict(), "variant": ctx.variant,
+    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(), "variant": ctx.variant,
             "firmware": {k: v for k, v in fw.items() if k != "seconds"},
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
             "hw_sources": _source_hash("hw"), "has_estimate": _module_exists("hw.estimate")}
@@ -407,7 +408,7 @@ def step_estimate(ctx):
     from .boards import RESOURCE_NAMES
     if ctx.design == "dsp-probe":
         from .top import probe_estimate
-        resources = probe_estimate(ctx.board)
+        resources = probe_estimate(ctx.board, ctx.probe_mac)
         macs = _network_macs(ctx.variant)
         lanes = ctx.board.engine.macs
         return {"source": "hw.top.probe_estimate (the dsp-probe's own structure)",
@@ -467,7 +468,7 @@ def _estimate_check(ctx, record):
 
 def _elaborate_key(ctx):
     fw = ctx.results.get("firmware", {})
-    return {"design": ctx.design, "board": ctx.board.as_dict(),
+    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(),
             "hw_sources": _source_hash("hw"),
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
             "amaranth": _dist_version("amaranth"),
@@ -476,7 +477,7 @@ def _elaborate_key(ctx):
 
 def step_elaborate(ctx):
     from .top import BoardTop
-    top = BoardTop(ctx.board, design=ctx.design)
+    top = BoardTop(ctx.board, design=ctx.design, probe_mac=ctx.probe_mac)
     platform = ctx.board.platform_instance()
     try:
         plan = _prepare(platform, top)
@@ -573,12 +574,14 @@ def step_pack(ctx):
 
 # -- 8 report ----------------------------------------------------------------------------------
 
-def _engine_clock(fmax):
-    """The PLL's output clock in nextpnr's report (the net named engine_clk)."""
-    for name, v in fmax.items():
-        if "engine_clk" in name:
-            return name, v
-    return (next(iter(fmax.items())) if fmax else (None, None))
+def _engine_clock(fmax, target_mhz):
+    """The engine clock among nextpnr's clocks: the one constrained to the PLL's target (its
+    net name depends on how the top names the domain's clock; the 25 MHz input is the other)."""
+    matches = [(name, v) for name, v in fmax.items()
+               if abs(v["constraint"] - target_mhz) <= 1e-3 * target_mhz]
+    if matches:
+        return min(matches, key=lambda item: item[1]["achieved"])
+    return (None, None)
 
 
 def build_report(ctx) -> dict:
@@ -586,7 +589,7 @@ def build_report(ctx) -> dict:
     b = ctx.board
     est = ctx.results.get("estimate", {})
     pnr = ctx.results.get("pnr", {})
-    clock_name, clock = _engine_clock(pnr.get("fmax", {}))
+    clock_name, clock = _engine_clock(pnr.get("fmax", {}), b.clock.target_mhz)
     fmax = clock["achieved"] if clock else None
     timing_met = (fmax >= b.clock.target_mhz) if fmax is not None else None
     cycles = est.get("cycles_per_frame")
@@ -708,7 +711,7 @@ STEP_NAMES = [s.name for s in STEPS]
 
 def main(argv=None) -> int:
     from .boards import BoardError, get_board, load_boards
-    from .top import DESIGNS
+    from .top import DESIGNS, PROBE_MACS
     parser = argparse.ArgumentParser(
         prog="python -m hw.build",
         description="Build the SeesawFaceNet accelerator (or the DSP probe) for one board of "
@@ -723,6 +726,9 @@ def main(argv=None) -> int:
                         help="float checkpoint for quantize (default: quant's own default)")
     parser.add_argument("--design", choices=DESIGNS, default="auto",
                         help="engine, dsp-probe, or auto: the engine once wired (default)")
+    parser.add_argument("--probe-mac", choices=PROBE_MACS, default="engine",
+                        help="MAC of the dsp-probe: engine (hw.mac.MAC, default) or primitive "
+                             "(explicit MULT18X18D with its own registers)")
     parser.add_argument("--stop-step", choices=STEP_NAMES, default=None,
                         help="stop after this step")
     parser.add_argument("--force", action="store_true", help="ignore every cached step")
@@ -743,7 +749,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ctx = BuildContext(board=board, variant=args.variant, weights=args.weights,
-                       design=args.design, out=args.out)
+                       design=args.design, probe_mac=args.probe_mac, out=args.out)
     print(f"building board {board.name} ({board.device}), design {ctx.design}, "
           f"variant {ctx.variant} -> {ctx.board_dir}")
     runner = StepRunner(STEPS, ctx.board_dir / ".cache")

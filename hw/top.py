@@ -27,7 +27,7 @@ from amaranth import signed
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["BoardTop", "DSPProbe", "DESIGNS", "ENGINE_WIRED", "resolve_design", "probe_estimate",
+__all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design", "probe_estimate",
            "available_components"]
 
 DESIGNS = ("auto", "engine", "dsp-probe")
@@ -101,6 +101,56 @@ class _ProbeMAC(Elaboratable):
         return m
 
 
+class _PrimitiveMAC(Elaboratable):
+    """The same MAC with an explicit ``MULT18X18D`` whose own input, pipeline and output
+    registers are on (yosys does not pack fabric registers into ECP5 DSPs): three register
+    stages inside the DSP, then the fabric accumulator. A probe of what the DSP itself reaches.
+    """
+
+    def __init__(self, a_width, b_width, acc_width):
+        if not (1 <= a_width <= 18 and 1 <= b_width <= 18):
+            raise ValueError(f"operand widths must be 1..18 for one MULT18X18D, not "
+                             f"{a_width!r}, {b_width!r}")
+        self.en = Signal(init=1)
+        self.first = Signal()
+        self.a = Signal(signed(a_width))
+        self.b = Signal(signed(b_width))
+        self.acc = Signal(signed(acc_width))
+
+    def elaborate(self, platform):
+        m = Module()
+        a18 = Signal(signed(18))
+        b18 = Signal(signed(18))
+        p = Signal(36)
+        m.d.comb += [a18.eq(self.a), b18.eq(self.b)]
+        ports = {f"i_A{i}": a18[i] for i in range(18)}
+        ports.update({f"i_B{i}": b18[i] for i in range(18)})
+        ports.update({f"i_C{i}": 0 for i in range(18)})
+        ports.update({f"o_P{i}": p[i] for i in range(36)})
+        for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
+            ports[f"p_REG_{r}_CLK"] = "CLK0"
+            ports[f"p_REG_{r}_CE"] = "CE0"
+            ports[f"p_REG_{r}_RST"] = "RST0"
+        m.submodules.dsp = Instance(
+            "MULT18X18D", p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+            p_SOURCEB_MODE="B_SHIFT", p_CAS_MATCH_REG="FALSE", p_HIGHSPEED_CLK="NONE",
+            p_REG_INPUTC_CLK="NONE",
+            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+            i_CLK0=ClockSignal("sync"), i_CLK1=0, i_CLK2=0, i_CLK3=0,
+            i_CE0=self.en, i_CE1=0, i_CE2=0, i_CE3=0,
+            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0,
+            **ports)
+        product = p[:len(self.a) + len(self.b)].as_signed()
+        with m.If(self.en):
+            m.d.sync += self.acc.eq(self.acc + product)
+        return m
+
+
+#: MAC implementations the probe can use: ``engine`` is :class:`hw.mac.MAC` (what the PE arrays
+#: use; fabric registers around an inferred multiplier), ``primitive`` the explicit DSP above.
+PROBE_MACS = ("engine", "primitive")
+
+
 class DSPProbe(Elaboratable):
     """``n_macs`` pipelined MACs in a systolic chain fed by a 32-bit LFSR; ``out`` is the XOR of
     every accumulator bit, reduced through a registered tree (one LUT level per stage).
@@ -110,17 +160,20 @@ class DSPProbe(Elaboratable):
     """
 
     def __init__(self, n_macs, a_width=PROBE_A_WIDTH, b_width=PROBE_B_WIDTH,
-                 acc_width=PROBE_ACC_WIDTH):
+                 acc_width=PROBE_ACC_WIDTH, mac="engine"):
         if not isinstance(n_macs, int) or n_macs < 1:
             raise ValueError(f"n_macs must be a positive integer, not {n_macs!r}")
+        if mac not in PROBE_MACS:
+            raise ValueError(f"mac must be one of {', '.join(PROBE_MACS)}, not {mac!r}")
         self.n_macs = n_macs
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
+        self.mac = mac
         self.out = Signal()
-        self.mac_impl = _mac_class()[1]
+        self.mac_impl = _mac_class()[1] if mac == "engine" else "hw.top._PrimitiveMAC"
 
     def elaborate(self, platform):
         m = Module()
-        mac_cls, _ = _mac_class()
+        mac_cls = _mac_class()[0] if self.mac == "engine" else _PrimitiveMAC
 
         # Galois LFSR, x^32 + x^22 + x^2 + x + 1 (maximal length).
         lfsr = Signal(32, init=1)
@@ -158,7 +211,7 @@ class DSPProbe(Elaboratable):
         return m
 
 
-def probe_estimate(board) -> dict:
+def probe_estimate(board, mac="engine") -> dict:
     """Pre-synthesis resource estimate of :class:`DSPProbe` for ``board`` (same resource names
     as the fit check and nextpnr). Counted from the structure above:
 
@@ -183,7 +236,9 @@ def probe_estimate(board) -> dict:
     while width > 1:
         width = -(-width // _TREE_FANIN)
         nodes += width
-    ff = n * ((a + b) + (a + b) + acc + 1) + nodes + 32 + 2
+    # With mac="primitive" the input and product registers are inside the DSP.
+    mac_ff = (a + b) + acc + 1 if mac == "primitive" else (a + b) + (a + b) + acc + 1
+    ff = n * mac_ff + nodes + 32 + 2
     lut = n * (acc + xor_luts) + nodes + 4
     return {"LUT4": lut, "TRELLIS_FF": ff, "MULT18X18D": n, "DP16KD": 0}
 
@@ -196,6 +251,9 @@ class BoardTop(Elaboratable):
     board : hw.boards.Board
     design : str
         ``"auto"``, ``"engine"`` or ``"dsp-probe"`` (see the module docstring).
+    probe_mac : str
+        The probe's MAC (:data:`PROBE_MACS`): ``"engine"`` (:class:`hw.mac.MAC`, the default)
+        or ``"primitive"`` (explicit ``MULT18X18D`` with its own registers).
 
     Members
     -------
@@ -205,13 +263,18 @@ class BoardTop(Elaboratable):
         What was built, for the report (design, MAC count and implementation, clock).
     """
 
-    def __init__(self, board, design="auto"):
+    def __init__(self, board, design="auto", probe_mac="engine"):
         self.board = board
         self.design = resolve_design(design)
+        if probe_mac not in PROBE_MACS:
+            raise ValueError(f"probe_mac must be one of {', '.join(PROBE_MACS)}, not "
+                             f"{probe_mac!r}")
+        self.probe_mac = probe_mac
         self.info = {"design": self.design, "target_mhz": board.clock.target_mhz,
                      "components": available_components()}
         if self.design == "dsp-probe":
-            self.info.update({"macs": board.engine.macs, "mac": _mac_class()[1],
+            mac = _mac_class()[1] if probe_mac == "engine" else "hw.top._PrimitiveMAC"
+            self.info.update({"macs": board.engine.macs, "mac": mac,
                               "operand_bits": [PROBE_A_WIDTH, PROBE_B_WIDTH],
                               "acc_bits": PROBE_ACC_WIDTH})
 
@@ -269,7 +332,7 @@ class BoardTop(Elaboratable):
         return buf.o
 
     def _elaborate_probe(self, m, platform, locked):
-        m.submodules.probe = probe = DSPProbe(self.board.engine.macs)
+        m.submodules.probe = probe = DSPProbe(self.board.engine.macs, mac=self.probe_mac)
         heartbeat = Signal(27)
         m.d.sync += heartbeat.eq(heartbeat + 1)
         # LED 0: the probe's result; LED 1: toggles every 1.3 s at 100 MHz; LED 7: PLL lock.

@@ -189,6 +189,13 @@ def test_parse_nextpnr_report_and_log(tmp_path):
     assert out["cells"]["EHXPLLL"]["used"] == 1
 
 
+def test_engine_clock_is_the_one_at_the_target():
+    fmax = {"$glbnet$clk": {"achieved": 104.3, "constraint": 100.0},
+            "clk25_0__io$TRELLIS_IO_IN": {"achieved": 400.0, "constraint": 25.0}}
+    assert hwbuild._engine_clock(fmax, 100.0) == ("$glbnet$clk", fmax["$glbnet$clk"])
+    assert hwbuild._engine_clock(fmax, 75.0) == (None, None)
+
+
 def test_parse_nextpnr_report_refuses_a_report_without_utilisation(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"fmax": {}, "utilization": {}}))
     with pytest.raises(ToolError, match="lacks utilization"):
@@ -246,9 +253,23 @@ def test_engine_design_names_what_is_missing():
         get_board("ulx3s").platform_instance().prepare(top)
 
 
-def test_dsp_probe_rejects_a_bad_size():
+def test_dsp_probe_rejects_a_bad_size_or_mac():
     with pytest.raises(ValueError, match="n_macs.*0"):
         DSPProbe(0)
+    with pytest.raises(ValueError, match="'dsp48'"):
+        DSPProbe(4, mac="dsp48")
+
+
+def test_primitive_probe_instantiates_registered_dsps():
+    b = get_board("ulx3s-12f")
+    top = BoardTop(b, design="dsp-probe", probe_mac="primitive")
+    assert top.info["mac"] == "hw.top._PrimitiveMAC"
+    il = hwbuild._prepare(b.platform_instance(), top).files["top.il"]
+    assert il.count("cell \\MULT18X18D") == b.engine.macs
+    for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
+        assert f'parameter \\REG_{reg}_CLK "CLK0"' in il, reg
+    # Its estimate counts no product registers in the fabric.
+    assert probe_estimate(b, "primitive")["TRELLIS_FF"] < probe_estimate(b)["TRELLIS_FF"]
 
 
 def test_board_top_elaborates_pll_and_clock_constraint():
