@@ -358,8 +358,10 @@ def step_firmware(ctx):
         _missing(ctx, "firmware/compiler.py", "the layer program and weight image")
     q = ctx.results.get("quantize", {})
     if "manifest" not in q:
-        _missing(ctx, f"the quantized model (step quantize: "
-                      f"{q.get('skipped', 'did not run')})", "the layer program")
+        if ctx.design == "engine":
+            raise StepError("no quantized model: step quantize did not make one")
+        raise StepSkipped("no quantized model (step quantize was skipped); the dsp-probe "
+                          "design does not need the layer program")
     compiler = importlib.import_module("firmware.compiler")
     entry = getattr(compiler, FIRMWARE_ENTRY, None)
     if entry is None:

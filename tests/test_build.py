@@ -353,10 +353,14 @@ def test_quantize_without_weights_skips_for_the_probe_and_fails_for_the_engine(t
         hwbuild.step_quantize(given)
 
 
-def test_firmware_without_a_quantized_model(tmp_path):
+def test_firmware_without_a_quantized_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
     ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="dsp-probe", out=tmp_path)
     ctx.results["quantize"] = {"skipped": "no weights"}
-    with pytest.raises(StepSkipped, match="no weights"):
+    with pytest.raises(StepSkipped, match="step quantize was skipped"):
+        hwbuild.step_firmware(ctx)
+    ctx.design = "engine"
+    with pytest.raises(StepError, match="no quantized model"):
         hwbuild.step_firmware(ctx)
 
 
