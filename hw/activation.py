@@ -22,14 +22,15 @@ Both forms compute exactly :func:`quant.activation.table` for their
     k, saturation         1       ``k``, ``sat``
     reduction             1       ``r = |q| 2^(F-f_in) - k ln2`` (W bits)
     hyperbolic rotation   M       ``x``, ``y``, ``z`` (W bits each)
-    e^-|q| and operands   1       ``num``, ``den`` (``F + 3`` bits)
+    e^-|q| and operands   3       ``e = cosh - sinh``; ``E = e / 2^k`` rounded;
+                                  ``num``, ``den`` (``F + 3`` bits)
     linear vectoring      Fs + 1  residual ``Y`` (``F + 4``), quotient ``Z`` (``Fs + 2``)
     quotient correction   1       ``S`` (``Fs + 1`` bits)
     output                1 / 2   sigmoid: round + saturate; swish: product, round + saturate
     ====================  ======  ================================================
 
-    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 42 cycles
-    for sigmoid and 43 for swish.
+    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 44 cycles
+    for sigmoid and 45 for swish.
 
 Flow control (both forms): every register advances together when ``o_stream`` can move
 (``~o_stream.valid | o_stream.ready``), and that same signal is ``i_stream.ready``. A stall
@@ -37,7 +38,7 @@ therefore freezes the whole pipeline; bubbles are not squeezed out. ``i_stream.r
 combinationally on ``o_stream.ready`` (allowed by the stream rules; ``valid`` never depends on
 ``ready``).
 """
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -57,6 +58,14 @@ def _round_shift(v, s: int):
     if s <= 0:
         return v << -s
     return (v + (1 << (s - 1))) >> s
+
+
+def _add_sub(a, b, add):
+    """``a + b`` when ``add`` else ``a - b``, as one adder with a carry in (a ``Mux`` of a sum
+    and a difference would cost two carry chains)."""
+    if not b.shape().signed:
+        b = Cat(b, Const(0, 1)).as_signed()       # so that ~b is -b - 1
+    return a + Mux(add, b, ~b) + ~add
 
 
 def _saturate(v, fmt: Fmt):
@@ -146,7 +155,7 @@ class ActivationCORDIC(_ActivationBase):
     def latency(self) -> int:
         """Cycles from an accepted input to its output becoming valid, without stalls."""
         out_stages = 2 if self.spec.function == "swish" else 1
-        return 4 + len(self.spec.shifts) + 1 + (self.spec.quotient_frac + 1) + 1 + out_stages
+        return 4 + len(self.spec.shifts) + 3 + (self.spec.quotient_frac + 1) + 1 + out_stages
 
     def elaborate(self, platform):
         m = Module()
@@ -203,28 +212,33 @@ class ActivationCORDIC(_ActivationBase):
             up = z >= 0
             at = c.atanh[s]
             v = reg(f"valid_h{i}", 1, v)
-            x, y, z = (reg(f"x_h{i}", signed(w["x"]), Mux(up, x + (y >> s), x - (y >> s))),
-                       reg(f"y_h{i}", signed(w["y"]), Mux(up, y + (x >> s), y - (x >> s))),
-                       reg(f"z_h{i}", signed(w["z"]), Mux(up, z - at, z + at)))
+            x, y, z = (reg(f"x_h{i}", signed(w["x"]), _add_sub(x, y >> s, up)),
+                       reg(f"y_h{i}", signed(w["y"]), _add_sub(y, x >> s, up)),
+                       reg(f"z_h{i}", signed(w["z"]), _add_sub(z, Const(at, signed(W)), ~up)))
             cr = carry(f"h{i}", **cr)
 
-        # E = round_half_up((cosh - sinh) / 2^k); sigmoid symmetry picks the numerator
+        # E = round_half_up((cosh - sinh) / 2^k); sigmoid symmetry picks the numerator. Three
+        # stages: subtract, shift-and-round, operands (as one stage: 83 MHz after place-and-route)
         v = reg("valid_e", 1, v)
-        e = Signal(signed(w["e"]))
-        m.d.comb += e.eq(x - y)
-        E = Mux(cr["sat"], 0, (((e << 1) >> cr["k"]) + 1) >> 1)
+        e = reg("e", signed(w["e"]), x - y)
+        cr = carry("e", q=cr["q"], neg=cr["neg"], k=cr["k"], sat=cr["sat"])
+        v = reg("valid_E", 1, v)
+        E = reg("E", unsigned(w["den"] - 1),
+                Mux(cr["sat"], 0, (((e << 1) >> cr["k"]) + 1) >> 1))
+        cr = carry("E", q=cr["q"], neg=cr["neg"])
+        v = reg("valid_num", 1, v)
         one = 1 << F
         Y = reg("num", signed(w["Y"]), Mux(cr["neg"], E, one))
         den = reg("den", unsigned(w["den"] - 1), one + E)
         Z = Const(0, signed(w["Z"]))
-        cq = carry("e", q=cr["q"])
+        cq = carry("num", q=cr["q"])
 
         # linear vectoring division, residual kept scaled by 2^i so it is exact
         for i in range(Fs + 1):
             up = Y >= 0
             step = 1 << (Fs - i)
             v = reg(f"valid_d{i}", 1, v)
-            Y, Z = (reg(f"Y_d{i}", signed(w["Y"]), Mux(up, (Y - den) << 1, (Y + den) << 1)),
+            Y, Z = (reg(f"Y_d{i}", signed(w["Y"]), _add_sub(Y, den, ~up) << 1),
                     reg(f"Z_d{i}", signed(w["Z"]), Mux(up, Z + step, Z - step)))
             den = reg(f"den_d{i}", den.shape(), den)
             cq = carry(f"d{i}", **cq)

@@ -335,6 +335,9 @@ def cordic_trace(spec: ActivationSpec, codes) -> dict:
         _check_width(Y, w["Y"], f"Y after division step {i}", spec)
         _check_width(Z, w["Z"], f"Z after division step {i}", spec)
     S = Z - (Y < 0)
+    if S.size and (S.min() < 0 or S.max() > 1 << Fs):
+        raise OverflowError(f"{spec.name}: quotient S reaches [{S.min()}, {S.max()}], "
+                            f"outside [0, 2^{Fs}]")
     out_frac = spec.out_fmt.n_frac
     if spec.function == "sigmoid":
         out = round_shift(S, Fs - out_frac)

@@ -45,8 +45,8 @@ def test_factory_and_form_checks():
         ActivationCORDIC(lut)
     with pytest.raises(ValueError, match="needs spec.form 'lut', not 'cordic'"):
         ActivationLUT(cor)
-    assert ActivationCORDIC(cor).latency == 43
-    assert ActivationCORDIC(ActivationSpec("sigmoid", "cordic", S8_4, S8_7)).latency == 42
+    assert ActivationCORDIC(cor).latency == 45
+    assert ActivationCORDIC(ActivationSpec("sigmoid", "cordic", S8_4, S8_7)).latency == 44
 
 
 def test_lut_swish_all_8bit_codes():
