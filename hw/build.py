@@ -594,8 +594,15 @@ def build_report(ctx) -> dict:
     clock_name, clock = _engine_clock(pnr.get("fmax", {}), b.clock.target_mhz)
     fmax = clock["achieved"] if clock else None
     timing_met = (fmax >= b.clock.target_mhz) if fmax is not None else None
+    # The clock the design achieves: the PLL's target when timing is met, else only fmax (the
+    # bitstream as built then runs too fast to be trusted; rebuild with a lower target).
+    achieved = min(b.clock.target_mhz, fmax) if fmax is not None else None
     cycles = est.get("cycles_per_frame")
-    fps = (b.clock.target_mhz * 1e6 / cycles) if cycles and timing_met else None
+    fps = (achieved * 1e6 / cycles) if cycles and achieved else None
+    bound = est.get("compute_bound")
+    if bound and achieved:
+        bound = {**bound, "fps_at_achieved_clock": round(achieved * 1e6 /
+                                                         bound["cycles_per_frame"], 1)}
     util = pnr.get("utilization", {})
     report = {
         "board": b.name, "device": b.device, "package": b.package,
@@ -605,7 +612,7 @@ def build_report(ctx) -> dict:
         "design_info": ctx.results.get("elaborate", {}).get("design"),
         "variant": ctx.variant,
         "target_mhz": b.clock.target_mhz,
-        "fmax_mhz": fmax, "fmax_clock": clock_name,
+        "fmax_mhz": fmax, "fmax_clock": clock_name, "achieved_clock_mhz": achieved,
         "fmax_all_clocks": pnr.get("fmax"),
         "timing_met": timing_met,
         "utilization": {r: util.get(r) for r in RESOURCE_NAMES},
@@ -617,10 +624,11 @@ def build_report(ctx) -> dict:
                             for r in RESOURCE_NAMES},
         "cycles_per_frame": cycles,
         "fps": fps,
-        "fps_note": ("at the PLL clock (target_mhz), timing met" if fps else
-                     "no cycles_per_frame: the dsp-probe computes no frames"
-                     if cycles is None else "timing not met: no fps claimed"),
-        "compute_bound": est.get("compute_bound"),
+        "fps_note": ("no cycles_per_frame: the dsp-probe computes no frames" if cycles is None
+                     else "no fmax: place and route did not run" if achieved is None
+                     else f"at the achieved clock {achieved:g} MHz" + (
+                         "" if timing_met else " (fmax below target: rebuild at that clock)")),
+        "compute_bound": bound,
         "bitstream": ctx.results.get("pack", {}).get("bitstream"),
         "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
         "toolchain": ctx.versions,
@@ -657,10 +665,11 @@ def report_markdown(r) -> str:
               f"({r['fps_note']})"]
     if r.get("compute_bound"):
         cb = r["compute_bound"]
+        clock = r.get("achieved_clock_mhz") or r["target_mhz"]
         lines.append(f"- compute bound: {cb['cycles_per_frame']} cycles/frame "
                      f"({cb['network_macs']} MACs / {cb['mac_lanes']} lanes) = "
-                     f"{r['target_mhz'] * 1e6 / cb['cycles_per_frame']:.1f} frames/s at "
-                     f"{r['target_mhz']:g} MHz ({cb['basis']})")
+                     f"{clock * 1e6 / cb['cycles_per_frame']:.1f} frames/s at "
+                     f"{clock:g} MHz ({cb['basis']})")
     lines += ["", "| resource | estimate | synthesis | place & route | available | used % |",
               "|---|---|---|---|---|---|"]
     est = (r.get("estimate") or {}).get("resources") or {}

@@ -391,3 +391,47 @@ def test_engine_estimate_needs_hw_estimate(tmp_path, monkeypatch):
     ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="engine", out=tmp_path)
     with pytest.raises(StepError, match="hw/estimate.py"):
         hwbuild.step_estimate(ctx)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+def _fake_ctx(tmp_path, cycles, achieved):
+    b = get_board("ulx3s")
+    ctx = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
+    ctx._versions = {"yosys": {"version": "Yosys 0.70"}}
+    res = {"LUT4": 100, "TRELLIS_FF": 200, "MULT18X18D": 148, "DP16KD": 0}
+    ctx.results = {
+        "estimate": {"resources": res, "cycles_per_frame": cycles, "source": "test"},
+        "elaborate": {"design": {"design": "dsp-probe", "macs": 148}},
+        "synth": {"cells": dict(res)},
+        "pnr": {"fmax": {"$glbnet$clk": {"achieved": achieved, "constraint": 100.0}},
+                "utilization": {k: {"used": v, "available": 1000} for k, v in res.items()}},
+    }
+    ctx.status = {"estimate": "cached", "synth": "ran"}
+    ctx.seconds = {"estimate": 0.0, "synth": 12.5}
+    ctx.built_seconds = {"estimate": 3.0, "synth": 12.5}
+    return ctx
+
+
+def test_report_has_the_required_fields(tmp_path):
+    r = hwbuild.build_report(_fake_ctx(tmp_path, cycles=1_000_000, achieved=120.0))
+    for key in ("board", "device", "fmax_mhz", "target_mhz", "timing_met", "utilization",
+                "estimate", "cycles_per_frame", "fps", "toolchain", "seconds_per_step",
+                "design"):
+        assert key in r, key
+    assert r["design"] == "dsp-probe" and "NOT the accelerator" in r["warning"]
+    assert r["timing_met"] is True and r["achieved_clock_mhz"] == 100.0
+    assert r["fps"] == pytest.approx(100.0)
+    assert r["utilization"]["MULT18X18D"] == {"used": 148, "available": 1000}
+    assert r["steps"]["estimate"] == {"status": "cached", "seconds": 0.0,
+                                      "seconds_when_built": 3.0}
+    md = hwbuild.report_markdown(r)
+    assert "| MULT18X18D | 148 | 148 | 148 | 1000 | 14.8 |" in md
+    assert "timing met" in md
+
+
+def test_report_when_timing_fails(tmp_path):
+    r = hwbuild.build_report(_fake_ctx(tmp_path, cycles=1_000_000, achieved=80.0))
+    assert r["timing_met"] is False and r["fmax_mhz"] == 80.0
+    assert r["fps"] == pytest.approx(80.0) and "below target" in r["fps_note"]
+    assert "timing NOT met" in hwbuild.report_markdown(r)
