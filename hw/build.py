@@ -591,6 +591,12 @@ def build_report(ctx) -> dict:
     b = ctx.board
     est = ctx.results.get("estimate", {})
     pnr = ctx.results.get("pnr", {})
+    if pnr and (ctx.gateware / "pnr_report.json").exists():
+        # Re-read: cheap, and a record cached by an older hw.build may lack newer fields.
+        from .toolchain import parse_nextpnr_report
+        log = ctx.logs / "pnr.log"
+        pnr = parse_nextpnr_report(ctx.gateware / "pnr_report.json",
+                                   log if log.exists() else None)
     clock_name, clock = _engine_clock(pnr.get("fmax", {}), b.clock.target_mhz)
     fmax = clock["achieved"] if clock else None
     timing_met = (fmax >= b.clock.target_mhz) if fmax is not None else None
@@ -614,6 +620,7 @@ def build_report(ctx) -> dict:
         "target_mhz": b.clock.target_mhz,
         "fmax_mhz": fmax, "fmax_clock": clock_name, "achieved_clock_mhz": achieved,
         "fmax_all_clocks": pnr.get("fmax"),
+        "critical_paths": pnr.get("critical_paths"),
         "timing_met": timing_met,
         "utilization": {r: util.get(r) for r in RESOURCE_NAMES},
         "synth_cells": {r: (ctx.results.get("synth", {}).get("cells") or {}).get(r)
@@ -663,6 +670,11 @@ def report_markdown(r) -> str:
               f"timing {timing}",
               f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
               f"({r['fps_note']})"]
+    for cp in r.get("critical_paths") or []:
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in cp["ns_by_type"].items() if v)
+        lines.append(f"- critical path ({cp['from']} -> {cp['to']}): {cp['start']} -> "
+                     f"{cp['end']}, {cp['delay_ns']:.2f} ns in {cp['segments']} segments "
+                     f"({kinds} ns)")
     if r.get("compute_bound"):
         cb = r["compute_bound"]
         clock = r.get("achieved_clock_mhz") or r["target_mhz"]

@@ -208,9 +208,32 @@ def parse_nextpnr_report(report_path, log_path=None) -> dict:
                         for ours, cell in _NEXTPNR_CELLS.items()},
         "cells": {cell: dict(v) for cell, v in util.items() if v.get("used")},
     }
+    out["critical_paths"] = [_summarise_path(p) for p in report.get("critical_paths", [])]
     if log_path is not None:
         out["fmax_log"] = parse_nextpnr_log_fmax(log_path)
     return out
+
+
+def _summarise_path(path) -> dict:
+    """One critical path of nextpnr's report, short: end points, total, logic vs routing
+    delay and its three slowest segments (what a person needs to see where time goes)."""
+    segs = path.get("path", [])
+    total = sum(float(s.get("delay", 0.0)) for s in segs)
+    by_type = {}
+    for s in segs:
+        by_type[s.get("type", "?")] = by_type.get(s.get("type", "?"), 0.0) + float(s["delay"])
+    slowest = sorted(segs, key=lambda s: -float(s.get("delay", 0.0)))[:3]
+    return {
+        "from": path.get("from"), "to": path.get("to"),
+        "start": segs[0]["from"]["cell"] if segs else None,
+        "end": segs[-1]["to"]["cell"] if segs else None,
+        "delay_ns": round(total, 3),
+        "ns_by_type": {k: round(v, 3) for k, v in by_type.items()},
+        "segments": len(segs),
+        "slowest": [{"type": s.get("type"), "delay_ns": round(float(s["delay"]), 3),
+                     "net": s.get("net"), "cell": s.get("to", {}).get("cell"),
+                     "port": s.get("to", {}).get("port")} for s in slowest],
+    }
 
 
 def parse_yosys_stat(stat_path) -> dict:

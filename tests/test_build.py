@@ -177,9 +177,22 @@ def test_parse_nextpnr_report_and_log(tmp_path):
                               "MULT18X18D": {"used": 148, "available": 156},
                               "DP16KD": {"used": 0, "available": 208},
                               "EHXPLLL": {"used": 1, "available": 4}}}
+    report["critical_paths"] = [{"from": "posedge $glbnet$engine_clk",
+                                 "to": "posedge $glbnet$engine_clk", "path": [
+        {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a_r"}, "to": {"cell": "a_r"}},
+        {"type": "routing", "delay": 2.0, "net": "a", "from": {"cell": "a_r"},
+         "to": {"cell": "dsp", "port": "A0"}},
+        {"type": "logic", "delay": 6.0, "from": {"cell": "dsp"}, "to": {"cell": "dsp",
+                                                                        "port": "P5"}},
+        {"type": "setup", "delay": 0.1, "from": {"cell": "p_r"}, "to": {"cell": "p_r"}}]}]
     (tmp_path / "r.json").write_text(json.dumps(report))
     (tmp_path / "n.log").write_text(NEXTPNR_LOG)
     out = parse_nextpnr_report(tmp_path / "r.json", tmp_path / "n.log")
+    cp = out["critical_paths"][0]
+    assert (cp["start"], cp["end"], cp["delay_ns"], cp["segments"]) == ("a_r", "p_r", 8.6, 4)
+    assert cp["ns_by_type"] == {"clk-to-q": 0.5, "routing": 2.0, "logic": 6.0, "setup": 0.1}
+    assert cp["slowest"][0] == {"type": "logic", "delay_ns": 6.0, "net": None, "cell": "dsp",
+                                "port": "P5"}
     assert out["utilization"]["LUT4"] == {"used": 5000, "available": 83640}
     assert out["utilization"]["MULT18X18D"] == {"used": 148, "available": 156}
     assert out["fmax"]["$glbnet$engine_clk"]["achieved"] == 104.32
