@@ -211,6 +211,9 @@ def parse_nextpnr_report(report_path, log_path=None) -> dict:
     out["critical_paths"] = [_summarise_path(p) for p in report.get("critical_paths", [])]
     if log_path is not None:
         out["fmax_log"] = parse_nextpnr_log_fmax(log_path)
+        out["warnings"] = [line.strip() for line in
+                           Path(log_path).read_text(errors="replace").splitlines()
+                           if line.startswith("Warning:")][:50]
     return out
 
 

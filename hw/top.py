@@ -286,7 +286,6 @@ class BoardTop(Elaboratable):
 
         m.domains.sync = cd_sync = ClockDomain("sync")
         locked = Signal()
-        fb = Signal(name="engine_clk")
         # Feedback from CLKOP; the dividers and CLKOP_CPHASE are boards.yaml's (the values
         # yowasp-ecppll gives for the target), checked against the VCO range on load.
         m.submodules.pll = Instance(
@@ -303,13 +302,16 @@ class BoardTop(Elaboratable):
             p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=pll.clkop_div,
             p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0,
             p_FEEDBK_PATH="CLKOP",
-            i_RST=0, i_STDBY=0, i_CLKI=clk25_buf.i, i_CLKFB=fb,
+            i_RST=0, i_STDBY=0, i_CLKI=clk25_buf.i, i_CLKFB=cd_sync.clk,
             i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
             i_PLLWAKESYNC=0, i_ENCLKOP=0,
-            o_CLKOP=fb, o_LOCK=locked,
+            o_CLKOP=cd_sync.clk, o_LOCK=locked,
         )
-        m.d.comb += ClockSignal("sync").eq(fb)
-        platform.add_clock_constraint(fb, b.clock.target_hz)
+        # No FREQUENCY NET for the PLL output: Amaranth would name the net by one of its
+        # hierarchical aliases, which nextpnr does not find after flattening. nextpnr derives
+        # the constraint itself from the 25 MHz input constraint and the dividers ("Derived
+        # frequency constraint of 100.0 MHz for net clk"); hw/build.py picks the engine clock
+        # out of nextpnr's report by that constraint.
         # Hold the engine in reset until the PLL has locked; release synchronously.
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         return locked
