@@ -89,8 +89,11 @@ def boundary_address(rng, chip, length):
     return max(0, min(addr, words - length))
 
 
-def random_ops(rng, chip, count, max_len):
-    """Writes and read-backs at random boundary-crossing addresses; the reference memory."""
+def random_ops(rng, chip, count, max_len, thrash=False):
+    """Writes and read-backs at random boundary-crossing addresses; the reference memory.
+
+    ``thrash``: short transfers to random rows of bank 0 instead, so rows open and close
+    within a few cycles (provokes tRAS/tRC/tRP rules)."""
     ref = {}
     ops, expected = [], []
     regions = []
@@ -102,8 +105,12 @@ def random_ops(rng, chip, count, max_len):
             ops.append((0, start, n))
             expected.extend(ref[start + i] for i in range(n))
         else:
-            length = rng.randrange(1, max_len + 1)
-            base = boundary_address(rng, chip, length)
+            if thrash:
+                length = rng.randrange(1, 3)
+                base = rng.randrange(1 << chip.row_bits) << (chip.col_bits + chip.bank_bits)
+            else:
+                length = rng.randrange(1, max_len + 1)
+                base = boundary_address(rng, chip, length)
             words = [rng.getrandbits(chip.data_bits) for _ in range(length)]
             for i, w in enumerate(words):
                 ref[base + i] = w
@@ -126,7 +133,8 @@ async def random_traffic(dut):
     rng = random.Random(seed)
     tb = SDRAMBench(dut, seed=seed)
     await tb.start()
-    ops, expected, ref = random_ops(rng, tb.chip, CASE.get("ops", 40), CASE.get("max_len", 600))
+    ops, expected, ref = random_ops(rng, tb.chip, CASE.get("ops", 40), CASE.get("max_len", 600),
+                                     CASE.get("thrash", False))
     got = await tb.run(ops)
     await tb.drain()
     expect = CASE.get("expect")
