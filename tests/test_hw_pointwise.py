@@ -107,6 +107,7 @@ def test_pointwise_share_projection_and_partial_blocks():
     check(FAST, "share", 32, [(0, 24, 24), (24, 8, 8)], (2, 2), seed=5)
 
 
+@pytest.mark.slow
 def test_pointwise_dense_128_to_512():
     """conv_6_sep: dense 128 -> 512."""
     check(FAST, "dense512", 128, [(0, 128, 512)], (2, 1), seed=7)

@@ -36,8 +36,8 @@ def _values(rng, n, acc_width):
 
 @pytest.mark.parametrize("acc_width,fmt,lanes", [
     (32, Fmt(True, 8, 3), 1),
-    (24, Fmt(True, 16, 7), 2),
-    (18, Fmt(False, 8, 0), 1),
+    pytest.param(24, Fmt(True, 16, 7), 2, marks=pytest.mark.slow),
+    pytest.param(18, Fmt(False, 8, 0), 1, marks=pytest.mark.slow),
 ])
 def test_requantizer_bit_exact(acc_width, fmt, lanes):
     rng = np.random.default_rng(acc_width)
