@@ -291,7 +291,8 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
             words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS] = im.pack_descriptor(fields)
         except ImageError as e:
             raise CompileError(f"layer {d['name']!r}: {e}") from None
-        out_descs.append(dict(fields, name=d["name"], kind=d["kind"],
+        extra = {"groups_detail": d["groups_detail"]} if "groups_detail" in d else {}
+        out_descs.append(dict(fields, name=d["name"], kind=d["kind"], **extra,
                               **({"in_tensors": d["in_tensors"]} if "in_tensors" in d else {}),
                               **({"out_tensor": d["out_tensor"]} if "out_tensor" in d else {})))
     return Compiled(words=words, descriptors=out_descs, tensors=tensors, tensor_base=tensor_base,
@@ -460,7 +461,8 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li):
              "OH": OH, "OW": OW, "OC": OC, "n_out": n_out, "k": k, "stride": stride,
              "pad": pad, "n_groups": len(chunk), "w_addr": w_addr, "w_words": wwords.size,
              "p_addr": p_addr, "rows": k, "sat_lo": pre.lo, "sat_hi": pre.hi,
-             "in_tensors": [src], "out_tensor": outname, "out_lo": out_lo}
+             "in_tensors": [src], "out_tensor": outname, "out_lo": out_lo,
+             "groups_detail": [[groups[gi][1], groups[gi][2], groups[gi][3]] for gi in chunk]}
         if lut:
             d.update({kk: v for kk, v in lut.items() if kk != "flags"})
             d["flags"] |= im.FLAG_ACT

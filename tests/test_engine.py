@@ -20,7 +20,8 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, **kw):
     art = net.artifact()
     comp = compile_artifact(art, config)
     gold = GoldenModel(art).run(net.faces, keep=True)
-    res = simulate(comp, net.faces, name="engine_small", idle_prob=idle, stall_prob=stall)
+    res = simulate(comp, net.faces, name="engine_small", idle_prob=idle, stall_prob=stall,
+                   depth=1 << 14)
     # every stored tensor, in program order, then the streamed output
     for op in art.program:
         t = op["output"]

@@ -1,0 +1,119 @@
+"""Cycle model of :class:`hw.engine.Engine`: ``estimate_cycles(program, config)``.
+
+``program`` is a compiled image (:class:`firmware.compiler.Compiled`) or its list of
+descriptor dicts. The model follows the implementation phase by phase (it is checked against
+the simulation, tests/test_engine.py and ``make sim``):
+
+- every descriptor: fetch (``DESC_WORDS`` words + one memory latency) and a drain;
+- memory transfers move one word per cycle after a command latency (``mem_latency``) per
+  command of at most ``max_burst`` words; reads and writes share the one port;
+- CONV: load weights, group parameters and the table; then per output row the new input rows
+  (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
+  per group and pixel while the serializer emits ``n_valid + 2`` cycles per group and the
+  port writes ``n_out`` words per pixel: the row takes the longest of the three;
+- VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
+  add, 2 otherwise, 1 for average pooling plus its ``C`` results);
+- INPUT / OUTPUT: one element per cycle.
+"""
+import math
+
+from firmware import image as im
+
+FETCH_OVERHEAD = 4
+OP_OVERHEAD = 6
+ROW_OVERHEAD = 4
+
+
+def _xfer(n, cfg):
+    """Port cycles to move ``n`` words in commands of at most ``max_burst``."""
+    if n <= 0:
+        return 0
+    cmds = math.ceil(n / cfg.max_burst)
+    return n + cmds * (cfg.mem_latency + 1)
+
+
+def descriptor_cycles(d, cfg) -> int:
+    op = d["opcode"]
+    c = im.DESC_WORDS + cfg.mem_latency + FETCH_OVERHEAD
+    if op == im.OP_END:
+        return c
+    c += OP_OVERHEAD
+    if op == im.OP_INPUT:
+        n = d["n_elems"]
+        return c + n + math.ceil(n / cfg.chunk) * (cfg.mem_latency + 1)
+    if op == im.OP_OUTPUT:
+        return c + _xfer(d["n_elems"], cfg)
+    if op == im.OP_VEC:
+        n, C = d["n_elems"], d["C"]
+        chunks = math.ceil(n / cfg.chunk)
+        mode = d["mode"]
+        per = cfg.mem_latency + 3
+        if mode == im.VEC_ADD:
+            c += 3 * n + chunks * 3 * per
+        elif mode == im.VEC_AVGPOOL:
+            c += n + chunks * per + C + _xfer(C, cfg) + 8
+        else:
+            pre = C if mode in (im.VEC_SCALE, im.VEC_PRELU) else d.get("lut_n", 0)
+            c += _xfer(pre, cfg) + 2 * n + chunks * 2 * per
+        return c
+    if op == im.OP_CONV:
+        P, L = cfg.lanes, cfg.in_lanes
+        c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 4
+        if d["flags"] & im.FLAG_ACT:
+            c += _xfer(d["lut_n"], cfg)
+        k, s, pad = d["k"], d["stride"], d["pad"]
+        H, W, C = d["H"], d["W"], d["C"]
+        OH, OW = d["OH"], d["OW"]
+        groups = d["groups_detail"]
+        if d["mode"] == im.MODE_DENSE:
+            steps = sum(k * k * g[2] for g in groups)
+        else:
+            steps = k * k * len(groups)
+        ser = sum(g[0] + 2 for g in groups)
+        n_out = d["n_out"]
+        wr_pix = n_out + math.ceil(n_out / cfg.max_burst) * (cfg.mem_latency + 1)
+        loaded = 0
+        for oy in range(OH):
+            need = min(H - 1, oy * s - pad + k - 1)
+            new = max(0, need + 1 - loaded)
+            loaded += new
+            c += new * _xfer(W * C, cfg) + ROW_OVERHEAD
+            c += max(OW * steps, OW * ser, OW * wr_pix) + 6
+        return c
+    raise ValueError(f"descriptor {d.get('name')!r}: unknown opcode {op}")
+
+
+def estimate_cycles(program, config=None) -> dict:
+    """``{"total": cycles per frame, "per_descriptor": [(name, cycles), ...],
+    "frames_per_second": at config.clock_mhz}``."""
+    descs = program.descriptors if hasattr(program, "descriptors") else program
+    cfg = config or program.config
+    per = [(d["name"], descriptor_cycles(d, cfg)) for d in descs]
+    total = sum(c for _, c in per)
+    return {"total": total, "per_descriptor": per,
+            "frames_per_second": cfg.clock_mhz * 1e6 / total}
+
+
+def traffic_words(program) -> dict:
+    """Words moved over the memory port per frame, by kind."""
+    descs = program.descriptors if hasattr(program, "descriptors") else program
+    t = {"weights_params_tables": 0, "activations_read": 0, "activations_written": 0}
+    for d in descs:
+        op = d["opcode"]
+        if op == im.OP_CONV:
+            t["weights_params_tables"] += d["w_words"] + d["n_groups"] * \
+                program.config.group_words + (d["lut_n"] if d["flags"] & im.FLAG_ACT else 0)
+            k, s, pad, H = d["k"], d["stride"], d["pad"], d["H"]
+            rows = min(H, (d["OH"] - 1) * s - pad + k)
+            t["activations_read"] += rows * d["W"] * d["C"]
+            t["activations_written"] += d["OH"] * d["OW"] * d["n_out"]
+        elif op == im.OP_VEC:
+            n = d["n_elems"]
+            t["activations_read"] += n * (2 if d["mode"] == im.VEC_ADD else 1)
+            t["activations_written"] += d["C"] if d["mode"] == im.VEC_AVGPOOL else n
+        elif op == im.OP_INPUT:
+            t["activations_written"] += d["n_elems"]
+        elif op == im.OP_OUTPUT:
+            t["activations_read"] += d["n_elems"]
+    t["total"] = sum(t.values())
+    return t

@@ -1,0 +1,137 @@
+"""``make sim``: the whole engine on whole frames in Verilator, bit-exact against the golden model.
+
+    python -m sim.run_sim [--variant seesaw_shuffle] [--weights models/seesaw_shuffle.pt]
+                          [--images DIR|FILE.npy] [--faces 2] [--board ulx3s] [--waves]
+
+Steps: quantize (``python -m quant``) if ``build/quant/<variant>`` is missing; compile the
+firmware image for the board's engine configuration; preload the memory model with it; run
+the faces through the engine; compare the streamed embedding with
+:class:`quant.golden.GoldenModel` (integer equality) and with the float model (cosine); dump
+every stored tensor from the memory model and report the first one that differs, in program
+order. Writes ``build/sim/report.json``; exits 1 if any frame is not bit-exact.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _artifact(variant, weights, artifact_dir):
+    folder = Path(artifact_dir) if artifact_dir else ROOT / "build" / "quant" / variant
+    if not (folder / "manifest.json").exists():
+        cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder)]
+        if weights:
+            cmd += ["--weights", str(weights)]
+        print("quantizing:", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    return folder
+
+
+def first_mismatch(compiled, artifact, dump, golden_tensors, frame):
+    """First stored tensor (program order) whose dump differs from the golden one."""
+    for op in artifact.program:
+        t = op["output"]
+        if not compiled.tensors[t]["stored"]:
+            continue
+        got = compiled.tensor(dump, t)
+        want = golden_tensors[t][frame]
+        if not np.array_equal(got, want):
+            idx = tuple(int(i) for i in np.argwhere(got != want)[0])
+            return {"layer": op["name"], "tensor": t, "index": list(idx),
+                    "got": int(got[idx]), "expected": int(want[idx]),
+                    "differing": int((got != want).sum())}
+    return None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sim.run_sim", description=__doc__.split("\n")[0])
+    p.add_argument("--variant", default="seesaw_shuffle")
+    p.add_argument("--weights", default=None, help="float checkpoint (default: shipped "
+                   "models/<variant>.pt)")
+    p.add_argument("--artifact", default=None, help="use this quantized artifact folder")
+    p.add_argument("--images", default=None, help="folder of images or .npy (default: the "
+                   "shipped evaluation faces)")
+    p.add_argument("--faces", type=int, default=2, help="frames to simulate")
+    p.add_argument("--board", default="ulx3s")
+    p.add_argument("--waves", action="store_true", help="dump an FST trace (slow)")
+    p.add_argument("--report", default=str(ROOT / "build" / "sim" / "report.json"))
+    a = p.parse_args(argv)
+    import os
+    if a.waves:
+        os.environ["WAVES"] = "1"
+    from firmware.compiler import compile_artifact
+    from firmware.image import EngineConfig
+    from hw.boards import get_board
+    from hw.engine_cycles import estimate_cycles
+    from quant import faces as facelib
+    from quant.artifact import load
+    from quant.golden import GoldenModel
+    from sim.tb_engine import simulate
+
+    folder = _artifact(a.variant, a.weights, a.artifact)
+    art = load(folder)
+    faces = facelib.load_images(a.images, a.faces) if a.images else \
+        facelib.load("evaluation")[:a.faces]
+    cfg = EngineConfig.from_board(get_board(a.board))
+    comp = compile_artifact(art, cfg)
+    est = estimate_cycles(comp)["total"]
+    print(f"{a.variant} on {a.board}: {len(comp.descriptors)} descriptors, image "
+          f"{comp.words.size} words; estimate {est} cycles/frame", flush=True)
+    gold = GoldenModel(art).run(faces, keep=True)
+    cos = [None] * len(faces)
+    try:
+        import torch
+        from quant.zoo import build
+        model = build(a.variant).eval()
+        w = a.weights or ROOT / "models" / f"{a.variant}.pt"
+        if Path(w).exists():
+            from quant.checkpoint import load_checkpoint
+            load_checkpoint(model, w)
+            from quant.zoo import preprocess
+            with torch.no_grad():
+                ref = model(preprocess(faces)).double().numpy()
+        else:
+            ref = None
+    except Exception as e:      # the float model is a report item, not a failure
+        print(f"float model unavailable: {e}")
+        ref = None
+    t0 = time.perf_counter()
+    res = simulate(comp, faces, name=f"engine_{a.board}", depth=None)
+    outs = res["outputs"]
+    exact = [bool(np.array_equal(outs[i], gold.embedding[i])) for i in range(len(faces))]
+    if ref is not None:
+        e = outs.astype(np.float64)
+        cos = [float(e[i] @ ref[i] / (np.linalg.norm(e[i]) * np.linalg.norm(ref[i]) + 1e-30))
+               for i in range(len(faces))]
+    mismatch = None
+    if res["dump"] is not None:
+        mismatch = first_mismatch(comp, art, res["dump"], gold.tensors, len(faces) - 1)
+    report = {"variant": a.variant, "board": a.board, "frames": len(faces),
+              "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
+              "estimated_cycles_per_frame": est,
+              "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
+              "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
+              "total_seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
+    out = Path(a.report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{'frame':>5} {'bit-exact':>9} {'cos vs float':>12} {'cycles':>10} {'estimate':>10} "
+          f"{'fps@clk':>8} {'sim s':>7}")
+    for i in range(len(faces)):
+        c = cos[i]
+        print(f"{i:5d} {str(exact[i]):>9} {('%.5f' % c) if c is not None else '-':>12} "
+              f"{res['cycles'][i]:10d} {est:10d} {cfg.clock_mhz * 1e6 / res['cycles'][i]:8.2f} "
+              f"{res['seconds'][i]:7.1f}")
+    print(f"first mismatch: {mismatch}")
+    print(f"wrote {out}")
+    return 0 if all(exact) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

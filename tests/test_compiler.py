@@ -1,0 +1,147 @@
+"""Firmware compiler: binary layout round trips and the errors that name the layer."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from firmware import image as im
+from firmware.compiler import CompileError, compile_artifact
+from firmware.image import EngineConfig, ImageError
+from quant.fixedpoint import Fmt
+from tests.engine_nets import build
+
+CFG = EngineConfig(lanes=8, in_lanes=4, rb_depth=512, w_depth=128, groups=16, lut_depth=512,
+                   chan_depth=128, chunk=16, fifo_depth=256)
+
+
+def test_descriptor_round_trip():
+    rng = np.random.default_rng(1)
+    fields = {}
+    for name, (_, n, signed) in im.FIELDS.items():
+        bits = 16 * n
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        fields[name] = int(rng.integers(lo, hi, endpoint=True))
+    words = im.pack_descriptor(fields)
+    assert words.shape == (im.DESC_WORDS,)
+    assert im.unpack_descriptor(words) == fields
+
+
+def test_descriptor_errors_name_the_field():
+    with pytest.raises(ImageError, match="'k'"):
+        im.pack_descriptor({"k": 1 << 16})
+    with pytest.raises(ImageError, match="'lut_off'"):
+        im.pack_descriptor({"lut_off": 40000})
+    with pytest.raises(ImageError, match="unknown field 'bogus'"):
+        im.pack_descriptor({"bogus": 1})
+
+
+def test_bytes_and_words_round_trip():
+    v = np.random.default_rng(2).integers(-128, 128, 101)
+    assert np.array_equal(im.unpack_bytes(im.pack_bytes(v), v.size), v)
+    w = np.random.default_rng(3).integers(-32768, 32768, 50)
+    assert np.array_equal(im.from_words(im.to_words(w)), w)
+    with pytest.raises(ImageError):
+        im.pack_bytes([200])
+
+
+def test_hex_round_trip(tmp_path):
+    w = np.random.default_rng(4).integers(0, 1 << 16, 77).astype(np.uint16)
+    im.write_hex(w, tmp_path / "m.hex")
+    assert np.array_equal(im.read_hex(tmp_path / "m.hex"), w)
+
+
+@pytest.mark.parametrize("kind", ["pointwise_parts_shuffle_dw", "se", "add", "maxpool",
+                                  "linear", "depthwise_s2"])
+def test_image_unpacks_to_the_program(kind):
+    net = build(kind)
+    art = net.artifact()
+    c = compile_artifact(art, CFG)
+    assert c.descriptors[-1]["kind"] == "end"
+    for i, d in enumerate(c.descriptors):
+        got = im.unpack_descriptor(c.words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS])
+        for k, v in d.items():
+            if k in im.FIELDS:
+                assert got[k] == v, (d["name"], k)
+    # weights of the first dense conv come back in entry order
+    d = next(d for d in c.descriptors if d["kind"] == "conv")
+    ent = im.unpack_bytes(c.words[d["w_addr"]:d["w_addr"] + d["w_words"]],
+                          d["w_words"] * 2).reshape(-1, CFG.lanes, CFG.in_lanes)
+    w = art.arrays[art.op(d["name"])["parts"][0]["weight"]]
+    k = d["k"]
+    n_cig = d["groups_detail"][0][2]
+    for j in range(min(CFG.lanes, w.shape[0])):
+        for tap in range(k * k):
+            for l in range(min(CFG.in_lanes, w.shape[1])):
+                assert ent[tap * n_cig + l // CFG.in_lanes, j, l] == w[j, l, tap // k, tap % k]
+    # tensors do not overlap and lie inside the image
+    spans = sorted((t["addr"], t["addr"] + int(np.prod(t["shape"])))
+                   for t in c.tensors.values() if t["stored"])
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[-1][1] <= c.words.size and spans[0][0] >= c.tensor_base
+    json.dumps(c.memory_map())
+
+
+def test_fusions():
+    c = compile_artifact(build("pointwise_parts_shuffle_dw").artifact(), CFG)
+    kinds = [d["kind"] for d in c.descriptors]
+    assert "activation" not in kinds and "shuffle" not in kinds
+    dw = next(d for d in c.descriptors if d["name"] == "dw")
+    assert dw["flags"] & im.FLAG_SHUFFLE and dw["flags"] & im.FLAG_ACT
+    assert c.tensors["shuf"]["shuffled_from"] == "pw.act"
+    assert not c.tensors["pw"]["stored"]
+
+
+def _mutate(kind, fn):
+    art = build(kind).artifact()
+    art = copy.deepcopy(art)
+    fn(art)
+    return art
+
+
+def test_error_wide_tensor():
+    def f(a):
+        a.tensors["stem.act"]["fmt"] = Fmt(True, 20, 4)
+    with pytest.raises(CompileError, match="stem.*wider than the engine's 16-bit"):
+        compile_artifact(_mutate("depthwise_s2", f), CFG)
+
+
+def test_error_unknown_op():
+    def f(a):
+        a.program[-1]["op"] = "softmax"
+    with pytest.raises(CompileError, match="layer 'dw.act'.*'softmax'"):
+        compile_artifact(_mutate("depthwise_s2", f), CFG)
+
+
+def test_error_shuffle_groups():
+    def f(a):
+        a.op("shuf")["groups"] = 4
+    with pytest.raises(CompileError, match="layer 'shuf'.*4 groups"):
+        compile_artifact(_mutate("pointwise_parts_shuffle_dw", f), CFG)
+
+
+def test_error_misaligned_part():
+    def f(a):
+        a.op("pw")["parts"][1]["in"][0] = 5
+    with pytest.raises(CompileError, match="layer 'pw'.*in_lanes"):
+        compile_artifact(_mutate("pointwise_parts_shuffle_dw", f), CFG)
+
+
+def test_error_row_buffer():
+    small = EngineConfig(lanes=8, in_lanes=4, rb_depth=8, chunk=16, fifo_depth=256)
+    with pytest.raises(CompileError, match="layer 'stem'.*rb_depth"):
+        compile_artifact(build("depthwise_s2").artifact(), small)
+
+
+def test_error_accumulator():
+    def f(a):
+        a.op("dw")["acc_bits"] = 40
+    with pytest.raises(CompileError, match="layer 'dw'.*40 bits"):
+        compile_artifact(_mutate("depthwise_s2", f), CFG)
+
+
+def test_config_validation():
+    with pytest.raises(ImageError, match="lanes"):
+        EngineConfig(lanes=12)
+    with pytest.raises(ImageError, match="in_lanes"):
+        EngineConfig(lanes=4, in_lanes=8)
