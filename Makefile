@@ -5,6 +5,12 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 VARIANT ?= seesaw_shuffle
 BOARD   ?= ulx3s
+# make sim: WEIGHTS (float checkpoint, default models/$(VARIANT).pt), IMAGES (folder of images
+# or .npy, default the shipped evaluation faces), FACES (frames), WAVES=1 (FST trace)
+WEIGHTS ?=
+IMAGES  ?=
+FACES   ?= 2
+WAVES   ?= 0
 
 .PHONY: help setup test test-slow test-synthesis counts faces reference check-reference quantize sim build clean
 
@@ -42,6 +48,11 @@ check-reference: $(STAMP) ## smoothness and spread of the reference weights -> b
 
 build: $(STAMP) ## bitstream for BOARD (default ulx3s) -> build/$(BOARD)/ (report.json, .bit)
 	$(PY) -m hw.build --board $(BOARD) --variant $(VARIANT)
+
+sim: $(STAMP)    ## whole engine, whole frames in Verilator vs golden (VARIANT WEIGHTS IMAGES FACES BOARD WAVES) -> build/sim/report.json
+	$(PY) -m sim.run_sim --variant $(VARIANT) --board $(BOARD) --faces $(FACES) \
+	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(IMAGES),--images $(IMAGES)) \
+	  $(if $(filter 1,$(WAVES)),--waves)
 
 clean:          ## remove build products
 	rm -rf build
