@@ -46,7 +46,7 @@ import argparse
 import json
 import os
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -208,8 +208,10 @@ class SDRAMController(wiring.Component):
                 stmts.append(pads.a.eq(a))
             return stmts
 
-        # Pins default to NOP with the bus released; branches below override.
-        m.d.sync += command(_NOP) + [pads.dq_oe.eq(0)]
+        # Pins default to NOP with the bus released; branches below override. dq_o loads the
+        # write stream's payload every cycle (it only matters when dq_oe is set), which keeps
+        # the handshake logic off the enables of the 16 data flip-flops in the IO cells.
+        m.d.sync += command(_NOP) + [pads.dq_oe.eq(0), pads.dq_o.eq(self.w_stream.payload)]
 
         def down_counter(name, limit, init=0):
             counter = Signal(range(max(limit, init, 1) + 1), name=name, init=init)
@@ -313,8 +315,15 @@ class SDRAMController(wiring.Component):
                     m.next = "READY"
 
             with m.State("READY"):
+                # Address pins load every cycle from a shallow function of the address (the
+                # column if the bank is open: READ, WRITE, or PRE with A10 low; the row if it
+                # is closed: ACT), keeping the command decision off their enables.
+                m.d.sync += [pads.ba.eq(bank), pads.a.eq(Mux(open_[bank], col, row))]
                 hit = Signal()
-                m.d.comb += hit.eq(open_[bank] & (open_row[bank] == row))
+                # Compare every bank's row in parallel, then select: shallower than a mux
+                # followed by a comparator on the 13-bit row.
+                m.d.comb += hit.eq(Array(open_[b] & (open_row[b] == row)
+                                         for b in range(nbanks))[bank])
                 with m.If(busy != 0):
                     pass
                 with m.Elif(ref_pending):
@@ -330,21 +339,21 @@ class SDRAMController(wiring.Component):
                                 with m.If(self.w_stream.valid & bus_free_for_write):
                                     m.d.comb += [self.w_stream.ready.eq(1),
                                                  word_issued.eq(1)]
-                                    m.d.sync += command(_WRITE, ba=bank, a=col) + [
-                                        pads.dq_o.eq(self.w_stream.payload), pads.dq_oe.eq(1),
+                                    m.d.sync += command(_WRITE) + [
+                                        pads.dq_oe.eq(1),
                                         wr[bank].eq(load(t.tWR)),
                                         addr.eq(addr + 1), remaining.eq(remaining - 1)]
                             with m.Elif(credits != 0):
                                 m.d.comb += [issue_read.eq(1), word_issued.eq(1)]
-                                m.d.sync += command(_READ, ba=bank, a=col) + [
+                                m.d.sync += command(_READ) + [
                                     addr.eq(addr + 1), remaining.eq(remaining - 1)]
                     with m.Elif(open_[bank]):
                         with m.If((ras[bank] == 0) & (wr[bank] == 0)):
-                            m.d.sync += command(_PRE, ba=bank, a=0) + [
+                            m.d.sync += command(_PRE) + [
                                 open_[bank].eq(0), rp[bank].eq(load(t.tRP))]
                     with m.Else():
                         with m.If((rp[bank] == 0) & (rc[bank] == 0) & (rrd == 0)):
-                            m.d.sync += command(_ACT, ba=bank, a=row) + [
+                            m.d.sync += command(_ACT) + [
                                 open_[bank].eq(1), open_row[bank].eq(row),
                                 rcd[bank].eq(load(t.tRCD)), ras[bank].eq(load(t.tRAS)),
                                 rc[bank].eq(load(t.tRC)), rrd.eq(load(t.tRRD))]
