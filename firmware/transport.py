@@ -1,0 +1,175 @@
+"""Byte transports under the host driver: the board's USB-UART, or a simulated link.
+
+The driver (:mod:`firmware.driver`) only calls :meth:`Transport.write`, :meth:`Transport.read`
+and :meth:`Transport.discard_input`, so the same driver code talks to the ULX3S through
+:class:`SerialTransport` and to the cocotb simulation of the gateware through
+:class:`QueueTransport` (the testbench moves the bytes between the queues and the UART pins;
+see ``sim/tb_link.py``).
+"""
+from __future__ import annotations
+
+import queue
+import time
+
+
+class TransportError(OSError):
+    """The transport itself failed (cannot open the port, device unplugged)."""
+
+
+class Transport:
+    """Interface of a byte transport."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes; returns early with what has arrived when ``timeout`` expires
+        (possibly nothing), never blocks longer."""
+        raise NotImplementedError
+
+    def discard_input(self) -> None:
+        """Drop whatever has been received and not read."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SerialTransport(Transport):
+    """The FT231X USB-UART (any pyserial port): 8N1 at ``baud``.
+
+    Raises
+    ------
+    TransportError
+        If the port cannot be opened; the message names the port and the baud rate.
+    """
+
+    def __init__(self, port: str, baud: int = 3_000_000):
+        import serial
+        self.port, self.baud = port, baud
+        try:
+            self.serial = serial.Serial(port, baud, timeout=0.1, write_timeout=5.0)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise TransportError(f"cannot open serial port {port!r} at {baud} baud: {e}") from e
+
+    def write(self, data: bytes) -> None:
+        import serial
+        try:
+            self.serial.write(data)
+            self.serial.flush()
+        except (serial.SerialException, OSError) as e:
+            raise TransportError(f"write to serial port {self.port!r} failed: {e}") from e
+
+    def read(self, n: int, timeout: float) -> bytes:
+        import serial
+        try:
+            self.serial.timeout = max(0.0, timeout)
+            return self.serial.read(n)
+        except (serial.SerialException, OSError) as e:
+            raise TransportError(f"read from serial port {self.port!r} failed: {e}") from e
+
+    def discard_input(self) -> None:
+        self.serial.reset_input_buffer()
+
+    def close(self) -> None:
+        self.serial.close()
+
+
+class QueueTransport(Transport):
+    """Bytes through two thread-safe queues, for a simulation running in another thread.
+
+    The host side calls :meth:`write`/:meth:`read`; the testbench side takes the host's bytes
+    with :meth:`device_take` and delivers the device's bytes with :meth:`device_put`.
+    ``time_scale`` multiplies every read timeout: a simulation runs far slower than the board.
+    """
+
+    def __init__(self, time_scale: float = 1.0):
+        self.to_device: queue.Queue[bytes] = queue.Queue()
+        self.from_device: queue.Queue[bytes] = queue.Queue()
+        self.time_scale = time_scale
+        self._pending = bytearray()
+        self.closed = False
+
+    # host side
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise TransportError("write to a closed simulation transport")
+        self.to_device.put(bytes(data))
+
+    def read(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout * self.time_scale
+        while len(self._pending) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                self._pending += self.from_device.get(timeout=left)
+            except queue.Empty:
+                break
+        out = bytes(self._pending[:n])
+        del self._pending[:n]
+        return out
+
+    def discard_input(self) -> None:
+        self._pending.clear()
+        while True:
+            try:
+                self.from_device.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        self.closed = True
+
+    # testbench side
+    def device_take(self) -> bytes | None:
+        try:
+            return self.to_device.get_nowait()
+        except queue.Empty:
+            return None
+
+    def device_put(self, data: bytes) -> None:
+        self.from_device.put(bytes(data))
+
+
+class FaultyTransport(Transport):
+    """Wraps a transport and damages chosen writes and reads, to test the driver's recovery.
+
+    ``corrupt_writes``: indices of :meth:`write` calls whose middle byte is inverted;
+    ``drop_writes``: indices of writes that are cut to their first half (a cut frame);
+    ``mute_reads``: the first ``mute_reads`` reads that return data lose it (a lost response).
+    """
+
+    def __init__(self, inner: Transport, corrupt_writes=(), drop_writes=(), mute_reads=0):
+        self.inner = inner
+        self.corrupt_writes, self.drop_writes = set(corrupt_writes), set(drop_writes)
+        self.mute_reads = mute_reads
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        k = self.writes
+        self.writes += 1
+        data = bytearray(data)
+        if k in self.corrupt_writes:
+            data[len(data) // 2] ^= 0xFF
+        if k in self.drop_writes:
+            data = data[:len(data) // 2]
+        self.inner.write(bytes(data))
+
+    def read(self, n: int, timeout: float) -> bytes:
+        data = self.inner.read(n, timeout)
+        if data and self.mute_reads:
+            self.mute_reads -= 1
+            return b""
+        return data
+
+    def discard_input(self) -> None:
+        self.inner.discard_input()
+
+    def close(self) -> None:
+        self.inner.close()
