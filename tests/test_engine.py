@@ -43,3 +43,30 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, **kw):
                                   "maxpool", "linear"])
 def test_op(kind):
     _check(kind)
+
+
+def _whole_frame_artifact():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    for folder in (root / "build" / "quant" / "seesaw_shuffle",):
+        if (folder / "manifest.json").exists():
+            return folder
+    if (root / "models" / "seesaw_shuffle.pt").exists():
+        return None          # run_sim quantizes it
+    pytest.skip("no seesaw_shuffle artifact and no shipped weights")
+
+
+def test_whole_frame_seesaw_shuffle(tmp_path):
+    """One whole seesaw_shuffle frame through the engine at the ULX3S configuration,
+    bit-exact, and the simulated cycles within 10 % of the cycle model."""
+    import json
+    from sim.run_sim import main
+    folder = _whole_frame_artifact()
+    args = ["--faces", "1", "--report", str(tmp_path / "report.json")]
+    if folder is not None:
+        args += ["--artifact", str(folder)]
+    assert main(args) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["bit_exact"] == [True]
+    ratio = rep["cycles_per_frame"][0] / rep["estimated_cycles_per_frame"]
+    assert 0.9 <= ratio <= 1.1, f"simulated/estimated cycles = {ratio:.3f}"
