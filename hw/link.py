@@ -1,0 +1,537 @@
+"""The device side of the host link: framed commands over the UART byte streams.
+
+:class:`HostLink` parses the frames of :mod:`firmware.protocol`, checks them, and drives the
+external memory, the engine's ``start`` and the embedding read-back. It answers every frame it
+recognises (ACK, NACK or data) and never waits forever on the host: an inter-byte timeout ends
+any partial frame. :class:`SerialHostLink` adds the UART receiver and transmitter.
+
+Whole frames are buffered (one block RAM of ``(max_payload - 4) / 2`` words) and checked before
+anything is written, so a frame with a bad CRC never touches the memory. The link is
+stop-and-wait: while it executes a command or sends a response it does not take bytes (the
+host waits for each response).
+
+Memory port
+-----------
+Three streams that map one to one onto an SDRAM controller's user side:
+
+* ``mem_cmd``: ``addr`` (16-bit word address), ``write``, ``length`` (words, 1 .. ``max_burst``).
+  Bursts never cross a ``max_burst``-aligned boundary (choose ``max_burst`` to divide the SDRAM
+  row).
+* ``mem_wdata``: the ``length`` words of a write command follow its command; ``valid`` stays high
+  for the whole burst (the words come from a block RAM).
+* ``mem_rdata``: the ``length`` words of a read command; the link keeps ``ready`` high while it
+  waits for them, so a controller without read back-pressure works.
+
+Engine port
+-----------
+``start`` pulses for one cycle on an accepted RUN. ``busy``/``done``/``error`` are reported in
+STATUS; while ``busy`` the link refuses RUN, READ_RESULT and the memory commands (NACK BUSY), so
+the engine may own the memory port during a run. ``i_result`` takes the embedding words at any
+time (always ready) into a result buffer of ``n_result`` words that ``start`` empties; READ_RESULT
+answers once all ``n_result`` words are there.
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from firmware import protocol as P
+from .uart import UARTRx, UARTTx
+
+__all__ = ["HostLink", "SerialHostLink", "mem_command_layout", "crc16_next"]
+
+
+def mem_command_layout(addr_width: int, max_burst: int) -> data.StructLayout:
+    return data.StructLayout({"addr": addr_width, "write": 1,
+                              "length": range(max_burst + 1)})
+
+
+def _crc16_matrix():
+    """For each CRC output bit, the CRC input bits and data bits that it is the XOR of.
+
+    Runs the bitwise loop on symbolic bits (sets of inputs, XOR = symmetric difference), so the
+    logic is one flat XOR per bit: unrolling the loop with ``Mux`` would duplicate the expression
+    tree at every step."""
+    bits = [{("c", k)} for k in range(16)]
+    for k in range(8):
+        bits[8 + k] = bits[8 + k] ^ {("d", k)}
+    for _ in range(8):
+        top = bits[15]
+        bits = [set()] + bits[:15]
+        for k in (0, 5, 12):                   # 0x1021
+            bits[k] = bits[k] ^ top
+    return [sorted(b) for b in bits]
+
+
+_CRC16_MATRIX = _crc16_matrix()
+
+
+def crc16_next(crc, byte):
+    """One byte of CRC-16/CCITT-FALSE (:func:`firmware.protocol.crc16`) as combinational logic."""
+    src = {"c": crc, "d": byte}
+    out = []
+    for terms in _CRC16_MATRIX:
+        value = C(0, 1)
+        for name, k in terms:
+            value = value ^ src[name][k]
+        out.append(value)
+    return Cat(*out)
+
+
+# What the payload bytes of a response come from.
+_SRC_NACK, _SRC_STATUS, _SRC_BUF, _SRC_RESULT = range(4)
+_COUNTERS = ("frames_ok", "bad_crc", "bad_length", "timeouts", "rejected", "framing_errors",
+             "overruns", "dropped_bytes", "runs")
+
+
+class HostLink(wiring.Component):
+    """Frame parser, checker and command executor of the host link.
+
+    Parameters
+    ----------
+    timeout_cycles : int
+        Inter-byte timeout: a frame with a gap this long is abandoned. Pick some milliseconds
+        (USB-UART bridges deliver in packets) but well below the host's response timeout.
+    max_payload : int
+        Largest payload accepted: 4 + an even number of data bytes.
+    addr_width : int
+        Width of the memory's 16-bit word address (24 for the ULX3S's 32 MB).
+    mem_words : int or None
+        Memory size in words (default ``2**addr_width``); accesses beyond it are NACKed.
+    max_burst : int
+        Largest ``length`` of a memory command, a power of two.
+    n_result : int
+        Embedding words that READ_RESULT returns.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(8))
+        Bytes from the UART receiver.
+    o_stream : Out(stream.Signature(8))
+        Bytes to the UART transmitter.
+    rx_framing_error, rx_overrun : In(1)
+        Pulses from the UART receiver, counted for STATUS.
+    mem_cmd : Out(stream.Signature(mem_command_layout(addr_width, max_burst)))
+    mem_wdata : Out(stream.Signature(16))
+    mem_rdata : In(stream.Signature(16))
+    start : Out(1)
+        One-cycle pulse: run the engine once.
+    busy, done, error : In(1)
+        The engine's state, reported in STATUS.
+    i_result : In(stream.Signature(16))
+        The embedding words, in order, after a start.
+    """
+
+    def __init__(self, *, timeout_cycles: int, max_payload: int = P.MAX_PAYLOAD,
+                 addr_width: int = 24, mem_words=None, max_burst: int = 256,
+                 n_result: int = P.N_RESULT):
+        if not isinstance(timeout_cycles, int) or timeout_cycles < 2:
+            raise ValueError(f"timeout_cycles must be an integer of at least 2, "
+                             f"not {timeout_cycles!r}")
+        if (not isinstance(max_payload, int) or max_payload < 6 or (max_payload - 4) % 2
+                or max_payload > 0xFFFF):
+            raise ValueError(f"max_payload must be 4 plus an even number of bytes, 6..65535, "
+                             f"not {max_payload!r}")
+        if not 1 <= addr_width <= 32:
+            raise ValueError(f"addr_width must be 1..32, not {addr_width!r}")
+        mem_words = 1 << addr_width if mem_words is None else mem_words
+        if not 0 < mem_words <= 1 << addr_width:
+            raise ValueError(f"mem_words must be 1..2**addr_width = {1 << addr_width}, "
+                             f"not {mem_words!r}")
+        if max_burst < 1 or max_burst & (max_burst - 1):
+            raise ValueError(f"max_burst must be a power of two, not {max_burst!r}")
+        if not 1 <= n_result <= 0x7FFF:
+            raise ValueError(f"n_result must be 1..32767, not {n_result!r}")
+        self.timeout_cycles = timeout_cycles
+        self.max_payload = max_payload
+        self.buf_words = (max_payload - 4) // 2
+        self.addr_width = addr_width
+        self.mem_words = mem_words
+        self.max_burst = max_burst
+        self.n_result = n_result
+        super().__init__({
+            "i_stream": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(8)),
+            "rx_framing_error": In(1),
+            "rx_overrun": In(1),
+            "mem_cmd": Out(stream.Signature(mem_command_layout(addr_width, max_burst))),
+            "mem_wdata": Out(stream.Signature(16)),
+            "mem_rdata": In(stream.Signature(16)),
+            "start": Out(1),
+            "busy": In(1),
+            "done": In(1),
+            "error": In(1),
+            "i_result": In(stream.Signature(16)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+
+        m.submodules.buf = buf = Memory(shape=16, depth=self.buf_words, init=[])
+        buf_w = buf.write_port()
+        buf_r = buf.read_port()
+        m.submodules.results = results = Memory(shape=16, depth=self.n_result, init=[])
+        res_w = results.write_port()
+        res_r = results.read_port()
+
+        # ---- frame fields and state ----
+        kind = Signal(8)
+        seq = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)                  # payload byte index while receiving
+        crc = Signal(16, init=0xFFFF)
+        addr = Signal(32)
+        count = Signal(16)
+        lo = Signal(8)
+        idle = Signal(range(self.timeout_cycles))
+        timed_out = Signal()
+
+        cur_addr = Signal(self.addr_width)
+        remaining = Signal(16)            # words of the command still to move
+        burst = Signal(range(self.max_burst + 1))
+        widx = Signal(range(self.buf_words + 1))
+
+        resp_kind = Signal(8)
+        resp_len = Signal(16)
+        resp_src = Signal(2)
+        hidx = Signal(range(6))
+        tidx = Signal(16)
+        cidx = Signal()
+        nack_code = Signal(8)
+        last_error = Signal(8)
+
+        counters = {name: Signal(16, name=name) for name in _COUNTERS}
+        result_count = Signal(range(self.n_result + 1))
+        status_snap = Signal(P.STATUS_STRUCT.size * 8)
+
+        # ---- results: always accepted; the words after n_result are dropped ----
+        m.d.comb += [self.i_result.ready.eq(1),
+                     res_w.addr.eq(result_count), res_w.data.eq(self.i_result.payload),
+                     res_w.en.eq(self.i_result.valid & (result_count < self.n_result))]
+        with m.If(res_w.en):
+            m.d.sync += result_count.eq(result_count + 1)
+        result_ready = result_count == self.n_result
+
+        with m.If(self.rx_framing_error):
+            m.d.sync += counters["framing_errors"].eq(counters["framing_errors"] + 1)
+        with m.If(self.rx_overrun):
+            m.d.sync += counters["overruns"].eq(counters["overruns"] + 1)
+
+        def count_up(name):
+            m.d.sync += counters[name].eq(counters[name] + 1)
+
+        def respond(kind_value, len_value, src):
+            m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value), resp_src.eq(src),
+                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF)]
+            m.next = "TX_HDR"
+
+        def nack(code):
+            m.d.sync += [nack_code.eq(code), last_error.eq(code)]
+            respond(P.NACK, 2, _SRC_NACK)
+
+        def reject(code):
+            count_up("rejected")
+            nack(code)
+
+        # The inter-byte timer runs inside a frame and restarts on every byte.
+        rx_byte = i.valid & i.ready
+        m.d.comb += timed_out.eq(idle == self.timeout_cycles - 1)
+        with m.If(rx_byte):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        crc_in = crc16_next(crc, i.payload)
+        crc_out = crc16_next(crc, o.payload)
+        o_take = o.valid & o.ready
+        wd_take = self.mem_wdata.valid & self.mem_wdata.ready
+
+        # Memory bursts stop at max_burst-aligned boundaries.
+        offset = cur_addr[:max(1, (self.max_burst - 1).bit_length())] \
+            if self.max_burst > 1 else C(0, 1)
+        room = self.max_burst - offset
+        m.d.comb += [
+            self.mem_cmd.payload.addr.eq(cur_addr),
+            self.mem_cmd.payload.length.eq(Mux(remaining < room, remaining, room)),
+            self.mem_wdata.payload.eq(buf_r.data),
+            buf_r.addr.eq(Mux(wd_take, widx + 1, widx)),
+        ]
+
+        n_data = (length - 4)[1:]          # WRITE_MEM data words
+        end_addr = Signal(34)
+        m.d.sync += self.start.eq(0)
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    with m.If(i.payload == P.SYNC[0]):
+                        m.next = "SYNC1"
+                    with m.Else():
+                        count_up("dropped_bytes")
+
+            with m.State("SYNC1"):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    m.d.sync += [crc.eq(0xFFFF), kind.eq(0), seq.eq(0)]
+                    with m.If(i.payload == P.SYNC[1]):
+                        m.next = "KIND"
+                    with m.Else():
+                        count_up("dropped_bytes")
+                        with m.If(i.payload != P.SYNC[0]):   # A5 A5 5A is still a frame
+                            m.next = "HUNT"
+                with m.Elif(timed_out):
+                    count_up("dropped_bytes")
+                    m.next = "HUNT"
+
+            def header_byte(state, field, next_state):
+                with m.State(state):
+                    m.d.comb += i.ready.eq(1)
+                    with m.If(i.valid):
+                        m.d.sync += [crc.eq(crc_in), field]
+                        m.next = next_state
+                    with m.Elif(timed_out):
+                        count_up("timeouts")
+                        nack(P.Error.TIMEOUT)
+
+            header_byte("KIND", kind.eq(i.payload), "SEQ")
+            header_byte("SEQ", seq.eq(i.payload), "LEN0")
+            header_byte("LEN0", length[:8].eq(i.payload), "LEN1")
+
+            with m.State("LEN1"):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    m.d.sync += [crc.eq(crc_in), length[8:].eq(i.payload), idx.eq(0),
+                                 addr.eq(0), count.eq(0)]
+                    full = Cat(length[:8], i.payload)
+                    with m.If(full > self.max_payload):
+                        count_up("bad_length")
+                        m.next = "DISCARD"
+                    with m.Elif(full == 0):
+                        m.next = "CRC0"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+                with m.Elif(timed_out):
+                    count_up("timeouts")
+                    nack(P.Error.TIMEOUT)
+
+            with m.State("PAYLOAD"):
+                m.d.comb += [i.ready.eq(1),
+                             buf_w.addr.eq((idx >> 1) - 2),
+                             buf_w.data.eq(Cat(lo, i.payload)),
+                             buf_w.en.eq(i.valid & idx[0] & (idx >= 5))]
+                with m.If(i.valid):
+                    m.d.sync += [crc.eq(crc_in), idx.eq(idx + 1), lo.eq(i.payload)]
+                    with m.Switch(idx):
+                        for k in range(4):
+                            with m.Case(k):
+                                m.d.sync += addr[8 * k:8 * k + 8].eq(i.payload)
+                        for k in range(2):
+                            with m.Case(4 + k):
+                                m.d.sync += count[8 * k:8 * k + 8].eq(i.payload)
+                    with m.If(idx == length - 1):
+                        m.next = "CRC0"
+                with m.Elif(timed_out):
+                    count_up("timeouts")
+                    nack(P.Error.TIMEOUT)
+
+            header_byte("CRC0", crc.eq(crc_in), "CRC1")
+            header_byte("CRC1", crc.eq(crc_in), "CHECK")
+
+            with m.State("DISCARD"):
+                # An over-long frame: drop everything until the line goes quiet, so that a sync
+                # pattern inside its payload is not taken for a frame.
+                m.d.comb += i.ready.eq(1)
+                with m.If(~i.valid & timed_out):
+                    nack(P.Error.BAD_LENGTH)
+
+            with m.State("CHECK"):
+                m.d.sync += [cur_addr.eq(addr), widx.eq(0)]
+                with m.If(crc != 0):
+                    count_up("bad_crc")
+                    nack(P.Error.BAD_CRC)
+                with m.Else():
+                    count_up("frames_ok")
+                    with m.Switch(kind):
+                        with m.Case(P.Cmd.WRITE_MEM):
+                            m.d.comb += end_addr.eq(addr + n_data)
+                            with m.If((length < 6) | length[0]):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Elif(end_addr > self.mem_words):
+                                reject(P.Error.BAD_ADDRESS)
+                            with m.Elif(self.busy):
+                                reject(P.Error.BUSY)
+                            with m.Else():
+                                m.d.sync += remaining.eq(n_data)
+                                m.next = "W_CMD"
+                        with m.Case(P.Cmd.READ_MEM):
+                            m.d.comb += end_addr.eq(addr + count)
+                            with m.If((length != 6) | (count == 0) | (count > self.buf_words)):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Elif(end_addr > self.mem_words):
+                                reject(P.Error.BAD_ADDRESS)
+                            with m.Elif(self.busy):
+                                reject(P.Error.BUSY)
+                            with m.Else():
+                                m.d.sync += remaining.eq(count)
+                                m.next = "R_CMD"
+                        with m.Case(P.Cmd.RUN):
+                            with m.If(length != 0):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Elif(self.busy):
+                                reject(P.Error.BUSY)
+                            with m.Else():
+                                m.d.sync += [self.start.eq(1), result_count.eq(0)]
+                                count_up("runs")
+                                respond(P.ACK_FLAG | P.Cmd.RUN, 0, _SRC_NACK)
+                        with m.Case(P.Cmd.READ_RESULT):
+                            with m.If(length != 0):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Elif(self.busy):
+                                reject(P.Error.BUSY)
+                            with m.Elif(~result_ready):
+                                reject(P.Error.NO_RESULT)
+                            with m.Else():
+                                respond(P.ACK_FLAG | P.Cmd.READ_RESULT, 2 * self.n_result,
+                                        _SRC_RESULT)
+                        with m.Case(P.Cmd.STATUS):
+                            with m.If(length != 0):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Else():
+                                # A snapshot: counters that move while it is sent do not tear.
+                                flags = Cat(self.busy, self.done, self.error, result_ready,
+                                            C(0, 4))
+                                m.d.sync += status_snap.eq(Cat(
+                                    C(P.VERSION, 8), flags, last_error, C(0, 8),
+                                    C(self.max_payload, 16), C(self.n_result, 16),
+                                    *(counters[n] for n in P.STATUS_FIELDS[2:-1]),
+                                    result_count, C(0, 16 - len(result_count))))
+                                respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
+                                        _SRC_STATUS)
+                        with m.Default():
+                            reject(P.Error.UNKNOWN_CMD)
+
+            with m.State("W_CMD"):
+                m.d.comb += [self.mem_cmd.valid.eq(1), self.mem_cmd.payload.write.eq(1)]
+                with m.If(self.mem_cmd.ready):
+                    m.d.sync += burst.eq(self.mem_cmd.payload.length)
+                    m.next = "W_DATA"
+
+            with m.State("W_DATA"):
+                m.d.comb += self.mem_wdata.valid.eq(1)
+                with m.If(wd_take):
+                    m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
+                                 remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
+                    with m.If(burst == 1):
+                        with m.If(remaining == 1):
+                            respond(P.ACK_FLAG | P.Cmd.WRITE_MEM, 0, _SRC_NACK)
+                        with m.Else():
+                            m.next = "W_CMD"
+
+            with m.State("R_CMD"):
+                m.d.comb += [self.mem_cmd.valid.eq(1), self.mem_cmd.payload.write.eq(0)]
+                with m.If(self.mem_cmd.ready):
+                    m.d.sync += burst.eq(self.mem_cmd.payload.length)
+                    m.next = "R_DATA"
+
+            with m.State("R_DATA"):
+                m.d.comb += [self.mem_rdata.ready.eq(1),
+                             buf_w.addr.eq(widx), buf_w.data.eq(self.mem_rdata.payload),
+                             buf_w.en.eq(self.mem_rdata.valid)]
+                with m.If(self.mem_rdata.valid):
+                    m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
+                                 remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
+                    with m.If(burst == 1):
+                        with m.If(remaining == 1):
+                            respond(P.ACK_FLAG | P.Cmd.READ_MEM, count << 1, _SRC_BUF)
+                        with m.Else():
+                            m.next = "R_CMD"
+
+            with m.State("TX_HDR"):
+                header = Array([C(P.SYNC[0], 8), C(P.SYNC[1], 8), resp_kind, seq,
+                                resp_len[:8], resp_len[8:]])
+                # Both block RAM readers sit at word 0 when the payload starts.
+                m.d.comb += [o.valid.eq(1), o.payload.eq(header[hidx]),
+                             buf_r.addr.eq(0), res_r.addr.eq(0)]
+                with m.If(o.ready):
+                    m.d.sync += hidx.eq(hidx + 1)
+                    with m.If(hidx >= 2):
+                        m.d.sync += crc.eq(crc_out)
+                    with m.If(hidx == 5):
+                        with m.If(resp_len == 0):
+                            m.next = "TX_CRC"
+                        with m.Else():
+                            m.next = "TX_PAY"
+
+            with m.State("TX_PAY"):
+                # The block RAMs read one cycle ahead: address the byte after a transfer.
+                next_tidx = Mux(o_take, tidx + 1, tidx)
+                m.d.comb += [buf_r.addr.eq(next_tidx >> 1), res_r.addr.eq(next_tidx >> 1)]
+                word = Mux(resp_src == _SRC_BUF, buf_r.data, res_r.data)
+                with m.Switch(resp_src):
+                    with m.Case(_SRC_NACK):
+                        m.d.comb += o.payload.eq(Mux(tidx[0], kind, nack_code))
+                    with m.Case(_SRC_STATUS):
+                        m.d.comb += o.payload.eq(status_snap.word_select(tidx, 8))
+                    with m.Default():
+                        m.d.comb += o.payload.eq(Mux(tidx[0], word[8:], word[:8]))
+                m.d.comb += o.valid.eq(1)
+                with m.If(o.ready):
+                    m.d.sync += [crc.eq(crc_out), tidx.eq(tidx + 1)]
+                    with m.If(tidx == resp_len - 1):
+                        m.next = "TX_CRC"
+
+            with m.State("TX_CRC"):
+                m.d.comb += [o.valid.eq(1), o.payload.eq(Mux(cidx, crc[:8], crc[8:]))]
+                with m.If(o.ready):
+                    m.d.sync += cidx.eq(1)
+                    with m.If(cidx):
+                        m.next = "HUNT"
+
+        return m
+
+
+class SerialHostLink(wiring.Component):
+    """:class:`HostLink` behind an 8N1 UART: the board top's view of the host link.
+
+    Parameters
+    ----------
+    divider : int
+        Clock cycles a UART bit (see :func:`hw.uart.uart_divider`).
+    **kwargs
+        Passed to :class:`HostLink`.
+
+    Members
+    -------
+    rx : In(1)
+        From the host (the FT231X's TXD).
+    tx : Out(1)
+        To the host.
+    The memory, engine and result members of :class:`HostLink`.
+    """
+
+    def __init__(self, divider: int, **kwargs):
+        self.uart_rx = UARTRx(divider)
+        self.uart_tx = UARTTx(divider)
+        self.link = HostLink(**kwargs)
+        members = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        for name, member in self.link.signature.members.items():
+            if name not in ("i_stream", "o_stream", "rx_framing_error", "rx_overrun"):
+                members[name] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rx = self.uart_rx
+        m.submodules.uart_tx = tx = self.uart_tx
+        m.submodules.link = link = self.link
+        wiring.connect(m, rx.o_stream, link.i_stream)
+        wiring.connect(m, link.o_stream, tx.i_stream)
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
+                     link.rx_framing_error.eq(rx.framing_error),
+                     link.rx_overrun.eq(rx.overrun)]
+        for name in ("mem_cmd", "mem_wdata", "mem_rdata", "i_result"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
+        m.d.comb += [self.start.eq(link.start), link.busy.eq(self.busy),
+                     link.done.eq(self.done), link.error.eq(self.error)]
+        return m

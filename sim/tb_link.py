@@ -1,0 +1,356 @@
+"""cocotb tests of :class:`hw.link.SerialHostLink` through its UART pins.
+
+The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word memory model
+behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that
+is too long, crosses a ``max_burst`` boundary or leaves the memory), and an engine model that
+answers ``start`` with ``busy``, then streams an embedding computed from the face in memory
+(:func:`engine_embedding`), then raises ``done``.
+
+The last test runs the host driver (:class:`firmware.driver.Device`, unchanged) in a thread
+over a :class:`firmware.transport.QueueTransport` whose bytes this testbench moves to and from
+the UART pins.
+"""
+import json
+import os
+import random
+import threading
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
+
+from firmware import protocol as P
+from firmware.transport import FaultyTransport, QueueTransport
+from sim.streams import StreamSink, StreamSource, to_signed
+from sim.tb_uart import CLK_PS, UartLine, start_bench
+
+CFG = json.loads(os.environ.get("LINK_CFG", "{}"))
+
+
+def engine_embedding(mem: dict, input_addr: int, input_words: int, n_result: int) -> list[int]:
+    """What the engine model returns: a fixed function of the face words in memory."""
+    words = [mem.get(input_addr + k, 0) for k in range(input_words)]
+    out = []
+    for i in range(n_result):
+        acc = sum(w * (1 + ((i + k) % 7)) for k, w in enumerate(words[i % 5::5]))
+        out.append(to_signed((acc * 2654435761 >> 7) & 0xFFFF, 16))
+    return out
+
+
+class LinkBench:
+    def __init__(self, dut, seed=1):
+        self.dut = dut
+        self.cfg = CFG
+        self.aw, self.max_burst = CFG["addr_width"], CFG["max_burst"]
+        self.mem_words, self.n_result = CFG["mem_words"], CFG["n_result"]
+        self.rng = random.Random(seed)
+        self.mem: dict[int, int] = {}
+        self.commands: list[tuple[int, int, int]] = []
+        self.runs = 0
+        self.starts_while_busy = 0
+        self.engine_cycles = 300
+        self.input_addr, self.input_words = CFG["input_addr"], CFG["input_words"]
+        self.parser = P.FrameParser()
+        self.frames: list = []
+        self.on_byte = None
+
+    async def start(self):
+        dut = self.dut
+        for name in ("busy", "done", "error"):
+            getattr(dut, name).value = 0
+        dut.mem_rdata__valid.value = 0
+        dut.i_result__valid.value = 0
+        await start_bench(dut)
+        self.line = UartLine(dut.rx, dut.tx, CFG["divider"] * CLK_PS, on_byte=self._byte)
+        self.cmd_sink = StreamSink(dut, "mem_cmd", dut.clk, stall_prob=0.5, seed=11)
+        self.wdata_sink = StreamSink(dut, "mem_wdata", dut.clk, stall_prob=0.3, seed=12)
+        self.rdata_src = StreamSource(dut, "mem_rdata", dut.clk, idle_prob=0.3, seed=13)
+        self.result_src = StreamSource(dut, "i_result", dut.clk, idle_prob=0.3, seed=14)
+        cocotb.start_soon(self._memory())
+        cocotb.start_soon(self._engine())
+
+    def _byte(self, byte):
+        self.frames += self.parser.feed(bytes([byte]))
+        if self.on_byte:
+            self.on_byte(byte)
+
+    async def _memory(self):
+        while True:
+            (word,) = await self.cmd_sink.receive(1)
+            addr = word & ((1 << self.aw) - 1)
+            write = (word >> self.aw) & 1
+            length = word >> (self.aw + 1)
+            self.commands.append((addr, write, length))
+            assert 1 <= length <= self.max_burst, f"burst length {length} at {addr}"
+            assert addr // self.max_burst == (addr + length - 1) // self.max_burst, \
+                f"burst {addr}+{length} crosses a {self.max_burst}-word boundary"
+            assert addr + length <= self.mem_words, f"burst {addr}+{length} leaves the memory"
+            if write:
+                for k, w in enumerate(await self.wdata_sink.receive(length)):
+                    self.mem[addr + k] = w
+            else:
+                await self.rdata_src.send([self.mem.get(addr + k, 0) for k in range(length)])
+
+    async def _engine(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.start)
+            self.runs += 1
+            dut.busy.value, dut.done.value = 1, 0
+            await ClockCycles(dut.clk, self.engine_cycles)
+            emb = engine_embedding(self.mem, self.input_addr, self.input_words, self.n_result)
+            await self.result_src.send([v & 0xFFFF for v in emb])
+            await ClockCycles(dut.clk, 5)
+            dut.busy.value, dut.done.value = 0, 1
+
+    # ---- host side ----
+    async def response(self, cycles=None):
+        """The next frame (or BadFrame) from the device; fails after ``cycles``."""
+        cycles = cycles or 40 * CFG["divider"] * (CFG["max_payload"] + 16)
+        for _ in range(cycles // 16):
+            if self.frames:
+                return self.frames.pop(0)
+            await ClockCycles(self.dut.clk, 16)
+        raise AssertionError(f"no response within {cycles} cycles")
+
+    async def command(self, cmd, seq, payload=b""):
+        await self.line.send(P.encode_frame(cmd, seq, payload))
+        frame = await self.response()
+        assert isinstance(frame, P.Frame), f"{P.Cmd(cmd).name} seq {seq}: got {frame}"
+        assert frame.seq == seq, f"{P.Cmd(cmd).name}: seq {frame.seq}, expected {seq}"
+        return frame
+
+    async def ack(self, cmd, seq, payload=b""):
+        frame = await self.command(cmd, seq, payload)
+        assert frame.kind == P.ACK_FLAG | cmd, f"{P.Cmd(cmd).name}: {frame.describe()}"
+        return frame.payload
+
+    async def nack(self, cmd, seq, payload, code):
+        frame = await self.command(cmd, seq, payload)
+        assert frame.is_nack and frame.nack_code == code, \
+            f"{P.Cmd(cmd).name}: expected NACK {code.name}, got {frame.describe()}"
+
+    async def status(self, seq):
+        return P.Status.unpack(await self.ack(P.Cmd.STATUS, seq))
+
+    async def quiet(self):
+        """Wait longer than the device's inter-byte timeout."""
+        await ClockCycles(self.dut.clk, CFG["timeout_cycles"] + 50)
+
+
+@cocotb.test()
+async def write_read_round_trip(dut):
+    tb = LinkBench(dut)
+    await tb.start()
+    maxw = (CFG["max_payload"] - 4) // 2
+    rng = random.Random(21)
+    ref = {}
+    seq = 0
+    # Lengths 1 .. max, starting addresses inside bursts so that commands get split.
+    for addr, n in [(0, 1), (5, maxw), (tb.max_burst - 3, 7), (1000, maxw - 1),
+                    (tb.mem_words - 4, 4)]:
+        words = [rng.randrange(1 << 16) for _ in range(n)]
+        seq += 1
+        data = b"".join(w.to_bytes(2, "little") for w in words)
+        assert await tb.ack(P.Cmd.WRITE_MEM, seq, P.write_mem_payload(addr, data)) == b""
+        ref.update({addr + k: w for k, w in enumerate(words)})
+    assert tb.mem == ref, "memory model differs from the words written"
+    for addr, n in [(0, 1), (5, maxw), (tb.max_burst - 4, 9), (1000, 20), (tb.mem_words - 4, 4)]:
+        seq += 1
+        data = await tb.ack(P.Cmd.READ_MEM, seq, P.read_mem_payload(addr, n))
+        want = b"".join(ref.get(addr + k, 0).to_bytes(2, "little") for k in range(n))
+        assert data == want, f"READ_MEM {addr}+{n}: {data.hex()} != {want.hex()}"
+    assert any(length < tb.max_burst and (addr + length) % tb.max_burst == 0
+               for addr, _, length in tb.commands), "no command was split at a burst boundary"
+    st = await tb.status(seq + 1)
+    assert (st.frames_ok, st.bad_crc, st.bad_length, st.timeouts, st.rejected) == (10, 0, 0, 0, 0), st
+    assert st.max_payload == CFG["max_payload"] and st.n_result == CFG["n_result"], st
+    assert st.version == P.VERSION and st.dropped_bytes == 0, st
+
+
+@cocotb.test()
+async def recovery_from_bad_input(dut):
+    """Garbage, a bad CRC, a cut frame, an over-long length with a fake frame inside, wrong
+    lengths, unknown commands, bad addresses and a UART framing error: every one is answered
+    or dropped as documented, counted in STATUS, and the link keeps working."""
+    tb = LinkBench(dut)
+    await tb.start()
+    rng = random.Random(5)
+    good = P.write_mem_payload(10, bytes(range(8)))
+
+    # Garbage without the sync pattern, then a good frame.
+    garbage = bytes(rng.choice([b for b in range(256) if b != 0xA5]) for _ in range(40))
+    await tb.line.send(garbage + b"\xA5\xA5")   # A5 A5 5A ... still finds the frame
+    await tb.ack(P.Cmd.WRITE_MEM, 1, good)
+    dropped = len(garbage) + 1
+
+    # Bad CRC: NACKed, memory untouched.
+    frame = bytearray(P.encode_frame(P.Cmd.WRITE_MEM, 2, P.write_mem_payload(10, b"\xEE" * 8)))
+    frame[-1] ^= 0x01
+    await tb.line.send(frame)
+    resp = await tb.response()
+    assert resp.is_nack and resp.nack_code == P.Error.BAD_CRC and resp.seq == 2, resp
+    assert [tb.mem[10 + k] for k in range(4)] == [0x0100, 0x0302, 0x0504, 0x0706], \
+        "a frame with a bad CRC reached the memory"
+
+    # A cut frame: NACK TIMEOUT after the inter-byte timeout, then a good frame works.
+    await tb.line.send(P.encode_frame(P.Cmd.WRITE_MEM, 3, good)[:9])
+    resp = await tb.response()
+    assert resp.is_nack and resp.nack_code == P.Error.TIMEOUT and resp.seq == 3, resp
+    await tb.ack(P.Cmd.STATUS, 4)
+
+    # A length field beyond max_payload, whose bytes hold a complete valid frame: the device
+    # must not execute the inner frame; it NACKs BAD_LENGTH once the line is quiet.
+    inner = P.encode_frame(P.Cmd.WRITE_MEM, 99, P.write_mem_payload(20, b"\x11\x22"))
+    await tb.line.send(b"\xA5\x5A" + bytes([P.Cmd.WRITE_MEM, 5]) + b"\xFF\xFF" + inner * 2)
+    resp = await tb.response()
+    assert resp.is_nack and resp.nack_code == P.Error.BAD_LENGTH and resp.seq == 5, resp
+    assert 20 not in tb.mem, "a frame inside an over-long payload was executed"
+    await tb.quiet()
+    assert not tb.frames, f"extra responses: {tb.frames}"
+
+    # Good CRC, but wrong for the command / unknown / out of range.
+    await tb.nack(0x42, 6, b"", P.Error.UNKNOWN_CMD)
+    await tb.nack(P.Cmd.STATUS, 7, b"\x00", P.Error.BAD_LENGTH)
+    await tb.nack(P.Cmd.WRITE_MEM, 8, good[:-1], P.Error.BAD_LENGTH)   # odd data length
+    await tb.nack(P.Cmd.WRITE_MEM, 9, struct_addr(tb.mem_words - 1) + b"\0" * 4,
+                  P.Error.BAD_ADDRESS)
+    await tb.nack(P.Cmd.WRITE_MEM, 10, struct_addr(0xFFFFFFFF) + b"\0" * 2, P.Error.BAD_ADDRESS)
+    await tb.nack(P.Cmd.READ_MEM, 11, P.read_mem_payload(0, (CFG["max_payload"] - 4) // 2 + 1),
+                  P.Error.BAD_LENGTH)
+    await tb.nack(P.Cmd.READ_MEM, 12, P.read_mem_payload(tb.mem_words, 1), P.Error.BAD_ADDRESS)
+    await tb.nack(P.Cmd.READ_RESULT, 13, b"", P.Error.NO_RESULT)
+
+    # A UART framing error inside a frame, then the frame times out.
+    await tb.line.send(b"\xA5\x5A")
+    await tb.line.send_byte(0x05, stop=0)
+    resp = await tb.response()
+    assert resp.is_nack and resp.nack_code == P.Error.TIMEOUT and resp.seq == 0, resp
+
+    # Random garbage containing sync bytes (may start false frames): the device must come
+    # back and answer the next STATUS once the line has been quiet.
+    noise = bytes(rng.randrange(256) for _ in range(200)) + b"\xA5\x5A\x05"
+    await tb.line.send(noise)
+    await tb.quiet()
+    await tb.quiet()
+    tb.frames.clear()
+    st = await tb.status(14)
+    assert st.framing_errors == 1 and st.bad_crc >= 1 and st.bad_length >= 1, st
+    assert st.timeouts >= 3 and st.last_error in (P.Error.TIMEOUT, P.Error.BAD_CRC,
+                                                   P.Error.BAD_LENGTH, P.Error.UNKNOWN_CMD,
+                                                   P.Error.BAD_ADDRESS), st
+    assert st.rejected >= 8 and st.dropped_bytes >= dropped, st
+    await tb.ack(P.Cmd.WRITE_MEM, 15, good)
+
+
+@cocotb.test()
+async def exact_counters(dut):
+    """STATUS counters count exactly one event each."""
+    tb = LinkBench(dut)
+    await tb.start()
+    await tb.line.send(b"\x00\x13\x37")                                         # 3 dropped
+    frame = bytearray(P.encode_frame(P.Cmd.STATUS, 1))
+    frame[3] ^= 0x80                                                            # bad CRC
+    await tb.line.send(frame)
+    await tb.response()
+    await tb.line.send(P.encode_frame(P.Cmd.STATUS, 2)[:5])                     # timeout
+    await tb.response()
+    await tb.line.send(b"\xA5\x5A\x01\x03\x00\xF0")                             # bad length
+    await tb.response()
+    await tb.nack(P.Cmd.RUN, 4, b"\x01", P.Error.BAD_LENGTH)                    # rejected
+    await tb.line.send_byte(0x77, stop=0)                                       # framing
+    st = await tb.status(5)
+    got = {k: getattr(st, k) for k in ("frames_ok", "bad_crc", "bad_length", "timeouts",
+                                       "rejected", "framing_errors", "dropped_bytes", "runs",
+                                       "last_error")}
+    # frames_ok: the RUN; the STATUS being answered is not counted in its own snapshot.
+    assert got == {"frames_ok": 1, "bad_crc": 1, "bad_length": 1, "timeouts": 1, "rejected": 1,
+                   "framing_errors": 1, "dropped_bytes": 3, "runs": 0,
+                   "last_error": P.Error.BAD_LENGTH}, got
+
+
+def struct_addr(addr):
+    return int(addr).to_bytes(4, "little")
+
+
+@cocotb.test()
+async def run_and_result(dut):
+    tb = LinkBench(dut)
+    await tb.start()
+    tb.engine_cycles = 40_000
+    face = bytes(random.Random(9).randrange(256) for _ in range(2 * tb.input_words))
+    await tb.ack(P.Cmd.WRITE_MEM, 1, P.write_mem_payload(tb.input_addr, face))
+    await tb.ack(P.Cmd.RUN, 2)
+    assert tb.runs == 1, "RUN did not pulse start"
+    st = await tb.status(3)
+    assert st.busy and not st.done and st.runs == 1, st
+    await tb.nack(P.Cmd.RUN, 4, b"", P.Error.BUSY)
+    await tb.nack(P.Cmd.WRITE_MEM, 5, P.write_mem_payload(0, b"\0\0"), P.Error.BUSY)
+    await tb.nack(P.Cmd.READ_MEM, 6, P.read_mem_payload(0, 1), P.Error.BUSY)
+    await tb.nack(P.Cmd.READ_RESULT, 7, b"", P.Error.BUSY)
+    assert tb.runs == 1, "a refused RUN pulsed start"
+    while (await tb.status(8)).busy:
+        await ClockCycles(dut.clk, 500)
+    st = await tb.status(9)
+    assert st.done and st.result_ready and st.result_words == tb.n_result, st
+    data = await tb.ack(P.Cmd.READ_RESULT, 10)
+    got = np.frombuffer(data, "<i2").tolist()
+    assert got == engine_embedding(tb.mem, tb.input_addr, tb.input_words, tb.n_result)
+
+
+@cocotb.test()
+async def driver_over_simulated_link(dut):
+    """The host driver, unchanged, against the simulated gateware; with a damaged frame, a cut
+    frame and a lost response on the way, which it must recover from by itself."""
+    from firmware.driver import Device, ImageHeader
+
+    tb = LinkBench(dut)
+    await tb.start()
+    qt = QueueTransport()
+    tb.on_byte = lambda b: qt.device_put(bytes([b]))
+    faulty = FaultyTransport(qt, corrupt_writes={2}, drop_writes={4}, mute_reads=0)
+    h, w, c = CFG["face_shape"]
+    header = ImageHeader(load_addr=CFG["load_addr"], input_addr=tb.input_addr,
+                         input_shape=(h, w, c), n_result=tb.n_result, body_size=0)
+    rng = np.random.default_rng(3)
+    body = rng.integers(0, 256, CFG["image_bytes"], dtype=np.uint8).tobytes()
+    image = ImageHeader(**{**header.__dict__, "body_size": len(body)}).pack() + body
+    faces = [rng.integers(0, 256, (h, w, c), dtype=np.uint8) for _ in range(2)]
+    box = {}
+
+    def host():
+        try:
+            dev = Device(faulty, timeout=CFG["host_timeout"], retries=3)
+            dev.load_image(image, verify=True)
+            box["embeddings"] = [dev.run_face(f, timeout=60) for f in faces]
+            # A lost response: the driver times out and resends the same sequence number.
+            faulty.mute_reads = 1
+            box["status"] = dev.status()
+            box["stats"] = dict(dev.stats)
+        except Exception as e:       # reported by the test below
+            box["error"] = e
+
+    thread = threading.Thread(target=host, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        data = qt.device_take()
+        if data is None:
+            await ClockCycles(dut.clk, 10 * CFG["divider"])
+        else:
+            await tb.line.send(data)
+    if "error" in box:
+        raise box["error"]
+    # The image body is in memory.
+    words = np.frombuffer(body + b"\0" * (len(body) % 2), "<u2")
+    assert [tb.mem.get(CFG["load_addr"] + k) for k in range(len(words))] == words.tolist()
+    # Each face gave the embedding the engine computed from it.
+    for face, emb in zip(faces, box["embeddings"]):
+        mem = dict(tb.mem)
+        fw = np.frombuffer(face.tobytes() + b"\0" * (face.size % 2), "<u2")
+        mem.update({tb.input_addr + k: int(v) for k, v in enumerate(fw)})
+        want = engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
+        assert emb.tolist() == want, "embedding differs from the engine's"
+    st = box["status"]
+    assert st.runs == 2 and st.bad_crc == 1 and st.timeouts == 1, st
+    assert box["stats"]["resends"] >= 3, box["stats"]
+    dut._log.info("driver stats %s, device status %s", box["stats"], st)

@@ -1,0 +1,96 @@
+"""The host driver: against the simulated gateware (cocotb), and its command line."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from firmware.driver import Device, DeviceError, ImageHeader, LinkError, cosine
+from firmware import protocol as P
+from firmware.transport import QueueTransport, SerialTransport, TransportError
+from tests.test_link import run_link_tests
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_driver_against_simulated_link():
+    run_link_tests("driver_over_simulated_link")
+
+
+class ScriptedDevice(QueueTransport):
+    """A transport whose 'device' answers from a Python function, for driver unit tests."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+        self.parser = P.FrameParser()
+        self.received = []
+
+    def write(self, data):
+        for frame in self.parser.feed(data):
+            self.received.append(frame)
+            out = self.answer(frame, len(self.received))
+            if out:
+                self.device_put(out)
+
+
+def test_link_error_names_command_seq_and_what_came():
+    dev = Device(ScriptedDevice(lambda f, n: b"\xA5\x5A\x99garbage"), timeout=0.05, retries=2)
+    with pytest.raises(LinkError, match=r"STATUS \(seq 1\): no valid response after 3 attempts;"
+                                        r" received: .*no response within"):
+        dev.status()
+    assert dev.transport.received and len(dev.transport.received) == 3
+
+
+def test_nack_retry_then_success_and_stale_responses_skipped():
+    def answer(frame, n):
+        if n == 1:
+            return P.encode_frame(P.NACK, frame.seq, P.nack_payload(P.Error.BAD_CRC, frame.kind))
+        stale = P.encode_frame(P.ACK_FLAG | frame.kind, (frame.seq - 1) & 0xFF, b"old")
+        return stale + P.encode_frame(P.ACK_FLAG | frame.kind, frame.seq, b"\x01\x02")
+    dev = Device(ScriptedDevice(answer), timeout=0.5)
+    assert dev.transact(P.Cmd.READ_MEM, P.read_mem_payload(0, 1)) == b"\x01\x02"
+    assert dev.stats["resends"] == 1
+
+
+def test_refusal_is_not_retried():
+    dev = Device(ScriptedDevice(lambda f, n: P.encode_frame(
+        P.NACK, f.seq, P.nack_payload(P.Error.BAD_ADDRESS, f.kind))), timeout=0.5)
+    with pytest.raises(DeviceError, match=r"READ_MEM \(seq 1\) refused: NACK BAD_ADDRESS"):
+        dev.transact(P.Cmd.READ_MEM, P.read_mem_payload(1 << 30, 1))
+    assert len(dev.transport.received) == 1
+
+
+def test_image_header_round_trip_and_errors():
+    h = ImageHeader(load_addr=0x100, input_addr=0x80000, input_shape=(112, 112, 3),
+                    n_result=512, body_size=4)
+    image = h.pack() + b"abcd"
+    assert ImageHeader.parse(image) == h
+    assert ImageHeader.parse(b"raw bytes") is None
+    with pytest.raises(ValueError, match="says 32 \\+ 4 bytes, the file has 35"):
+        ImageHeader.parse(image[:-1])
+    assert cosine([1, 0], [2, 0]) == pytest.approx(1.0)
+
+
+def test_serial_transport_names_the_port():
+    with pytest.raises(TransportError, match="/dev/ttyNOPE.*3000000 baud"):
+        SerialTransport("/dev/ttyNOPE", 3_000_000)
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "firmware.run", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for word in ("--port", "--image", "--input-addr", "cosine", "memory image"):
+        assert word in out.stdout, f"--help does not mention {word!r}"
+
+
+def test_cli_missing_port(tmp_path):
+    face = tmp_path / "face.npy"
+    np.save(face, np.zeros((112, 112, 3), np.uint8))
+    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", "/dev/ttyNOPE",
+                          "--input-addr", "0", str(face)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "cannot open serial port '/dev/ttyNOPE'" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
