@@ -26,8 +26,10 @@ offset  bytes  field
 28      4      reserved (0)
 ======  =====  ==============================================================
 
-The face goes to ``input_addr`` as its uint8 bytes in C order (height, width, channel: RGB
-interleaved), two pixels a little-endian 16-bit word, padded with a zero byte to an even length.
+The face travels as its uint8 bytes in C order (height, width, channel: RGB interleaved), by
+default in FACE_DATA frames straight to the engine's input stream (``face_via="stream"``); with
+``face_via="memory"`` it goes to ``input_addr`` instead and a RUN starts the engine. In memory,
+the bytes are two pixels a little-endian 16-bit word, padded with a zero byte to an even length.
 The embedding comes back as ``n_result`` signed 16-bit integers (READ_RESULT); its scale is
 the engine's business, cosine similarity does not need it.
 """
@@ -110,10 +112,15 @@ class Device:
         Resends of one frame after a timeout or a damaged-frame NACK.
     input_addr : int or None
         Word address of the face image, unless a memory image header gives it.
+    face_via : "stream" or "memory"
+        How :meth:`run_face` delivers the face (see the module docstring).
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3,
-                 input_addr: int | None = None):
+                 input_addr: int | None = None, face_via: str = "stream"):
+        if face_via not in ("stream", "memory"):
+            raise ValueError(f"face_via must be 'stream' or 'memory', not {face_via!r}")
+        self.face_via = face_via
         self.transport = transport
         self.timeout, self.retries = timeout, retries
         self.input_addr = input_addr
@@ -257,13 +264,19 @@ class Device:
             if st.error:
                 raise DeviceError(f"the engine reports an error (last link error "
                                   f"{st.last_error})")
-            if not st.busy and st.done and st.result_ready:
+            if not st.busy and st.result_ready:
                 return st
             if time.monotonic() > deadline:
                 raise DeviceError(f"the engine did not finish within {timeout:g} s "
                                   f"(busy={st.busy}, done={st.done}, "
                                   f"result words {st.result_words}/{st.n_result})")
             time.sleep(poll)
+
+    def send_face(self, data: bytes) -> None:
+        """Feed the face to the engine's input stream in FACE_DATA chunks (starts a run)."""
+        chunk = self.max_payload - 4
+        for off in range(0, len(data), chunk):
+            self.transact(P.Cmd.FACE_DATA, P.face_payload(off, data[off:off + chunk]))
 
     def read_result(self) -> np.ndarray:
         data = self.transact(P.Cmd.READ_RESULT)
@@ -277,11 +290,15 @@ class Device:
         if self.header is not None and face.shape != self.header.input_shape:
             raise ValueError(f"face shape {face.shape} differs from the image's input shape "
                              f"{self.header.input_shape}")
-        if self.input_addr is None:
-            raise ValueError("no input address: load an image with a header or give "
-                             "input_addr")
-        self.write_mem(self.input_addr, _pad_even(np.ascontiguousarray(face).tobytes()))
-        self.run()
+        data = np.ascontiguousarray(face).tobytes()
+        if self.face_via == "stream":
+            self.send_face(data)
+        else:
+            if self.input_addr is None:
+                raise ValueError("no input address: load an image with a header or give "
+                                 "input_addr")
+            self.write_mem(self.input_addr, _pad_even(data))
+            self.run()
         self.wait_done(timeout)
         return self.read_result()
 

@@ -40,7 +40,15 @@ Commands
     NACK ``BUSY`` while the engine runs, ``NO_RESULT`` until it has delivered all of them.
 ``STATUS`` (0x05)
     empty payload; ACK payload is :data:`STATUS_STRUCT` (see :class:`Status`). Always answered.
+``FACE_DATA`` (0x06)
+    payload ``offset:u32, bytes`` (1 .. ``max_payload - 4`` bytes, any length): a chunk of the
+    face, fed in order to the engine's input stream once the frame checks. Offset 0 starts a
+    new face (NACK ``BUSY`` while the engine runs) and empties the result buffer; any other
+    offset must continue where the last chunk ended (else NACK ``BAD_ADDRESS``). A chunk resent
+    with the same sequence number and offset after a lost ACK is ACKed and not fed again.
 
+The face reaches the engine either by ``FACE_DATA`` (the engine takes its input as a stream)
+or by ``WRITE_MEM`` to an input address followed by ``RUN``; :mod:`firmware.driver` does both.
 ``WRITE_MEM``, ``READ_MEM`` are refused with ``BUSY`` while the engine runs, so the engine owns
 the memory during a run.
 
@@ -80,6 +88,7 @@ class Cmd(IntEnum):
     RUN = 0x03
     READ_RESULT = 0x04
     STATUS = 0x05
+    FACE_DATA = 0x06
 
 
 class Error(IntEnum):
@@ -240,6 +249,14 @@ def read_mem_payload(addr: int, count: int) -> bytes:
     if not 0 <= addr < 1 << 32:
         raise ValueError(f"word address must fit 32 bits, not {addr!r}")
     return struct.pack("<IH", addr, count)
+
+
+def face_payload(offset: int, data: bytes) -> bytes:
+    if not data:
+        raise ValueError("FACE_DATA needs at least one byte")
+    if not 0 <= offset < 1 << 32:
+        raise ValueError(f"face offset must fit 32 bits, not {offset!r}")
+    return struct.pack("<I", offset) + bytes(data)
 
 
 def nack_payload(code: int, kind: int = 0) -> bytes:

@@ -17,13 +17,13 @@ Run faces through the SeesawFaceNet accelerator on a ULX3S over its USB-UART.
 
 The memory image (--image) is uploaded as opaque bytes. If it starts with the SFIM header
 (see firmware/driver.py) the header gives the load address, the face input address and the
-input size; otherwise the image goes to --load-addr and you must give --input-addr (16-bit
-word addresses; decimal or 0x hex). Without --image, the memory is assumed loaded already and
---input-addr is required.
+input size; otherwise the image goes to --load-addr (16-bit word addresses; decimal or 0x
+hex). Without --image, the memory is assumed loaded already.
 
 Faces: image files (anything scikit-image reads: jpg, png) resized to the input size, or .npy
-arrays of uint8 H x W x 3. Each face is written to the input address, the engine runs, and the
-integer embedding is read back; the tool prints the first values of each embedding and the
+arrays of uint8 H x W x 3. Each face is sent to the engine's input stream (FACE_DATA frames;
+or, with --face-via memory, written to --input-addr and started with RUN), and the integer
+embedding is read back; the tool prints the first values of each embedding and the
 cosine similarity of every pair.
 """
 
@@ -59,6 +59,9 @@ def parse_args(argv=None):
                     help="word address of the face input (overrides the image header)")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                     help="face size when the image has no header (default 112 112)")
+    ap.add_argument("--face-via", choices=("stream", "memory"), default="stream",
+                    help="send faces as FACE_DATA to the engine's input stream (default), or "
+                         "write them to --input-addr and RUN")
     ap.add_argument("--verify", action="store_true", help="read the memory image back and "
                                                          "compare")
     ap.add_argument("--timeout", type=float, default=1.0, help="seconds per response (default 1)")
@@ -87,8 +90,8 @@ def main(argv=None) -> int:
             header = ImageHeader.parse(image)
         except ValueError as e:
             ap.error(f"memory image {str(args.image)!r}: {e}")
-    if args.input_addr is None and header is None:
-        ap.error("no face input address: give --input-addr or an --image with a header")
+    if args.face_via == "memory" and args.input_addr is None and header is None:
+        ap.error("--face-via memory needs --input-addr or an --image with a header")
     shape = header.input_shape if header else (*(args.input_size or (112, 112)), 3)
     faces = [load_face(f, shape) for f in args.faces]
 
@@ -100,7 +103,7 @@ def main(argv=None) -> int:
     try:
         with transport:
             dev = Device(transport, timeout=args.timeout, retries=args.retries,
-                         input_addr=args.input_addr)
+                         input_addr=args.input_addr, face_via=args.face_via)
             st = dev.status()
             print(f"device: protocol v{st.version}, max payload {st.max_payload} bytes, "
                   f"{st.n_result} results, busy={st.busy}")

@@ -56,6 +56,12 @@ class SerialTransport(Transport):
             self.serial = serial.Serial(port, baud, timeout=0.1, write_timeout=5.0)
         except (serial.SerialException, OSError, ValueError) as e:
             raise TransportError(f"cannot open serial port {port!r} at {baud} baud: {e}") from e
+        # FTDI chips hold short responses (an 8-byte ACK) up to their latency timer, 16 ms by
+        # default on Linux; low-latency mode sets it to 1 ms. Best effort: not every OS has it.
+        try:
+            self.serial.set_low_latency_mode(True)
+        except (AttributeError, OSError, ValueError, NotImplementedError):
+            pass
 
     def write(self, data: bytes) -> None:
         import serial

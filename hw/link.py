@@ -24,7 +24,10 @@ Three streams that map one to one onto an SDRAM controller's user side:
 
 Engine port
 -----------
-``start`` pulses for one cycle on an accepted RUN. ``busy``/``done``/``error`` are reported in
+The face reaches the engine either as a stream (FACE_DATA frames, fed to ``o_face`` in order;
+a resent chunk is recognised by its sequence number and offset and not fed twice) or through
+memory (WRITE_MEM at the engine's input address, then RUN). ``start`` pulses for one cycle on an
+accepted RUN. ``busy``/``done``/``error`` are reported in
 STATUS; while ``busy`` the link refuses RUN, READ_RESULT and the memory commands (NACK BUSY), so
 the engine may own the memory port during a run. ``i_result`` takes the embedding words at any
 time (always ready) into a result buffer of ``n_result`` words that ``start`` empties; READ_RESULT
@@ -120,6 +123,9 @@ class HostLink(wiring.Component):
         The engine's state, reported in STATUS.
     i_result : In(stream.Signature(16))
         The embedding words, in order, after a start.
+    o_face : Out(stream.Signature(8))
+        The face bytes of FACE_DATA frames, in order, for an engine that takes its input as a
+        stream.
     """
 
     def __init__(self, *, timeout_cycles: int, max_payload: int = P.MAX_PAYLOAD,
@@ -162,6 +168,7 @@ class HostLink(wiring.Component):
             "done": In(1),
             "error": In(1),
             "i_result": In(stream.Signature(16)),
+            "o_face": Out(stream.Signature(8)),
         })
 
     def elaborate(self, platform):
@@ -203,6 +210,9 @@ class HostLink(wiring.Component):
 
         counters = {name: Signal(16, name=name) for name in _COUNTERS}
         result_count = Signal(range(self.n_result + 1))
+        face_pos = Signal(32)             # face bytes fed since offset 0
+        face_seq = Signal(8)              # sequence number of the last chunk fed
+        fidx = Signal(16)
         status_snap = Signal(P.STATUS_STRUCT.size * 8)
 
         # ---- results: always accepted; the words after n_result are dropped ----
@@ -318,8 +328,8 @@ class HostLink(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += [i.ready.eq(1),
                              buf_w.addr.eq((idx >> 1) - 2),
-                             buf_w.data.eq(Cat(lo, i.payload)),
-                             buf_w.en.eq(i.valid & idx[0] & (idx >= 5))]
+                             buf_w.data.eq(Mux(idx[0], Cat(lo, i.payload), i.payload)),
+                             buf_w.en.eq(i.valid & (idx >= 4) & (idx[0] | (idx == length - 1)))]
                 with m.If(i.valid):
                     m.d.sync += [crc.eq(crc_in), idx.eq(idx + 1), lo.eq(i.payload)]
                     with m.Switch(idx):
@@ -346,7 +356,8 @@ class HostLink(wiring.Component):
                     nack(P.Error.BAD_LENGTH)
 
             with m.State("CHECK"):
-                m.d.sync += [cur_addr.eq(addr), widx.eq(0)]
+                m.d.sync += [cur_addr.eq(addr), widx.eq(0), fidx.eq(0)]
+                m.d.comb += buf_r.addr.eq(0)
                 with m.If(crc != 0):
                     count_up("bad_crc")
                     nack(P.Error.BAD_CRC)
@@ -408,6 +419,23 @@ class HostLink(wiring.Component):
                                     result_count, C(0, 16 - len(result_count))))
                                 respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
                                         _SRC_STATUS)
+                        with m.Case(P.Cmd.FACE_DATA):
+                            n_face = length - 4
+                            with m.If(length < 5):
+                                reject(P.Error.BAD_LENGTH)
+                            with m.Elif((seq == face_seq) & (addr + n_face == face_pos)):
+                                # The host resent a chunk whose ACK it lost: already fed.
+                                respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
+                            with m.Elif((addr == 0) & self.busy):
+                                reject(P.Error.BUSY)
+                            with m.Elif((addr != 0) & (addr != face_pos)):
+                                reject(P.Error.BAD_ADDRESS)
+                            with m.Else():
+                                m.d.sync += [face_pos.eq(addr + n_face), face_seq.eq(seq)]
+                                with m.If(addr == 0):
+                                    m.d.sync += result_count.eq(0)
+                                    count_up("runs")
+                                m.next = "F_DATA"
                         with m.Default():
                             reject(P.Error.UNKNOWN_CMD)
 
@@ -446,6 +474,16 @@ class HostLink(wiring.Component):
                             respond(P.ACK_FLAG | P.Cmd.READ_MEM, count << 1, _SRC_BUF)
                         with m.Else():
                             m.next = "R_CMD"
+
+            with m.State("F_DATA"):
+                f_take = self.o_face.valid & self.o_face.ready
+                m.d.comb += [self.o_face.valid.eq(1),
+                             self.o_face.payload.eq(Mux(fidx[0], buf_r.data[8:], buf_r.data[:8])),
+                             buf_r.addr.eq(Mux(f_take, fidx + 1, fidx) >> 1)]
+                with m.If(f_take):
+                    m.d.sync += fidx.eq(fidx + 1)
+                    with m.If(fidx == length - 5):
+                        respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
 
             with m.State("TX_HDR"):
                 header = Array([C(P.SYNC[0], 8), C(P.SYNC[1], 8), resp_kind, seq,
@@ -530,7 +568,7 @@ class SerialHostLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
                      link.rx_framing_error.eq(rx.framing_error),
                      link.rx_overrun.eq(rx.overrun)]
-        for name in ("mem_cmd", "mem_wdata", "mem_rdata", "i_result"):
+        for name in ("mem_cmd", "mem_wdata", "mem_rdata", "i_result", "o_face"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
         m.d.comb += [self.start.eq(link.start), link.busy.eq(self.busy),
                      link.done.eq(self.done), link.error.eq(self.error)]

@@ -3,8 +3,9 @@
 The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word memory model
 behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that
 is too long, crosses a ``max_burst`` boundary or leaves the memory), and an engine model that
-answers ``start`` with ``busy``, then streams an embedding computed from the face in memory
-(:func:`engine_embedding`), then raises ``done``.
+takes its face either from memory on ``start`` or from the ``o_face`` stream (busy from the
+first byte, random back-pressure), then streams an embedding computed from that face
+(:func:`engine_embedding`), then drops ``busy`` and raises ``done``.
 
 The last test runs the host driver (:class:`firmware.driver.Device`, unchanged) in a thread
 over a :class:`firmware.transport.QueueTransport` whose bytes this testbench moves to and from
@@ -66,8 +67,11 @@ class LinkBench:
         self.wdata_sink = StreamSink(dut, "mem_wdata", dut.clk, stall_prob=0.3, seed=12)
         self.rdata_src = StreamSource(dut, "mem_rdata", dut.clk, idle_prob=0.3, seed=13)
         self.result_src = StreamSource(dut, "i_result", dut.clk, idle_prob=0.3, seed=14)
+        self.face_sink = StreamSink(dut, "o_face", dut.clk, stall_prob=0.4, seed=15)
+        self.faces_streamed: list[bytes] = []
         cocotb.start_soon(self._memory())
         cocotb.start_soon(self._engine())
+        cocotb.start_soon(self._engine_stream())
 
     def _byte(self, byte):
         self.frames += self.parser.feed(bytes([byte]))
@@ -99,6 +103,22 @@ class LinkBench:
             dut.busy.value, dut.done.value = 1, 0
             await ClockCycles(dut.clk, self.engine_cycles)
             emb = engine_embedding(self.mem, self.input_addr, self.input_words, self.n_result)
+            await self.result_src.send([v & 0xFFFF for v in emb])
+            await ClockCycles(dut.clk, 5)
+            dut.busy.value, dut.done.value = 0, 1
+
+    async def _engine_stream(self):
+        dut = self.dut
+        n = int(np.prod(CFG["face_shape"]))
+        while True:
+            face = bytes(await self.face_sink.receive(1))
+            dut.busy.value, dut.done.value = 1, 0
+            face += bytes(await self.face_sink.receive(n - 1))
+            self.faces_streamed.append(face)
+            words = np.frombuffer(face + b"\0" * (n % 2), "<u2")
+            mem = {self.input_addr + k: int(v) for k, v in enumerate(words)}
+            await ClockCycles(dut.clk, 50)
+            emb = engine_embedding(mem, self.input_addr, self.input_words, self.n_result)
             await self.result_src.send([v & 0xFFFF for v in emb])
             await ClockCycles(dut.clk, 5)
             dut.busy.value, dut.done.value = 0, 1
@@ -299,6 +319,39 @@ async def run_and_result(dut):
 
 
 @cocotb.test()
+async def face_stream(dut):
+    """FACE_DATA chunks reach o_face in order, odd lengths included; a resent chunk is not fed
+    twice; a gap, a new face while busy and an empty chunk are refused."""
+    tb = LinkBench(dut)
+    await tb.start()
+    n = int(np.prod(CFG["face_shape"]))
+    face = bytes(random.Random(4).randrange(256) for _ in range(n))
+    cuts = [0, 7, 40, 41, n]
+    await tb.nack(P.Cmd.FACE_DATA, 1, P.face_payload(5, face[5:9]), P.Error.BAD_ADDRESS)
+    await tb.nack(P.Cmd.FACE_DATA, 2, b"\0\0\0\0", P.Error.BAD_LENGTH)
+    seq = 10
+    for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        await tb.ack(P.Cmd.FACE_DATA, seq, P.face_payload(a, face[a:b]))
+        if k == 1:                                 # the ACK was "lost": the same frame again
+            await tb.ack(P.Cmd.FACE_DATA, seq, P.face_payload(a, face[a:b]))
+            await tb.nack(P.Cmd.FACE_DATA, seq + 1, P.face_payload(b + 1, face[b + 1:b + 3]),
+                          P.Error.BAD_ADDRESS)
+            await tb.nack(P.Cmd.FACE_DATA, seq + 2, P.face_payload(0, face[:4]), P.Error.BUSY)
+        seq += 3
+    while (await tb.status(seq)).busy:
+        await ClockCycles(dut.clk, 300)
+    assert tb.faces_streamed == [face], "the engine did not get the face exactly once"
+    st = await tb.status(seq + 1)
+    assert st.runs == 1 and st.result_ready, st
+    got = np.frombuffer(await tb.ack(P.Cmd.READ_RESULT, seq + 2), "<i2").tolist()
+    words = np.frombuffer(face + b"\0" * (n % 2), "<u2")
+    mem = {tb.input_addr + k: int(v) for k, v in enumerate(words)}
+    assert got == engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
+    await ClockCycles(dut.clk, 100)
+    assert int(dut.o_face__valid.value) == 0, "o_face still offers a byte after the face"
+
+
+@cocotb.test()
 async def driver_over_simulated_link(dut):
     """The host driver, unchanged, against the simulated gateware; with a damaged frame, a cut
     frame and a lost response on the way, which it must recover from by itself."""
@@ -308,7 +361,7 @@ async def driver_over_simulated_link(dut):
     await tb.start()
     qt = QueueTransport()
     tb.on_byte = lambda b: qt.device_put(bytes([b]))
-    faulty = FaultyTransport(qt, corrupt_writes={2}, drop_writes={4}, mute_reads=0)
+    faulty = FaultyTransport(qt, corrupt_writes={2}, drop_writes={4, 13}, mute_reads=0)
     h, w, c = CFG["face_shape"]
     header = ImageHeader(load_addr=CFG["load_addr"], input_addr=tb.input_addr,
                          input_shape=(h, w, c), n_result=tb.n_result, body_size=0)
@@ -322,7 +375,9 @@ async def driver_over_simulated_link(dut):
         try:
             dev = Device(faulty, timeout=CFG["host_timeout"], retries=3)
             dev.load_image(image, verify=True)
-            box["embeddings"] = [dev.run_face(f, timeout=60) for f in faces]
+            box["embeddings"] = [dev.run_face(faces[0], timeout=60)]
+            dev.face_via = "memory"
+            box["embeddings"].append(dev.run_face(faces[1], timeout=60))
             # A lost response: the driver times out and resends the same sequence number.
             faulty.mute_reads = 1
             box["status"] = dev.status()
@@ -351,6 +406,7 @@ async def driver_over_simulated_link(dut):
         want = engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
         assert emb.tolist() == want, "embedding differs from the engine's"
     st = box["status"]
-    assert st.runs == 2 and st.bad_crc == 1 and st.timeouts == 1, st
+    assert tb.faces_streamed == [faces[0].tobytes()], "the streamed face differs"
+    assert st.runs == 2 and st.bad_crc == 1 and st.timeouts == 2, st
     assert box["stats"]["resends"] >= 3, box["stats"]
     dut._log.info("driver stats %s, device status %s", box["stats"], st)

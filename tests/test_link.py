@@ -14,7 +14,7 @@ LINK_CFG = dict(divider=8, timeout_cycles=2000, max_payload=4 + 2 * 64, addr_wid
                 load_addr=64, image_bytes=600, input_addr=1500, face_shape=[6, 5, 3],
                 input_words=45, host_timeout=5.0)
 LINK_TESTS = ["write_read_round_trip", "recovery_from_bad_input", "exact_counters",
-              "run_and_result"]
+              "run_and_result", "face_stream"]
 
 
 def link_harness():
@@ -51,7 +51,8 @@ def test_signature_for_integrator():
     link._MustUse__silence = True
     names = set(link.signature.members)
     assert names == {"i_stream", "o_stream", "rx_framing_error", "rx_overrun", "mem_cmd",
-                     "mem_wdata", "mem_rdata", "start", "busy", "done", "error", "i_result"}
+                     "mem_wdata", "mem_rdata", "start", "busy", "done", "error", "i_result",
+                     "o_face"}
     assert link.buf_words == (P.MAX_PAYLOAD - 4) // 2 == 1024
     layout = link.mem_cmd.payload.shape()
     assert [(name, field.width) for name, field in layout] == [("addr", 24), ("write", 1),
