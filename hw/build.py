@@ -681,7 +681,7 @@ def report_markdown(r) -> str:
         lines.append(f"- compute bound: {cb['cycles_per_frame']} cycles/frame "
                      f"({cb['network_macs']} MACs / {cb['mac_lanes']} lanes) = "
                      f"{clock * 1e6 / cb['cycles_per_frame']:.1f} frames/s at "
-                     f"{clock:g} MHz ({cb['basis']})")
+                     f"{clock:.1f} MHz ({cb['basis']})")
     lines += ["", "| resource | estimate | synthesis | place & route | available | used % |",
               "|---|---|---|---|---|---|"]
     est = (r.get("estimate") or {}).get("resources") or {}
