@@ -34,6 +34,7 @@ def test_link_cocotb():
     run_link_tests(LINK_TESTS)
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("kwargs, message", [
     (dict(timeout_cycles=1), "timeout_cycles"),
     (dict(timeout_cycles=100, max_payload=7), "max_payload"),
