@@ -40,7 +40,7 @@ counts: $(STAMP) ## parameters and MACs of the zoo vs the paper -> build/counts.
 faces: $(STAMP) ## rebuild the shipped face set from scikit-image's data
 	$(PY) -m quant.faces
 
-reference: $(STAMP) ## retrain the shipped reference weights (about 35 min on 2 cores)
+reference: $(STAMP) ## retrain the shipped reference weights (about 40 min on 2 cores)
 	$(PY) -m quant.reference_model train --variant $(VARIANT)
 
 check-reference: $(STAMP) ## smoothness and spread of the reference weights -> build/reference_check.json
