@@ -15,7 +15,13 @@ Fusions the compiler makes (each removes a pass over memory):
   one CONV descriptor with the table applied after requantization (the pre-activation tensor
   never exists in memory);
 - ``shuffle`` (2 groups): no descriptor; the CONV that reads the shuffled tensor permutes the
-  channels while loading its input rows (the tensor in memory is the unshuffled one).
+  channels while loading its input rows (the tensor in memory is the unshuffled one);
+- ``scale_channels`` (SE excitation) read only by convs: no descriptor; those convs read the
+  unscaled tensor and multiply each word by its channel's gate while loading their input rows
+  (``FLAG_SCALE``; the scaled tensor never exists in memory);
+- ``avgpool`` (SE squeeze) of the output of a conv compiled to one descriptor that directly
+  precedes it: the conv accumulates the per-channel sums while writing its output
+  (``FLAG_POOL``), the pool descriptor only requantizes and writes the ``C`` results.
 
 Anything the engine cannot run stops compilation with a :class:`CompileError` naming the layer:
 a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
@@ -111,8 +117,12 @@ def _fits16(fmt, layer, what):
                            f"engine's 16-bit words")
 
 
-def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
-    """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``."""
+def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
+                     fuse_pool=True) -> Compiled:
+    """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``.
+
+    ``fuse_scale`` / ``fuse_pool``: make the SE scale and average-pool fusions (module
+    docstring); off, each runs as its own VEC pass."""
     from quant import activation as act
     if not hasattr(artifact, "program"):
         from quant.artifact import load
@@ -130,6 +140,7 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
     fused_act = {}            # conv/linear name -> activation op
     skip = set()
     shuffled = {}             # shuffle output tensor -> its input tensor
+    fused_scale = {}          # conv name -> the scale_channels op applied on its row load
     for op in prog:
         kind = op["op"]
         if kind in ("conv", "linear"):
@@ -151,6 +162,15 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
                                        f"on load")
             shuffled[op["output"]] = src
             skip.add(op["name"])
+        elif kind == "scale_channels" and fuse_scale:
+            cons = consumers.get(op["output"], [])
+            x = op["inputs"][0]
+            if (cons and op is not prog[-1] and x not in shuffled
+                    and all(c["op"] == "conv" and c["inputs"] == [op["output"]] for c in cons)
+                    and _chw(artifact.tensors[x]["shape"])[0] <= cfg.chan_depth):
+                for c in cons:
+                    fused_scale[c["name"]] = op
+                skip.add(op["name"])
 
     # --- tensor map ---------------------------------------------------------------------------
     tensors = {}
@@ -163,6 +183,9 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
     for out, src in shuffled.items():
         tensors[out].update(stored=False, shuffled_from=src,
                             note=f"channel shuffle of {src!r}, applied on load")
+    for conv_name, sc in fused_scale.items():
+        tensors[sc["output"]].update(stored=False, note=f"SE scale {sc['name']!r} applied while "
+                                                        f"{conv_name!r} loads its input rows")
     for name, t in tensors.items():
         fmt = artifact.tensors[name]["fmt"]
         if t["stored"]:
@@ -195,7 +218,7 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
             descs.append(d)
         elif kind in ("conv", "linear", "maxpool"):
             descs.extend(_conv_descs(artifact, op, outname, fused_act.get(name), shuffled, b,
-                                     cfg, li))
+                                     cfg, li, fused_scale.get(name)))
         elif kind in ("add", "scale_channels", "prelu", "activation", "avgpool"):
             x = op["inputs"][0]
             if x in shuffled or (len(op["inputs"]) > 1 and op["inputs"][1] in shuffled):
@@ -238,6 +261,8 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
             raise CompileError(f"layer {name!r}: unfused shuffle")  # pragma: no cover
         else:
             raise CompileError(f"layer {name!r}: op {kind!r} is not supported by the engine")
+    if fuse_pool:
+        _fuse_pools(descs, tensors)
     final = prog[-1]["output"]
     c, h, w = _chw(T(final)["shape"])
     descs.append({"layer": len(prog) - 1, "name": "output", "kind": "output",
@@ -299,6 +324,24 @@ def compile_artifact(artifact, config: EngineConfig = None) -> Compiled:
                     config=cfg, variant=artifact.variant, blocks=b.blocks)
 
 
+def _fuse_pools(descs, tensors):
+    """Average pool right after the one CONV descriptor that writes its whole input: the
+    conv accumulates the channel sums (indexed by the channel's place in the output pixel,
+    so the conv must write every channel of the pixel) and the pool skips its read pass."""
+    for i, d in enumerate(descs):
+        if d.get("kind") != "avgpool" or i == 0:
+            continue
+        prev = descs[i - 1]
+        x = d["in_tensors"][0]
+        if (prev.get("opcode") == im.OP_CONV and prev.get("out_tensor") == x
+                and prev["out_lo"] == 0 and prev["n_out"] == prev["OC"] == d["C"]
+                and d["C"] >= 2 and prev["OH"] * prev["OW"] == d["H"] * d["W"]):
+            prev["flags"] |= im.FLAG_POOL
+            d["flags"] = d.get("flags", 0) | im.FLAG_POOL
+            d["n_elems"] = 0
+            d["pool_fused_into"] = prev["name"]
+
+
 def _lut(b, name, spec, cfg):
     from quant import activation as act
     if 1 << spec.in_fmt.n_word > cfg.lut_depth:
@@ -314,9 +357,9 @@ def _lut(b, name, spec, cfg):
             "flags": im.FLAG_ACT}
 
 
-def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li):
+def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=None):
     """CONV descriptors of a conv, linear or maxpool op (split into output chunks that fit
-    the weight and parameter RAMs)."""
+    the weight and parameter RAMs). ``scale_op``: a fused SE scale of the input."""
     from quant import activation as act
     P, L = cfg.lanes, cfg.in_lanes
     name, kind = op["name"], op["op"]
@@ -468,6 +511,15 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li):
             d["flags"] |= im.FLAG_ACT
         if shuffle and C % 2:
             raise CompileError(f"layer {name!r}: shuffle of an odd channel count {C}")
+        if scale_op is not None:
+            sfmt = artifact.fmt(scale_op["output"])
+            d["flags"] |= im.FLAG_SCALE
+            d["in_tensors"] = list(scale_op["inputs"])       # unscaled tensor, gate vector
+            d.update(ls_shift=int(scale_op["shift"]), ls_lo=sfmt.lo, ls_hi=sfmt.hi,
+                     scale_fused=scale_op["name"])
+            if not 1 <= int(scale_op["shift"]) < 32:
+                raise CompileError(f"layer {scale_op['name']!r}: scale shift "
+                                   f"{scale_op['shift']} outside 1..31")
         descs.append(d)
     return descs
 

@@ -25,10 +25,15 @@ word   field        meaning
                     :data:`OP_OUTPUT`
 1      mode         CONV: 0 dense, 1 depthwise, 2 max (2x2 max pool); VEC: the sub-op
 2      flags        bit 0: activation table on the output; bit 1: channel shuffle (2 groups)
-                    on load of the input rows
+                    on load of the input rows; bit 2 (CONV): SE channel scale on load of the
+                    input rows (gate vector at ``b_addr``, see ``ls_*``); bit 3: average-pool
+                    fusion (CONV: accumulate per-channel sums of the written output in the
+                    engine's sum RAM; VEC avgpool: the sums are already there, only the
+                    ``C`` results are computed and written, ``n_elems`` = 0)
 3      layer        index of the layer in the artifact program (for reports)
 4-5    a_addr       first input tensor
-6-7    b_addr       second input tensor (VEC add: other operand; scale: the gate vector)
+6-7    b_addr       second input tensor (VEC add: other operand; VEC scale and CONV with
+                    the scale flag: the gate vector)
 8-9    out_addr     output tensor (CONV: already offset by ``out_lo`` channels)
 10-12  H, W, C      input height, width, channels
 13-15  OH, OW, OC   output height, width, channels (OC = the pixel stride of the output)
@@ -52,6 +57,9 @@ word   field        meaning
 38     offset       signed: INPUT offset (the pixel transform ``raw = pixel << sa + offset``)
 39-40  n_elems      VEC / INPUT / OUTPUT: elements (H * W * C)
 41     rows_per_pass  CONV: row-buffer slots (``k``) used
+42     ls_shift     CONV with the scale flag: ``x * gate[c]`` is rounded by this right shift
+                    (round half up) ...
+43-44  ls_lo/ls_hi  signed: ... and saturated to these bounds (the scaled tensor's format)
 =====  ===========  ===============================================================
 
 Group parameter record (CONV, ``4 + 4 P`` words, one per group of <= P output channels)::
@@ -83,7 +91,7 @@ MODE_DENSE, MODE_DEPTHWISE, MODE_MAX = 0, 1, 2
 VEC_ADD, VEC_SCALE, VEC_PRELU, VEC_ACT, VEC_AVGPOOL = 0, 1, 2, 3, 4
 VEC_OPS = {"add": VEC_ADD, "scale_channels": VEC_SCALE, "prelu": VEC_PRELU,
            "activation": VEC_ACT, "avgpool": VEC_AVGPOOL}
-FLAG_ACT, FLAG_SHUFFLE = 1, 2
+FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL = 1, 2, 4, 8
 
 #: name -> (word offset, words, signed)
 FIELDS = {
@@ -100,6 +108,7 @@ FIELDS = {
     "sa": (33, 1, False), "sb": (34, 1, False), "shift": (35, 1, False),
     "mult": (36, 2, False), "offset": (38, 1, True), "n_elems": (39, 2, False),
     "rows": (41, 1, False),
+    "ls_shift": (42, 1, False), "ls_lo": (43, 1, True), "ls_hi": (44, 1, True),
 }
 GROUP_HEADER_WORDS = 4
 LANE_PARAM_WORDS = 4

@@ -114,6 +114,9 @@ class Engine(wiring.Component):
         n_groups, n_elems = F("n_groups"), F("n_elems")
         act_en = flags[0]
         shuffle_en = flags[1]
+        scale_en = flags[2]       # CONV: SE channel scale applied while loading input rows
+        pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
+        is_conv = opcode == im.OP_CONV
         is_dense = mode == im.MODE_DENSE
         is_max = mode == im.MODE_MAX
 
@@ -247,12 +250,13 @@ class Engine(wiring.Component):
         req_cnt = Signal(16)
         req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
         req_init = Signal()
+        pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
-            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0)]
+            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), pool_first.eq(1)]
         with m.Elif(v5):
             with m.If(f5):
                 m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_cnt + 1))]
-                m.d.sync += [req_cnt.eq(0),
+                m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
                              req_addr.eq(req_addr + Mux(req_stride_oc, OC, req_cnt + 1))]
             with m.Else():
                 m.d.sync += req_cnt.eq(req_cnt + 1)
@@ -313,11 +317,33 @@ class Engine(wiring.Component):
         half = C >> 1
         cs = Signal(16)
         m.d.comb += cs.eq(Mux(shuffle_en, Mux(lc < half, lc << 1, ((lc - half) << 1) | 1), lc))
-        m.d.comb += [rb_w.addr.eq(pix_base + (cs >> lP)),
-                     rb_w.data.eq(Cat(*([rxd] * P)))]
-        with m.If(rx & (ld_kind == 6)):
+        # Row words pass a 2-stage pipeline before the row buffer: stage 1 waits for the gate
+        # of the word's channel (chan RAM, read by the channel in memory order), stage 2
+        # holds the product; the write applies the SE scale's rounding and saturation
+        # (ops.scale_channels) when the scale flag is set, else passes the word.
+        l1_v, l2_v = Signal(), Signal()
+        l1_x = Signal(signed(16))
+        l1_addr, l2_addr = Signal(16), Signal(16)
+        l1_lane, l2_lane = Signal(max(1, lP)), Signal(max(1, lP))
+        l2_p = Signal(signed(34))
+        ls_shift, ls_lo, ls_hi = F("ls_shift"), F("ls_lo"), F("ls_hi")
+        ld_row = Signal()
+        m.d.comb += ld_row.eq(rx & (ld_kind == 6))
+        m.d.sync += [l1_v.eq(ld_row), l1_x.eq(rxd.as_signed()),
+                     l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0),
+                     l2_v.eq(l1_v), l2_addr.eq(l1_addr), l2_lane.eq(l1_lane),
+                     l2_p.eq(Mux(scale_en, l1_x * chan_r.data.as_signed(), l1_x))]
+        l2_q = Signal(signed(34))
+        m.d.comb += l2_q.eq(Mux(ls_shift == 0, l2_p,
+                                ((l2_p >> (ls_shift - 1)[:5]) + 1) >> 1))
+        l2_y = Signal(signed(16))
+        m.d.comb += l2_y.eq(Mux(scale_en, Mux(l2_q > ls_hi, ls_hi,
+                                              Mux(l2_q < ls_lo, ls_lo, l2_q)), l2_p))
+        m.d.comb += [rb_w.addr.eq(l2_addr), rb_w.data.eq(Cat(*([l2_y] * P)))]
+        with m.If(l2_v):
             for i in range(P):
-                m.d.comb += rb_w.en[i].eq(cs[:lP] == i if P > 1 else 1)
+                m.d.comb += rb_w.en[i].eq(l2_lane == i if P > 1 else 1)
+        with m.If(ld_row):
             with m.If(lc == C - 1):
                 m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
             with m.Else():
@@ -471,7 +497,10 @@ class Engine(wiring.Component):
         vx = Signal(signed(16))
         vx_v, vx_flag = Signal(), Signal()
         vc_d = Signal(16)
-        m.d.comb += [chan_r.addr.eq(v_c), bbuf_r.addr.eq(v_i), acc_r.addr.eq(v_c)]
+        # CONV reads the gate of the arriving row word's channel; a fused average pool reads
+        # the running sum of the channel leaving the post pipeline (its index in the pixel)
+        m.d.comb += [chan_r.addr.eq(Mux(is_conv, lc, v_c)), bbuf_r.addr.eq(v_i),
+                     acc_r.addr.eq(Mux(is_conv, req_cnt, v_c))]
         v_in = Signal()
         m.d.comb += v_in.eq((v_active & rx) | v_pool_out)
         m.d.sync += [vx.eq(rxd), vx_v.eq(v_in & ~v_pool_out), vc_d.eq(v_c),
@@ -488,9 +517,21 @@ class Engine(wiring.Component):
         m.d.comb += pool_acc.eq(vx_v & (vmode == im.VEC_AVGPOOL) & (opcode == im.OP_VEC))
         v_first_d = Signal()
         m.d.sync += v_first_d.eq(v_first_pass)
-        m.d.comb += [acc_w.addr.eq(vc_d),
-                     acc_w.data.eq(Mux(v_first_d, vx, acc_r.data.as_signed() + vx)),
-                     acc_w.en.eq(pool_acc)]
+        # fused pool: one stage after the post pipeline, read-modify-write of the sum of the
+        # channel just written (sums restart on the descriptor's first output pixel)
+        p6_v, p6_first = Signal(), Signal()
+        p6_y = Signal(signed(16))
+        p6_c = Signal(16)
+        m.d.sync += [p6_v.eq(v5 & is_conv & pool_en), p6_y.eq(out_word[:16].as_signed()),
+                     p6_c.eq(req_cnt), p6_first.eq(pool_first)]
+        with m.If(is_conv):
+            m.d.comb += [acc_w.addr.eq(p6_c),
+                         acc_w.data.eq(Mux(p6_first, p6_y, acc_r.data.as_signed() + p6_y)),
+                         acc_w.en.eq(p6_v)]
+        with m.Else():
+            m.d.comb += [acc_w.addr.eq(vc_d),
+                         acc_w.data.eq(Mux(v_first_d, vx, acc_r.data.as_signed() + vx)),
+                         acc_w.en.eq(pool_acc)]
         ychan = chan_r.data.as_signed()
         ybuf = bbuf_r.data.as_signed()
 
@@ -545,7 +586,7 @@ class Engine(wiring.Component):
         m.d.comb += drained.eq(~rv & ~av & ~mv & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
                                & (inflight == 0) & ~v1 & ~v2 & ~v3 & ~v4 & ~v5 & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
-                               & ~vx_v & ~vp_v)
+                               & ~vx_v & ~vp_v & ~l1_v & ~l2_v & ~p6_v)
         need = Signal(signed(18))
         m.d.comb += need.eq(top + k - 1)
         next_row = Signal(16)
@@ -623,6 +664,14 @@ class Engine(wiring.Component):
                 m.next = "CONV_LUT_WAIT"
             with m.State("CONV_LUT_WAIT"):
                 with m.If(~act_en | ((rx_cnt == F("lut_n")) & (rd_rem == 0))):
+                    m.d.sync += ld_kind.eq(0)
+                    m.next = "CONV_G"
+            with m.State("CONV_G"):
+                with m.If(scale_en):
+                    start_read(F("b_addr"), C, 5)
+                m.next = "CONV_G_WAIT"
+            with m.State("CONV_G_WAIT"):
+                with m.If(~scale_en | ((rx_cnt == C) & (rd_rem == 0))):
                     m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, k - pad)), ld_kind.eq(0)]
@@ -639,7 +688,7 @@ class Engine(wiring.Component):
                                  step.eq(0), left.eq(-pad)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
-                with m.If((rx_cnt == row_words) & (rd_rem == 0)):
+                with m.If((rx_cnt == row_words) & (rd_rem == 0) & ~l1_v & ~l2_v):
                     last_slot = load_slot == k - 1
                     m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
                                  load_slot.eq(Mux(last_slot, 0, load_slot + 1)),

@@ -7,12 +7,14 @@ the simulation, tests/test_engine.py and ``make sim``):
 - every descriptor: fetch (``DESC_WORDS`` words + one memory latency) and a drain;
 - memory transfers move one word per cycle after a command latency (``mem_latency``) per
   command of at most ``max_burst`` words; reads and writes share the one port;
-- CONV: load weights, group parameters and the table; then per output row the new input rows
+- CONV: load weights, group parameters, the table and (SE scale fused) the gate vector; then
+  per output row the new input rows
   (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
   per group and pixel while the serializer emits ``n_valid + 2`` cycles per group and the
   port writes ``n_out`` words per pixel: the row takes the longest of the three;
 - VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
-  add, 2 otherwise, 1 for average pooling plus its ``C`` results);
+  add, 2 otherwise, 1 for average pooling plus its ``C`` results; a pool fused into the conv
+  before it has ``n_elems`` = 0: only the ``C`` results);
 - INPUT / OUTPUT: one element per cycle.
 """
 import math
@@ -21,7 +23,7 @@ from firmware import image as im
 
 FETCH_OVERHEAD = 4
 OP_OVERHEAD = 6
-ROW_OVERHEAD = 4
+ROW_OVERHEAD = 6          # row-load command, FSM steps and the 2-stage load pipeline
 
 
 def _xfer(n, cfg):
@@ -61,6 +63,9 @@ def descriptor_cycles(d, cfg) -> int:
         c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 4
         if d["flags"] & im.FLAG_ACT:
             c += _xfer(d["lut_n"], cfg)
+        c += 2
+        if d["flags"] & im.FLAG_SCALE:      # the SE gate vector
+            c += _xfer(d["C"], cfg)
         k, s, pad = d["k"], d["stride"], d["pad"]
         H, W, C = d["H"], d["W"], d["C"]
         OH, OW = d["OH"], d["OW"]
@@ -102,7 +107,8 @@ def traffic_words(program) -> dict:
         op = d["opcode"]
         if op == im.OP_CONV:
             t["weights_params_tables"] += d["w_words"] + d["n_groups"] * \
-                program.config.group_words + (d["lut_n"] if d["flags"] & im.FLAG_ACT else 0)
+                program.config.group_words + (d["lut_n"] if d["flags"] & im.FLAG_ACT else 0) \
+                + (d["C"] if d["flags"] & im.FLAG_SCALE else 0)
             k, s, pad, H = d["k"], d["stride"], d["pad"], d["H"]
             rows = min(H, (d["OH"] - 1) * s - pad + k)
             t["activations_read"] += rows * d["W"] * d["C"]

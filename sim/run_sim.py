@@ -22,12 +22,47 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _artifact(variant, weights, artifact_dir):
-    folder = Path(artifact_dir) if artifact_dir else ROOT / "build" / "quant" / variant
+def random_weights(variant, seed=0, out=None) -> Path:
+    """A checkpoint of ``variant`` with **random** weights (PyTorch's default init, seeded) and
+    BatchNorm statistics calibrated on the shipped calibration faces (a cumulative average
+    over them in training mode), so every activation has a realistic spread. For exercising
+    the hardware on variants that have no trained weights: the embedding means nothing."""
+    import torch
+    from quant import faces as facelib
+    from quant.zoo import build, preprocess
+    out = Path(out) if out else ROOT / "build" / "random_weights" / f"{variant}_seed{seed}.pt"
+    if out.exists():
+        return out
+    torch.manual_seed(seed)
+    model = build(variant)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None          # cumulative average over the calibration batches
+    cal = facelib.load("calibration")
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(cal), 16):
+            model(preprocess(cal[i:i + 16]))
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out)
+    return out
+
+
+def _artifact(variant, weights, artifact_dir, random_seed=None):
+    if random_seed is not None:
+        weights = random_weights(variant, random_seed)
+        default = ROOT / "build" / "quant" / f"{variant}_random{random_seed}"
+    else:
+        default = ROOT / "build" / "quant" / variant
+    folder = Path(artifact_dir) if artifact_dir else default
     if not (folder / "manifest.json").exists():
         cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder)]
         if weights:
             cmd += ["--weights", str(weights)]
+        if random_seed is not None:      # fidelity of random weights means nothing: be quick
+            cmd += ["--no-peer", "--no-pairs", "--eval-faces", "4"]
         print("quantizing:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return folder
@@ -55,6 +90,10 @@ def main(argv=None):
     p.add_argument("--weights", default=None, help="float checkpoint (default: shipped "
                    "models/<variant>.pt)")
     p.add_argument("--artifact", default=None, help="use this quantized artifact folder")
+    p.add_argument("--random-weights", type=int, default=None, metavar="SEED",
+                   help="no trained weights: random weights (seeded) with BatchNorm statistics "
+                   "calibrated on the calibration faces (build/random_weights/); exercises the "
+                   "hardware only, the embedding means nothing")
     p.add_argument("--images", default=None, help="folder of images or .npy (default: the "
                    "shipped evaluation faces)")
     p.add_argument("--faces", type=int, default=2, help="frames to simulate")
@@ -74,7 +113,9 @@ def main(argv=None):
     from quant.golden import GoldenModel
     from sim.tb_engine import simulate
 
-    folder = _artifact(a.variant, a.weights, a.artifact)
+    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights)
+    if a.random_weights is not None:
+        a.weights = random_weights(a.variant, a.random_weights)
     art = load(folder)
     faces = facelib.load_images(a.images, a.faces) if a.images else \
         facelib.load("evaluation")[:a.faces]
@@ -113,6 +154,8 @@ def main(argv=None):
     if res["dump"] is not None:
         mismatch = first_mismatch(comp, art, res["dump"], gold.tensors, len(faces) - 1)
     report = {"variant": a.variant, "board": a.board, "frames": len(faces),
+              "weights": str(a.weights or ROOT / "models" / f"{a.variant}.pt"),
+              "random_weights": a.random_weights is not None,
               "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],

@@ -182,6 +182,20 @@ def build(kind, H=8, W=8, seed=0, batch=2):
         z = n.linear("se.fc2", h, 16, out=S8(5))
         gte = n.activation("se.gate", z, "sigmoid")
         n.scale_channels("se", x, gte)
+    elif kind == "se_block":
+        # the tail of a seesaw block: depthwise -> SE (pool fused into the depthwise conv,
+        # scale fused into the projection's row load) -> projection in two parts -> residual
+        y = n.conv("dw", x, 16, k=3, stride=1, pad=1, depthwise=True)
+        y = n.activation("dw.act", y)
+        p = n.avgpool("se.pool", y)
+        h = n.linear("se.fc1", p, 4)
+        h = n.prelu("se.prelu", h)
+        z = n.linear("se.fc2", h, 16, out=S8(5))
+        gte = n.activation("se.gate", z, "sigmoid")
+        s = n.scale_channels("se", y, gte)
+        y = n.conv("proj", s, 16, parts=[((0, 12), (0, 12)), ((12, 16), (12, 16))],
+                   out=S8(3), role="linear")
+        n.add("res", x, y)
     elif kind == "add":
         y = n.conv("proj", x, 16, out=S8(3), role="linear")
         n.add("res", x, y)

@@ -39,8 +39,8 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, **kw):
     return res
 
 
-@pytest.mark.parametrize("kind", ["depthwise_s2", "pointwise_parts_shuffle_dw", "se", "add",
-                                  "maxpool", "linear"])
+@pytest.mark.parametrize("kind", ["depthwise_s2", "pointwise_parts_shuffle_dw", "se", "se_block",
+                                  "add", "maxpool", "linear"])
 def test_op(kind):
     _check(kind)
 
