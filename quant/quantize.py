@@ -42,10 +42,10 @@ INPUT_FMT = Fmt(True, 9, 8)
 GATE_FMT = Fmt(False, 8, 8)
 # Roles of tensors; the mixed-precision policy maps roles to word widths.
 ROLES = ("input", "preact", "act", "linear", "residual", "se", "gate", "embedding")
-# Roles widened to 16 bits by default: the ones where 8 bits cost measurable fidelity (see
-# docs/NUMERICS.md, "mixed precision"): the residual stream accumulates error over the 12
-# residual adds, and the embedding is the product.
-DEFAULT_WIDE = ("residual", "embedding")
+# Roles widened to 16 bits by default. The embedding is the product and costs one 512-word
+# vector; the residual stream and the pre-activations bought nothing measurable, 16-bit swish
+# outputs buy the most but double the datapath (docs/NUMERICS.md, "mixed precision").
+DEFAULT_WIDE = ("embedding",)
 WIDE_BITS = 16
 
 
@@ -335,17 +335,21 @@ def policy_bits(role: str, bits: int, wide) -> int:
     return WIDE_BITS if role in wide else bits
 
 
-def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
-              batch=10, progress=None) -> dict:
-    """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
-    for w in wide:
-        if w not in ROLES:
-            raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
+def collect_statistics(ops, params, faces, batch=10, progress=None) -> "_Sampler":
+    """Run the float program on ``faces`` and keep a sample of every tensor's values."""
     sampler = _Sampler()
     for i in range(0, len(faces), batch):
         run_float(ops, params, faces[i:i + batch], keep=False, on_tensor=sampler)
         if progress:
             progress(min(i + batch, len(faces)), len(faces))
+    return sampler
+
+
+def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse") -> dict:
+    """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy."""
+    for w in wide:
+        if w not in ROLES:
+            raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
     fmts = {}
     for name, role in roles.items():
         if role == "input":
@@ -353,7 +357,7 @@ def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="
         elif role == "gate":
             fmts[name] = GATE_FMT
         else:
-            fmts[name] = choose_fmt(sampler.values(name), policy_bits(role, act_bits, wide),
+            fmts[name] = choose_fmt(stats.values(name), policy_bits(role, act_bits, wide),
                                     True, method)
     # Shuffle and maxpool move values without arithmetic: they keep their input's format.
     # PReLU keeps its input's format too (quant.ops.prelu rounds only the negative side).
@@ -361,6 +365,16 @@ def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="
         if op["op"] in ("shuffle", "maxpool", "prelu"):
             fmts[op["output"]] = fmts[op["inputs"][0]]
     return fmts
+
+
+def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
+              batch=10, progress=None) -> dict:
+    """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
+    for w in wide:
+        if w not in ROLES:
+            raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
+    stats = collect_statistics(ops, params, faces, batch, progress)
+    return choose_formats(ops, roles, stats, act_bits, wide, method)
 
 
 # ----------------------------------------------------------------------------------------------
