@@ -27,7 +27,8 @@ from amaranth import signed
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design", "probe_estimate",
+__all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design",
+           "probe_estimate",
            "available_components"]
 
 DESIGNS = ("auto", "engine", "dsp-probe")

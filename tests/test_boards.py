@@ -212,6 +212,6 @@ def _ecppll(target_mhz, folder):
 def test_pll_dividers_are_what_ecppll_gives(name, tmp_path):
     b = get_board(name)
     p = b.clock.pll
-    assert _ecppll(b.clock.target_mhz, tmp_path) == {"clki_div": p.clki_div, "clkfb_div": p.clkfb_div,
-                                           "clkop_div": p.clkop_div,
-                                           "clkop_cphase": p.clkop_cphase}
+    expected = {"clki_div": p.clki_div, "clkfb_div": p.clkfb_div, "clkop_div": p.clkop_div,
+                "clkop_cphase": p.clkop_cphase}
+    assert _ecppll(b.clock.target_mhz, tmp_path) == expected
