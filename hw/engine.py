@@ -18,7 +18,10 @@ time and runs it:
     multiplier array: each cycle one kernel tap and ``L`` input channels for ``P`` output
     channels (dense), or one tap of ``P`` channels (depthwise). Finished accumulators go through
     the post pipeline: bias, requantize (``M``, ``s``, round half up, saturate), activation
-    table; out to the write FIFO, one burst per output pixel.
+    table; out to the write FIFO, one burst per output pixel. Fused SE (flags): the scale flag
+    multiplies every input-row word by its channel's gate (loaded from ``b_addr``) on the way
+    into the row buffer (``ops.scale_channels``); the pool flag adds every written value to
+    its channel's sum in the sum RAM, which the following VEC avgpool then requantizes.
 ``VEC``
     Element-wise passes in chunks: residual add, SE channel scale, PReLU, stand-alone
     activation, average pool (channel sums, then requantize).

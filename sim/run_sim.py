@@ -160,6 +160,8 @@ def main(argv=None):
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
               "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
+              "build_seconds": res.get("build_seconds"),
+              "load_average": list(os.getloadavg()),
               "total_seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
     out = Path(a.report)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,25 @@ def test_fusions():
     assert not c.tensors["pw"]["stored"]
 
 
+def test_se_fusions():
+    """SE scale -> a flag on the projection (reads the unscaled tensor, gate at b_addr);
+    average pool -> sums accumulated by the depthwise conv, the pool skips its read pass."""
+    c = compile_artifact(build("se_block").artifact(), CFG)
+    by = {d["name"]: d for d in c.descriptors}
+    assert "se" not in by and not c.tensors["se"]["stored"]
+    proj = by["proj"]
+    assert proj["flags"] & im.FLAG_SCALE
+    assert proj["a_addr"] == c.tensors["dw.act"]["addr"]
+    assert proj["b_addr"] == c.tensors["se.gate"]["addr"]
+    assert by["dw"]["flags"] & im.FLAG_POOL
+    assert by["se.pool"]["flags"] & im.FLAG_POOL and by["se.pool"]["n_elems"] == 0
+    plain = compile_artifact(build("se_block").artifact(), CFG, fuse_scale=False,
+                             fuse_pool=False)
+    names = [d["name"] for d in plain.descriptors]
+    assert "se" in names and not any(d.get("flags", 0) & (im.FLAG_SCALE | im.FLAG_POOL)
+                                     for d in plain.descriptors)
+
+
 def _mutate(kind, fn):
     art = build(kind).artifact()
     art = copy.deepcopy(art)

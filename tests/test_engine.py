@@ -14,11 +14,11 @@ SMALL = EngineConfig(lanes=8, in_lanes=4, rb_depth=512, w_depth=128, groups=16, 
                      chan_depth=128, chunk=16, fifo_depth=256, max_burst=32, mem_latency=3)
 
 
-def _check(kind, config=SMALL, idle=0.3, stall=0.3, **kw):
+def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, **kw):
     from sim.tb_engine import simulate
     net = build(kind, **kw)
     art = net.artifact()
-    comp = compile_artifact(art, config)
+    comp = compile_artifact(art, config, fuse_scale=fuse, fuse_pool=fuse)
     gold = GoldenModel(art).run(net.faces, keep=True)
     res = simulate(comp, net.faces, name="engine_small", idle_prob=idle, stall_prob=stall,
                    depth=1 << 14)
@@ -43,6 +43,11 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, **kw):
                                   "add", "maxpool", "linear"])
 def test_op(kind):
     _check(kind)
+
+
+def test_se_block_unfused():
+    """The SE scale and average pool as their own VEC passes (read pass of the pool)."""
+    _check("se_block", fuse=False)
 
 
 def _whole_frame_artifact():
