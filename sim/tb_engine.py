@@ -115,7 +115,9 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
     # optimised: several times faster to run and smaller to compile. A split C++ output
     # lets make compile the design in parallel and the one-off (slow) code at -O0.
     vlt = folder / "public_ports.vlt"
-    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
+    text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
+    if not vlt.exists() or vlt.read_text() != text:      # a new file time forces a rebuild
+        vlt.write_text(text)
     build_args = ["--no-public-flat-rw", "--output-split", "20000",
                   "--output-split-cfuncs", "20000"]
     if os.environ.get("WAVES", "0") == "1":     # waveforms: keep every signal visible
