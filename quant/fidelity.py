@@ -86,17 +86,21 @@ def _normalize(e):
 
 
 def decisions(golden, model, faces, seed=0) -> dict:
-    """Same/different decisions on the shipped pairs: float vs integer at the float EER
-    threshold."""
+    """Same/different decisions on all evaluation pairs (:func:`quant.verification.all_pairs`:
+    every face against a perturbed copy of every face), float vs integer, at the float model's
+    equal-error threshold. ``margin`` is the float model's own gap between its lowest "same"
+    and highest "different" score: pairs inside it flip under any perturbation."""
     from . import verification
-    a, b, issame = verification.shipped_pairs(faces, seed=seed)
-    fa, fb = _normalize(_float_embeddings(model, a)), _normalize(_float_embeddings(model, b))
-    ia, ib = golden.embed(a), golden.embed(b)
-    sf, si = np.sum(fa * fb, 1), np.sum(ia * ib, 1)
+    copies, issame = verification.all_pairs(faces, seed=seed)
+    sf = (_normalize(_float_embeddings(model, faces))
+          @ _normalize(_float_embeddings(model, copies)).T).ravel()
+    si = (golden.embed(faces) @ golden.embed(copies).T).ravel()
+    issame = issame.ravel()
     thr = verification.eer_threshold(sf, issame)
     df, di = sf > thr, si > thr
     return {"pairs": int(len(issame)), "same_pairs": int(issame.sum()),
             "float_eer_threshold": float(thr),
+            "float_margin": float(sf[issame].min() - sf[~issame].max()),
             "float_accuracy": float(np.mean(df == issame)),
             "integer_accuracy": float(np.mean(di == issame)),
             "agreement": float(np.mean(df == di)),
@@ -189,7 +193,7 @@ def markdown(rep: dict) -> str:
     if d:
         lines += [
             f"| decision agreement float vs int ({d['pairs']} pairs, threshold "
-            f"{d['float_eer_threshold']:.4f}) | {100 * d['agreement']:.2f} % "
+            f"{d['float_eer_threshold']:.4f}, float margin {d['float_margin']:+.4f}) | {100 * d['agreement']:.2f} % "
             f"({d['disagreeing_pairs']} differ) | >= {100 * ACCEPT['decision_agreement']:.0f} % |",
             f"| pair accuracy float / int at that threshold | {100 * d['float_accuracy']:.2f} % /"
             f" {100 * d['integer_accuracy']:.2f} % | |",

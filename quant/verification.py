@@ -271,6 +271,24 @@ def shipped_pairs(faces, seed=0):
     return faces[first].copy(), images_b, issame
 
 
+def all_pairs(faces, seed=0):
+    """Every pair of the evaluation faces, for decision-agreement measurements.
+
+    Each face gets one perturbed copy ``P[j]`` (:func:`perturb`); pair ``(i, j)`` compares face
+    ``i`` with ``P[j]``, so there are ``N`` "same" pairs (``i == j``) and ``N*(N-1)`` "different"
+    ones, all with one perturbed side as in :func:`shipped_pairs`. Returns ``(copies, issame)``
+    where ``issame`` is the ``(N, N)`` identity matrix: scores are the matrix
+    ``emb(faces) @ emb(copies).T``, so only ``2N`` embeddings are computed.
+    """
+    faces = np.asarray(faces)
+    if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (SIZE, SIZE, 3):
+        raise ValueError(f"faces must be uint8 (N, {SIZE}, {SIZE}, 3), not "
+                         f"{faces.dtype} {faces.shape}")
+    rng = np.random.default_rng(seed)
+    copies = np.stack([perturb(f, rng) for f in faces])
+    return copies, np.eye(len(faces), dtype=bool)
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics
 
@@ -458,14 +476,8 @@ def float_embedder(model):
 
 def golden_embedder(artifact_dir):
     """uint8 NHWC faces -> float embeddings of the integer golden model of an artifact."""
-    try:
-        from . import artifact as artifact_mod
-        from . import golden
-        GoldenModel = golden.GoldenModel
-        load = artifact_mod.load
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"--artifact {artifact_dir}: the integer golden model is not available "
-                         f"(quant.golden.GoldenModel / quant.artifact.load: {e})") from None
+    from .artifact import load
+    from .golden import GoldenModel
     return GoldenModel(load(artifact_dir)).embed
 
 

@@ -228,7 +228,7 @@ def test_cli_small_run(tmp_path, cal):
     rep = json.loads((out / "report.json").read_text())
     assert rep["peer"]["cosine_mean"] is None
     assert 0.5 < rep["embedding"]["cosine_mean"] <= 1
-    assert rep["decisions"]["pairs"] == 6
+    assert rep["decisions"]["pairs"] == 9 and rep["decisions"]["same_pairs"] == 3   # all 3x3 pairs
     assert len(rep["layers"]) == len(rep["formats"]) - 1
     assert all(math.isfinite(r["sqnr_db"]) for r in rep["layers"] if r["role"] != "gate")
     man = json.loads((out / "manifest.json").read_text())

@@ -117,6 +117,17 @@ def test_write_bin_checks_counts(tmp_path, evaluation_faces):
 
 # --------------------------------------------------------------------------------- shipped pairs
 
+def test_all_pairs_cover_every_face_against_every_copy(evaluation_faces):
+    faces = evaluation_faces[:5]
+    copies, issame = v.all_pairs(faces, seed=1)
+    assert copies.shape == faces.shape and issame.shape == (5, 5)
+    assert np.array_equal(issame, np.eye(5, dtype=bool))
+    assert not any(np.array_equal(c, f) for c, f in zip(copies, faces))
+    np.testing.assert_array_equal(copies, v.all_pairs(faces, seed=1)[0])
+    with pytest.raises(ValueError, match="uint8"):
+        v.all_pairs(faces.astype(np.float32))
+
+
 def test_shipped_pairs_balanced_deterministic(evaluation_faces):
     faces = evaluation_faces[:10]
     a, b, issame = v.shipped_pairs(faces, seed=3)
@@ -258,8 +269,8 @@ def test_evaluate_checks_embedder_and_counts(evaluation_faces):
         v.evaluate(lambda x: np.ones(len(x)), images, [True, False], folds=2)
 
 
-def test_cli_artifact_without_golden_model_errors_clearly(tmp_path, monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "quant.golden", None)     # import fails
-    with pytest.raises(SystemExit, match="golden model is not available"):
+def test_artifact_folder_without_manifest_is_named(tmp_path):
+    from quant.artifact import ArtifactError
+    with pytest.raises(ArtifactError, match="manifest.json"):
         v.golden_embedder(tmp_path)
+
