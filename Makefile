@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install every dependency (from PyPI, nothing from the system)
 
 test: $(STAMP)  ## the fast test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(STAMP) ## long simulations too
 	$(PY) -m pytest -q -m "not board"
