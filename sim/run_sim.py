@@ -160,6 +160,7 @@ def main(argv=None):
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
               "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
+              "sim_cpu_seconds_per_frame": res.get("cpu_seconds"),
               "build_seconds": res.get("build_seconds"),
               "load_average": list(os.getloadavg()),
               "total_seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
