@@ -50,7 +50,7 @@ def random_weights(variant, seed=0, out=None) -> Path:
     return out
 
 
-def _artifact(variant, weights, artifact_dir, random_seed=None):
+def _artifact(variant, weights, artifact_dir, random_seed=None, quick=False):
     if random_seed is not None:
         weights = random_weights(variant, random_seed)
         default = ROOT / "build" / "quant" / f"{variant}_random{random_seed}"
@@ -61,8 +61,8 @@ def _artifact(variant, weights, artifact_dir, random_seed=None):
         cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder)]
         if weights:
             cmd += ["--weights", str(weights)]
-        if random_seed is not None:      # fidelity of random weights means nothing: be quick
-            cmd += ["--no-peer", "--no-pairs", "--eval-faces", "4"]
+        if random_seed is not None or quick:   # the artifact is the same; skip most of the
+            cmd += ["--no-peer", "--no-pairs", "--eval-faces", "4"]   # fidelity report
         print("quantizing:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return folder
@@ -90,6 +90,9 @@ def main(argv=None):
     p.add_argument("--weights", default=None, help="float checkpoint (default: shipped "
                    "models/<variant>.pt)")
     p.add_argument("--artifact", default=None, help="use this quantized artifact folder")
+    p.add_argument("--quick-quantize", action="store_true", help="if quantizing, skip the "
+                   "peer, the pair decisions and most evaluation faces (same artifact, shorter "
+                   "fidelity report; for tests)")
     p.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                    help="no trained weights: random weights (seeded) with BatchNorm statistics "
                    "calibrated on the calibration faces (build/random_weights/); exercises the "
@@ -113,7 +116,7 @@ def main(argv=None):
     from quant.golden import GoldenModel
     from sim.tb_engine import simulate
 
-    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights)
+    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights, a.quick_quantize)
     if a.random_weights is not None:
         a.weights = random_weights(a.variant, a.random_weights)
     art = load(folder)
