@@ -28,8 +28,8 @@ probe does not need them); for the engine anything missing is an error.
 Adapters to the other modules (the integrator's contract, kept small): ``python -m quant
 --variant V --weights W --out build/quant/V``; ``firmware.compiler.compile_files(artifact_dir,
 board_name, out)`` writing ``build/<board>/memory.bin`` + ``memory.json``;
-``hw.estimate.estimate(board, firmware_record)`` returning ``resources`` and
-``cycles_per_frame``.
+``hw.top.engine_estimate(board, firmware_record)`` returning ``resources`` and
+``cycles_per_frame`` (the probe: ``hw.top.probe_estimate``).
 """
 import argparse
 import hashlib
@@ -386,7 +386,6 @@ def _firmware_outputs(ctx):
 
 # -- 3 estimate --------------------------------------------------------------------------------
 
-ESTIMATE_ENTRY = "estimate"
 
 
 def _estimate_key(ctx):
@@ -395,7 +394,7 @@ def _estimate_key(ctx):
             "variant": ctx.variant,
             "firmware": {k: v for k, v in fw.items() if k != "seconds"},
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
-            "hw_sources": _source_hash("hw"), "has_estimate": _module_exists("hw.estimate")}
+            "hw_sources": _source_hash("hw"), "firmware_sources": _source_hash("firmware")}
 
 
 def _network_macs(variant):
@@ -406,8 +405,10 @@ def _network_macs(variant):
 
 def step_estimate(ctx):
     """The dsp-probe is estimated from its own structure (:func:`hw.top.probe_estimate`); the
-    engine through ``hw.estimate.estimate(board, firmware_record) -> {"resources": {LUT4,
-    TRELLIS_FF, MULT18X18D, DP16KD}, "cycles_per_frame": int, ...}``."""
+    engine by :func:`hw.top.engine_estimate` (board, firmware record) -> ``{"resources":
+    {LUT4, TRELLIS_FF, MULT18X18D, DP16KD}, "cycles_per_frame": int, ...}``: resources counted
+    from the RTLIL of the engine design as built, cycles from the engine's cycle model
+    (:mod:`hw.engine_cycles`) on the compiled program."""
     from .boards import RESOURCE_NAMES
     if ctx.design == "dsp-probe":
         from .top import probe_estimate
@@ -422,20 +423,15 @@ def step_estimate(ctx):
                     "basis": f"{ctx.variant} MACs / engine MAC lanes of boards.yaml: a lower "
                              f"bound with every multiplier busy every cycle, not a simulated or "
                              f"estimated engine figure"}}
-    if not _module_exists("hw.estimate"):
-        raise StepError("hw/estimate.py (the pre-synthesis estimate) does not exist yet; the "
-                        "engine design needs it for the fit check and cycles per frame")
-    module = importlib.import_module("hw.estimate")
-    entry = getattr(module, ESTIMATE_ENTRY, None)
-    if entry is None:
-        raise StepError(f"hw/estimate.py has no {ESTIMATE_ENTRY}(board, firmware_record); "
-                        f"hw/build.py step_estimate calls that")
-    record = dict(entry(ctx.board, ctx.results.get("firmware", {})))
+    from .top import engine_estimate
+    try:
+        record = dict(engine_estimate(ctx.board, ctx.results.get("firmware", {})))
+    except ValueError as e:
+        raise StepError(f"estimate: {e}") from None
     missing = [r for r in RESOURCE_NAMES if r not in record.get("resources", {})]
     if missing or "cycles_per_frame" not in record:
-        raise StepError(f"hw.estimate.{ESTIMATE_ENTRY} must return resources {RESOURCE_NAMES} "
+        raise StepError(f"hw.top.engine_estimate must return resources {RESOURCE_NAMES} "
                         f"and cycles_per_frame; missing: {missing or ['cycles_per_frame']}")
-    record.setdefault("source", "hw.estimate.estimate")
     return json.loads(json.dumps(record, default=str))
 
 

@@ -6,10 +6,10 @@ and a reset synchroniser that holds ``sync`` in reset until the PLL locks -- and
 designs:
 
 ``"engine"``
-    The accelerator: engine (:mod:`hw.engine`), SDRAM controller (:mod:`hw.sdram`) and UART link
-    (:mod:`hw.link`). Imported lazily; wiring them together is the integrator's part (see
-    :meth:`BoardTop._elaborate_engine`). Until then asking for it is an error naming what is
-    missing.
+    The accelerator: engine (:mod:`hw.engine`), SDRAM controller (:mod:`hw.sdram`), UART link
+    (:mod:`hw.link`) and the memory-port arbiter (:mod:`hw.arbiter`), composed by
+    :class:`EngineSystem`; :meth:`BoardTop._elaborate_engine` adds the pins. Its estimate is
+    :func:`engine_estimate`.
 ``"dsp-probe"``
     A registered MAC array with the board's engine MAC count (``engine.macs`` of
     ``boards.yaml``), fed by an LFSR and XOR-reduced, through a pipelined tree, to an LED so that
@@ -20,6 +20,8 @@ designs:
 ``"dsp-probe"`` otherwise.
 """
 import importlib
+import math
+import re
 import importlib.util
 
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
@@ -28,16 +30,18 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 __all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design",
-           "probe_estimate",
+           "probe_estimate", "EngineSystem", "engine_config", "engine_estimate",
+           "engine_resources", "rtlil_census", "sdram_read_latency", "system_ports",
            "available_components"]
 
 DESIGNS = ("auto", "engine", "dsp-probe")
 
 #: The integrator sets this once :meth:`BoardTop._elaborate_engine` composes the real engine.
-ENGINE_WIRED = False
+ENGINE_WIRED = True
 
 #: Components the engine design is made of: module -> what it provides.
 COMPONENTS = {"hw.engine": "the streaming block engine",
+              "hw.arbiter": "the memory-port arbiter",
               "hw.sdram": "the SDRAM controller",
               "hw.link": "the UART link to the host"}
 
@@ -356,11 +360,407 @@ class BoardTop(Elaboratable):
                 f"BoardTop._elaborate_engine (hw/top.py) does not wire them yet")
 
     def _elaborate_engine(self, m, platform, locked):
-        # Integrator: compose here -- engine = importlib.import_module("hw.engine")...; SDRAM
-        # controller on platform.request("sdram", 0) with hw.sdram_chips.get_chip(
-        # self.board.sdram.chip) and self.board.sdram.cas_latency; UART link on
-        # platform.request("uart", 0) at self.board.link.baud; drive uart_tx_enable; then set
-        # ENGINE_WIRED = True.
-        raise NotImplementedError(
-            f"board {self.board.name!r}: hw/engine.py, hw/sdram.py and hw/link.py exist but "
-            f"BoardTop._elaborate_engine (hw/top.py) does not wire them yet")
+        """SDRAM pins, UART pins and LEDs around :class:`EngineSystem` (see there)."""
+        m.submodules.system = system = EngineSystem(self.board)
+        pads = system.pads
+
+        sdram = platform.request("sdram", 0, dir="-")
+        # The SDRAM clock: an ODDRX1F (DDR output, D0=1 D1=0) replicates the sync clock in
+        # phase at the pin; the command and data pins leave fabric flip-flops a little later,
+        # which is the hold margin at the chip (hw/sdram.py: in phase or slightly ahead).
+        m.submodules.sdram_clk = clk_buf = io.DDRBuffer("o", sdram.clk, o_domain="sync")
+        m.d.comb += [clk_buf.o[0].eq(1), clk_buf.o[1].eq(0)]
+        outs = {"clk_en": pads.clk_en, "cs": ~pads.cs_n, "we": ~pads.we_n, "ras": ~pads.ras_n,
+                "cas": ~pads.cas_n, "ba": pads.ba, "a": pads.a, "dqm": pads.dqm}
+        for name, value in outs.items():    # cs/we/ras/cas are PinsN: the port inverts again
+            buf = io.Buffer("o", getattr(sdram, name))
+            m.submodules[f"sdram_{name}"] = buf
+            m.d.comb += buf.o.eq(value)
+        m.submodules.sdram_dq = dq = io.Buffer("io", sdram.dq)
+        m.d.comb += [dq.o.eq(pads.dq_o), dq.oe.eq(pads.dq_oe), pads.dq_i.eq(dq.i)]
+
+        # FT231X UART (role "dce": rx is the FPGA's input). uart_tx_enable (L3) is left
+        # unrequested, hence undriven: the link does not need it.
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx)]
+
+        # LED 0: SDRAM initialised; LED 1: engine running; LED 2: a frame finished (sticky
+        # until the next run); LED 7: PLL lock.
+        m.d.comb += [self._led(m, platform, 0).eq(system.init_done),
+                     self._led(m, platform, 1).eq(system.running),
+                     self._led(m, platform, 2).eq(system.done),
+                     self._led(m, platform, 7).eq(locked)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine design without the platform: engine + arbiter + SDRAM controller + UART link
+
+#: Inter-byte timeout of the host link (USB-UART bridges deliver in packets of some ms; the
+#: driver's response timeout is 1 s).
+LINK_TIMEOUT_S = 0.02
+#: Longest SDRAM command (the link's ``max_burst``; the engine's bursts are shorter).
+SDRAM_BURST = 4096
+
+
+def engine_config(board, **overrides):
+    """The :class:`firmware.image.EngineConfig` built for ``board`` (its ``engine`` section)."""
+    from firmware.image import EngineConfig
+    return EngineConfig.from_board(board, **overrides)
+
+
+class EngineSystem(Elaboratable):
+    """Everything of the engine design but the FPGA pins and the clock: the platform-free part
+    of :class:`BoardTop` (also what the estimate counts and what a board-level simulation can
+    drive).
+
+    - :class:`hw.sdram.SDRAMController` for the board's chip at the engine clock
+      (``burst_words`` = :data:`SDRAM_BURST`);
+    - :class:`hw.link.SerialHostLink` at ``link.baud``, memory port 24-bit word addresses and
+      ``max_burst`` = :data:`SDRAM_BURST` (the same streams as the controller);
+    - :class:`hw.engine.Engine` with :func:`engine_config` of the board, in its own reset
+      domain ``eng`` (same clock): it is held in reset until a run starts -- the link's RUN
+      (``start``) or the first face byte of a FACE_DATA frame -- and put back into reset when
+      it reaches END (``frame_done``). So it never fetches descriptors from a memory the host
+      has not loaded yet, and each frame starts at descriptor 0. The memory image (program +
+      weights) is written by the host over the link (:mod:`firmware.driver`); the bitstream
+      holds no weights.
+    - :class:`hw.arbiter.MemoryArbiter`: master 0 the link, allowed while the engine is held;
+      master 1 the engine, allowed while it runs. The link reports ``busy`` while the engine
+      runs, so it NACKs memory commands meanwhile; the arbiter would hold them anyway.
+
+    Members: ``pads`` (:class:`hw.sdram.SDRAMPadsSignature`, controller side), ``rx`` / ``tx``
+    (UART lines), ``init_done``, ``running``, ``done``.
+    """
+
+    def __init__(self, board, *, sdram_init_wait_ns=None):
+        from firmware import protocol
+        from .arbiter import MemoryArbiter
+        from .engine import Engine
+        from .link import SerialHostLink
+        from .sdram import SDRAMController
+        from .sdram_chips import get_chip
+        from .uart import uart_divider
+        self.board = board
+        clk_hz = board.clock.target_hz
+        self.config = engine_config(board)
+        chip = get_chip(board.sdram.chip)
+        # boards.yaml's CAS latency; the chip's minimum at this clock is the floor (a longer
+        # latency is always legal: the mode register and the read tap follow it).
+        cl_min = chip.cycles(clk_hz).cas_latency
+        if board.sdram.cas_latency < cl_min:
+            raise ValueError(f"board {board.name!r}: boards.yaml sdram.cas_latency is "
+                             f"{board.sdram.cas_latency} but {chip.name} needs CL {cl_min} at "
+                             f"{board.clock.target_mhz:g} MHz")
+        self.sdram = SDRAMController(chip, clk_hz, burst_words=SDRAM_BURST,
+                                     init_wait_ns=sdram_init_wait_ns,
+                                     timing_overrides={"cas_latency": board.sdram.cas_latency})
+        addr_width = len(self.sdram.cmd_stream.payload.addr)
+        length_width = len(self.sdram.cmd_stream.payload.length)
+        self.link = SerialHostLink(uart_divider(clk_hz, board.link.baud),
+                                   timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
+                                   addr_width=addr_width, mem_words=chip.words,
+                                   max_burst=SDRAM_BURST, n_result=protocol.N_RESULT)
+        self.engine = Engine(self.config)
+        self.arbiter = MemoryArbiter(2, addr_width=addr_width, length_width=length_width,
+                                     data_width=chip.data_bits)
+        self.pads = self.sdram.pads
+        self.rx = Signal(init=1)
+        self.tx = Signal(init=1)
+        self.init_done = Signal()
+        self.running = Signal()
+        self.done = Signal()
+
+    def elaborate(self, platform):
+        from amaranth import DomainRenamer, ResetSignal
+        m = Module()
+        sdram, link, arb = self.sdram, self.link, self.arbiter
+        m.submodules.sdram = sdram
+        m.submodules.link = link
+        m.submodules.arbiter = arb
+        m.submodules.engine = engine = DomainRenamer({"sync": "eng"})(self.engine)
+        eng = self.engine
+
+        # The engine's domain: the sync clock, reset while no run is in progress.
+        m.domains.eng = ClockDomain("eng", local=True)
+        running = self.running
+        m.d.comb += [ClockSignal("eng").eq(ClockSignal("sync")),
+                     ResetSignal("eng").eq(ResetSignal("sync") | ~running)]
+        go = link.start | (link.o_face.valid & ~running)
+        with m.If(eng.frame_done):
+            m.d.sync += [running.eq(0), self.done.eq(1)]
+        with m.Elif(go):
+            m.d.sync += [running.eq(1), self.done.eq(0)]
+
+        # Host link: UART pins, engine status, face bytes in, embedding out.
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx),
+                     link.busy.eq(running), link.done.eq(self.done), link.error.eq(0),
+                     eng.i_stream.valid.eq(link.o_face.valid),
+                     eng.i_stream.payload.eq(link.o_face.payload),
+                     link.o_face.ready.eq(eng.i_stream.ready),
+                     link.i_result.valid.eq(eng.o_stream.valid),
+                     link.i_result.payload.eq(eng.o_stream.payload),
+                     eng.o_stream.ready.eq(link.i_result.ready),
+                     self.init_done.eq(sdram.init_done)]
+
+        # Memory: link -> arbiter master 0, engine -> master 1, arbiter -> controller.
+        _connect_master(m, arb.m0, link.mem_cmd, link.mem_wdata, link.mem_rdata)
+        _connect_master(m, arb.m1, eng.mem_cmd, eng.mem_w, eng.mem_r)
+        m.d.comb += arb.allow.eq(Mux(running, 0b10, 0b01))
+        bus = arb.bus
+        m.d.comb += [sdram.cmd_stream.valid.eq(bus.cmd.valid),
+                     sdram.cmd_stream.payload.addr.eq(bus.cmd.payload.addr),
+                     sdram.cmd_stream.payload.write.eq(bus.cmd.payload.write),
+                     sdram.cmd_stream.payload.length.eq(bus.cmd.payload.length),
+                     bus.cmd.ready.eq(sdram.cmd_stream.ready),
+                     sdram.w_stream.valid.eq(bus.w.valid),
+                     sdram.w_stream.payload.eq(bus.w.payload),
+                     bus.w.ready.eq(sdram.w_stream.ready),
+                     bus.r.valid.eq(sdram.r_stream.valid),
+                     bus.r.payload.eq(sdram.r_stream.payload),
+                     sdram.r_stream.ready.eq(bus.r.ready)]
+        return m
+
+
+def _connect_master(m, port, cmd, w, r):
+    """A master's three streams onto an arbiter port (fields one by one: the masters' length
+    fields are narrower and are zero-extended)."""
+    if len(cmd.payload.length) > len(port.cmd.payload.length) or \
+            len(cmd.payload.addr) > len(port.cmd.payload.addr):
+        raise ValueError(f"memory master command fields (addr {len(cmd.payload.addr)}, length "
+                         f"{len(cmd.payload.length)} bits) are wider than the arbiter's (addr "
+                         f"{len(port.cmd.payload.addr)}, length {len(port.cmd.payload.length)})")
+    m.d.comb += [port.cmd.valid.eq(cmd.valid), cmd.ready.eq(port.cmd.ready),
+                 port.cmd.payload.addr.eq(cmd.payload.addr),
+                 port.cmd.payload.write.eq(cmd.payload.write),
+                 port.cmd.payload.length.eq(cmd.payload.length),
+                 port.w.valid.eq(w.valid), port.w.payload.eq(w.payload), w.ready.eq(port.w.ready),
+                 r.valid.eq(port.r.valid), r.payload.eq(port.r.payload), port.r.ready.eq(r.ready)]
+
+
+def system_ports(system):
+    """Top-level ports of an :class:`EngineSystem` (for RTLIL/Verilog conversion)."""
+    pads = system.pads
+    return [getattr(pads, n) for n in pads.signature.members] + \
+        [system.rx, system.tx, system.init_done, system.running, system.done]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-synthesis estimate of the engine design
+
+#: SDRAM cycles from a read command to its first word at the arbiter, on top of the engine's
+#: own command handling: ACT + tRCD (a row miss at the start of a burst), CAS latency, the
+#: controller's dq capture register and read FIFO, and the command register.
+def sdram_read_latency(board) -> int:
+    from .sdram_chips import get_chip
+    t = get_chip(board.sdram.chip).cycles(board.clock.target_hz)
+    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2
+
+
+def _rtlil_cells(text):
+    """``[(type, params, connections)]`` of every cell and ``[(width, size)]`` of every
+    memory of an RTLIL text (all modules; each module of an Amaranth design is instantiated
+    once)."""
+    cells, memories = [], {}
+    cur = None
+    module = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("module "):
+            module = s.split()[1]
+        elif s.startswith("memory "):
+            f = s.split()
+            memories[(module, f[-1])] = {"width": int(f[f.index("width") + 1]),
+                                         "depth": int(f[f.index("size") + 1]),
+                                         "lanes": 1, "async_read": False}
+        elif s.startswith("cell "):
+            cur = (s.split()[1], {}, {})
+            cells.append(cur)
+        elif cur is not None and s.startswith("parameter "):
+            f = s.split(None, 2)
+            try:
+                cur[1][f[1].lstrip("\\")] = int(f[2])
+            except ValueError:
+                cur[1][f[1].lstrip("\\")] = f[2]
+        elif cur is not None and s.startswith("connect "):
+            f = s.split(None, 2)
+            cur[2][f[1].lstrip("\\")] = f[2]
+        elif s == "end":
+            if cur is not None and cur[0] in ("$memwr_v2", "$memrd_v2"):
+                mem = memories.get((module, "\\" + str(cur[1].get("MEMID", "")).strip('"')
+                                    .lstrip("\\")))
+                if mem is not None and cur[0] == "$memwr_v2":
+                    # Write enables: one distinct enable bit per lane of the granularity.
+                    bits = set(re.findall(r"(\S+) \[(\d+)\](?= |$| })", cur[2].get("EN", "")))
+                    mem["lanes"] = max(mem["lanes"], len(bits))
+                elif mem is not None and cur[1].get("CLK_ENABLE") == 0:
+                    mem["async_read"] = True
+            cur = None
+    return cells, list(memories.values())
+
+
+def _is_const(conn):
+    return conn is not None and "'" in conn and not conn.startswith("{") and \
+        conn.split("'")[1].replace("0", "").replace("1", "") in ("", "x", "z")
+
+
+def _const_is_pow2(conn):
+    v = conn.split("'")[1]
+    return set(v) <= {"0", "1"} and v.count("1") <= 1
+
+
+#: Memories of at most this many bits become distributed RAM (TRELLIS_DPR16X4), larger ones
+#: block RAM (yosys's memory_libmap picks by cost; measured on the engine: 2.5 Kbit and less
+#: went to LUT RAM, 64 Kbit at 64 words to block RAM).
+LUTRAM_MAX_BITS = 4096
+#: LUT4 sites of one TRELLIS_DPR16X4 (16 words x 4 bits): its slice pair plus the write slice.
+LUTRAM_LUTS = 6
+
+
+def rtlil_census(text) -> dict:
+    """Resource figures counted from the RTLIL of a design before synthesis (the rules, per
+    yosys cell, of what synth_ecp5 makes of it):
+
+    - FFs: the width of every ``$dff``-like cell;
+    - ``$mul``: a constant power of two is a shift (free); otherwise one ``MULT18X18D`` per
+      18 x 18 piece of the operands (``ceil(a/18) * ceil(b/18)``), plus a LUT adder per extra
+      piece; products narrower than 2 bits are LUTs;
+    - adders, subtractors and magnitude comparators: one LUT4 per bit (CCU2C carry chains,
+      two LUT4 each 2 bits); equality: one LUT4 per 2 bits (per 4 against a constant);
+    - ``$mux``: one LUT4 per bit; ``$pmux``: one per bit and 2 cases; variable shifts: one per
+      bit and shift stage; bitwise and reduce logic: one LUT4 per 3 result bits (it merges
+      into neighbouring LUTs);
+    - memories: per write-enable lane (the write granularity: yosys maps each lane to its
+      own blocks), the best DP16KD aspect ratio of at most 18 bits; LUT RAM
+      (``TRELLIS_DPR16X4``, 16 x 4 bits) for at most :data:`LUTRAM_MAX_BITS` bits or an
+      asynchronous read port (see :func:`ebr_lanes`).
+
+    This counts logic before yosys's optimisations (constant folding, sharing, mux-tree
+    merging), so the LUT figure is an upper-side count; :data:`LUT_CALIBRATION` scales it to
+    what synthesis made of the engine (measured, see there).
+    """
+    cells, memories = _rtlil_cells(text)
+    lut = ff = dsp = 0.0
+    for typ, p, c in cells:
+        yw = p.get("Y_WIDTH", p.get("WIDTH", 1))
+        aw, bw = p.get("A_WIDTH", 0), p.get("B_WIDTH", 0)
+        if typ in ("$dff", "$adff", "$sdff", "$dffe", "$adffe", "$sdffe", "$aldff", "$dlatch"):
+            ff += p.get("WIDTH", 1)
+        elif typ == "$mul":
+            consts = [k for k in ("A", "B") if _is_const(c.get(k))]
+            if any(_const_is_pow2(c[k]) for k in consts):
+                continue
+            if min(aw, bw) < 2:
+                lut += yw
+                continue
+            pieces = math.ceil(aw / 18) * math.ceil(bw / 18)
+            dsp += pieces
+            lut += (pieces - 1) * yw
+        elif typ in ("$add", "$sub", "$neg", "$lt", "$le", "$gt", "$ge"):
+            lut += max(yw, aw, bw) if typ in ("$lt", "$le", "$gt", "$ge") else yw
+        elif typ in ("$eq", "$ne"):
+            w = max(aw, bw)
+            lut += math.ceil(w / 4) if _is_const(c.get("B")) else math.ceil(w / 2)
+        elif typ == "$mux":
+            lut += p.get("WIDTH", 1)
+        elif typ == "$pmux":
+            lut += p.get("WIDTH", 1) * max(1, p.get("S_WIDTH", 1) // 2)
+        elif typ in ("$shl", "$shr", "$sshl", "$sshr", "$shift", "$shiftx"):
+            if not _is_const(c.get("B")):
+                lut += yw * min(bw, max(1, math.ceil(math.log2(max(aw, 2)))))
+        elif typ in ("$and", "$or", "$xor", "$xnor", "$reduce_and", "$reduce_or",
+                     "$reduce_xor", "$reduce_bool", "$logic_and", "$logic_or", "$logic_not"):
+            lut += yw / 3
+    ebr = dpr = 0
+    for mem in memories:
+        width, depth, lanes = mem["width"], mem["depth"], mem["lanes"]
+        if mem["async_read"] or width * depth <= LUTRAM_MAX_BITS:
+            dpr += math.ceil(width / 4) * math.ceil(depth / 16)
+        else:
+            ebr += ebr_lanes(lanes, math.ceil(width / lanes), depth)
+    return {"LUT4": int(round(lut)), "TRELLIS_FF": int(round(ff)), "MULT18X18D": int(dsp),
+            "DP16KD": int(ebr), "TRELLIS_DPR16X4": int(dpr),
+            "memories": [[m["width"], m["depth"], m["lanes"]] for m in memories]}
+
+
+# DP16KD aspect ratios up to 18 bits (true dual port).
+_EBR18_SHAPES = ((18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+
+
+def ebr_lanes(lanes, granularity, depth) -> int:
+    """Block RAMs for ``lanes`` write lanes of ``granularity`` bits x ``depth`` words, as
+    yosys maps them (measured on the engine: it picks the cheaper of) -- DP16KD, each lane on
+    its own blocks at the best aspect ratio up to 18 bits; or PDPW16KD, 36 x 512 with four
+    9-bit byte enables, as many whole lanes per block as their 9-bit groups fit."""
+    dp = lanes * min(math.ceil(granularity / w) * math.ceil(depth / d)
+                     for w, d in _EBR18_SHAPES)
+    per_block = 36 // (math.ceil(granularity / 9) * 9)
+    if per_block:
+        return min(dp, math.ceil(lanes / per_block) * math.ceil(depth / 512))
+    return dp
+
+
+#: synthesis / census, measured on the engine design for the ulx3s (85F; yosys 0.70,
+#: synth_ecp5): LUT4 (CCU2C counted as two) 24874 / 27981 and TRELLIS_FF 9334 / 10243 --
+#: yosys folds constants and merges mux trees the census counts one by one. The multipliers
+#: (138 vs 139), block RAMs (104 vs 104) and LUT RAMs (258 vs 262) matched without a factor.
+LUT_CALIBRATION = 0.889
+FF_CALIBRATION = 0.911
+
+
+def engine_resources(board) -> dict:
+    """Resources of :class:`EngineSystem` for ``board`` from its RTLIL (:func:`rtlil_census`),
+    plus the clocking (PLL, reset synchroniser) and the pins' few registers.
+
+    LUT4 is the logic (census x :data:`LUT_CALIBRATION`) plus :data:`LUTRAM_LUTS` LUT4 sites
+    per ``TRELLIS_DPR16X4`` (nextpnr places LUT RAM on the LUT sites of slices)."""
+    from amaranth.back import rtlil
+    system = EngineSystem(board)
+    text = rtlil.convert(system, name="engine_system", ports=system_ports(system))
+    census = rtlil_census(text)
+    res = {"LUT4": int(round(census["LUT4"] * LUT_CALIBRATION))
+           + LUTRAM_LUTS * census["TRELLIS_DPR16X4"],
+           "TRELLIS_FF": int(round(census["TRELLIS_FF"] * FF_CALIBRATION)) + 4,
+           "MULT18X18D": census["MULT18X18D"], "DP16KD": census["DP16KD"]}
+    return {"resources": res, "census": census, "lut_calibration": LUT_CALIBRATION,
+            "ff_calibration": FF_CALIBRATION}
+
+
+def engine_estimate(board, firmware_record) -> dict:
+    """The build's estimate of the engine design: ``resources`` (:func:`engine_resources`)
+    and ``cycles_per_frame`` from the engine's cycle model
+    (:func:`hw.engine_cycles.estimate_cycles`) on the compiled program of the firmware step
+    (its ``memory.json``), with the SDRAM's read latency (:func:`sdram_read_latency`) for the
+    memory model's."""
+    import json
+    from pathlib import Path
+
+    from firmware.image import EngineConfig
+    from .engine_cycles import estimate_cycles
+    mem_map = (firmware_record or {}).get("map")
+    if not mem_map or not Path(mem_map).exists():
+        raise ValueError(f"board {board.name!r}: no compiled program (the firmware step's "
+                         f"memory.json) to estimate cycles per frame from")
+    image = json.loads(Path(mem_map).read_text())
+    latency = sdram_read_latency(board)
+    built = engine_config(board)
+    cfg = EngineConfig(**{**image["config"], "mem_latency": latency})
+    if (cfg.lanes, cfg.in_lanes) != (built.lanes, built.in_lanes):
+        raise ValueError(f"board {board.name!r}: the firmware image was compiled for "
+                         f"{cfg.lanes} x {cfg.in_lanes} lanes, the engine is built with "
+                         f"{built.lanes} x {built.in_lanes}; rerun the firmware step")
+    cycles = estimate_cycles(image["descriptors"], cfg)
+    sim_cycles = estimate_cycles(image["descriptors"],
+                                 EngineConfig(**image["config"]))["total"]
+    res = engine_resources(board)
+    return {"source": "hw.top.engine_estimate (RTLIL census of EngineSystem; "
+                      "hw.engine_cycles on the compiled program)",
+            "resources": res["resources"], "census": res["census"],
+            "lut_calibration": res["lut_calibration"],
+            "cycles_per_frame": cycles["total"],
+            "fps_at_target": board.clock.target_mhz * 1e6 / cycles["total"],
+            "mem_latency_cycles": latency,
+            "cycles_per_frame_sim_memory": sim_cycles,
+            "engine_config": cfg.to_dict(),
+            "per_descriptor": cycles["per_descriptor"]}

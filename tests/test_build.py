@@ -260,10 +260,20 @@ def test_design_resolution():
         resolve_design("probe")
 
 
-def test_engine_design_names_what_is_missing():
-    top = BoardTop(get_board("ulx3s"), design="engine")
-    with pytest.raises(NotImplementedError, match="ulx3s.*hw/"):
-        get_board("ulx3s").platform_instance().prepare(top)
+def test_engine_top_wires_sdram_uart_and_leds():
+    b = get_board("ulx3s-12f")
+    top = BoardTop(b, design="engine")
+    assert resolve_design("auto") == "engine"
+    plan = hwbuild._prepare(b.platform_instance(), top)
+    il, lpf = plan.files["top.il"], plan.files["top.lpf"]
+    for pin, site in (("sdram_0__clk__io", "F19"), ("sdram_0__dq__io[15]", "J17"),
+                      ("sdram_0__a__io[12]", "G19"), ("sdram_0__cs__io", "P20"),
+                      ("uart_0__rx__io", "M1"), ("uart_0__tx__io", "L4")):
+        assert f'LOCATE COMP "{pin}" SITE "{site}";' in lpf, pin
+    assert "ODDRX1F" in il                      # the SDRAM clock pin
+    assert "EHXPLLL" in il
+    for module in ("system.engine", "system.sdram", "system.link", "system.arbiter"):
+        assert f"module \\top.{module}" in il, module
 
 
 def test_dsp_probe_rejects_a_bad_size_or_mac():
@@ -349,6 +359,28 @@ def test_elaborate_and_synth_small_board(tmp_path):
     assert ctx2.status == {"estimate": "cached", "elaborate": "cached", "synth": "cached"}
 
 
+@pytest.mark.synthesis
+def test_elaborate_and_synth_engine_small_board(tmp_path):
+    """elaborate -> synth of the engine design (engine + SDRAM controller + UART link +
+    arbiter) for the 12F: the multipliers and block RAMs are the ones the estimate counts, and
+    the LUT and FF figures are of the estimate's order."""
+    from hw.top import engine_resources
+    b = get_board("ulx3s-12f")
+    ctx = hwbuild.BuildContext(board=b, design="engine", out=tmp_path)
+    steps = [s for s in hwbuild.STEPS if s.name in ("elaborate", "synth")]
+    StepRunner(steps, ctx.board_dir / ".cache").run(ctx)
+    cells = ctx.results["synth"]["cells"]
+    assert ctx.results["elaborate"]["design"]["design"] == "engine"
+    assert cells["cells"].get("EHXPLLL") == 1 and cells["cells"].get("ODDRX1F") == 1
+    est = engine_resources(b)["resources"]
+    assert abs(cells["MULT18X18D"] - est["MULT18X18D"]) <= 2
+    assert abs(cells["DP16KD"] - est["DP16KD"]) <= 0.15 * est["DP16KD"]
+    dpr = cells["cells"].get("TRELLIS_DPR16X4", 0)
+    lut = cells["LUT4"] + 6 * dpr          # the estimate counts LUT RAM on LUT sites
+    assert 0.8 < lut / est["LUT4"] < 1.2, (lut, est["LUT4"])
+    assert 0.8 < cells["TRELLIS_FF"] / est["TRELLIS_FF"] < 1.2
+
+
 # -- adapters to the other modules: what happens when a piece is missing ------------------------
 
 def test_quantize_without_weights_skips_for_the_probe_and_fails_for_the_engine(tmp_path):
@@ -400,10 +432,10 @@ def test_firmware_adapter_calls_compile_files(tmp_path, monkeypatch):
     assert [p.name for p in hwbuild._firmware_outputs(ctx)] == ["memory.bin", "memory.json"]
 
 
-def test_engine_estimate_needs_hw_estimate(tmp_path, monkeypatch):
-    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: name != "hw.estimate")
+def test_engine_estimate_needs_the_compiled_program(tmp_path):
     ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="engine", out=tmp_path)
-    with pytest.raises(StepError, match="hw/estimate.py"):
+    ctx.results["firmware"] = {"map": str(tmp_path / "memory.json")}
+    with pytest.raises(StepError, match="ulx3s.*memory.json"):
         hwbuild.step_estimate(ctx)
 
 

@@ -1,0 +1,160 @@
+"""Memory-port arbiter: one SDRAM controller user port shared by several masters.
+
+Every port (the masters' and the controller's) is the three streams of :mod:`hw.sdram`'s user
+side: ``cmd`` ``{addr, write, length}``, ``w`` (write words, master -> memory) and ``r`` (read
+words, memory -> master).
+
+Arbitration is **command-granular**: the grant holds until the data of every command it let
+through has fully moved (``length`` words on ``w`` for a write, on ``r`` for a read), so read
+data always belongs to the master that holds the grant and a write burst is never interleaved.
+While the owner has data outstanding it may queue further commands (back-to-back bursts at
+full speed) unless another allowed master is waiting; then the owner's next command waits, its
+data drains and the grant moves on (round robin from the owner). An idle port is granted in
+the same cycle a command arrives (no added latency).
+
+``allow`` (one bit per master, default all ones) keeps a master off the port: a master whose
+bit is low gets no new grant and no new command through, but the data of commands it already
+issued still moves. The board top uses it to give the port to the host link while the engine is
+idle and to the engine while it runs.
+"""
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MemPortSignature", "mem_cmd_layout", "MemoryArbiter"]
+
+
+def mem_cmd_layout(addr_width: int, length_width: int) -> data.StructLayout:
+    return data.StructLayout({"addr": addr_width, "write": 1, "length": length_width})
+
+
+class MemPortSignature(wiring.Signature):
+    """A memory master's port: ``cmd`` and ``w`` out, ``r`` in (flip it for the slave side)."""
+
+    def __init__(self, addr_width=24, length_width=13, data_width=16):
+        self.addr_width, self.length_width, self.data_width = addr_width, length_width, \
+            data_width
+        super().__init__({
+            "cmd": Out(stream.Signature(mem_cmd_layout(addr_width, length_width))),
+            "w": Out(stream.Signature(data_width)),
+            "r": In(stream.Signature(data_width)),
+        })
+
+
+class MemoryArbiter(wiring.Component):
+    """Command-granular arbiter of ``n`` masters onto one memory port.
+
+    Parameters
+    ----------
+    n : int
+        Number of masters (at least 1).
+    addr_width, length_width, data_width : int
+        Port widths; ``length_width`` is the width of the ``length`` field (the SDRAM
+        controller's with ``burst_words=4096`` is 13).
+    n_queue : int
+        Bound on the data in flight: a new command is let through only while the words still
+        owed (both directions) leave room for ``n_queue`` longest commands in the counters.
+        The SDRAM controller holds at most two commands' data in flight.
+
+    Members
+    -------
+    masters : list of wiring members ``m0`` .. ``m{n-1}``
+        In(MemPortSignature): each master's port (``cmd``/``w`` in, ``r`` out).
+    bus : Out(MemPortSignature)
+        To the memory controller.
+    allow : In(n)
+        Masters that may get the grant and issue commands.
+    grant : Out(range(n))
+        The master that holds (or last held) the port.
+    idle : Out(1)
+        No data outstanding.
+    """
+
+    def __init__(self, n=2, *, addr_width=24, length_width=13, data_width=16, n_queue=4):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"MemoryArbiter: n must be a positive integer, not {n!r}")
+        if not isinstance(n_queue, int) or n_queue < 1:
+            raise ValueError(f"MemoryArbiter: n_queue must be a positive integer, not "
+                             f"{n_queue!r}")
+        self.n = n
+        self.n_queue = n_queue
+        self.sig = MemPortSignature(addr_width, length_width, data_width)
+        members = {f"m{i}": In(self.sig) for i in range(n)}
+        members.update({"bus": Out(self.sig), "allow": In(n, init=(1 << n) - 1),
+                        "grant": Out(range(max(n, 2))), "idle": Out(1)})
+        super().__init__(members)
+
+    @property
+    def masters(self):
+        return [getattr(self, f"m{i}") for i in range(self.n)]
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.n
+        ms = self.masters
+        bus = self.bus
+        max_words = (self.n_queue + 1) * ((1 << self.sig.length_width) - 1)
+        r_owed = Signal(range(max_words + 1))     # read words still to arrive for the owner
+        w_owed = Signal(range(max_words + 1))     # write words the owner still has to send
+        grant = Signal(range(max(n, 2)))
+        idle = Signal()
+        m.d.comb += [idle.eq((r_owed == 0) & (w_owed == 0)), self.idle.eq(idle),
+                     self.grant.eq(grant)]
+
+        req = Signal(n)
+        m.d.comb += req.eq(Cat(*(ms[i].cmd.valid for i in range(n))) & self.allow)
+
+        # Round robin from the owner: the first requester after it, the owner itself last.
+        pick = Signal.like(grant)
+        m.d.comb += pick.eq(grant)
+        for k in range(n, 0, -1):               # later assignments win: k = 1 has priority
+            for g in range(n):
+                with m.If((grant == g) & req[(g + k) % n]):
+                    m.d.comb += pick.eq((g + k) % n)
+
+        max_len = (1 << self.sig.length_width) - 1
+        room_ok = Signal()
+        m.d.comb += room_ok.eq(r_owed + w_owed <= max_words - max_len)
+        others_waiting = Signal()
+        m.d.comb += others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)
+        # Who may put a command on the bus this cycle.
+        sel = Signal.like(grant)
+        sel_ok = Signal()
+        with m.If(idle):
+            m.d.comb += [sel.eq(pick), sel_ok.eq(req.bit_select(pick, 1))]
+        with m.Else():
+            m.d.comb += [sel.eq(grant),
+                         sel_ok.eq(req.bit_select(grant, 1) & ~others_waiting
+                                   & room_ok)]
+
+        cmd_take = Signal()
+        for i in range(n):
+            with m.If(sel == i):
+                m.d.comb += [bus.cmd.payload.eq(ms[i].cmd.payload),
+                             bus.cmd.valid.eq(sel_ok),
+                             ms[i].cmd.ready.eq(sel_ok & bus.cmd.ready)]
+        m.d.comb += cmd_take.eq(bus.cmd.valid & bus.cmd.ready)
+        with m.If(cmd_take):
+            m.d.sync += grant.eq(sel)
+
+        # Data follows the grant (after a take in an idle cycle, the grant register is already
+        # the new owner when its first data word can move).
+        w_take = Signal()
+        r_take = Signal()
+        for i in range(n):
+            with m.If(grant == i):
+                m.d.comb += [bus.w.payload.eq(ms[i].w.payload),
+                             bus.w.valid.eq(ms[i].w.valid & (w_owed != 0)),
+                             ms[i].w.ready.eq(bus.w.ready & (w_owed != 0)),
+                             ms[i].r.payload.eq(bus.r.payload),
+                             ms[i].r.valid.eq(bus.r.valid & (r_owed != 0)),
+                             bus.r.ready.eq(ms[i].r.ready & (r_owed != 0))]
+        m.d.comb += [w_take.eq(bus.w.valid & bus.w.ready), r_take.eq(bus.r.valid & bus.r.ready)]
+
+        length = bus.cmd.payload.length
+        wr = bus.cmd.payload.write
+        m.d.sync += [
+            w_owed.eq(w_owed + Mux(cmd_take & wr, length, 0) - w_take),
+            r_owed.eq(r_owed + Mux(cmd_take & ~wr, length, 0) - r_take),
+        ]
+        return m
