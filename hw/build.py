@@ -80,6 +80,9 @@ class Step:
         Files the step makes; a cached record only counts while they all exist.
     check : callable(ctx, record), optional
         Runs after the step whether it ran or came from the cache (for example the fit check).
+    cache_dir : callable(ctx) -> Path, optional
+        Where this step's cache record lives when not in the runner's folder (a step whose
+        products are shared between boards, like quantize, keeps one record for all).
     """
     name: str
     run: Callable
@@ -87,6 +90,7 @@ class Step:
     outputs: Callable = field(default=lambda ctx: [])
     check: Optional[Callable] = None
     description: str = ""
+    cache_dir: Optional[Callable] = None
 
 
 def _digest(obj) -> str:
@@ -112,8 +116,11 @@ class StepRunner:
     def names(self):
         return [s.name for s in self.steps]
 
-    def _cache_file(self, step):
-        return self.cache_dir / f"{step.name}.json"
+    def _cache_file(self, step, ctx=None):
+        folder = self.cache_dir
+        if step.cache_dir is not None and ctx is not None:
+            folder = Path(step.cache_dir(ctx))
+        return folder / f"{step.name}.json"
 
     def run(self, ctx, stop_step=None, force=False):
         if stop_step is not None and stop_step not in self.names:
@@ -126,7 +133,7 @@ class StepRunner:
             key = step.key(ctx) if step.key is not None else None
             digest = _digest(key) if key is not None else None
             record = None
-            cache_file = self._cache_file(step)
+            cache_file = self._cache_file(step, ctx)
             if digest is not None and not force and cache_file.exists():
                 try:
                     cached = json.loads(cache_file.read_text())
@@ -639,7 +646,9 @@ def build_report(ctx) -> dict:
                                 "pnr": (util.get(r) or {}).get("used")}
                             for r in RESOURCE_NAMES},
         "cycles_per_frame": cycles,
+        "cycles_source": est.get("source") if cycles else None,
         "fps": fps,
+        "fps_at_target_clock": (b.clock.target_mhz * 1e6 / cycles) if cycles else None,
         "fps_note": ("no cycles_per_frame: the dsp-probe computes no frames" if cycles is None
                      else "no fmax: place and route did not run" if achieved is None
                      else f"at the achieved clock {achieved:g} MHz" + (
@@ -679,7 +688,8 @@ def report_markdown(r) -> str:
     lines += [f"- fmax {_fmt(r['fmax_mhz'], '.2f')} MHz vs target {r['target_mhz']:g} MHz: "
               f"timing {timing}",
               f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
-              f"({r['fps_note']})"]
+              f"({r['fps_note']}); at the target clock "
+              f"{_fmt(r.get('fps_at_target_clock'), '.2f')}"]
     for cp in r.get("critical_paths") or []:
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in cp["ns_by_type"].items() if v)
         lines.append(f"- critical path ({cp['from']} -> {cp['to']}): {cp['start']} -> "
@@ -732,7 +742,8 @@ def step_report(ctx):
 
 STEPS = [
     Step("quantize", step_quantize, _quantize_key, _quantize_outputs,
-         description="float model -> fixed point (python -m quant)"),
+         description="float model -> fixed point (python -m quant)",
+         cache_dir=lambda ctx: ctx.quant_dir / ".cache"),
     Step("firmware", step_firmware, _firmware_key, _firmware_outputs,
          description="layer program + weight image (firmware.compiler)"),
     Step("estimate", step_estimate, _estimate_key, check=_estimate_check,

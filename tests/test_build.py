@@ -127,6 +127,16 @@ def test_failing_step_stops_the_run(tmp_path):
     assert ctx.calls == ["a"]
 
 
+def test_a_step_with_its_own_cache_dir_is_shared_between_runners(tmp_path):
+    step = fake_step("a")
+    step.cache_dir = lambda ctx: ctx.tmp / "shared"
+    StepRunner([step], tmp_path / "board1", log=lambda m: None).run(FakeCtx(tmp_path))
+    ctx = FakeCtx(tmp_path)
+    StepRunner([step], tmp_path / "board2", log=lambda m: None).run(ctx)
+    assert ctx.status == {"a": "cached"} and (tmp_path / "shared" / "a.json").exists()
+    assert [s.name for s in hwbuild.STEPS if s.cache_dir is not None] == ["quantize"]
+
+
 def test_the_build_has_the_named_steps_in_order():
     assert hwbuild.STEP_NAMES == ["quantize", "firmware", "estimate", "elaborate", "synth",
                                   "pnr", "pack", "report"]
