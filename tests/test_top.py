@@ -281,3 +281,65 @@ def test_engine_estimate_counts_what_is_built_and_the_12f_does_not_fit():
     with pytest.raises(FitError, match=r"ulx3s-12f.*LUT4: estimate \d+ > available 12000 "
                                        r"\(over by \d+"):
         fit_check(b, res)
+
+
+# -- the engine design as a whole (Amaranth simulator) --------------------------------------------
+
+def test_engine_system_run_control_through_the_link():
+    """EngineSystem for the 12F with a fast UART and a short SDRAM power-up: the engine is held
+    (no memory command) until a RUN frame arrives over the UART; then it fetches descriptor 0
+    through the arbiter and the SDRAM controller (the data pins read 0: an END descriptor),
+    reaches END, and is held again with ``done`` set -- the run control and the memory path
+    from the engine to the SDRAM pins."""
+    import dataclasses
+
+    from firmware import protocol as P
+    from hw.boards import Link, get_board
+    from hw.top import EngineSystem
+    b = get_board("ulx3s-12f")
+    b = dataclasses.replace(b, link=Link(baud=12_500_000))      # 8 cycles a bit at 100 MHz
+    s = EngineSystem(b, sdram_init_wait_ns=200)
+    divider = 8
+    frame = P.encode_frame(P.Cmd.RUN, 7, b"")
+    sim = Simulator(s)
+    sim.add_clock(1e-8)
+    seen = {"cmds": [], "running": [], "done": [], "engine_cmd_before_run": 0, "reads": 0}
+
+    async def uart(ctx):
+        ctx.set(s.rx, 1)
+        await ctx.tick().repeat(20)
+        while not ctx.get(s.init_done):
+            await ctx.tick()
+        for byte in frame:
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                ctx.set(s.rx, bit)
+                await ctx.tick().repeat(divider)
+
+    async def watch(ctx):
+        async for _, _, cmd_v, cmd_r, addr, length, write, running, done, eng_v, ras, cas, \
+                we in ctx.tick().sample(
+                    s.sdram.cmd_stream.valid, s.sdram.cmd_stream.ready,
+                    s.sdram.cmd_stream.payload.addr, s.sdram.cmd_stream.payload.length,
+                    s.sdram.cmd_stream.payload.write, s.running, s.done,
+                    s.engine.mem_cmd.valid, s.pads.ras_n, s.pads.cas_n, s.pads.we_n):
+            if cmd_v and cmd_r:
+                seen["cmds"].append((addr, length, write))
+            if eng_v and not running:
+                seen["engine_cmd_before_run"] += 1
+            if (ras, cas, we) == (1, 0, 1):
+                seen["reads"] += 1
+            seen["running"].append(running)
+            seen["done"].append(done)
+
+    async def main(ctx):
+        await ctx.tick().repeat(20 + len(frame) * 10 * divider + 400)
+    sim.add_testbench(uart)
+    sim.add_testbench(watch, background=True)
+    sim.add_testbench(main)
+    sim.run()
+    assert seen["engine_cmd_before_run"] == 0
+    assert seen["cmds"] == [(0, 48, 0)]          # descriptor 0, through the arbiter
+    assert seen["reads"] == 48                   # READ commands on the SDRAM pins
+    r = seen["running"]
+    assert 1 in r and r[-1] == 0                 # ran, and is held again after END
+    assert seen["done"][-1] == 1 and seen["done"][r.index(1)] == 0
