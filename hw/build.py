@@ -390,12 +390,27 @@ def step_firmware(ctx):
     try:
         compiled = entry(Path(q["manifest"]).parent, ctx.board.name, image)
     except ValueError as e:   # CompileError / ImageError name the layer or field
-        raise StepError(f"firmware compiler: {e}") from None
+        raise StepError(f"firmware compiler: {e}" + _fit_note(ctx)) from None
     if not image.exists():
         raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} wrote no {image}")
     descriptors = getattr(compiled, "descriptors", [])
     return {"image": str(image), "map": str(image.with_suffix(".json")),
             "bytes": image.stat().st_size, "descriptors": len(descriptors)}
+
+
+def _fit_note(ctx) -> str:
+    """When the program does not compile for the board, the estimate step never runs: say
+    whether the engine would fit the device at all (the resources need no program)."""
+    if ctx.design != "engine":
+        return ""
+    from .top import engine_resources
+    try:
+        fit_check(ctx.board, engine_resources(ctx.board)["resources"])
+    except FitError as e:
+        return f"\nAlso, from the resource estimate: {e}"
+    except Exception as e:      # the note must not hide the compiler's error
+        return f"\n(no resource estimate: {e})"
+    return "\n(The engine's resources would fit the device; the program does not.)"
 
 
 def _firmware_outputs(ctx):

@@ -442,6 +442,22 @@ def test_firmware_adapter_calls_compile_files(tmp_path, monkeypatch):
     assert [p.name for p in hwbuild._firmware_outputs(ctx)] == ["memory.bin", "memory.json"]
 
 
+def test_firmware_failure_on_a_small_board_also_says_what_does_not_fit(tmp_path, monkeypatch):
+    import types
+
+    def compile_files(artifact_dir, board, out):
+        raise ValueError("layer 'conv2_dw': 3 rows need 2688 row-buffer entries")
+
+    fake = types.ModuleType("firmware.compiler")
+    fake.compile_files = compile_files
+    monkeypatch.setitem(sys.modules, "firmware.compiler", fake)
+    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s-12f"), design="engine", out=tmp_path)
+    ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
+    with pytest.raises(StepError, match=r"(?s)conv2_dw.*LUT4: estimate \d+ > available 12000"):
+        hwbuild.step_firmware(ctx)
+
+
 def test_engine_estimate_needs_the_compiled_program(tmp_path):
     ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="engine", out=tmp_path)
     ctx.results["firmware"] = {"map": str(tmp_path / "memory.json")}
