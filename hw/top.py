@@ -729,12 +729,30 @@ def engine_resources(board) -> dict:
             "ff_calibration": FF_CALIBRATION}
 
 
+def sdram_overhead(board, descriptors, cfg) -> dict:
+    """What the engine's cycle model leaves out of the SDRAM: refresh (``tRP + tRFC`` every
+    ``tREFI``, the port stalls) and row changes of sequential streams (every ``2**col_bits``
+    words a new row opens in the next bank: ``tRP + tRCD + 1`` cycles when it was open with
+    another row). Returns the factor on the model's cycles and its parts."""
+    import types
+
+    from .engine_cycles import traffic_words
+    from .sdram_chips import get_chip
+    chip = get_chip(board.sdram.chip)
+    t = chip.cycles(board.clock.target_hz)
+    refresh = (t.tRP + t.tRFC) / t.tREFI
+    words = traffic_words(types.SimpleNamespace(descriptors=descriptors, config=cfg))["total"]
+    rows = words / (1 << chip.col_bits) * (t.tRP + t.tRCD + 1)
+    return {"refresh_fraction": round(refresh, 4), "port_words": words,
+            "row_change_cycles": int(rows), "factor": 1 / (1 - refresh)}
+
+
 def engine_estimate(board, firmware_record) -> dict:
     """The build's estimate of the engine design: ``resources`` (:func:`engine_resources`)
     and ``cycles_per_frame`` from the engine's cycle model
     (:func:`hw.engine_cycles.estimate_cycles`) on the compiled program of the firmware step
     (its ``memory.json``), with the SDRAM's read latency (:func:`sdram_read_latency`) for the
-    memory model's."""
+    memory model's, plus refresh and row changes (:func:`sdram_overhead`)."""
     import json
     from pathlib import Path
 
@@ -755,14 +773,18 @@ def engine_estimate(board, firmware_record) -> dict:
     cycles = estimate_cycles(image["descriptors"], cfg)
     sim_cycles = estimate_cycles(image["descriptors"],
                                  EngineConfig(**image["config"]))["total"]
+    sdram = sdram_overhead(board, image["descriptors"], cfg)
+    total = int(round(cycles["total"] * sdram["factor"])) + sdram["row_change_cycles"]
     res = engine_resources(board)
     return {"source": "hw.top.engine_estimate (RTLIL census of EngineSystem; "
                       "hw.engine_cycles on the compiled program)",
             "resources": res["resources"], "census": res["census"],
             "lut_calibration": res["lut_calibration"],
-            "cycles_per_frame": cycles["total"],
-            "fps_at_target": board.clock.target_mhz * 1e6 / cycles["total"],
+            "cycles_per_frame": total,
+            "fps_at_target": board.clock.target_mhz * 1e6 / total,
             "mem_latency_cycles": latency,
+            "cycles_per_frame_model": cycles["total"],
+            "sdram_overhead": sdram,
             "cycles_per_frame_sim_memory": sim_cycles,
             "engine_config": cfg.to_dict(),
             "per_descriptor": cycles["per_descriptor"]}
