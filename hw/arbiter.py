@@ -21,7 +21,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MemPortSignature", "mem_cmd_layout", "MemoryArbiter"]
+__all__ = ["MemPortSignature", "mem_cmd_layout", "MemoryArbiter", "StreamSlice"]
 
 
 def mem_cmd_layout(addr_width: int, length_width: int) -> data.StructLayout:
@@ -41,6 +41,33 @@ class MemPortSignature(wiring.Signature):
         })
 
 
+class StreamSlice(wiring.Component):
+    """A full-throughput register slice (two-entry skid buffer) on one stream: ``o.valid``,
+    ``o.payload`` and ``i.ready`` all come from flip-flops, so the ready/valid logic of the two
+    sides is no longer one combinational path. One cycle of latency.
+
+    Members: ``i`` (In stream), ``o`` (Out stream) of ``shape``.
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        skid_valid = Signal()
+        skid = Signal.like(i.payload)
+        m.d.comb += i.ready.eq(~skid_valid)
+        with m.If(o.ready | ~o.valid):
+            with m.If(skid_valid):
+                m.d.sync += [o.valid.eq(1), o.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [o.valid.eq(i.valid), o.payload.eq(i.payload)]
+        with m.Elif(i.valid & i.ready):
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+        return m
+
+
 class MemoryArbiter(wiring.Component):
     """Command-granular arbiter of ``n`` masters onto one memory port.
 
@@ -51,6 +78,10 @@ class MemoryArbiter(wiring.Component):
     addr_width, length_width, data_width : int
         Port widths; ``length_width`` is the width of the ``length`` field (the SDRAM
         controller's with ``burst_words=4096`` is 13).
+    register_bus : bool
+        Put a :class:`StreamSlice` on the ``cmd`` and ``w`` streams of the bus (toward the
+        controller): the controller's ``ready`` no longer reaches the masters in the same cycle.
+        The data a slice holds counts as moved for the grant (the controller takes it in order).
     n_queue : int
         Bound on the data in flight: a new command is let through only while the words still
         owed (both directions) leave room for ``n_queue`` longest commands in the counters.
@@ -70,7 +101,8 @@ class MemoryArbiter(wiring.Component):
         No data outstanding.
     """
 
-    def __init__(self, n=2, *, addr_width=24, length_width=13, data_width=16, n_queue=4):
+    def __init__(self, n=2, *, addr_width=24, length_width=13, data_width=16, n_queue=4,
+                 register_bus=False):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"MemoryArbiter: n must be a positive integer, not {n!r}")
         if not isinstance(n_queue, int) or n_queue < 1:
@@ -78,6 +110,7 @@ class MemoryArbiter(wiring.Component):
                              f"{n_queue!r}")
         self.n = n
         self.n_queue = n_queue
+        self.register_bus = register_bus
         self.sig = MemPortSignature(addr_width, length_width, data_width)
         members = {f"m{i}": In(self.sig) for i in range(n)}
         members.update({"bus": Out(self.sig), "allow": In(n, init=(1 << n) - 1),
@@ -92,7 +125,15 @@ class MemoryArbiter(wiring.Component):
         m = Module()
         n = self.n
         ms = self.masters
-        bus = self.bus
+        if self.register_bus:
+            # The logic below drives the slices' inputs; the slices drive the bus.
+            m.submodules.cmd_slice = cmd_slice = StreamSlice(self.bus.cmd.payload.shape())
+            m.submodules.w_slice = w_slice = StreamSlice(self.sig.data_width)
+            wiring.connect(m, cmd_slice.o, wiring.flipped(self.bus.cmd))
+            wiring.connect(m, w_slice.o, wiring.flipped(self.bus.w))
+            bus = _Bus(cmd_slice.i, w_slice.i, self.bus.r)
+        else:
+            bus = self.bus
         max_words = (self.n_queue + 1) * ((1 << self.sig.length_width) - 1)
         r_owed = Signal(range(max_words + 1))     # read words still to arrive for the owner
         w_owed = Signal(range(max_words + 1))     # write words the owner still has to send
@@ -158,3 +199,10 @@ class MemoryArbiter(wiring.Component):
             r_owed.eq(r_owed + Mux(cmd_take & ~wr, length, 0) - r_take),
         ]
         return m
+
+
+class _Bus:
+    """The streams the arbitration logic drives (the bus itself, or the slices' inputs)."""
+
+    def __init__(self, cmd, w, r):
+        self.cmd, self.w, self.r = cmd, w, r

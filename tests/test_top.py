@@ -112,9 +112,11 @@ def _program(rng, base, n_ops, max_len):
     return ops, expect
 
 
-def _run(seed, n_ops=40, max_len=12, allow_phases=None, stall=0.3, n_queue=4):
+def _run(seed, n_ops=40, max_len=12, allow_phases=None, stall=0.3, n_queue=4,
+         register_bus=False):
     rng = random.Random(seed)
-    arb = MemoryArbiter(2, addr_width=24, length_width=13, n_queue=n_queue)
+    arb = MemoryArbiter(2, addr_width=24, length_width=13, n_queue=n_queue,
+                        register_bus=register_bus)
     progs = [_program(rng, base, n_ops, max_len) for base in (0x1000, 0x2000)]
     mem, log, busy = {}, [], [0]
     got = [[], []]
@@ -144,15 +146,17 @@ def _run(seed, n_ops=40, max_len=12, allow_phases=None, stall=0.3, n_queue=4):
     return progs, got, log, trace
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_arbiter_moves_every_masters_data_intact(seed):
-    progs, got, log, _ = _run(seed)
+@pytest.mark.parametrize("seed,register_bus", [(1, False), (2, False), (3, False), (1, True),
+                                               (2, True)])
+def test_arbiter_moves_every_masters_data_intact(seed, register_bus):
+    progs, got, log, _ = _run(seed, register_bus=register_bus)
     for i, (_, expect) in enumerate(progs):
         assert got[i] == expect, f"master {i}: read data differs"
 
 
-def test_arbiter_without_stalls_and_single_queue():
-    progs, got, _, _ = _run(7, stall=0.0, n_queue=1)
+@pytest.mark.parametrize("register_bus", [False, True])
+def test_arbiter_without_stalls_and_single_queue(register_bus):
+    progs, got, log, _ = _run(7, stall=0.0, n_queue=1, register_bus=register_bus)
     assert [g for g in got] == [e for _, e in progs]
 
 
@@ -165,10 +169,11 @@ def test_arbiter_allow_keeps_a_master_off_the_port():
     assert not any(r0 for allow, r0, r1, _ in trace if not allow & 0b01)
 
 
-def test_arbiter_grant_is_command_granular():
+@pytest.mark.parametrize("register_bus", [False, True])
+def test_arbiter_grant_is_command_granular(register_bus):
     """Between two words of one master on the bus, no word of the other master moves unless
     the first master's commands had all completed (its data of a command is contiguous)."""
-    progs, got, log, _ = _run(5, max_len=30)
+    progs, got, log, _ = _run(5, max_len=30, register_bus=register_bus)
     owner = {}
     for i, (ops, _) in enumerate(progs):
         for write, addr, length, _ in ops:
