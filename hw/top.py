@@ -463,8 +463,11 @@ class EngineSystem(Elaboratable):
                                    addr_width=addr_width, mem_words=chip.words,
                                    max_burst=SDRAM_BURST, n_result=protocol.N_RESULT)
         self.engine = Engine(self.config)
+        # Register slices toward the controller: its ready (a function of its whole command
+        # decision) would otherwise run combinationally through the arbiter into the engine's
+        # and the link's counters and RAM addresses (measured: the deepest non-engine paths).
         self.arbiter = MemoryArbiter(2, addr_width=addr_width, length_width=length_width,
-                                     data_width=chip.data_bits)
+                                     data_width=chip.data_bits, register_bus=True)
         self.pads = self.sdram.pads
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
@@ -551,11 +554,12 @@ def system_ports(system):
 
 #: SDRAM cycles from a read command to its first word at the arbiter, on top of the engine's
 #: own command handling: ACT + tRCD (a row miss at the start of a burst), CAS latency, the
-#: controller's dq capture register and read FIFO, and the command register.
+#: controller's dq capture register and read FIFO, the command register and the arbiter's
+#: register slice.
 def sdram_read_latency(board) -> int:
     from .sdram_chips import get_chip
     t = get_chip(board.sdram.chip).cycles(board.clock.target_hz)
-    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2
+    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 1    # + the arbiter's cmd slice
 
 
 def _rtlil_cells(text):
