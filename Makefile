@@ -46,6 +46,9 @@ reference: $(STAMP) ## retrain the shipped reference weights (about 40 min on 2 
 check-reference: $(STAMP) ## smoothness and spread of the reference weights -> build/reference_check.json
 	$(PY) -m quant.reference_model check --variant $(VARIANT)
 
+quantize: $(STAMP) ## quantize VARIANT (WEIGHTS) -> build/quant/$(VARIANT)/ artifact + fidelity report
+	$(PY) -m quant --variant $(VARIANT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+
 build: $(STAMP) ## bitstream for BOARD (default ulx3s) -> build/$(BOARD)/ (report.json, .bit)
 	$(PY) -m hw.build --board $(BOARD) --variant $(VARIANT)
 
