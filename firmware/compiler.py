@@ -300,9 +300,6 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
     for i, d in enumerate(descs):
         fields = {k: v for k, v in d.items() if k in im.FIELDS}
         for key in ("w_addr", "p_addr", "lut_addr"):
-            if key in fields and d.get(f"_{key}_rel", True) and d.get(key + "_const"):
-                pass
-        for key in ("w_addr", "p_addr", "lut_addr"):
             if key in d:
                 fields[key] = d[key] + const_base
         if "in_tensors" in d:
@@ -312,6 +309,9 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                 fields["b_addr"] = tensors[ins[1]]["addr"]
         if "out_tensor" in d:
             fields["out_addr"] = tensors[d["out_tensor"]]["addr"] + d.get("out_lo", 0)
+        if d.get("opcode") == im.OP_CONV:
+            fields.update(row_entries=d["W"] * -(-d["C"] // cfg.lanes), row_words=d["W"] * d["C"],
+                          p_words=d["n_groups"] * cfg.group_words)
         try:
             words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS] = im.pack_descriptor(fields)
         except ImageError as e:

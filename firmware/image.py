@@ -60,6 +60,11 @@ word   field        meaning
 42     ls_shift     CONV with the scale flag: ``x * gate[c]`` is rounded by this right shift
                     (round half up) ...
 43-44  ls_lo/ls_hi  signed: ... and saturated to these bounds (the scaled tensor's format)
+45     row_entries  CONV: row-buffer entries of one input row, ``W * ceil(C / P)``
+46     row_words    CONV: words of one input row, ``W * C``
+47     p_words      CONV: words of the group parameter records, ``n_groups * (4 + 4 P)``
+                    (45-47 are products the compiler computes so that the engine does not
+                    multiply descriptor fields in one clock cycle)
 =====  ===========  ===============================================================
 
 Group parameter record (CONV, ``4 + 4 P`` words, one per group of <= P output channels)::
@@ -109,6 +114,7 @@ FIELDS = {
     "mult": (36, 2, False), "offset": (38, 1, True), "n_elems": (39, 2, False),
     "rows": (41, 1, False),
     "ls_shift": (42, 1, False), "ls_lo": (43, 1, True), "ls_hi": (44, 1, True),
+    "row_entries": (45, 1, False), "row_words": (46, 1, False), "p_words": (47, 1, False),
 }
 GROUP_HEADER_WORDS = 4
 LANE_PARAM_WORDS = 4

@@ -46,9 +46,11 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
+from .dsp import LATENCY as DSP_LATENCY
+from .dsp import RegisteredMultiplier
+
 ACC_W = 32
 RES_DEPTH = 4
-POST_LATENCY = 5
 
 
 def cmd_layout(max_burst):
@@ -58,6 +60,21 @@ def cmd_layout(max_burst):
 
 def _log2(v):
     return v.bit_length() - 1
+
+
+def _delay_line(m, value, cycles, name):
+    """``[value after 1 register, ..., after cycles registers]``."""
+    line = []
+    for i in range(cycles):
+        nxt = Signal(value.shape(), name=f"{name}_d{i + 1}")
+        m.d.sync += nxt.eq(value)
+        line.append(value := nxt)
+    return line
+
+
+def _delayed(m, value, cycles, name):
+    """``value`` through ``cycles`` registers."""
+    return _delay_line(m, value, cycles, name)[-1] if cycles else value
 
 
 class Engine(wiring.Component):
@@ -159,11 +176,15 @@ class Engine(wiring.Component):
         wreq = m.submodules.wreq = fifo.SyncFIFOBuffered(width=im.ADDR_BITS + 16,
                                                          depth=REQ_DEPTH)
         inflight = Signal(range(cfg.fifo_depth * 2 + 1))
+        # Room in the write FIFO for admitted elements, a register: it lags one cycle, and
+        # every user admits at most one element a cycle or waits for the FSM's next state,
+        # so the thresholds below keep one element of margin.
         room = Signal(range(cfg.fifo_depth * 2 + 1))
-        m.d.comb += room.eq(Mux(wfifo.level + inflight < cfg.fifo_depth,
-                                cfg.fifo_depth - wfifo.level - inflight, 0))
+        used = Signal(range(cfg.fifo_depth * 3 + 1))
+        m.d.comb += used.eq(wfifo.level + inflight)
+        m.d.sync += room.eq(Mux(used < cfg.fifo_depth, cfg.fifo_depth - used, 0))
         req_ok = Signal()
-        m.d.comb += req_ok.eq(wreq.level < REQ_DEPTH - 12)
+        m.d.sync += req_ok.eq(wreq.level < REQ_DEPTH - 13)
 
         waddr = Signal(im.ADDR_BITS)
         wrem = Signal(16)
@@ -222,31 +243,55 @@ class Engine(wiring.Component):
             m.d.sync += rx_cnt.eq(rx_cnt + 1)
         rxd = r.payload
 
-        # ---------------- post pipeline: (t * m) >> s, round, saturate, table ----------------
-        pv, pflag = Signal(), Signal()
-        pt = Signal(signed(48))
+        # ---------------- post pipeline: ((x << sa) + (y << sb)) * m >> s, round, saturate,
+        # table. Stage 0 registers the selected operands (below, per opcode); every later
+        # stage is one register deep. The 34 x 18 product is two registered DSP products
+        # (low 17 bits of t unsigned, high 17 bits signed) added in the fabric.
+        pv, pflag, p_lut = Signal(), Signal(), Signal()
+        px, py = Signal(signed(33)), Signal(signed(33))
+        psa, psb = Signal(4), Signal(4)
         pm = Signal(signed(18))
         ps = Signal(6)
-        t1, m1, s1, v1, f1 = (Signal(signed(48)), Signal(signed(18)), Signal(6), Signal(),
-                              Signal())
-        m.d.sync += [t1.eq(pt), m1.eq(pm), s1.eq(ps), v1.eq(pv), f1.eq(pflag)]
-        p2, s2, v2, f2 = Signal(signed(66)), Signal(6), Signal(), Signal()
-        m.d.sync += [p2.eq(t1 * m1), s2.eq(s1), v2.eq(v1), f2.eq(f1)]
-        q3, z3, v3, f3 = Signal(signed(66)), Signal(), Signal(), Signal()
+        x0, y0 = Signal(signed(33)), Signal(signed(33))
+        sa0, sb0, m0, s0 = Signal(4), Signal(4), Signal(signed(18)), Signal(6)
+        v0, f0, u0 = Signal(), Signal(), Signal()
+        m.d.sync += [x0.eq(px), y0.eq(py), sa0.eq(psa), sb0.eq(psb), m0.eq(pm), s0.eq(ps),
+                     v0.eq(pv), f0.eq(pflag), u0.eq(p_lut)]
+        t1 = Signal(signed(34))
+        m1, s1, v1, f1, u1 = Signal(signed(18)), Signal(6), Signal(), Signal(), Signal()
+        m.d.sync += [t1.eq((x0 << sa0) + (y0 << sb0)), m1.eq(m0), s1.eq(s0), v1.eq(v0),
+                     f1.eq(f0), u1.eq(u0)]
+        mul_lo = m.submodules.post_mul_lo = RegisteredMultiplier(18, 18)
+        mul_hi = m.submodules.post_mul_hi = RegisteredMultiplier(17, 18)
+        m.d.comb += [mul_lo.a.eq(Cat(t1[:17], Const(0, 1))), mul_lo.b.eq(m1),
+                     mul_hi.a.eq(t1[17:34]), mul_hi.b.eq(m1)]
+        vline = _delay_line(m, v1, DSP_LATENCY, "post_v")
+        vP = vline[-1]
+        sP, fP, uP = (_delayed(m, sig, DSP_LATENCY, nm) for sig, nm in
+                      ((s1, "post_s"), (f1, "post_f"), (u1, "post_u")))
+        p2, s2, v2, f2, u2 = Signal(signed(53)), Signal(6), Signal(), Signal(), Signal()
+        m.d.sync += [p2.eq((mul_hi.p << 17) + mul_lo.p), s2.eq(sP), v2.eq(vP), f2.eq(fP),
+                     u2.eq(uP)]
+        q3, z3, v3, f3, u3 = Signal(signed(53)), Signal(), Signal(), Signal(), Signal()
         m.d.sync += [q3.eq(Mux(s2 == 0, p2, p2 >> (s2 - 1)[:6])), z3.eq(s2 == 0), v3.eq(v2),
-                     f3.eq(f2)]
-        r4 = Signal(signed(66))
-        m.d.comb += r4.eq(Mux(z3, q3, (q3 + 1) >> 1))
+                     f3.eq(f2), u3.eq(u2)]
+        r4, v4, f4, u4 = Signal(signed(53)), Signal(), Signal(), Signal()
+        m.d.sync += [r4.eq(Mux(z3, q3, (q3 + 1) >> 1)), v4.eq(v3), f4.eq(f3), u4.eq(u3)]
         sat_lo, sat_hi = F("sat_lo"), F("sat_hi")
-        y4, v4, f4 = Signal(signed(16)), Signal(), Signal()
-        m.d.sync += [y4.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v4.eq(v3),
-                     f4.eq(f3)]
-        use_lut = Signal()
-        m.d.comb += lut_r.addr.eq((y4 - F("lut_off"))[:len(lut_r.addr)])
-        y5, v5, f5 = Signal(signed(16)), Signal(), Signal()
-        m.d.sync += [y5.eq(y4), v5.eq(v4), f5.eq(f4)]
-        out_word = Mux(use_lut, lut_r.data, y5)
-        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(v5)]
+        y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
+        m.d.sync += [y5.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v5.eq(v4),
+                     f5.eq(f4), u5.eq(u4)]
+        la6 = Signal(len(lut_r.addr))
+        y6, v6, f6, u6 = Signal(signed(16)), Signal(), Signal(), Signal()
+        m.d.sync += [la6.eq((y5 - F("lut_off"))[:len(lut_r.addr)]), y6.eq(y5), v6.eq(v5),
+                     f6.eq(f5), u6.eq(u5)]
+        m.d.comb += lut_r.addr.eq(la6)
+        y7, v7, f7, u7 = Signal(signed(16)), Signal(), Signal(), Signal()
+        m.d.sync += [y7.eq(y6), v7.eq(v6), f7.eq(f6), u7.eq(u6)]
+        out_word = Mux(u7, lut_r.data, y7)
+        post_busy = Signal()
+        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(v7),
+                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7).any())]
 
         # write requests: one per flagged element
         req_addr = Signal(im.ADDR_BITS)
@@ -256,8 +301,8 @@ class Engine(wiring.Component):
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
             m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), pool_first.eq(1)]
-        with m.Elif(v5):
-            with m.If(f5):
+        with m.Elif(v7):
+            with m.If(f7):
                 m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_cnt + 1))]
                 m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
                              req_addr.eq(req_addr + Mux(req_stride_oc, OC, req_cnt + 1))]
@@ -266,7 +311,7 @@ class Engine(wiring.Component):
 
         reserve = Signal(range(cfg.fifo_depth + 1))
         launch_conv = Signal()
-        m.d.sync += inflight.eq(inflight + reserve + launch_conv - v5)
+        m.d.sync += inflight.eq(inflight + reserve + launch_conv - v7)
 
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(3)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
@@ -308,44 +353,47 @@ class Engine(wiring.Component):
                     m.d.comb += bbuf_w.en.eq(1)
 
         # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
-        CE = Signal(12)
-        m.d.comb += CE.eq((C + P - 1) >> lP)
-        rowE = Signal(16)
-        m.d.sync += rowE.eq(W * CE)
-        row_words = Signal(24)
-        m.d.sync += row_words.eq(W * C)
+        CE = Signal(12)          # row-buffer entries of one pixel
+        m.d.sync += CE.eq((C + P - 1) >> lP)
+        rowE, row_words = F("row_entries"), F("row_words")
         lc = Signal(16)
         pix_base = Signal(16)
         load_base = Signal(16)
         half = C >> 1
         cs = Signal(16)
         m.d.comb += cs.eq(Mux(shuffle_en, Mux(lc < half, lc << 1, ((lc - half) << 1) | 1), lc))
-        # Row words pass a 2-stage pipeline before the row buffer: stage 1 waits for the gate
-        # of the word's channel (chan RAM, read by the channel in memory order), stage 2
-        # holds the product; the write applies the SE scale's rounding and saturation
-        # (ops.scale_channels) when the scale flag is set, else passes the word.
-        l1_v, l2_v = Signal(), Signal()
+        # Row words pass a pipeline before the row buffer: stage 1 waits for the gate of the
+        # word's channel (chan RAM, read by the channel in memory order), a registered DSP
+        # product follows, then the SE scale's rounding and its saturation, each a register
+        # stage (ops.scale_channels) when the scale flag is set; else the word passes.
+        l1_v = Signal()
         l1_x = Signal(signed(16))
-        l1_addr, l2_addr = Signal(16), Signal(16)
-        l1_lane, l2_lane = Signal(max(1, lP)), Signal(max(1, lP))
-        l2_p = Signal(signed(34))
+        l1_addr = Signal(16)
+        l1_lane = Signal(max(1, lP))
         ls_shift, ls_lo, ls_hi = F("ls_shift"), F("ls_lo"), F("ls_hi")
         ld_row = Signal()
         m.d.comb += ld_row.eq(rx & (ld_kind == 6))
         m.d.sync += [l1_v.eq(ld_row), l1_x.eq(rxd.as_signed()),
-                     l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0),
-                     l2_v.eq(l1_v), l2_addr.eq(l1_addr), l2_lane.eq(l1_lane),
-                     l2_p.eq(Mux(scale_en, l1_x * chan_r.data.as_signed(), l1_x))]
-        l2_q = Signal(signed(34))
-        m.d.comb += l2_q.eq(Mux(ls_shift == 0, l2_p,
-                                ((l2_p >> (ls_shift - 1)[:5]) + 1) >> 1))
-        l2_y = Signal(signed(16))
-        m.d.comb += l2_y.eq(Mux(scale_en, Mux(l2_q > ls_hi, ls_hi,
-                                              Mux(l2_q < ls_lo, ls_lo, l2_q)), l2_p))
-        m.d.comb += [rb_w.addr.eq(l2_addr), rb_w.data.eq(Cat(*([l2_y] * P)))]
-        with m.If(l2_v):
+                     l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0)]
+        gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
+        m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
+        lq_lat = DSP_LATENCY + 1
+        l_vline = _delay_line(m, l1_v, lq_lat + 1, "ld_v")
+        l_addr = _delayed(m, l1_addr, lq_lat + 1, "ld_addr")
+        l_lane = _delayed(m, l1_lane, lq_lat + 1, "ld_lane")
+        lP_x = _delayed(m, l1_x, DSP_LATENCY, "ld_x")
+        lq = Signal(signed(33))
+        m.d.sync += lq.eq(Mux(scale_en, Mux(ls_shift == 0, gate_mul.p,
+                                            ((gate_mul.p >> (ls_shift - 1)[:5]) + 1) >> 1),
+                              lP_x))
+        ly = Signal(signed(16))
+        m.d.sync += ly.eq(Mux(scale_en, Mux(lq > ls_hi, ls_hi, Mux(lq < ls_lo, ls_lo, lq)), lq))
+        load_busy = Signal()
+        m.d.comb += [rb_w.addr.eq(l_addr), rb_w.data.eq(Cat(*([ly] * P))),
+                     load_busy.eq(Cat(l1_v, *l_vline).any())]
+        with m.If(l_vline[-1]):
             for i in range(P):
-                m.d.comb += rb_w.en[i].eq(l2_lane == i if P > 1 else 1)
+                m.d.comb += rb_w.en[i].eq(l_lane == i if P > 1 else 1)
         with m.If(ld_row):
             with m.If(lc == C - 1):
                 m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
@@ -353,7 +401,12 @@ class Engine(wiring.Component):
                 m.d.sync += lc.eq(lc + 1)
 
         # ---------------- MAC array ----------------------------------------------------------
-        # issue-stage state
+        # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
+        # validity, slot base + channel) -> Q3 (row-buffer and weight addresses) -> R (RAM
+        # data) -> F (operand registers) -> DSP (RegisteredMultiplier, DSP_LATENCY) -> a
+        # register level per halving of the L products -> the accumulator. No multiplier
+        # touches an address: the pixel's row-buffer offset (ix * CE) and the slot bases
+        # (slot * row_entries) are kept by adders.
         oy = Signal(16)
         ox = Signal(16)
         g = Signal(range(cfg.groups + 1))
@@ -365,52 +418,73 @@ class Engine(wiring.Component):
         top = Signal(signed(18))     # oy * stride - pad
         left = Signal(signed(18))    # ox * stride - pad
         top_slot = Signal(4)
+        left_ce = Signal(signed(18))  # left * CE
+        dx_ce = Signal(16)            # dx * CE
         issue = Signal()             # a step is issued this cycle
         res_reserved = Signal(range(RES_DEPTH + 1))
         res_pop = Signal()
+
+        # products of descriptor fields, as registers ready long before the rows start
+        pad_ce, stride_ce = Signal(16), Signal(16)
+        m.d.sync += [pad_ce.eq(sum(Mux(pad[b], CE << b, 0) for b in range(4))),
+                     stride_ce.eq(sum(Mux(stride[b], CE << b, 0) for b in range(4)))]
+        n_slots = 16
+        slot_base = [Signal(16, name=f"slot_base{i}") for i in range(n_slots)]
+        for i in range(1, n_slots):
+            m.d.sync += slot_base[i].eq(slot_base[i - 1] + rowE)
 
         m.d.comb += hdr_r.addr.eq(g)
         h_nvalid = hdr_r.data[0:16]
         h_inlo = hdr_r.data[16:32]
         h_ncig = hdr_r.data[32:48]
         h_wbase = hdr_r.data[48:64]
-        iy = Signal(signed(18))
-        ix = Signal(signed(18))
-        m.d.comb += [iy.eq(top + dy), ix.eq(left + dx)]
-        tapvalid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
         sslot = Signal(4)
         m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
-        m.d.comb += rb_r.addr.eq(sslot * rowE + ix[:16] * CE + (chan_lo >> lP))
-        m.d.comb += wram_r.addr.eq(h_wbase + Mux(is_dense, step, tap >> lL))
         last_tap = (dx == k - 1) & (dy == k - 1)
         s_first = step == 0
         s_last = last_tap & (~is_dense | (cig == h_ncig - 1))
         pix_end = s_last & (g == n_groups - 1)
 
-        # stage R (memory data)
-        rv, rfirst, rlast, rvalid_tap, rpend = (Signal(name=n) for n in
-                                                ("rv", "rfirst", "rlast", "rvt", "rpend"))
-        rsel = Signal(max(1, lP - lL + 1))
-        rwslot = Signal(max(1, lL))
-        rnv = Signal(16)
-        rg = Signal.like(g)
-        m.d.sync += [rv.eq(issue), rfirst.eq(s_first), rlast.eq(s_last),
-                     rvalid_tap.eq(tapvalid), rpend.eq(pix_end),
-                     rsel.eq(chan_lo[lL:lP] if lP > lL else 0),
-                     rwslot.eq(tap[:lL] if lL else 0), rnv.eq(h_nvalid), rg.eq(g)]
+        # Q1
+        q1_iy, q1_ix = Signal(signed(18)), Signal(signed(18))
+        q1_ixce = Signal(signed(18))
+        q1_slot = Signal(4)
+        q1_cbase, q1_waddr = Signal(16), Signal(16)
+        m.d.sync += [q1_iy.eq(top + dy), q1_ix.eq(left + dx), q1_ixce.eq(left_ce + dx_ce),
+                     q1_slot.eq(sslot), q1_cbase.eq(chan_lo >> lP),
+                     q1_waddr.eq(h_wbase + Mux(is_dense, step, tap >> lL))]
+        # Q2
+        q2_valid_tap = Signal()
+        q2_part, q2_ixce, q2_waddr = Signal(16), Signal(16), Signal(16)
+        m.d.sync += [q2_valid_tap.eq((q1_iy >= 0) & (q1_iy < H) & (q1_ix >= 0) & (q1_ix < W)),
+                     q2_part.eq(Array(slot_base)[q1_slot] + q1_cbase),
+                     q2_ixce.eq(q1_ixce[:16]), q2_waddr.eq(q1_waddr)]
+        # Q3
+        q3_rbaddr, q3_waddr = Signal(16), Signal(16)
+        m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
+        m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
+
+        # the step's tags, from I to R (four registers), to the accumulator below
+        to_r = 4
+        rv_line = _delay_line(m, issue, to_r, "mac_v")
+        rv = rv_line[-1]
+        rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
+                                ((s_first, "mac_first"), (s_last, "mac_last"),
+                                 (pix_end, "mac_pend")))
+        rsel = _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1), to_r, "mac_rsel")
+        rwslot = _delayed(m, tap[:lL] if lL else Const(0, 1), to_r, "mac_wslot")
+        rnv = _delayed(m, h_nvalid, to_r, "mac_nv")
+        rg = _delayed(m, g, to_r, "mac_g")
+        rvalid_tap = _delayed(m, q2_valid_tap, to_r - 2, "mac_vt")
+
         elems = [rb_r.data[16 * i:16 * i + 16].as_signed() for i in range(P)]
         wts = [[wram_r.data[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
                for j in range(P)]
-        # stage A (DSP input registers)
-        av, afirst, alast, apend = Signal(), Signal(), Signal(), Signal()
-        anv = Signal(16)
-        ag = Signal.like(g)
-        m.d.sync += [av.eq(rv), afirst.eq(rfirst), alast.eq(rlast), apend.eq(rpend),
-                     anv.eq(rnv), ag.eq(rg)]
-        a_r = [[Signal(signed(16), name=f"a_{j}_{l}") for l in range(L)] for j in range(P)]
-        b_r = [[Signal(signed(8), name=f"b_{j}_{l}") for l in range(L)] for j in range(P)]
+        # F: operand registers in the fabric (the RAM outputs go through a multiplexer)
+        a_f = [[Signal(signed(16), name=f"a_{j}_{l}") for l in range(L)] for j in range(P)]
+        b_f = [[Signal(signed(8), name=f"b_{j}_{l}") for l in range(L)] for j in range(P)]
         if L > 1:
             sel_elems = [Array(elems[s * L + l] for s in range(P // L))[rsel] for l in range(L)]
         else:
@@ -421,34 +495,54 @@ class Engine(wiring.Component):
                 a_dense = sel_elems[l]
                 a_dw = elems[j] if l == 0 else Const(0, signed(16))
                 b_dw = wsel[j] if l == 0 else Const(0, signed(8))
+                # max mode: the product with 1 passes the operand
                 m.d.sync += [
-                    a_r[j][l].eq(Mux(rvalid_tap, Mux(is_dense, a_dense, a_dw), 0)),
-                    b_r[j][l].eq(Mux(is_dense, wts[j][l], b_dw)),
+                    a_f[j][l].eq(Mux(rvalid_tap, Mux(is_dense, a_dense, a_dw), 0)),
+                    b_f[j][l].eq(Mux(is_max, 1 if l == 0 else 0,
+                                     Mux(is_dense, wts[j][l], b_dw))),
                 ]
-        # stage M (DSP output registers; max mode passes the operand)
-        mv, mfirst, mlast, mpend = Signal(), Signal(), Signal(), Signal()
-        mnv = Signal(16)
-        mg = Signal.like(g)
-        m.d.sync += [mv.eq(av), mfirst.eq(afirst), mlast.eq(alast), mpend.eq(apend),
-                     mnv.eq(anv), mg.eq(ag)]
-        p_r = [[Signal(signed(24), name=f"p_{j}_{l}") for l in range(L)] for j in range(P)]
+        products = []
         for j in range(P):
+            row = []
             for l in range(L):
-                m.d.sync += p_r[j][l].eq(Mux(is_max, a_r[j][l], a_r[j][l] * b_r[j][l]))
-        # stage S (sum of L products + accumulate)
+                mul = RegisteredMultiplier(16, 8)
+                m.submodules[f"mac_{j}_{l}"] = mul
+                m.d.comb += [mul.a.eq(a_f[j][l]), mul.b.eq(b_f[j][l])]
+                row.append(mul.p)
+            products.append(row)
+        # the adder tree: one register level per halving
+        sums = products
+        for level in range(lL):
+            nxt = []
+            for j in range(P):
+                pair = [Signal(signed(24 + level + 1), name=f"sum{level}_{j}_{i}")
+                        for i in range(len(sums[j]) // 2)]
+                m.d.sync += [pair[i].eq(sums[j][2 * i] + sums[j][2 * i + 1])
+                             for i in range(len(pair))]
+                nxt.append(pair)
+            sums = nxt
+        to_m = 1 + DSP_LATENCY + lL
+        mv_line = _delay_line(m, rv, to_m, "acc_v")
+        mv = mv_line[-1]
+        mfirst, mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
+                                ((rfirst, "acc_first"), (rlast, "acc_last"),
+                                 (rpend, "acc_pend")))
+        mnv = _delayed(m, rnv, to_m, "acc_nv")
+        mg = _delayed(m, rg, to_m, "acc_g")
+        lane0 = [_delayed(m, products[j][0], lL, f"max_{j}") for j in range(P)]
+        # the accumulator (max mode: the running maximum of the operands)
         accs = [Signal(signed(ACC_W), name=f"acc{j}") for j in range(P)]
         acc_next = []
         for j in range(P):
-            s = p_r[j][0]
-            for l in range(1, L):
-                s = s + p_r[j][l]
             nxt = Signal(signed(ACC_W), name=f"accn{j}")
-            mx = Mux(accs[j] > p_r[j][0], accs[j], p_r[j][0])
-            m.d.comb += nxt.eq(Mux(is_max, Mux(mfirst, p_r[j][0], mx),
-                                   Mux(mfirst, 0, accs[j]) + s))
+            mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
+            m.d.comb += nxt.eq(Mux(is_max, Mux(mfirst, lane0[j], mx),
+                                   Mux(mfirst, 0, accs[j]) + sums[j][0]))
             with m.If(mv):
                 m.d.sync += accs[j].eq(nxt)
             acc_next.append(nxt)
+        mac_busy = Signal()
+        m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line).any())
         res_w = ACC_W * P + len(g) + 1 + 16
         res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
         m.d.comb += [res.w_en.eq(mv & mlast), res.w_data.eq(Cat(*acc_next, mg, mpend, mnv))]
@@ -478,10 +572,12 @@ class Engine(wiring.Component):
         with m.Elif(ser_wait):
             m.d.sync += ser_wait.eq(0)
         ser_launch = Signal()
-        lane_acc = Array(ser_acc[ACC_W * j:ACC_W * (j + 1)].as_signed() for j in range(P))[ser_j]
+        # The accumulators leave lane 0 first: a shift register, not a P-way multiplexer.
+        lane_acc = ser_acc[:ACC_W].as_signed()
         lane_rec = Array(lanep_r.data[64 * j:64 * (j + 1)] for j in range(P))[ser_j]
-        with m.If(ser_busy & ~ser_wait & (room > 8) & req_ok):
+        with m.If(ser_busy & ~ser_wait & (room > 9) & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
+            m.d.sync += ser_acc.eq(ser_acc >> ACC_W)
             with m.If(ser_j == ser_nv - 1):
                 m.d.sync += ser_busy.eq(0)
             with m.Else():
@@ -497,6 +593,16 @@ class Engine(wiring.Component):
         v_idx = Signal(24)        # element index
         v_chunk_n = Signal(16)
         v_done = Signal(24)       # elements finished before this chunk
+        # the next chunk's length and whether it fits the write FIFO, registers: VEC_CHUNK
+        # waits two cycles (v_settle) after v_done changes before it uses them
+        v_next_n = Signal(16)
+        v_fits = Signal()
+        v_settle = Signal(2)
+        v_settled = Signal()
+        v_left = n_elems - v_done
+        m.d.sync += [v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
+                     v_fits.eq(room >= v_next_n + 9)]
+        m.d.comb += v_settled.eq(v_settle == 2)
         vx = Signal(signed(16))
         vx_v, vx_flag = Signal(), Signal()
         vc_d = Signal(16)
@@ -525,7 +631,7 @@ class Engine(wiring.Component):
         p6_v, p6_first = Signal(), Signal()
         p6_y = Signal(signed(16))
         p6_c = Signal(16)
-        m.d.sync += [p6_v.eq(v5 & is_conv & pool_en), p6_y.eq(out_word[:16].as_signed()),
+        m.d.sync += [p6_v.eq(v7 & is_conv & pool_en), p6_y.eq(out_word[:16].as_signed()),
                      p6_c.eq(req_cnt), p6_first.eq(pool_first)]
         with m.If(is_conv):
             m.d.comb += [acc_w.addr.eq(p6_c),
@@ -543,37 +649,37 @@ class Engine(wiring.Component):
         in_take = Signal()
         in_flag = Signal()
         with m.If(opcode == im.OP_CONV):
-            m.d.comb += [pv.eq(ser_launch), pt.eq(lane_acc + lane_rec[0:32].as_signed()),
+            m.d.comb += [pv.eq(ser_launch), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
                          pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
                          ps.eq(lane_rec[56:62]),
                          pflag.eq(ser_pend & (ser_j == ser_nv - 1)),
-                         use_lut.eq(act_en)]
+                         p_lut.eq(act_en)]
         with m.Elif(opcode == im.OP_INPUT):
-            m.d.comb += [pv.eq(in_take),
-                         pt.eq((in_byte << F("sa")[:4]) + (F("offset") << F("sb")[:4])),
+            m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(F("offset")),
+                         psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
                          pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
         with m.Else():
-            m.d.comb += [pflag.eq(vx_flag), use_lut.eq(vmode == im.VEC_ACT)]
+            m.d.comb += [pflag.eq(vx_flag), p_lut.eq(vmode == im.VEC_ACT)]
             with m.Switch(vmode):
                 with m.Case(im.VEC_ADD):
-                    m.d.comb += [pv.eq(vx_v), pt.eq((vx << F("sa")[:4]) + (ybuf << F("sb")[:4])),
-                                 pm.eq(1), ps.eq(F("shift"))]
+                    m.d.comb += [pv.eq(vx_v), px.eq(vx), py.eq(ybuf), psa.eq(F("sa")[:4]),
+                                 psb.eq(F("sb")[:4]), pm.eq(1), ps.eq(F("shift"))]
                 with m.Case(im.VEC_SCALE):
-                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(ychan), ps.eq(F("shift"))]
+                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(ychan), ps.eq(F("shift"))]
                 with m.Case(im.VEC_PRELU):
-                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
+                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
                                  ps.eq(Mux(vx < 0, F("shift"), 0))]
                 with m.Case(im.VEC_ACT):
-                    m.d.comb += [pv.eq(vx_v), pt.eq(vx), pm.eq(1), ps.eq(0)]
+                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(1), ps.eq(0)]
                 with m.Case(im.VEC_AVGPOOL):
-                    m.d.comb += [pv.eq(vp_v), pt.eq(acc_r.data.as_signed()),
+                    m.d.comb += [pv.eq(vp_v), px.eq(acc_r.data.as_signed()),
                                  pm.eq(F("mult")), ps.eq(F("shift"))]
 
         # ---------------- INPUT op ---------------------------------------------------------
         in_cnt = Signal(24)
         in_ci = Signal(16)
         in_go = Signal()
-        m.d.comb += [self.i_stream.ready.eq(in_go & (room > 8)),
+        m.d.comb += [self.i_stream.ready.eq(in_go & (room > 9)),
                      in_take.eq(self.i_stream.valid & self.i_stream.ready),
                      in_byte.eq(self.i_stream.payload),
                      in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == n_elems - 1))]
@@ -586,10 +692,10 @@ class Engine(wiring.Component):
         pc = Signal(16)
         m.d.comb += self.pc.eq(pc)
         drained = Signal()
-        m.d.comb += drained.eq(~rv & ~av & ~mv & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
-                               & (inflight == 0) & ~v1 & ~v2 & ~v3 & ~v4 & ~v5 & ~wfifo.r_rdy
+        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
+                               & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
-                               & ~vx_v & ~vp_v & ~l1_v & ~l2_v & ~p6_v)
+                               & ~vx_v & ~vp_v & ~load_busy & ~p6_v)
         need = Signal(signed(18))
         m.d.comb += need.eq(top + k - 1)
         next_row = Signal(16)
@@ -656,10 +762,10 @@ class Engine(wiring.Component):
                 with m.If((rx_cnt == F("w_words")) & (rd_rem == 0)):
                     m.next = "CONV_P"
             with m.State("CONV_P"):
-                start_read(F("p_addr"), n_groups * cfg.group_words, 3, cfg.group_words)
+                start_read(F("p_addr"), F("p_words"), 3, cfg.group_words)
                 m.next = "CONV_P_WAIT"
             with m.State("CONV_P_WAIT"):
-                with m.If((rx_cnt == n_groups * cfg.group_words) & (rd_rem == 0)):
+                with m.If((rx_cnt == F("p_words")) & (rd_rem == 0)):
                     m.next = "CONV_LUT"
             with m.State("CONV_LUT"):
                 with m.If(act_en):
@@ -688,10 +794,10 @@ class Engine(wiring.Component):
                     m.next = "ROW_LOAD"
                 with m.Else():
                     m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
-                                 step.eq(0), left.eq(-pad)]
+                                 step.eq(0), left.eq(-pad), left_ce.eq(-pad_ce), dx_ce.eq(0)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
-                with m.If((rx_cnt == row_words) & (rd_rem == 0) & ~l1_v & ~l2_v):
+                with m.If((rx_cnt == row_words) & (rd_rem == 0) & ~load_busy):
                     last_slot = load_slot == k - 1
                     m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
                                  load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
@@ -702,24 +808,24 @@ class Engine(wiring.Component):
                 with m.If(can_issue | ~s_first):
                     m.d.comb += issue.eq(1)
                     m.d.sync += step.eq(step + 1)
-                    adv_tap = Signal()
-                    m.d.comb += adv_tap.eq(~is_dense | (cig == h_ncig - 1))
                     with m.If(is_dense & (cig != h_ncig - 1)):
                         m.d.sync += cig.eq(cig + 1)
                     with m.Else():
                         m.d.sync += [cig.eq(0), tap.eq(tap + 1)]
                         with m.If(dx == k - 1):
-                            m.d.sync += dx.eq(0)
+                            m.d.sync += [dx.eq(0), dx_ce.eq(0)]
                             with m.If(dy == k - 1):
                                 m.d.sync += dy.eq(0)
                             with m.Else():
                                 m.d.sync += dy.eq(dy + 1)
                         with m.Else():
-                            m.d.sync += dx.eq(dx + 1)
+                            m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE)]
                     with m.If(s_last):
-                        m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0)]
+                        m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0),
+                                     dx_ce.eq(0)]
                         with m.If(g == n_groups - 1):
-                            m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride)]
+                            m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
+                                         left_ce.eq(left_ce + stride_ce)]
                             with m.If(ox == OW - 1):
                                 ts = top_slot + stride
                                 ts1 = Mux(ts >= k, ts - k, ts)
@@ -730,7 +836,8 @@ class Engine(wiring.Component):
                             m.d.sync += g.eq(g + 1)
             # ---- VEC
             with m.State("VEC_PRE"):
-                m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1)]
+                m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1),
+                             v_settle.eq(0)]
                 with m.Switch(vmode):
                     with m.Case(im.VEC_SCALE):
                         start_read(F("b_addr"), C, 5)
@@ -747,15 +854,16 @@ class Engine(wiring.Component):
                     m.d.sync += ld_kind.eq(0)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_CHUNK"):
-                left_n = n_elems - v_done
-                n = Mux(left_n > cfg.chunk, cfg.chunk, left_n)
-                with m.If(v_done == n_elems):
+                n = v_next_n
+                with m.If(~v_settled):
+                    m.d.sync += v_settle.eq(v_settle + 1)
+                with m.Elif(v_done == n_elems):
                     with m.If(vmode == im.VEC_AVGPOOL):
                         m.next = "VEC_POOL"
                     with m.Else():
                         m.next = "NEXT"
-                with m.Elif((vmode == im.VEC_AVGPOOL) | ((room >= n + 8) & req_ok)):
-                    m.d.sync += [v_chunk_n.eq(n), v_i.eq(0)]
+                with m.Elif((vmode == im.VEC_AVGPOOL) | (v_fits & req_ok)):
+                    m.d.sync += [v_chunk_n.eq(n), v_i.eq(0), v_settle.eq(0)]
                     with m.If(vmode != im.VEC_AVGPOOL):
                         m.d.comb += reserve.eq(n)
                     with m.If(vmode == im.VEC_ADD):
@@ -774,7 +882,7 @@ class Engine(wiring.Component):
                     m.d.sync += v_done.eq(v_done + v_chunk_n)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_POOL"):
-                with m.If(~vx_v & (room >= C + 8) & req_ok):
+                with m.If(~vx_v & (room >= C + 9) & req_ok):
                     m.d.comb += reserve.eq(C)
                     m.d.sync += v_c.eq(0)
                     m.next = "VEC_POOL_OUT"

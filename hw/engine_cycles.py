@@ -23,7 +23,7 @@ from firmware import image as im
 
 FETCH_OVERHEAD = 4
 OP_OVERHEAD = 6
-ROW_OVERHEAD = 6          # row-load command, FSM steps and the 2-stage load pipeline
+ROW_OVERHEAD = 9          # row-load command, FSM steps and the 5-stage load pipeline
 
 
 def _xfer(n, cfg):
@@ -49,7 +49,7 @@ def descriptor_cycles(d, cfg) -> int:
         n, C = d["n_elems"], d["C"]
         chunks = math.ceil(n / cfg.chunk)
         mode = d["mode"]
-        per = cfg.mem_latency + 3
+        per = cfg.mem_latency + 5      # command latency, FSM steps, 2 cycles of settling
         if mode == im.VEC_ADD:
             c += 3 * n + chunks * 3 * per
         elif mode == im.VEC_AVGPOOL:
