@@ -653,6 +653,8 @@ def rtlil_census(text) -> dict:
         aw, bw = p.get("A_WIDTH", 0), p.get("B_WIDTH", 0)
         if typ in ("$dff", "$adff", "$sdff", "$dffe", "$adffe", "$sdffe", "$aldff", "$dlatch"):
             ff += p.get("WIDTH", 1)
+        elif typ == "\\MULT18X18D":      # an explicit DSP (hw.dsp), its registers inside
+            dsp += 1
         elif typ == "$mul":
             consts = [k for k in ("A", "B") if _is_const(c.get(k))]
             if any(_const_is_pow2(c[k]) for k in consts):
@@ -723,7 +725,9 @@ def engine_resources(board) -> dict:
     per ``TRELLIS_DPR16X4`` (nextpnr places LUT RAM on the LUT sites of slices)."""
     from amaranth.back import rtlil
     system = EngineSystem(board)
-    text = rtlil.convert(system, name="engine_system", ports=system_ports(system))
+    # with the board's platform: hw.dsp instantiates the DSPs as the build does
+    text = rtlil.convert(system, name="engine_system", ports=system_ports(system),
+                         platform=board.platform_instance())
     census = rtlil_census(text)
     res = {"LUT4": int(round(census["LUT4"] * LUT_CALIBRATION))
            + LUTRAM_LUTS * census["TRELLIS_DPR16X4"],
