@@ -253,8 +253,23 @@ class HostLink(wiring.Component):
             m.d.sync += idle.eq(idle + 1)
 
         crc_in = crc16_next(crc, i.payload)
-        crc_out = crc16_next(crc, o.payload)
+        # Response bytes leave through a one-byte output register (taken only when empty):
+        # the FSM's byte choice (block RAM data, status, header) and the CRC update of the
+        # byte sent are in different cycles. A byte marked ``tx_counted`` enters the CRC when
+        # the UART takes it; TX_CRC therefore reads the CRC only once the register is empty.
+        tx_valid, tx_counted = Signal(), Signal()
+        tx_payload = Signal(8)
+        ob, ob_valid, ob_counted = Signal(8), Signal(), Signal()
+        tx_ready = ~ob_valid
+        tx_take = tx_valid & tx_ready
         o_take = o.valid & o.ready
+        m.d.comb += [o.valid.eq(ob_valid), o.payload.eq(ob)]
+        with m.If(tx_take):
+            m.d.sync += [ob.eq(tx_payload), ob_valid.eq(1), ob_counted.eq(tx_counted)]
+        with m.Elif(o_take):
+            m.d.sync += ob_valid.eq(0)
+        with m.If(o_take & ob_counted):
+            m.d.sync += crc.eq(crc16_next(crc, ob))
         wd_take = self.mem_wdata.valid & self.mem_wdata.ready
 
         # Memory bursts stop at max_burst-aligned boundaries.
@@ -489,12 +504,10 @@ class HostLink(wiring.Component):
                 header = Array([C(P.SYNC[0], 8), C(P.SYNC[1], 8), resp_kind, seq,
                                 resp_len[:8], resp_len[8:]])
                 # Both block RAM readers sit at word 0 when the payload starts.
-                m.d.comb += [o.valid.eq(1), o.payload.eq(header[hidx]),
+                m.d.comb += [tx_valid.eq(1), tx_payload.eq(header[hidx]), tx_counted.eq(hidx >= 2),
                              buf_r.addr.eq(0), res_r.addr.eq(0)]
-                with m.If(o.ready):
+                with m.If(tx_ready):
                     m.d.sync += hidx.eq(hidx + 1)
-                    with m.If(hidx >= 2):
-                        m.d.sync += crc.eq(crc_out)
                     with m.If(hidx == 5):
                         with m.If(resp_len == 0):
                             m.next = "TX_CRC"
@@ -503,25 +516,25 @@ class HostLink(wiring.Component):
 
             with m.State("TX_PAY"):
                 # The block RAMs read one cycle ahead: address the byte after a transfer.
-                next_tidx = Mux(o_take, tidx + 1, tidx)
+                next_tidx = Mux(tx_take, tidx + 1, tidx)
                 m.d.comb += [buf_r.addr.eq(next_tidx >> 1), res_r.addr.eq(next_tidx >> 1)]
                 word = Mux(resp_src == _SRC_BUF, buf_r.data, res_r.data)
                 with m.Switch(resp_src):
                     with m.Case(_SRC_NACK):
-                        m.d.comb += o.payload.eq(Mux(tidx[0], kind, nack_code))
+                        m.d.comb += tx_payload.eq(Mux(tidx[0], kind, nack_code))
                     with m.Case(_SRC_STATUS):
-                        m.d.comb += o.payload.eq(status_snap.word_select(tidx, 8))
+                        m.d.comb += tx_payload.eq(status_snap.word_select(tidx, 8))
                     with m.Default():
-                        m.d.comb += o.payload.eq(Mux(tidx[0], word[8:], word[:8]))
-                m.d.comb += o.valid.eq(1)
-                with m.If(o.ready):
-                    m.d.sync += [crc.eq(crc_out), tidx.eq(tidx + 1)]
+                        m.d.comb += tx_payload.eq(Mux(tidx[0], word[8:], word[:8]))
+                m.d.comb += [tx_valid.eq(1), tx_counted.eq(1)]
+                with m.If(tx_ready):
+                    m.d.sync += tidx.eq(tidx + 1)
                     with m.If(tidx == resp_len - 1):
                         m.next = "TX_CRC"
 
             with m.State("TX_CRC"):
-                m.d.comb += [o.valid.eq(1), o.payload.eq(Mux(cidx, crc[:8], crc[8:]))]
-                with m.If(o.ready):
+                m.d.comb += [tx_valid.eq(1), tx_payload.eq(Mux(cidx, crc[:8], crc[8:]))]
+                with m.If(tx_ready):
                     m.d.sync += cidx.eq(1)
                     with m.If(cidx):
                         m.next = "HUNT"
