@@ -195,14 +195,19 @@ class Engine(wiring.Component):
         rd_start_addr = Signal(im.ADDR_BITS)
         rd_start_n = Signal(24)
 
+        # Command lengths are registers, recomputed the cycle after the remaining count
+        # changes (w_stale / r_stale: no command in that cycle).
         mb = cfg.max_burst
-        wlen = Mux(wrem > mb, mb, wrem)
-        rlen = Mux(rd_rem > mb, mb, rd_rem)
+        wlen, rlen = Signal(range(mb + 1)), Signal(range(mb + 1))
+        w_stale, r_stale = Signal(), Signal()
+        w_has, r_has = Signal(), Signal()      # wrem != 0, rd_rem != 0 (registers)
+        m.d.sync += [wlen.eq(Mux(wrem > mb, mb, wrem)), rlen.eq(Mux(rd_rem > mb, mb, rd_rem)),
+                     w_has.eq(wrem != 0), r_has.eq(rd_rem != 0), w_stale.eq(0), r_stale.eq(0)]
         cmd = self.mem_cmd
-        with m.If(wrem != 0):
+        with m.If(w_has & ~w_stale):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
                          cmd.payload.length.eq(wlen)]
-        with m.Elif(~wreq.r_rdy & (rd_rem != 0)):
+        with m.Elif(~wreq.r_rdy & ~w_has & ~w_stale & r_has & ~r_stale):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(rd_addr),
                          cmd.payload.write.eq(0), cmd.payload.length.eq(rlen)]
         w_cmd_acc = Signal()
@@ -211,13 +216,13 @@ class Engine(wiring.Component):
             m.d.comb += wreq.r_en.eq(1)
             with m.If(wreq.r_rdy):
                 m.d.sync += [waddr.eq(wreq.r_data[:im.ADDR_BITS]),
-                             wrem.eq(wreq.r_data[im.ADDR_BITS:])]
+                             wrem.eq(wreq.r_data[im.ADDR_BITS:]), w_stale.eq(1)]
         with m.Elif(w_cmd_acc):
-            m.d.sync += [waddr.eq(waddr + wlen), wrem.eq(wrem - wlen)]
+            m.d.sync += [waddr.eq(waddr + wlen), wrem.eq(wrem - wlen), w_stale.eq(1)]
         with m.If(rd_start):
-            m.d.sync += [rd_addr.eq(rd_start_addr), rd_rem.eq(rd_start_n)]
+            m.d.sync += [rd_addr.eq(rd_start_addr), rd_rem.eq(rd_start_n), r_stale.eq(1)]
         with m.Elif(cmd.valid & cmd.ready & ~cmd.payload.write):
-            m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen)]
+            m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen), r_stale.eq(1)]
         w_xfer = Signal()
         m.d.comb += [self.mem_w.valid.eq(wfifo.r_rdy & (owed != 0)),
                      self.mem_w.payload.eq(wfifo.r_data),
@@ -311,7 +316,8 @@ class Engine(wiring.Component):
 
         reserve = Signal(range(cfg.fifo_depth + 1))
         launch_conv = Signal()
-        m.d.sync += inflight.eq(inflight + reserve + launch_conv - v7)
+        reserve_q = Signal.like(reserve)
+        m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - v7)]
 
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(3)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
@@ -377,15 +383,18 @@ class Engine(wiring.Component):
                      l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0)]
         gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
         m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
-        lq_lat = DSP_LATENCY + 1
-        l_vline = _delay_line(m, l1_v, lq_lat + 1, "ld_v")
-        l_addr = _delayed(m, l1_addr, lq_lat + 1, "ld_addr")
-        l_lane = _delayed(m, l1_lane, lq_lat + 1, "ld_lane")
+        l_lat = DSP_LATENCY + 3          # product, shift, round, saturate
+        l_vline = _delay_line(m, l1_v, l_lat, "ld_v")
+        l_addr = _delayed(m, l1_addr, l_lat, "ld_addr")
+        l_lane = _delayed(m, l1_lane, l_lat, "ld_lane")
         lP_x = _delayed(m, l1_x, DSP_LATENCY, "ld_x")
-        lq = Signal(signed(33))
-        m.d.sync += lq.eq(Mux(scale_en, Mux(ls_shift == 0, gate_mul.p,
-                                            ((gate_mul.p >> (ls_shift - 1)[:5]) + 1) >> 1),
-                              lP_x))
+        lsh = Signal(signed(32))
+        l_round = Signal()
+        m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_shift == 0, gate_mul.p,
+                                              gate_mul.p >> (ls_shift - 1)[:5]), lP_x)),
+                     l_round.eq(scale_en & (ls_shift != 0))]
+        lq = Signal(signed(32))
+        m.d.sync += lq.eq(Mux(l_round, (lsh + 1) >> 1, lsh))
         ly = Signal(signed(16))
         m.d.sync += ly.eq(Mux(scale_en, Mux(lq > ls_hi, ls_hi, Mux(lq < ls_lo, ls_lo, lq)), lq))
         load_busy = Signal()
@@ -433,11 +442,16 @@ class Engine(wiring.Component):
         for i in range(1, n_slots):
             m.d.sync += slot_base[i].eq(slot_base[i - 1] + rowE)
 
+        # The group header (LUT RAM) is read into a register: after g changes the issue stage
+        # waits one cycle (h_stale) for the new group's header.
+        h_stale = Signal()
+        h_data = Signal(64)
         m.d.comb += hdr_r.addr.eq(g)
-        h_nvalid = hdr_r.data[0:16]
-        h_inlo = hdr_r.data[16:32]
-        h_ncig = hdr_r.data[32:48]
-        h_wbase = hdr_r.data[48:64]
+        m.d.sync += h_data.eq(hdr_r.data)
+        h_nvalid = h_data[0:16]
+        h_inlo = h_data[16:32]
+        h_ncig = h_data[32:48]
+        h_wbase = h_data[48:64]
         sslot = Signal(4)
         m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
         chan_lo = Signal(16)
@@ -466,8 +480,9 @@ class Engine(wiring.Component):
         m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
         m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
 
-        # the step's tags, from I to R (four registers), to the accumulator below
-        to_r = 4
+        # the step's tags, from I to R2 (five registers: the RAM outputs are registered in R2
+        # before any logic), to the accumulator below
+        to_r = 5
         rv_line = _delay_line(m, issue, to_r, "mac_v")
         rv = rv_line[-1]
         rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
@@ -479,8 +494,11 @@ class Engine(wiring.Component):
         rg = _delayed(m, g, to_r, "mac_g")
         rvalid_tap = _delayed(m, q2_valid_tap, to_r - 2, "mac_vt")
 
-        elems = [rb_r.data[16 * i:16 * i + 16].as_signed() for i in range(P)]
-        wts = [[wram_r.data[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
+        rb_q = Signal.like(rb_r.data)
+        wram_q = Signal.like(wram_r.data)
+        m.d.sync += [rb_q.eq(rb_r.data), wram_q.eq(wram_r.data)]
+        elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
+        wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
                for j in range(P)]
         # F: operand registers in the fabric (the RAM outputs go through a multiplexer)
         a_f = [[Signal(signed(16), name=f"a_{j}_{l}") for l in range(L)] for j in range(P)]
@@ -532,7 +550,6 @@ class Engine(wiring.Component):
         lane0 = [_delayed(m, products[j][0], lL, f"max_{j}") for j in range(P)]
         # the accumulator (max mode: the running maximum of the operands)
         accs = [Signal(signed(ACC_W), name=f"acc{j}") for j in range(P)]
-        acc_next = []
         for j in range(P):
             nxt = Signal(signed(ACC_W), name=f"accn{j}")
             mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
@@ -540,12 +557,17 @@ class Engine(wiring.Component):
                                    Mux(mfirst, 0, accs[j]) + sums[j][0]))
             with m.If(mv):
                 m.d.sync += accs[j].eq(nxt)
-            acc_next.append(nxt)
+        # a pixel's finished accumulators go to the result FIFO from their registers, the
+        # cycle after the last step (a first step arriving then reads them before it writes)
+        done_v = Signal()
+        done_g, done_pend, done_nv = Signal.like(mg), Signal(), Signal(16)
+        m.d.sync += [done_v.eq(mv & mlast), done_g.eq(mg), done_pend.eq(mpend),
+                     done_nv.eq(mnv)]
         mac_busy = Signal()
-        m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line).any())
+        m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line, done_v).any())
         res_w = ACC_W * P + len(g) + 1 + 16
         res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
-        m.d.comb += [res.w_en.eq(mv & mlast), res.w_data.eq(Cat(*acc_next, mg, mpend, mnv))]
+        m.d.comb += [res.w_en.eq(done_v), res.w_data.eq(Cat(*accs, done_g, done_pend, done_nv))]
         issue_first = Signal()
         m.d.comb += issue_first.eq(issue & s_first)
         m.d.sync += res_reserved.eq(res_reserved + issue_first - res_pop)
@@ -600,8 +622,10 @@ class Engine(wiring.Component):
         v_settle = Signal(2)
         v_settled = Signal()
         v_left = n_elems - v_done
+        v_a_addr, v_b_addr = Signal(im.ADDR_BITS), Signal(im.ADDR_BITS)
         m.d.sync += [v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
-                     v_fits.eq(room >= v_next_n + 9)]
+                     v_fits.eq(room >= v_next_n + 9),
+                     v_a_addr.eq(F("a_addr") + v_done), v_b_addr.eq(F("b_addr") + v_done)]
         m.d.comb += v_settled.eq(v_settle == 2)
         vx = Signal(signed(16))
         vx_v, vx_flag = Signal(), Signal()
@@ -690,12 +714,13 @@ class Engine(wiring.Component):
 
         # ---------------- sequencer --------------------------------------------------------
         pc = Signal(16)
+        pc_addr = Signal(im.ADDR_BITS)     # pc * DESC_WORDS
         m.d.comb += self.pc.eq(pc)
         drained = Signal()
         m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
-                               & ~vx_v & ~vp_v & ~load_busy & ~p6_v)
+                               & ~vx_v & ~vp_v & ~load_busy & ~p6_v & ~rd_start)
         need = Signal(signed(18))
         m.d.comb += need.eq(top + k - 1)
         next_row = Signal(16)
@@ -703,17 +728,26 @@ class Engine(wiring.Component):
         load_slot = Signal(4)
         steps_left = Signal()
 
+        # A read starts the cycle after start_read (registered address and count); the receive
+        # counters clear at once (no word of the new read can arrive before).
+        # rd_done: every word of the last read has arrived (a register: the wait states see
+        # it one cycle after the last word).
+        rd_expect = Signal(24)
+        rd_done = Signal()
+        m.d.sync += [rd_start.eq(0),
+                     rd_done.eq((rx_cnt == rd_expect) & (rd_rem == 0) & ~rd_start)]
+
         def start_read(addr, n, kind, wrap=1):
-            m.d.comb += [rd_start.eq(1), rd_start_addr.eq(addr), rd_start_n.eq(n),
-                         rx_clear.eq(1)]
-            m.d.sync += [ld_kind.eq(kind), ld_wrap.eq(wrap)]
+            m.d.comb += rx_clear.eq(1)
+            m.d.sync += [rd_start.eq(1), rd_start_addr.eq(addr), rd_start_n.eq(n),
+                         rd_expect.eq(n), rd_done.eq(0), ld_kind.eq(kind), ld_wrap.eq(wrap)]
 
         with m.FSM():
             with m.State("FETCH"):
-                start_read(pc * im.DESC_WORDS, im.DESC_WORDS, 1)
+                start_read(pc_addr, im.DESC_WORDS, 1)
                 m.next = "FETCH_WAIT"
             with m.State("FETCH_WAIT"):
-                with m.If((rx_cnt == im.DESC_WORDS) & (rd_rem == 0)):
+                with m.If(rd_done):
                     m.d.sync += ld_kind.eq(0)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
@@ -723,7 +757,7 @@ class Engine(wiring.Component):
                 with m.Switch(opcode):
                     with m.Case(im.OP_END):
                         m.d.comb += self.frame_done.eq(1)
-                        m.d.sync += [pc.eq(0), self.busy.eq(0)]
+                        m.d.sync += [pc.eq(0), pc_addr.eq(0), self.busy.eq(0)]
                         m.next = "FETCH"
                     with m.Case(im.OP_INPUT):
                         m.next = "INPUT"
@@ -737,7 +771,7 @@ class Engine(wiring.Component):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(drained):
-                    m.d.sync += pc.eq(pc + 1)
+                    m.d.sync += [pc.eq(pc + 1), pc_addr.eq(pc_addr + im.DESC_WORDS)]
                     m.next = "FETCH"
             # ---- INPUT
             with m.State("INPUT"):
@@ -752,27 +786,27 @@ class Engine(wiring.Component):
                 m.next = "OUTPUT_WAIT"
             with m.State("OUTPUT_WAIT"):
                 m.d.comb += rx_to_out.eq(1)
-                with m.If((rx_cnt == n_elems) & (rd_rem == 0)):
+                with m.If(rd_done):
                     m.next = "NEXT"
             # ---- CONV
             with m.State("CONV_W"):
                 start_read(F("w_addr"), F("w_words"), 2, ew)
                 m.next = "CONV_W_WAIT"
             with m.State("CONV_W_WAIT"):
-                with m.If((rx_cnt == F("w_words")) & (rd_rem == 0)):
+                with m.If(rd_done):
                     m.next = "CONV_P"
             with m.State("CONV_P"):
                 start_read(F("p_addr"), F("p_words"), 3, cfg.group_words)
                 m.next = "CONV_P_WAIT"
             with m.State("CONV_P_WAIT"):
-                with m.If((rx_cnt == F("p_words")) & (rd_rem == 0)):
+                with m.If(rd_done):
                     m.next = "CONV_LUT"
             with m.State("CONV_LUT"):
                 with m.If(act_en):
                     start_read(F("lut_addr"), F("lut_n"), 4)
                 m.next = "CONV_LUT_WAIT"
             with m.State("CONV_LUT_WAIT"):
-                with m.If(~act_en | ((rx_cnt == F("lut_n")) & (rd_rem == 0))):
+                with m.If(rd_done):
                     m.d.sync += ld_kind.eq(0)
                     m.next = "CONV_G"
             with m.State("CONV_G"):
@@ -780,7 +814,7 @@ class Engine(wiring.Component):
                     start_read(F("b_addr"), C, 5)
                 m.next = "CONV_G_WAIT"
             with m.State("CONV_G_WAIT"):
-                with m.If(~scale_en | ((rx_cnt == C) & (rd_rem == 0))):
+                with m.If(rd_done):
                     m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, k - pad)), ld_kind.eq(0)]
@@ -794,10 +828,11 @@ class Engine(wiring.Component):
                     m.next = "ROW_LOAD"
                 with m.Else():
                     m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
-                                 step.eq(0), left.eq(-pad), left_ce.eq(-pad_ce), dx_ce.eq(0)]
+                                 step.eq(0), left.eq(-pad), left_ce.eq(-pad_ce), dx_ce.eq(0),
+                                 h_stale.eq(1)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
-                with m.If((rx_cnt == row_words) & (rd_rem == 0) & ~load_busy):
+                with m.If(rd_done & ~load_busy):
                     last_slot = load_slot == k - 1
                     m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
                                  load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
@@ -805,7 +840,8 @@ class Engine(wiring.Component):
                                  ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
-                with m.If(can_issue | ~s_first):
+                m.d.sync += h_stale.eq(0)
+                with m.If(~h_stale & (can_issue | ~s_first)):
                     m.d.comb += issue.eq(1)
                     m.d.sync += step.eq(step + 1)
                     with m.If(is_dense & (cig != h_ncig - 1)):
@@ -823,6 +859,7 @@ class Engine(wiring.Component):
                     with m.If(s_last):
                         m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0),
                                      dx_ce.eq(0)]
+                        m.d.sync += h_stale.eq(1)
                         with m.If(g == n_groups - 1):
                             m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
                                          left_ce.eq(left_ce + stride_ce)]
@@ -847,10 +884,7 @@ class Engine(wiring.Component):
                         start_read(F("lut_addr"), F("lut_n"), 4)
                 m.next = "VEC_PRE_WAIT"
             with m.State("VEC_PRE_WAIT"):
-                with m.If((rd_rem == 0) & ((vmode == im.VEC_ADD) | (vmode == im.VEC_AVGPOOL) |
-                                           ((vmode == im.VEC_ACT) & (rx_cnt == F("lut_n"))) |
-                                           (((vmode == im.VEC_SCALE) | (vmode == im.VEC_PRELU))
-                                            & (rx_cnt == C)))):
+                with m.If(rd_done):     # add and pool read nothing here
                     m.d.sync += ld_kind.eq(0)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_CHUNK"):
@@ -867,18 +901,18 @@ class Engine(wiring.Component):
                     with m.If(vmode != im.VEC_AVGPOOL):
                         m.d.comb += reserve.eq(n)
                     with m.If(vmode == im.VEC_ADD):
-                        start_read(F("b_addr") + v_done, n, 7)
+                        start_read(v_b_addr, n, 7)
                         m.next = "VEC_B"
                     with m.Else():
-                        start_read(F("a_addr") + v_done, n, 0)
+                        start_read(v_a_addr, n, 0)
                         m.next = "VEC_A"
             with m.State("VEC_B"):
-                with m.If((rx_cnt == v_chunk_n) & (rd_rem == 0)):
-                    start_read(F("a_addr") + v_done, v_chunk_n, 0)
+                with m.If(rd_done):
+                    start_read(v_a_addr, v_chunk_n, 0)
                     m.next = "VEC_A"
             with m.State("VEC_A"):
                 m.d.comb += v_active.eq(1)
-                with m.If((rx_cnt == v_chunk_n) & (rd_rem == 0)):
+                with m.If(rd_done):
                     m.d.sync += v_done.eq(v_done + v_chunk_n)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_POOL"):
