@@ -358,10 +358,11 @@ class SDRAMController(wiring.Component):
                                 rcd[bank].eq(load(t.tRCD)), ras[bank].eq(load(t.tRAS)),
                                 rc[bank].eq(load(t.tRC)), rrd.eq(load(t.tRRD))]
 
-        # The next command is taken while the last word of the current one goes out, so
-        # back-to-back commands run without a bubble. Commands wait for init in the register.
-        m.d.comb += self.cmd_stream.ready.eq((remaining == 0) |
-                                             ((remaining == 1) & word_issued))
+        # The next command is taken once the current one has issued its last word (a cycle
+        # between commands: ``ready`` is a register compare, not the issue decision, so the
+        # decision stays out of the command path of the arbiter and the masters). Commands
+        # wait for init in the register.
+        m.d.comb += self.cmd_stream.ready.eq(remaining == 0)
         with m.If(self.cmd_stream.valid & self.cmd_stream.ready):
             # After the FSM so that these assignments win over the issue branch's.
             payload = self.cmd_stream.payload
