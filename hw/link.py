@@ -284,7 +284,9 @@ class HostLink(wiring.Component):
         ]
 
         n_data = (length - 4)[1:]          # WRITE_MEM data words
-        end_addr = Signal(34)
+        # Frame checks that need arithmetic are registered in PREP, the cycle before CHECK.
+        crc_bad, wr_out, rd_out, face_dup, face_gap = (Signal(name=n) for n in (
+            "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap"))
         m.d.sync += self.start.eq(0)
         with m.FSM():
             with m.State("HUNT"):
@@ -361,7 +363,16 @@ class HostLink(wiring.Component):
                     nack(P.Error.TIMEOUT)
 
             header_byte("CRC0", crc.eq(crc_in), "CRC1")
-            header_byte("CRC1", crc.eq(crc_in), "CHECK")
+            header_byte("CRC1", crc.eq(crc_in), "PREP")
+
+            with m.State("PREP"):
+                n_face = length - 4
+                m.d.sync += [crc_bad.eq(crc != 0),
+                             wr_out.eq(addr + n_data > self.mem_words),
+                             rd_out.eq(addr + count > self.mem_words),
+                             face_dup.eq((seq == face_seq) & (addr + n_face == face_pos)),
+                             face_gap.eq((addr != 0) & (addr != face_pos))]
+                m.next = "CHECK"
 
             with m.State("DISCARD"):
                 # An over-long frame: drop everything until the line goes quiet, so that a sync
@@ -373,17 +384,16 @@ class HostLink(wiring.Component):
             with m.State("CHECK"):
                 m.d.sync += [cur_addr.eq(addr), widx.eq(0), fidx.eq(0)]
                 m.d.comb += buf_r.addr.eq(0)
-                with m.If(crc != 0):
+                with m.If(crc_bad):
                     count_up("bad_crc")
                     nack(P.Error.BAD_CRC)
                 with m.Else():
                     count_up("frames_ok")
                     with m.Switch(kind):
                         with m.Case(P.Cmd.WRITE_MEM):
-                            m.d.comb += end_addr.eq(addr + n_data)
                             with m.If((length < 6) | length[0]):
                                 reject(P.Error.BAD_LENGTH)
-                            with m.Elif(end_addr > self.mem_words):
+                            with m.Elif(wr_out):
                                 reject(P.Error.BAD_ADDRESS)
                             with m.Elif(self.busy):
                                 reject(P.Error.BUSY)
@@ -391,10 +401,9 @@ class HostLink(wiring.Component):
                                 m.d.sync += remaining.eq(n_data)
                                 m.next = "W_CMD"
                         with m.Case(P.Cmd.READ_MEM):
-                            m.d.comb += end_addr.eq(addr + count)
                             with m.If((length != 6) | (count == 0) | (count > self.buf_words)):
                                 reject(P.Error.BAD_LENGTH)
-                            with m.Elif(end_addr > self.mem_words):
+                            with m.Elif(rd_out):
                                 reject(P.Error.BAD_ADDRESS)
                             with m.Elif(self.busy):
                                 reject(P.Error.BUSY)
@@ -438,12 +447,12 @@ class HostLink(wiring.Component):
                             n_face = length - 4
                             with m.If(length < 5):
                                 reject(P.Error.BAD_LENGTH)
-                            with m.Elif((seq == face_seq) & (addr + n_face == face_pos)):
+                            with m.Elif(face_dup):
                                 # The host resent a chunk whose ACK it lost: already fed.
                                 respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
                             with m.Elif((addr == 0) & self.busy):
                                 reject(P.Error.BUSY)
-                            with m.Elif((addr != 0) & (addr != face_pos)):
+                            with m.Elif(face_gap):
                                 reject(P.Error.BAD_ADDRESS)
                             with m.Else():
                                 m.d.sync += [face_pos.eq(addr + n_face), face_seq.eq(seq)]
