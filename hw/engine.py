@@ -136,9 +136,22 @@ class Engine(wiring.Component):
         shuffle_en = flags[1]
         scale_en = flags[2]       # CONV: SE channel scale applied while loading input rows
         pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
-        is_conv = opcode == im.OP_CONV
-        is_dense = mode == im.MODE_DENSE
-        is_max = mode == im.MODE_MAX
+        # Decoded descriptor fields, as registers (the descriptor is written a few cycles
+        # before DISPATCH, and every pipeline has drained before the next one is fetched).
+        def decoded(name, expr):
+            flag = Signal(name=name)
+            m.d.sync += flag.eq(expr)
+            return flag
+
+        is_conv = decoded("is_conv", opcode == im.OP_CONV)
+        is_input = decoded("is_input", opcode == im.OP_INPUT)
+        is_dense = decoded("is_dense", mode == im.MODE_DENSE)
+        is_max = decoded("is_max", mode == im.MODE_MAX)
+        is_vec = opcode == im.OP_VEC
+        v_add, v_scale, v_prelu, v_act, v_pool = (
+            decoded(f"vec_{n}", is_vec & (mode == code)) for n, code in (
+                ("add", im.VEC_ADD), ("scale", im.VEC_SCALE), ("prelu", im.VEC_PRELU),
+                ("act", im.VEC_ACT), ("pool", im.VEC_AVGPOOL)))
 
         # ---------------- on-chip memories ------------------------------------------------
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
@@ -442,23 +455,25 @@ class Engine(wiring.Component):
         for i in range(1, n_slots):
             m.d.sync += slot_base[i].eq(slot_base[i - 1] + rowE)
 
-        # The group header (LUT RAM) is read into a register: after g changes the issue stage
-        # waits one cycle (h_stale) for the new group's header.
-        h_stale = Signal()
+        # The group header is read into a register (yosys makes it a block RAM's output
+        # register) and n_cig - 1 into another: after g changes the issue stage waits two
+        # cycles (h_stale) for the new group's header.
+        h_stale = Signal(2)
         h_data = Signal(64)
         m.d.comb += hdr_r.addr.eq(g)
         m.d.sync += h_data.eq(hdr_r.data)
         h_nvalid = h_data[0:16]
         h_inlo = h_data[16:32]
-        h_ncig = h_data[32:48]
         h_wbase = h_data[48:64]
+        h_last_cig = Signal(16)       # n_cig - 1, a register after the header register
+        m.d.sync += h_last_cig.eq(h_data[32:48] - 1)
         sslot = Signal(4)
         m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
         last_tap = (dx == k - 1) & (dy == k - 1)
         s_first = step == 0
-        s_last = last_tap & (~is_dense | (cig == h_ncig - 1))
+        s_last = last_tap & (~is_dense | (cig == h_last_cig))
         pix_end = s_last & (g == n_groups - 1)
 
         # Q1
@@ -623,7 +638,8 @@ class Engine(wiring.Component):
         v_settled = Signal()
         v_left = n_elems - v_done
         v_a_addr, v_b_addr = Signal(im.ADDR_BITS), Signal(im.ADDR_BITS)
-        m.d.sync += [v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
+        v_all_done = Signal()
+        m.d.sync += [v_all_done.eq(v_done == n_elems),v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
                      v_fits.eq(room >= v_next_n + 9),
                      v_a_addr.eq(F("a_addr") + v_done), v_b_addr.eq(F("b_addr") + v_done)]
         m.d.comb += v_settled.eq(v_settle == 2)
@@ -647,7 +663,7 @@ class Engine(wiring.Component):
                 m.d.sync += v_first_pass.eq(0)
         # avgpool accumulation (read-modify-write of the channel sums)
         pool_acc = Signal()
-        m.d.comb += pool_acc.eq(vx_v & (vmode == im.VEC_AVGPOOL) & (opcode == im.OP_VEC))
+        m.d.comb += pool_acc.eq(vx_v & v_pool)
         v_first_d = Signal()
         m.d.sync += v_first_d.eq(v_first_pass)
         # fused pool: one stage after the post pipeline, read-modify-write of the sum of the
@@ -672,32 +688,31 @@ class Engine(wiring.Component):
         in_byte = Signal(8)
         in_take = Signal()
         in_flag = Signal()
-        with m.If(opcode == im.OP_CONV):
+        with m.If(is_conv):
             m.d.comb += [pv.eq(ser_launch), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
                          pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
                          ps.eq(lane_rec[56:62]),
                          pflag.eq(ser_pend & (ser_j == ser_nv - 1)),
                          p_lut.eq(act_en)]
-        with m.Elif(opcode == im.OP_INPUT):
+        with m.Elif(is_input):
             m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(F("offset")),
                          psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
                          pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
         with m.Else():
-            m.d.comb += [pflag.eq(vx_flag), p_lut.eq(vmode == im.VEC_ACT)]
-            with m.Switch(vmode):
-                with m.Case(im.VEC_ADD):
-                    m.d.comb += [pv.eq(vx_v), px.eq(vx), py.eq(ybuf), psa.eq(F("sa")[:4]),
-                                 psb.eq(F("sb")[:4]), pm.eq(1), ps.eq(F("shift"))]
-                with m.Case(im.VEC_SCALE):
-                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(ychan), ps.eq(F("shift"))]
-                with m.Case(im.VEC_PRELU):
-                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
-                                 ps.eq(Mux(vx < 0, F("shift"), 0))]
-                with m.Case(im.VEC_ACT):
-                    m.d.comb += [pv.eq(vx_v), px.eq(vx), pm.eq(1), ps.eq(0)]
-                with m.Case(im.VEC_AVGPOOL):
-                    m.d.comb += [pv.eq(vp_v), px.eq(acc_r.data.as_signed()),
-                                 pm.eq(F("mult")), ps.eq(F("shift"))]
+            m.d.comb += [pflag.eq(vx_flag), p_lut.eq(v_act),
+                         pv.eq(Mux(v_pool, vp_v, vx_v)), ps.eq(F("shift"))]
+            with m.If(v_add):
+                m.d.comb += [px.eq(vx), py.eq(ybuf), psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
+                             pm.eq(1)]
+            with m.Elif(v_scale):
+                m.d.comb += [px.eq(vx), pm.eq(ychan)]
+            with m.Elif(v_prelu):
+                m.d.comb += [px.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
+                             ps.eq(Mux(vx < 0, F("shift"), 0))]
+            with m.Elif(v_act):
+                m.d.comb += [px.eq(vx), pm.eq(1), ps.eq(0)]
+            with m.Elif(v_pool):
+                m.d.comb += [px.eq(acc_r.data.as_signed()), pm.eq(F("mult"))]
 
         # ---------------- INPUT op ---------------------------------------------------------
         in_cnt = Signal(24)
@@ -752,7 +767,7 @@ class Engine(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += req_init.eq(1)
-                m.d.sync += [req_stride_oc.eq(opcode == im.OP_CONV), in_cnt.eq(0),
+                m.d.sync += [req_stride_oc.eq(is_conv), in_cnt.eq(0),
                              in_ci.eq(0)]
                 with m.Switch(opcode):
                     with m.Case(im.OP_END):
@@ -829,7 +844,7 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
                                  step.eq(0), left.eq(-pad), left_ce.eq(-pad_ce), dx_ce.eq(0),
-                                 h_stale.eq(1)]
+                                 h_stale.eq(2)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
@@ -840,11 +855,12 @@ class Engine(wiring.Component):
                                  ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
-                m.d.sync += h_stale.eq(0)
-                with m.If(~h_stale & (can_issue | ~s_first)):
+                with m.If(h_stale != 0):
+                    m.d.sync += h_stale.eq(h_stale - 1)
+                with m.Elif(can_issue | ~s_first):
                     m.d.comb += issue.eq(1)
                     m.d.sync += step.eq(step + 1)
-                    with m.If(is_dense & (cig != h_ncig - 1)):
+                    with m.If(is_dense & (cig != h_last_cig)):
                         m.d.sync += cig.eq(cig + 1)
                     with m.Else():
                         m.d.sync += [cig.eq(0), tap.eq(tap + 1)]
@@ -859,7 +875,7 @@ class Engine(wiring.Component):
                     with m.If(s_last):
                         m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0),
                                      dx_ce.eq(0)]
-                        m.d.sync += h_stale.eq(1)
+                        m.d.sync += h_stale.eq(2)
                         with m.If(g == n_groups - 1):
                             m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
                                          left_ce.eq(left_ce + stride_ce)]
@@ -891,16 +907,16 @@ class Engine(wiring.Component):
                 n = v_next_n
                 with m.If(~v_settled):
                     m.d.sync += v_settle.eq(v_settle + 1)
-                with m.Elif(v_done == n_elems):
-                    with m.If(vmode == im.VEC_AVGPOOL):
+                with m.Elif(v_all_done):
+                    with m.If(v_pool):
                         m.next = "VEC_POOL"
                     with m.Else():
                         m.next = "NEXT"
-                with m.Elif((vmode == im.VEC_AVGPOOL) | (v_fits & req_ok)):
+                with m.Elif(v_pool | (v_fits & req_ok)):
                     m.d.sync += [v_chunk_n.eq(n), v_i.eq(0), v_settle.eq(0)]
-                    with m.If(vmode != im.VEC_AVGPOOL):
+                    with m.If(~v_pool):
                         m.d.comb += reserve.eq(n)
-                    with m.If(vmode == im.VEC_ADD):
+                    with m.If(v_add):
                         start_read(v_b_addr, n, 7)
                         m.next = "VEC_B"
                     with m.Else():

@@ -10,7 +10,8 @@ the simulation, tests/test_engine.py and ``make sim``):
 - CONV: load weights, group parameters, the table and (SE scale fused) the gate vector; then
   per output row the new input rows
   (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
-  (plus one cycle for the group's header) per group and pixel while the serializer emits ``n_valid + 2`` cycles per group and the
+  (plus two cycles for the group's header) per group and pixel while the serializer emits
+  ``n_valid + 2`` cycles per group and the
   port writes ``n_out`` words per pixel: the row takes the longest of the three;
 - VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
   add, 2 otherwise, 1 for average pooling plus its ``C`` results; a pool fused into the conv
@@ -74,7 +75,7 @@ def descriptor_cycles(d, cfg) -> int:
             steps = sum(k * k * g[2] for g in groups)
         else:
             steps = k * k * len(groups)
-        steps += len(groups)        # a cycle per group: the issue stage reads its header
+        steps += 2 * len(groups)    # two cycles per group: the issue stage reads its header
         ser = sum(g[0] + 2 for g in groups)
         n_out = d["n_out"]
         wr_pix = n_out + math.ceil(n_out / cfg.max_burst) * (cfg.mem_latency + 1)
