@@ -736,9 +736,15 @@ class Engine(wiring.Component):
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
                                & ~vx_v & ~vp_v & ~load_busy & ~p6_v & ~rd_start)
-        need = Signal(signed(18))
-        m.d.comb += need.eq(top + k - 1)
+        # ROW decides from registers: whether another input row is needed (and exists) and
+        # whether the output rows are done; it waits two cycles after top / next_row / oy
+        # change (row_settle).
+        row_more, rows_done = Signal(), Signal()
+        row_settle = Signal(2)
         next_row = Signal(16)
+        need = Signal(signed(18))      # the last input row the output row oy needs
+        m.d.sync += [need.eq(top + k - 1), rows_done.eq(oy == OH),
+                     row_more.eq((next_row < H) & (next_row.as_signed() <= need))]
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
         steps_left = Signal()
@@ -833,11 +839,14 @@ class Engine(wiring.Component):
                     m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, k - pad)), ld_kind.eq(0)]
+                    m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
-                with m.If(oy == OH):
+                with m.If(row_settle != 0):
+                    m.d.sync += row_settle.eq(row_settle - 1)
+                with m.Elif(rows_done):
                     m.next = "NEXT"
-                with m.Elif((next_row < H) & (next_row.as_signed() <= need)):
+                with m.Elif(row_more):
                     start_read(row_ptr, row_words, 6)
                     m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
                     m.next = "ROW_LOAD"
@@ -853,6 +862,7 @@ class Engine(wiring.Component):
                                  load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
                                  load_base.eq(Mux(last_slot, 0, load_base + rowE)),
                                  ld_kind.eq(0)]
+                    m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ISSUE"):
                 with m.If(h_stale != 0):
@@ -884,6 +894,7 @@ class Engine(wiring.Component):
                                 ts1 = Mux(ts >= k, ts - k, ts)
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
                                              top_slot.eq(Mux(ts1 >= k, ts1 - k, ts1))]
+                                m.d.sync += row_settle.eq(2)
                                 m.next = "ROW"
                         with m.Else():
                             m.d.sync += g.eq(g + 1)

@@ -24,7 +24,8 @@ from firmware import image as im
 
 FETCH_OVERHEAD = 4
 OP_OVERHEAD = 6
-ROW_OVERHEAD = 11         # row-load command (registered start), FSM steps, the 6-stage load pipeline
+ROW_OVERHEAD = 13         # row-load command (registered start), FSM steps (2 settling),
+#                           the 6-stage load pipeline
 
 
 def _xfer(n, cfg):
@@ -85,7 +86,7 @@ def descriptor_cycles(d, cfg) -> int:
             new = max(0, need + 1 - loaded)
             loaded += new
             c += new * _xfer(W * C, cfg) + ROW_OVERHEAD
-            c += max(OW * steps, OW * ser, OW * wr_pix) + 6
+            c += max(OW * steps, OW * ser, OW * wr_pix) + 8
         return c
     raise ValueError(f"descriptor {d.get('name')!r}: unknown opcode {op}")
 
