@@ -206,6 +206,9 @@ class HostLink(wiring.Component):
         tidx = Signal(16)
         cidx = Signal()
         nack_code = Signal(8)
+        pay_phase = Signal(2)
+        pay_word = Signal(16)
+        pay_byte = Signal(8)
         last_error = Signal(8)
 
         counters = {name: Signal(16, name=name) for name in _COUNTERS}
@@ -233,7 +236,7 @@ class HostLink(wiring.Component):
 
         def respond(kind_value, len_value, src):
             m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value), resp_src.eq(src),
-                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF)]
+                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0)]
             m.next = "TX_HDR"
 
         def nack(code):
@@ -524,22 +527,32 @@ class HostLink(wiring.Component):
                             m.next = "TX_PAY"
 
             with m.State("TX_PAY"):
-                # The block RAMs read one cycle ahead: address the byte after a transfer.
-                next_tidx = Mux(tx_take, tidx + 1, tidx)
-                m.d.comb += [buf_r.addr.eq(next_tidx >> 1), res_r.addr.eq(next_tidx >> 1)]
-                word = Mux(resp_src == _SRC_BUF, buf_r.data, res_r.data)
-                with m.Switch(resp_src):
-                    with m.Case(_SRC_NACK):
-                        m.d.comb += tx_payload.eq(Mux(tidx[0], kind, nack_code))
-                    with m.Case(_SRC_STATUS):
-                        m.d.comb += tx_payload.eq(status_snap.word_select(tidx, 8))
-                    with m.Default():
-                        m.d.comb += tx_payload.eq(Mux(tidx[0], word[8:], word[:8]))
-                m.d.comb += [tx_valid.eq(1), tx_counted.eq(1)]
-                with m.If(tx_ready):
-                    m.d.sync += tidx.eq(tidx + 1)
-                    with m.If(tidx == resp_len - 1):
-                        m.next = "TX_CRC"
+                # A byte in four cycles (the UART takes ten bit times): address the block
+                # RAMs with tidx, register their word, register the byte, offer it.
+                m.d.comb += [buf_r.addr.eq(tidx >> 1), res_r.addr.eq(tidx >> 1)]
+                with m.Switch(pay_phase):
+                    with m.Case(0):
+                        m.d.sync += pay_phase.eq(1)
+                    with m.Case(1):
+                        m.d.sync += [pay_word.eq(Mux(resp_src == _SRC_BUF, buf_r.data,
+                                                     res_r.data)), pay_phase.eq(2)]
+                    with m.Case(2):
+                        with m.Switch(resp_src):
+                            with m.Case(_SRC_NACK):
+                                m.d.sync += pay_byte.eq(Mux(tidx[0], kind, nack_code))
+                            with m.Case(_SRC_STATUS):
+                                m.d.sync += pay_byte.eq(status_snap.word_select(tidx, 8))
+                            with m.Default():
+                                m.d.sync += pay_byte.eq(Mux(tidx[0], pay_word[8:],
+                                                            pay_word[:8]))
+                        m.d.sync += pay_phase.eq(3)
+                    with m.Case(3):
+                        m.d.comb += [tx_valid.eq(1), tx_payload.eq(pay_byte),
+                                     tx_counted.eq(1)]
+                        with m.If(tx_ready):
+                            m.d.sync += [tidx.eq(tidx + 1), pay_phase.eq(0)]
+                            with m.If(tidx == resp_len - 1):
+                                m.next = "TX_CRC"
 
             with m.State("TX_CRC"):
                 m.d.comb += [tx_valid.eq(1), tx_payload.eq(Mux(cidx, crc[:8], crc[8:]))]
