@@ -290,6 +290,7 @@ class HostLink(wiring.Component):
         # Frame checks that need arithmetic are registered in PREP, the cycle before CHECK.
         crc_bad, wr_out, rd_out, face_dup, face_gap = (Signal(name=n) for n in (
             "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap"))
+        frame_error = Signal(8)            # the frame's verdict (VERDICT -> CHECK)
         m.d.sync += self.start.eq(0)
         with m.FSM():
             with m.State("HUNT"):
@@ -375,6 +376,41 @@ class HostLink(wiring.Component):
                              rd_out.eq(addr + count > self.mem_words),
                              face_dup.eq((seq == face_seq) & (addr + n_face == face_pos)),
                              face_gap.eq((addr != 0) & (addr != face_pos))]
+                m.next = "VERDICT"
+
+            with m.State("VERDICT"):
+                # The error code of the frame (0: act on it), registered for CHECK.
+                def verdict(*rules):
+                    chain = C(0, 8)
+                    for cond, code in reversed(rules):
+                        chain = Mux(cond, code, chain)
+                    return chain
+                bad_len = P.Error.BAD_LENGTH
+                with m.Switch(kind):
+                    with m.Case(P.Cmd.WRITE_MEM):
+                        m.d.sync += frame_error.eq(verdict(((length < 6) | length[0], bad_len),
+                                                     (wr_out, P.Error.BAD_ADDRESS),
+                                                     (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.READ_MEM):
+                        m.d.sync += frame_error.eq(verdict(
+                            ((length != 6) | (count == 0) | (count > self.buf_words), bad_len),
+                            (rd_out, P.Error.BAD_ADDRESS), (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.RUN):
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
+                                                     (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.READ_RESULT):
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
+                                                     (self.busy, P.Error.BUSY),
+                                                     (~result_ready, P.Error.NO_RESULT)))
+                    with m.Case(P.Cmd.STATUS):
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len)))
+                    with m.Case(P.Cmd.FACE_DATA):
+                        # a resent chunk whose ACK was lost (face_dup) is acknowledged again
+                        m.d.sync += frame_error.eq(verdict((length < 5, bad_len), (face_dup, 0),
+                                                     ((addr == 0) & self.busy, P.Error.BUSY),
+                                                     (face_gap, P.Error.BAD_ADDRESS)))
+                    with m.Default():
+                        m.d.sync += frame_error.eq(P.Error.UNKNOWN_CMD)
                 m.next = "CHECK"
 
             with m.State("DISCARD"):
@@ -390,81 +426,47 @@ class HostLink(wiring.Component):
                 with m.If(crc_bad):
                     count_up("bad_crc")
                     nack(P.Error.BAD_CRC)
+                with m.Elif(frame_error != 0):
+                    count_up("frames_ok")
+                    reject(frame_error)
                 with m.Else():
                     count_up("frames_ok")
                     with m.Switch(kind):
                         with m.Case(P.Cmd.WRITE_MEM):
-                            with m.If((length < 6) | length[0]):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Elif(wr_out):
-                                reject(P.Error.BAD_ADDRESS)
-                            with m.Elif(self.busy):
-                                reject(P.Error.BUSY)
-                            with m.Else():
-                                m.d.sync += remaining.eq(n_data)
-                                m.next = "W_CMD"
+                            m.d.sync += remaining.eq(n_data)
+                            m.next = "W_CMD"
                         with m.Case(P.Cmd.READ_MEM):
-                            with m.If((length != 6) | (count == 0) | (count > self.buf_words)):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Elif(rd_out):
-                                reject(P.Error.BAD_ADDRESS)
-                            with m.Elif(self.busy):
-                                reject(P.Error.BUSY)
-                            with m.Else():
-                                m.d.sync += remaining.eq(count)
-                                m.next = "R_CMD"
+                            m.d.sync += remaining.eq(count)
+                            m.next = "R_CMD"
                         with m.Case(P.Cmd.RUN):
-                            with m.If(length != 0):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Elif(self.busy):
-                                reject(P.Error.BUSY)
-                            with m.Else():
-                                m.d.sync += [self.start.eq(1), result_count.eq(0)]
-                                count_up("runs")
-                                respond(P.ACK_FLAG | P.Cmd.RUN, 0, _SRC_NACK)
+                            m.d.sync += [self.start.eq(1), result_count.eq(0)]
+                            count_up("runs")
+                            respond(P.ACK_FLAG | P.Cmd.RUN, 0, _SRC_NACK)
                         with m.Case(P.Cmd.READ_RESULT):
-                            with m.If(length != 0):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Elif(self.busy):
-                                reject(P.Error.BUSY)
-                            with m.Elif(~result_ready):
-                                reject(P.Error.NO_RESULT)
-                            with m.Else():
-                                respond(P.ACK_FLAG | P.Cmd.READ_RESULT, 2 * self.n_result,
-                                        _SRC_RESULT)
+                            respond(P.ACK_FLAG | P.Cmd.READ_RESULT, 2 * self.n_result,
+                                    _SRC_RESULT)
                         with m.Case(P.Cmd.STATUS):
-                            with m.If(length != 0):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Else():
-                                # A snapshot: counters that move while it is sent do not tear.
-                                flags = Cat(self.busy, self.done, self.error, result_ready,
-                                            C(0, 4))
-                                m.d.sync += status_snap.eq(Cat(
-                                    C(P.VERSION, 8), flags, last_error, C(0, 8),
-                                    C(self.max_payload, 16), C(self.n_result, 16),
-                                    *(counters[n] for n in P.STATUS_FIELDS[2:-1]),
-                                    result_count, C(0, 16 - len(result_count))))
-                                respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
-                                        _SRC_STATUS)
+                            # A snapshot: counters that move while it is sent do not tear.
+                            flags = Cat(self.busy, self.done, self.error, result_ready,
+                                        C(0, 4))
+                            m.d.sync += status_snap.eq(Cat(
+                                C(P.VERSION, 8), flags, last_error, C(0, 8),
+                                C(self.max_payload, 16), C(self.n_result, 16),
+                                *(counters[n] for n in P.STATUS_FIELDS[2:-1]),
+                                result_count, C(0, 16 - len(result_count))))
+                            respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
+                                    _SRC_STATUS)
                         with m.Case(P.Cmd.FACE_DATA):
-                            n_face = length - 4
-                            with m.If(length < 5):
-                                reject(P.Error.BAD_LENGTH)
-                            with m.Elif(face_dup):
+                            with m.If(face_dup):
                                 # The host resent a chunk whose ACK it lost: already fed.
                                 respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
-                            with m.Elif((addr == 0) & self.busy):
-                                reject(P.Error.BUSY)
-                            with m.Elif(face_gap):
-                                reject(P.Error.BAD_ADDRESS)
                             with m.Else():
+                                n_face = length - 4
                                 m.d.sync += [face_pos.eq(addr + n_face), face_seq.eq(seq)]
                                 with m.If(addr == 0):
                                     m.d.sync += result_count.eq(0)
                                     count_up("runs")
                                 m.next = "F_DATA"
-                        with m.Default():
-                            reject(P.Error.UNKNOWN_CMD)
 
             with m.State("W_CMD"):
                 m.d.comb += [self.mem_cmd.valid.eq(1), self.mem_cmd.payload.write.eq(1)]
