@@ -213,11 +213,27 @@ class SDRAMController(wiring.Component):
         # the handshake logic off the enables of the 16 data flip-flops in the IO cells.
         m.d.sync += command(_NOP) + [pads.dq_oe.eq(0), pads.dq_o.eq(self.w_stream.payload)]
 
+        # Timing counters count down to 0; beside each, a register that says "it is 0" (the
+        # command decision reads these flags, not a comparison on the counters).
+        zero_of = {}
+
         def down_counter(name, limit, init=0):
             counter = Signal(range(max(limit, init, 1) + 1), name=name, init=init)
+            zero = Signal(name=f"{name}_zero", init=init == 0)
             with m.If(counter != 0):
                 m.d.sync += counter.eq(counter - 1)
+            m.d.sync += zero.eq(counter <= 1)
+            zero_of[id(counter)] = zero
             return counter
+
+        def is_zero(counter):
+            return zero_of[id(counter)]
+
+        def set_counter(counters, zeros, index, value):
+            """Load counter ``index`` of a bank Array (or a plain counter) with ``value``."""
+            if index is None:
+                return [counters.eq(value), is_zero(counters).eq(value == 0)]
+            return [counters[index].eq(value), zeros[index].eq(value == 0)]
 
         def load(value):
             # A rule of N cycles between commands: the next command may be decided once the
@@ -228,11 +244,16 @@ class SDRAMController(wiring.Component):
         busy = down_counter("busy", max(t.init_wait, t.tRFC, t.tRP, t.tMRD),
                             init=load(t.init_wait))
         rrd = down_counter("rrd", t.tRRD)
-        rcd = Array(down_counter(f"rcd{b}", t.tRCD) for b in range(nbanks))
-        ras = Array(down_counter(f"ras{b}", t.tRAS) for b in range(nbanks))
-        rc = Array(down_counter(f"rc{b}", t.tRC) for b in range(nbanks))
-        rp = Array(down_counter(f"rp{b}", t.tRP) for b in range(nbanks))
-        wr = Array(down_counter(f"wr{b}", t.tWR) for b in range(nbanks))
+
+        def per_bank(name, limit):
+            counters = [down_counter(f"{name}{b}", limit) for b in range(nbanks)]
+            return Array(counters), Array(is_zero(c) for c in counters)
+
+        rcd, rcd_z = per_bank("rcd", t.tRCD)
+        ras, ras_z = per_bank("ras", t.tRAS)
+        rc, rc_z = per_bank("rc", t.tRC)
+        rp, rp_z = per_bank("rp", t.tRP)
+        wr, wr_z = per_bank("wr", t.tWR)
         open_ = Array(Signal(name=f"open{b}") for b in range(nbanks))
         open_row = Array(Signal(chip.row_bits, name=f"open_row{b}") for b in range(nbanks))
 
@@ -267,6 +288,10 @@ class SDRAMController(wiring.Component):
         credit_back = Signal()
         m.d.comb += credit_back.eq(self.r_stream.valid & self.r_stream.ready)
         m.d.sync += credits.eq(credits - issue_read + credit_back)
+        # "a READ may go out": at least 2 credits a cycle ago (at most one READ a cycle), a
+        # register; the FIFO's last place stays unused.
+        credit_ok = Signal()
+        m.d.sync += credit_ok.eq(credits >= 2)
         # No READ data on the bus in the cycle of a WRITE or the ones around it.
         bus_free_for_write = rd_pipe[:cl + 1] == 0
 
@@ -277,7 +302,7 @@ class SDRAMController(wiring.Component):
 
         all_closable = Signal()
         m.d.comb += all_closable.eq(
-            Cat(*[(ras[b] == 0) & (wr[b] == 0) for b in range(nbanks)]).all())
+            Cat(*[ras_z[b] & wr_z[b] for b in range(nbanks)]).all())
 
         with m.If(self.init_done):
             with m.If(ref_timer == 0):
@@ -292,26 +317,28 @@ class SDRAMController(wiring.Component):
 
         with m.FSM(init="INIT_WAIT"):
             with m.State("INIT_WAIT"):
-                with m.If(busy == 0):
-                    m.d.sync += command(_PRE) + precharge_all + [busy.eq(load(t.tRP))]
+                with m.If(is_zero(busy)):
+                    m.d.sync += command(_PRE) + precharge_all + set_counter(busy, None, None,
+                                                                            load(t.tRP))
                     m.next = "INIT_REFRESH"
 
             with m.State("INIT_REFRESH"):
-                with m.If(busy == 0):
-                    m.d.sync += command(_REF) + [busy.eq(load(t.tRFC)),
-                                                 init_refs.eq(init_refs - 1)]
+                with m.If(is_zero(busy)):
+                    m.d.sync += command(_REF) + set_counter(busy, None, None, load(t.tRFC)) + [
+                        init_refs.eq(init_refs - 1)]
                     with m.If(init_refs == 1):
                         m.next = "INIT_MODE"
 
             with m.State("INIT_MODE"):
-                with m.If(busy == 0):
-                    m.d.sync += command(_MRS, ba=0, a=self.mode_register) + [
-                        busy.eq(load(t.tMRD)), pads.dqm.eq(0), self.init_done.eq(1)]
+                with m.If(is_zero(busy)):
+                    m.d.sync += command(_MRS, ba=0, a=self.mode_register) + set_counter(
+                        busy, None, None, load(t.tMRD)) + [pads.dqm.eq(0), self.init_done.eq(1)]
                     m.next = "READY"
 
             with m.State("REFRESH"):
-                with m.If(busy == 0):
-                    m.d.sync += command(_REF) + [busy.eq(load(t.tRFC)), ref_pending.eq(0)]
+                with m.If(is_zero(busy)):
+                    m.d.sync += command(_REF) + set_counter(busy, None, None, load(t.tRFC)) + [
+                        ref_pending.eq(0)]
                     m.next = "READY"
 
             with m.State("READY"):
@@ -324,39 +351,42 @@ class SDRAMController(wiring.Component):
                 # followed by a comparator on the 13-bit row.
                 m.d.comb += hit.eq(Array(open_[b] & (open_row[b] == row)
                                          for b in range(nbanks))[bank])
-                with m.If(busy != 0):
+                with m.If(~is_zero(busy)):
                     pass
                 with m.Elif(ref_pending):
                     # Close everything once every open row may close and no read is in
                     # flight, then REF after tRP.
                     with m.If(all_closable & (rd_pipe == 0)):
-                        m.d.sync += command(_PRE) + precharge_all + [busy.eq(load(t.tRP))]
+                        m.d.sync += command(_PRE) + precharge_all + set_counter(
+                            busy, None, None, load(t.tRP))
                         m.next = "REFRESH"
                 with m.Elif(remaining != 0):
                     with m.If(hit):
-                        with m.If(rcd[bank] == 0):
+                        with m.If(rcd_z[bank]):
                             with m.If(is_write):
                                 with m.If(self.w_stream.valid & bus_free_for_write):
                                     m.d.comb += [self.w_stream.ready.eq(1),
                                                  word_issued.eq(1)]
-                                    m.d.sync += command(_WRITE) + [
+                                    m.d.sync += command(_WRITE) + set_counter(
+                                        wr, wr_z, bank, load(t.tWR)) + [
                                         pads.dq_oe.eq(1),
-                                        wr[bank].eq(load(t.tWR)),
                                         addr.eq(addr + 1), remaining.eq(remaining - 1)]
-                            with m.Elif(credits != 0):
+                            with m.Elif(credit_ok):
                                 m.d.comb += [issue_read.eq(1), word_issued.eq(1)]
                                 m.d.sync += command(_READ) + [
                                     addr.eq(addr + 1), remaining.eq(remaining - 1)]
                     with m.Elif(open_[bank]):
-                        with m.If((ras[bank] == 0) & (wr[bank] == 0)):
-                            m.d.sync += command(_PRE) + [
-                                open_[bank].eq(0), rp[bank].eq(load(t.tRP))]
+                        with m.If(ras_z[bank] & wr_z[bank]):
+                            m.d.sync += command(_PRE) + set_counter(rp, rp_z, bank, load(t.tRP)) + [
+                                open_[bank].eq(0)]
                     with m.Else():
-                        with m.If((rp[bank] == 0) & (rc[bank] == 0) & (rrd == 0)):
+                        with m.If(rp_z[bank] & rc_z[bank] & is_zero(rrd)):
                             m.d.sync += command(_ACT) + [
-                                open_[bank].eq(1), open_row[bank].eq(row),
-                                rcd[bank].eq(load(t.tRCD)), ras[bank].eq(load(t.tRAS)),
-                                rc[bank].eq(load(t.tRC)), rrd.eq(load(t.tRRD))]
+                                open_[bank].eq(1), open_row[bank].eq(row)] + \
+                                set_counter(rcd, rcd_z, bank, load(t.tRCD)) + \
+                                set_counter(ras, ras_z, bank, load(t.tRAS)) + \
+                                set_counter(rc, rc_z, bank, load(t.tRC)) + \
+                                set_counter(rrd, None, None, load(t.tRRD))
 
         # The next command is taken once the current one has issued its last word (a cycle
         # between commands: ``ready`` is a register compare, not the issue decision, so the

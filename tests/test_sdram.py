@@ -90,7 +90,9 @@ def test_random_traffic_other_configs(chip, mhz):
 @pytest.mark.slow
 @pytest.mark.parametrize("rule,ctrl", [
     ("tRP", {"timing_overrides": {"tRP": 1}}),
-    ("tRAS", {"timing_overrides": {"tRAS": 1}}),
+    # tRCD shortened too: with the real tRCD, ACT -> READ -> the next command's PRE already
+    # spans tRAS at 100 MHz, so a broken tRAS alone would never show
+    ("tRAS", {"timing_overrides": {"tRAS": 1, "tRCD": 1}}),
     ("tWR", {"timing_overrides": {"tWR": 1}}),
     ("tRFC", {"timing_overrides": {"tRFC": 1}}),
     ("tREF", {"refresh_interval_ns": 3 * 7812.5}),
