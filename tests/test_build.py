@@ -453,9 +453,18 @@ def test_firmware_failure_on_a_small_board_also_says_what_does_not_fit(tmp_path,
     fake.compile_files = compile_files
     monkeypatch.setitem(sys.modules, "firmware.compiler", fake)
     monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
-    ctx = hwbuild.BuildContext(board=get_board("ulx3s-12f"), design="engine", out=tmp_path)
+    import dataclasses
+    b = get_board("ulx3s-12f")
+    ctx = hwbuild.BuildContext(board=b, design="engine", out=tmp_path)
     ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
-    with pytest.raises(StepError, match=r"(?s)conv2_dw.*LUT4: estimate \d+ > available 12000"):
+    with pytest.raises(StepError, match=r"conv2_dw") as info:
+        hwbuild.step_firmware(ctx)
+    assert "LUT4" not in str(info.value)          # the 12F's logic fits
+    # a board whose logic would not fit either: the message says so too
+    small = dataclasses.replace(b, resources=dataclasses.replace(b.resources, LUT4=8000))
+    ctx = hwbuild.BuildContext(board=small, design="engine", out=tmp_path / "small")
+    ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
+    with pytest.raises(StepError, match=r"(?s)conv2_dw.*LUT4: estimate \d+ > available 8000"):
         hwbuild.step_firmware(ctx)
 
 
