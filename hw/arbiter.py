@@ -79,9 +79,10 @@ class MemoryArbiter(wiring.Component):
         Port widths; ``length_width`` is the width of the ``length`` field (the SDRAM
         controller's with ``burst_words=4096`` is 13).
     register_bus : bool
-        Put a :class:`StreamSlice` on the ``cmd`` and ``w`` streams of the bus (toward the
-        controller): the controller's ``ready`` no longer reaches the masters in the same cycle.
-        The data a slice holds counts as moved for the grant (the controller takes it in order).
+        Put a :class:`StreamSlice` on each stream of the bus: on ``cmd`` and ``w`` the
+        controller's ``ready`` no longer reaches the masters in the same cycle, on ``r`` its
+        read FIFO's ``valid`` no longer reaches the masters' counters and RAMs. The data a
+        slice holds counts as moved for the grant (the controller takes it in order).
     n_queue : int
         Bound on the data in flight: a new command is let through only while the words still
         owed (both directions) leave room for ``n_queue`` longest commands in the counters.
@@ -129,9 +130,13 @@ class MemoryArbiter(wiring.Component):
             # The logic below drives the slices' inputs; the slices drive the bus.
             m.submodules.cmd_slice = cmd_slice = StreamSlice(self.bus.cmd.payload.shape())
             m.submodules.w_slice = w_slice = StreamSlice(self.sig.data_width)
+            m.submodules.r_slice = r_slice = StreamSlice(self.sig.data_width)
             wiring.connect(m, cmd_slice.o, wiring.flipped(self.bus.cmd))
             wiring.connect(m, w_slice.o, wiring.flipped(self.bus.w))
-            bus = _Bus(cmd_slice.i, w_slice.i, self.bus.r)
+            m.d.comb += [r_slice.i.valid.eq(self.bus.r.valid),
+                         r_slice.i.payload.eq(self.bus.r.payload),
+                         self.bus.r.ready.eq(r_slice.i.ready)]
+            bus = _Bus(cmd_slice.i, w_slice.i, r_slice.o)
         else:
             bus = self.bus
         max_words = (self.n_queue + 1) * ((1 << self.sig.length_width) - 1)

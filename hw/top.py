@@ -555,11 +555,11 @@ def system_ports(system):
 #: SDRAM cycles from a read command to its first word at the arbiter, on top of the engine's
 #: own command handling: ACT + tRCD (a row miss at the start of a burst), CAS latency, the
 #: controller's dq capture register and read FIFO, the command register and the arbiter's
-#: register slice.
+#: register slices (command and read data).
 def sdram_read_latency(board) -> int:
     from .sdram_chips import get_chip
     t = get_chip(board.sdram.chip).cycles(board.clock.target_hz)
-    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 1    # + the arbiter's cmd slice
+    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 2    # + the arbiter's cmd, r slices
 
 
 def _rtlil_cells(text):
