@@ -565,6 +565,8 @@ def _pnr_args(ctx):
     return [b.nextpnr_device, "--package", b.package, "--speed", str(b.speed_grade),
             "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
             "--report", "pnr_report.json", "--seed", str(PNR_SEED),
+            # router2: on the 85F engine router1 had 84 k arcs left after 50 min
+            "--router", "router2",
             # Finish and report when timing fails: report.json says timing_met false.
             "--timing-allow-fail"]
 
