@@ -710,11 +710,12 @@ def ebr_lanes(lanes, granularity, depth) -> int:
 
 
 #: synthesis / census, measured on the engine design for the ulx3s (85F; yosys 0.70,
-#: synth_ecp5): LUT4 (CCU2C counted as two) 24874 / 27981 and TRELLIS_FF 9334 / 10243 --
-#: yosys folds constants and merges mux trees the census counts one by one. The multipliers
-#: (138 vs 139), block RAMs (104 vs 104) and LUT RAMs (258 vs 262) matched without a factor.
-LUT_CALIBRATION = 0.889
-FF_CALIBRATION = 0.911
+#: synth_ecp5, the pipelined engine of 2026-11-28): LUT4 (CCU2C counted as two) 18463 / 21566
+#: and TRELLIS_FF 12971 / 14120 -- yosys folds constants and merges mux trees the census counts
+#: one by one. The multipliers (131 vs 131) matched without a factor; yosys put 2 of the
+#: census's LUT RAMs into block RAM (DP16KD 106 vs 104, DPR16X4 198 vs 262).
+LUT_CALIBRATION = 0.856
+FF_CALIBRATION = 0.919
 
 
 def engine_resources(board) -> dict:
