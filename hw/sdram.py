@@ -262,6 +262,7 @@ class SDRAMController(wiring.Component):
         remaining = Signal(range(self.burst_words + 1))
         is_write = Signal()
         col = addr[:chip.col_bits]
+        last_col = col == (1 << chip.col_bits) - 1
         bank = addr[chip.col_bits:chip.col_bits + chip.bank_bits]
         row = addr[chip.col_bits + chip.bank_bits:]
 
@@ -313,7 +314,17 @@ class SDRAMController(wiring.Component):
         # A column command for the current transfer goes out this cycle.
         word_issued = Signal()
 
-        precharge_all = [pads.a.eq(1 << 10)] + [open_[b].eq(0) for b in range(nbanks)]
+        # Row hit of the current address, a register computed from the last cycle's address
+        # and bank state. ACT (of the address's own row: hit) and PRECHARGE ALL (no hit) set
+        # it directly, a single PRE only follows a miss; after a new command or a step into
+        # the next row or bank the decision waits a cycle (addr_stale).
+        hit = Signal()
+        addr_stale = Signal(init=1)
+        m.d.sync += [hit.eq(Array(open_[b] & (open_row[b] == row) for b in range(nbanks))[bank]),
+                     addr_stale.eq(0)]
+
+        precharge_all = [pads.a.eq(1 << 10), hit.eq(0)] + [open_[b].eq(0)
+                                                           for b in range(nbanks)]
 
         with m.FSM(init="INIT_WAIT"):
             with m.State("INIT_WAIT"):
@@ -346,11 +357,6 @@ class SDRAMController(wiring.Component):
                 # column if the bank is open: READ, WRITE, or PRE with A10 low; the row if it
                 # is closed: ACT), keeping the command decision off their enables.
                 m.d.sync += [pads.ba.eq(bank), pads.a.eq(Mux(open_[bank], col, row))]
-                hit = Signal()
-                # Compare every bank's row in parallel, then select: shallower than a mux
-                # followed by a comparator on the 13-bit row.
-                m.d.comb += hit.eq(Array(open_[b] & (open_row[b] == row)
-                                         for b in range(nbanks))[bank])
                 with m.If(~is_zero(busy)):
                     pass
                 with m.Elif(ref_pending):
@@ -360,7 +366,7 @@ class SDRAMController(wiring.Component):
                         m.d.sync += command(_PRE) + precharge_all + set_counter(
                             busy, None, None, load(t.tRP))
                         m.next = "REFRESH"
-                with m.Elif(remaining != 0):
+                with m.Elif((remaining != 0) & ~addr_stale):
                     with m.If(hit):
                         with m.If(rcd_z[bank]):
                             with m.If(is_write):
@@ -369,11 +375,12 @@ class SDRAMController(wiring.Component):
                                                  word_issued.eq(1)]
                                     m.d.sync += command(_WRITE) + set_counter(
                                         wr, wr_z, bank, load(t.tWR)) + [
-                                        pads.dq_oe.eq(1),
+                                        pads.dq_oe.eq(1), addr_stale.eq(last_col),
                                         addr.eq(addr + 1), remaining.eq(remaining - 1)]
                             with m.Elif(credit_ok):
                                 m.d.comb += [issue_read.eq(1), word_issued.eq(1)]
                                 m.d.sync += command(_READ) + [
+                                    addr_stale.eq(last_col),
                                     addr.eq(addr + 1), remaining.eq(remaining - 1)]
                     with m.Elif(open_[bank]):
                         with m.If(ras_z[bank] & wr_z[bank]):
@@ -382,7 +389,7 @@ class SDRAMController(wiring.Component):
                     with m.Else():
                         with m.If(rp_z[bank] & rc_z[bank] & is_zero(rrd)):
                             m.d.sync += command(_ACT) + [
-                                open_[bank].eq(1), open_row[bank].eq(row)] + \
+                                open_[bank].eq(1), open_row[bank].eq(row), hit.eq(1)] + \
                                 set_counter(rcd, rcd_z, bank, load(t.tRCD)) + \
                                 set_counter(ras, ras_z, bank, load(t.tRAS)) + \
                                 set_counter(rc, rc_z, bank, load(t.tRC)) + \
@@ -397,7 +404,7 @@ class SDRAMController(wiring.Component):
             # After the FSM so that these assignments win over the issue branch's.
             payload = self.cmd_stream.payload
             m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
-                         remaining.eq(payload.length)]
+                         remaining.eq(payload.length), addr_stale.eq(1)]
         return m
 
 

@@ -88,18 +88,18 @@ def test_random_traffic_other_configs(chip, mhz):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule,ctrl", [
-    ("tRP", {"timing_overrides": {"tRP": 1}}),
-    # tRCD shortened too: with the real tRCD, ACT -> READ -> the next command's PRE already
-    # spans tRAS at 100 MHz, so a broken tRAS alone would never show
-    ("tRAS", {"timing_overrides": {"tRAS": 1, "tRCD": 1}}),
-    ("tWR", {"timing_overrides": {"tWR": 1}}),
-    ("tRFC", {"timing_overrides": {"tRFC": 1}}),
-    ("tREF", {"refresh_interval_ns": 3 * 7812.5}),
+@pytest.mark.parametrize("rule,ctrl,mhz", [
+    ("tRP", {"timing_overrides": {"tRP": 1}}, 100.0),
+    # At 100 MHz ACT -> column command (tRCD) -> the next command -> its PRE already spans
+    # tRAS (42 ns), so a broken tRAS shows only with tRCD broken too and at 133 MHz
+    ("tRAS", {"timing_overrides": {"tRAS": 1, "tRCD": 1}}, 133.0),
+    ("tWR", {"timing_overrides": {"tWR": 1}}, 100.0),
+    ("tRFC", {"timing_overrides": {"tRFC": 1}}, 100.0),
+    ("tREF", {"refresh_interval_ns": 3 * 7812.5}, 100.0),
 ])
-def test_violation_is_caught(rule, ctrl):
+def test_violation_is_caught(rule, ctrl, mhz):
     run(f"sdram_bad_{rule}", "random_traffic",
-        case(seed=3, ops=30 if rule != "tREF" else 60, expect=rule,
+        case(seed=3, ops=30 if rule != "tREF" else 60, expect=rule, clk_mhz=mhz,
              thrash=rule in ("tRAS", "tRP")), **ctrl)
 
 
