@@ -143,9 +143,10 @@ class MemoryArbiter(wiring.Component):
         r_owed = Signal(range(max_words + 1))     # read words still to arrive for the owner
         w_owed = Signal(range(max_words + 1))     # write words the owner still has to send
         grant = Signal(range(max(n, 2)))
+        # "words owed" flags, registers computed from the counters' next values (below)
+        r_due, w_due = Signal(), Signal()
         idle = Signal()
-        m.d.comb += [idle.eq((r_owed == 0) & (w_owed == 0)), self.idle.eq(idle),
-                     self.grant.eq(grant)]
+        m.d.comb += [idle.eq(~r_due & ~w_due), self.idle.eq(idle), self.grant.eq(grant)]
 
         req = Signal(n)
         m.d.comb += req.eq(Cat(*(ms[i].cmd.valid for i in range(n))) & self.allow)
@@ -190,19 +191,19 @@ class MemoryArbiter(wiring.Component):
         for i in range(n):
             with m.If(grant == i):
                 m.d.comb += [bus.w.payload.eq(ms[i].w.payload),
-                             bus.w.valid.eq(ms[i].w.valid & (w_owed != 0)),
-                             ms[i].w.ready.eq(bus.w.ready & (w_owed != 0)),
+                             bus.w.valid.eq(ms[i].w.valid & w_due),
+                             ms[i].w.ready.eq(bus.w.ready & w_due),
                              ms[i].r.payload.eq(bus.r.payload),
-                             ms[i].r.valid.eq(bus.r.valid & (r_owed != 0)),
-                             bus.r.ready.eq(ms[i].r.ready & (r_owed != 0))]
+                             ms[i].r.valid.eq(bus.r.valid & r_due),
+                             bus.r.ready.eq(ms[i].r.ready & r_due)]
         m.d.comb += [w_take.eq(bus.w.valid & bus.w.ready), r_take.eq(bus.r.valid & bus.r.ready)]
 
         length = bus.cmd.payload.length
         wr = bus.cmd.payload.write
-        m.d.sync += [
-            w_owed.eq(w_owed + Mux(cmd_take & wr, length, 0) - w_take),
-            r_owed.eq(r_owed + Mux(cmd_take & ~wr, length, 0) - r_take),
-        ]
+        w_next = w_owed + Mux(cmd_take & wr, length, 0) - w_take
+        r_next = r_owed + Mux(cmd_take & ~wr, length, 0) - r_take
+        m.d.sync += [w_owed.eq(w_next), r_owed.eq(r_next),
+                     w_due.eq(w_next[:len(w_owed)] != 0), r_due.eq(r_next[:len(r_owed)] != 0)]
         return m
 
 

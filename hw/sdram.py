@@ -320,6 +320,9 @@ class SDRAMController(wiring.Component):
         # the next row or bank the decision waits a cycle (addr_stale).
         hit = Signal()
         addr_stale = Signal(init=1)
+        # remaining != 0 as a register, from the next value (issue decision, new command)
+        has_words = Signal()
+        m.d.sync += has_words.eq(Mux(word_issued, remaining != 1, remaining != 0))
         m.d.sync += [hit.eq(Array(open_[b] & (open_row[b] == row) for b in range(nbanks))[bank]),
                      addr_stale.eq(0)]
 
@@ -366,7 +369,7 @@ class SDRAMController(wiring.Component):
                         m.d.sync += command(_PRE) + precharge_all + set_counter(
                             busy, None, None, load(t.tRP))
                         m.next = "REFRESH"
-                with m.Elif((remaining != 0) & ~addr_stale):
+                with m.Elif(has_words & ~addr_stale):
                     with m.If(hit):
                         with m.If(rcd_z[bank]):
                             with m.If(is_write):
@@ -404,7 +407,8 @@ class SDRAMController(wiring.Component):
             # After the FSM so that these assignments win over the issue branch's.
             payload = self.cmd_stream.payload
             m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
-                         remaining.eq(payload.length), addr_stale.eq(1)]
+                         remaining.eq(payload.length), has_words.eq(payload.length != 0),
+                         addr_stale.eq(1)]
         return m
 
 
