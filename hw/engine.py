@@ -591,11 +591,11 @@ class Engine(wiring.Component):
         # ---------------- serializer: accumulators -> post pipeline --------------------------
         ser_busy = Signal()
         ser_wait = Signal()
-        ser_j = Signal(16)
+        ser_j = Signal(range(max(P, 2)))     # the lane leaving (a P-way index)
         ser_acc = Signal(ACC_W * P)
         ser_g = Signal.like(g)
         ser_pend = Signal()
-        ser_nv = Signal(16)
+        ser_last = Signal.like(ser_j)          # n_valid - 1
         m.d.comb += lanep_r.addr.eq(ser_g)
         with m.If(~ser_busy):
             with m.If(res.r_rdy):
@@ -605,7 +605,7 @@ class Engine(wiring.Component):
                              ser_acc.eq(rd[:ACC_W * P]),
                              ser_g.eq(rd[ACC_W * P:ACC_W * P + len(g)]),
                              ser_pend.eq(rd[ACC_W * P + len(g)]),
-                             ser_nv.eq(rd[ACC_W * P + len(g) + 1:])]
+                             ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
         with m.Elif(ser_wait):
             m.d.sync += ser_wait.eq(0)
         ser_launch = Signal()
@@ -615,7 +615,7 @@ class Engine(wiring.Component):
         with m.If(ser_busy & ~ser_wait & (room > 9) & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
             m.d.sync += ser_acc.eq(ser_acc >> ACC_W)
-            with m.If(ser_j == ser_nv - 1):
+            with m.If(ser_j == ser_last):
                 m.d.sync += ser_busy.eq(0)
             with m.Else():
                 m.d.sync += ser_j.eq(ser_j + 1)
@@ -692,7 +692,7 @@ class Engine(wiring.Component):
             m.d.comb += [pv.eq(ser_launch), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
                          pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
                          ps.eq(lane_rec[56:62]),
-                         pflag.eq(ser_pend & (ser_j == ser_nv - 1)),
+                         pflag.eq(ser_pend & (ser_j == ser_last)),
                          p_lut.eq(act_en)]
         with m.Elif(is_input):
             m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(F("offset")),
