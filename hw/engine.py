@@ -596,12 +596,13 @@ class Engine(wiring.Component):
         ser_g = Signal.like(g)
         ser_pend = Signal()
         ser_last = Signal.like(ser_j)          # n_valid - 1
+        ser_first = Signal()                   # the group's first launch is next
         m.d.comb += lanep_r.addr.eq(ser_g)
         with m.If(~ser_busy):
             with m.If(res.r_rdy):
                 m.d.comb += [res.r_en.eq(1), res_pop.eq(1)]
                 rd = res.r_data
-                m.d.sync += [ser_busy.eq(1), ser_wait.eq(1), ser_j.eq(0),
+                m.d.sync += [ser_busy.eq(1), ser_wait.eq(1), ser_j.eq(0), ser_first.eq(1),
                              ser_acc.eq(rd[:ACC_W * P]),
                              ser_g.eq(rd[ACC_W * P:ACC_W * P + len(g)]),
                              ser_pend.eq(rd[ACC_W * P + len(g)]),
@@ -610,11 +611,15 @@ class Engine(wiring.Component):
             m.d.sync += ser_wait.eq(0)
         ser_launch = Signal()
         # The accumulators leave lane 0 first: a shift register, not a P-way multiplexer.
+        # So do the lanes' parameter records: lane 0 straight from the RAM at the first
+        # launch, which loads the others into a shift register.
         lane_acc = ser_acc[:ACC_W].as_signed()
-        lane_rec = Array(lanep_r.data[64 * j:64 * (j + 1)] for j in range(P))[ser_j]
+        ser_rec = Signal(64 * P)
+        lane_rec = Mux(ser_first, lanep_r.data[:64], ser_rec[:64])
         with m.If(ser_busy & ~ser_wait & (room > 9) & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
-            m.d.sync += ser_acc.eq(ser_acc >> ACC_W)
+            m.d.sync += [ser_acc.eq(ser_acc >> ACC_W), ser_first.eq(0),
+                         ser_rec.eq(Mux(ser_first, lanep_r.data, ser_rec) >> 64)]
             with m.If(ser_j == ser_last):
                 m.d.sync += ser_busy.eq(0)
             with m.Else():

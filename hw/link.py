@@ -287,10 +287,12 @@ class HostLink(wiring.Component):
         ]
 
         n_data = (length - 4)[1:]          # WRITE_MEM data words
-        # Frame checks that need arithmetic are registered in PREP, the cycle before CHECK.
+        # Frame checks that need arithmetic are registered in PREP (sums), PREP2 (compares)
+        # and VERDICT (the error code); CHECK acts.
         crc_bad, wr_out, rd_out, face_dup, face_gap = (Signal(name=n) for n in (
             "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap"))
         frame_error = Signal(8)            # the frame's verdict (VERDICT -> CHECK)
+        wr_end, rd_end, face_end = Signal(34), Signal(34), Signal(33)
         m.d.sync += self.start.eq(0)
         with m.FSM():
             with m.State("HUNT"):
@@ -371,11 +373,15 @@ class HostLink(wiring.Component):
 
             with m.State("PREP"):
                 n_face = length - 4
-                m.d.sync += [crc_bad.eq(crc != 0),
-                             wr_out.eq(addr + n_data > self.mem_words),
-                             rd_out.eq(addr + count > self.mem_words),
-                             face_dup.eq((seq == face_seq) & (addr + n_face == face_pos)),
+                m.d.sync += [crc_bad.eq(crc != 0), wr_end.eq(addr + n_data),
+                             rd_end.eq(addr + count), face_end.eq(addr + n_face),
                              face_gap.eq((addr != 0) & (addr != face_pos))]
+                m.next = "PREP2"
+
+            with m.State("PREP2"):
+                m.d.sync += [wr_out.eq(wr_end > self.mem_words),
+                             rd_out.eq(rd_end > self.mem_words),
+                             face_dup.eq((seq == face_seq) & (face_end == face_pos))]
                 m.next = "VERDICT"
 
             with m.State("VERDICT"):
