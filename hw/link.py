@@ -187,6 +187,8 @@ class HostLink(wiring.Component):
         seq = Signal(8)
         length = Signal(16)
         idx = Signal(16)                  # payload byte index while receiving
+        # last indices, registered when the length is known (not length - 1 at each compare)
+        idx_last, fidx_last, tidx_last = Signal(16), Signal(16), Signal(16)
         crc = Signal(16, init=0xFFFF)
         addr = Signal(32)
         count = Signal(16)
@@ -236,7 +238,8 @@ class HostLink(wiring.Component):
 
         def respond(kind_value, len_value, src):
             m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value), resp_src.eq(src),
-                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0)]
+                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0),
+                         tidx_last.eq(len_value - 1)]
             m.next = "TX_HDR"
 
         def nack(code):
@@ -334,9 +337,10 @@ class HostLink(wiring.Component):
             with m.State("LEN1"):
                 m.d.comb += i.ready.eq(1)
                 with m.If(i.valid):
-                    m.d.sync += [crc.eq(crc_in), length[8:].eq(i.payload), idx.eq(0),
-                                 addr.eq(0), count.eq(0)]
                     full = Cat(length[:8], i.payload)
+                    m.d.sync += [crc.eq(crc_in), length[8:].eq(i.payload), idx.eq(0),
+                                 addr.eq(0), count.eq(0), idx_last.eq(full - 1),
+                                 fidx_last.eq(full - 5)]
                     with m.If(full > self.max_payload):
                         count_up("bad_length")
                         m.next = "DISCARD"
@@ -352,7 +356,7 @@ class HostLink(wiring.Component):
                 m.d.comb += [i.ready.eq(1),
                              buf_w.addr.eq((idx >> 1) - 2),
                              buf_w.data.eq(Mux(idx[0], Cat(lo, i.payload), i.payload)),
-                             buf_w.en.eq(i.valid & (idx >= 4) & (idx[0] | (idx == length - 1)))]
+                             buf_w.en.eq(i.valid & (idx >= 4) & (idx[0] | (idx == idx_last)))]
                 with m.If(i.valid):
                     m.d.sync += [crc.eq(crc_in), idx.eq(idx + 1), lo.eq(i.payload)]
                     with m.Switch(idx):
@@ -362,7 +366,7 @@ class HostLink(wiring.Component):
                         for k in range(2):
                             with m.Case(4 + k):
                                 m.d.sync += count[8 * k:8 * k + 8].eq(i.payload)
-                    with m.If(idx == length - 1):
+                    with m.If(idx == idx_last):
                         m.next = "CRC0"
                 with m.Elif(timed_out):
                     count_up("timeouts")
@@ -517,7 +521,7 @@ class HostLink(wiring.Component):
                              buf_r.addr.eq(Mux(f_take, fidx + 1, fidx) >> 1)]
                 with m.If(f_take):
                     m.d.sync += fidx.eq(fidx + 1)
-                    with m.If(fidx == length - 5):
+                    with m.If(fidx == fidx_last):
                         respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
 
             with m.State("TX_HDR"):
@@ -559,7 +563,7 @@ class HostLink(wiring.Component):
                                      tx_counted.eq(1)]
                         with m.If(tx_ready):
                             m.d.sync += [tidx.eq(tidx + 1), pay_phase.eq(0)]
-                            with m.If(tidx == resp_len - 1):
+                            with m.If(tidx == tidx_last):
                                 m.next = "TX_CRC"
 
             with m.State("TX_CRC"):
