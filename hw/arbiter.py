@@ -85,7 +85,8 @@ class MemoryArbiter(wiring.Component):
         slice holds counts as moved for the grant (the controller takes it in order).
     n_queue : int
         Bound on the data in flight: a new command is let through only while the words still
-        owed (both directions) leave room for ``n_queue`` longest commands in the counters.
+        owed (both directions) leave room for ``n_queue`` longest commands in the counters (checked
+        on the last cycle's counts, so a command is let through with room for two).
         The SDRAM controller holds at most two commands' data in flight.
 
     Members
@@ -160,8 +161,10 @@ class MemoryArbiter(wiring.Component):
                     m.d.comb += pick.eq((g + k) % n)
 
         max_len = (1 << self.sig.length_width) - 1
+        # Room for one more longest command, a register: it is a cycle old, and a cycle adds
+        # at most one command, so it asks for room for two.
         room_ok = Signal()
-        m.d.comb += room_ok.eq(r_owed + w_owed <= max_words - max_len)
+        m.d.sync += room_ok.eq(r_owed + w_owed <= max_words - 2 * max_len)
         others_waiting = Signal()
         m.d.comb += others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)
         # Who may put a command on the bus this cycle.

@@ -143,6 +143,15 @@ class Engine(wiring.Component):
             m.d.sync += flag.eq(expr)
             return flag
 
+        # field - 1 for the loop counters' "last" compares (registers, no subtractor there)
+        def last_of(name, field):
+            last = Signal(len(field), name=name)
+            m.d.sync += last.eq(field - 1)
+            return last
+
+        C_last, k_last, OW_last = last_of("C_last", C), last_of("k_last", k), last_of("OW_last", OW)
+        g_last_n, ne_last = last_of("groups_last", n_groups), last_of("elems_last", n_elems)
+
         is_conv = decoded("is_conv", opcode == im.OP_CONV)
         is_input = decoded("is_input", opcode == im.OP_INPUT)
         is_dense = decoded("is_dense", mode == im.MODE_DENSE)
@@ -417,7 +426,7 @@ class Engine(wiring.Component):
             for i in range(P):
                 m.d.comb += rb_w.en[i].eq(l_lane == i if P > 1 else 1)
         with m.If(ld_row):
-            with m.If(lc == C - 1):
+            with m.If(lc == C_last):
                 m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
             with m.Else():
                 m.d.sync += lc.eq(lc + 1)
@@ -471,10 +480,10 @@ class Engine(wiring.Component):
         m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
-        last_tap = (dx == k - 1) & (dy == k - 1)
-        s_first = step == 0
+        last_tap = (dx == k_last) & (dy == k_last)
+        s_first = Signal()            # step == 0
         s_last = last_tap & (~is_dense | (cig == h_last_cig))
-        pix_end = s_last & (g == n_groups - 1)
+        pix_end = s_last & (g == g_last_n)
 
         # Q1
         q1_iy, q1_ix = Signal(signed(18)), Signal(signed(18))
@@ -634,6 +643,7 @@ class Engine(wiring.Component):
         v_i = Signal(16)          # index in chunk
         v_idx = Signal(24)        # element index
         v_chunk_n = Signal(16)
+        v_chunk_last = Signal(16)
         v_done = Signal(24)       # elements finished before this chunk
         # the next chunk's length and whether it fits the write FIFO, registers: VEC_CHUNK
         # waits two cycles (v_settle) after v_done changes before it uses them
@@ -658,13 +668,13 @@ class Engine(wiring.Component):
         v_in = Signal()
         m.d.comb += v_in.eq((v_active & rx) | v_pool_out)
         m.d.sync += [vx.eq(rxd), vx_v.eq(v_in & ~v_pool_out), vc_d.eq(v_c),
-                     vx_flag.eq(Mux(v_pool_out, v_c == C - 1, v_i == v_chunk_n - 1))]
+                     vx_flag.eq(Mux(v_pool_out, v_c == C_last, v_i == v_chunk_last))]
         vp_v = Signal()
         m.d.sync += vp_v.eq(v_in & v_pool_out)
         with m.If(v_in):
-            m.d.sync += [v_c.eq(Mux(v_c == C - 1, 0, v_c + 1)), v_i.eq(v_i + 1),
+            m.d.sync += [v_c.eq(Mux(v_c == C_last, 0, v_c + 1)), v_i.eq(v_i + 1),
                          v_idx.eq(v_idx + 1)]
-            with m.If((v_idx == C - 1)):
+            with m.If(v_idx == C_last):
                 m.d.sync += v_first_pass.eq(0)
         # avgpool accumulation (read-modify-write of the channel sums)
         pool_acc = Signal()
@@ -726,7 +736,7 @@ class Engine(wiring.Component):
         m.d.comb += [self.i_stream.ready.eq(in_go & (room > 9)),
                      in_take.eq(self.i_stream.valid & self.i_stream.ready),
                      in_byte.eq(self.i_stream.payload),
-                     in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == n_elems - 1))]
+                     in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == ne_last))]
         with m.If(in_take):
             m.d.comb += launch_conv.eq(1)
             m.d.sync += [in_cnt.eq(in_cnt + 1),
@@ -857,12 +867,13 @@ class Engine(wiring.Component):
                     m.next = "ROW_LOAD"
                 with m.Else():
                     m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
-                                 step.eq(0), left.eq(-pad), left_ce.eq(-pad_ce), dx_ce.eq(0),
+                                 step.eq(0), s_first.eq(1), left.eq(-pad), left_ce.eq(-pad_ce),
+                                 dx_ce.eq(0),
                                  h_stale.eq(2)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
-                    last_slot = load_slot == k - 1
+                    last_slot = load_slot == k_last
                     m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
                                  load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
                                  load_base.eq(Mux(last_slot, 0, load_base + rowE)),
@@ -874,27 +885,28 @@ class Engine(wiring.Component):
                     m.d.sync += h_stale.eq(h_stale - 1)
                 with m.Elif(can_issue | ~s_first):
                     m.d.comb += issue.eq(1)
-                    m.d.sync += step.eq(step + 1)
+                    m.d.sync += [step.eq(step + 1), s_first.eq(0)]
                     with m.If(is_dense & (cig != h_last_cig)):
                         m.d.sync += cig.eq(cig + 1)
                     with m.Else():
                         m.d.sync += [cig.eq(0), tap.eq(tap + 1)]
-                        with m.If(dx == k - 1):
+                        with m.If(dx == k_last):
                             m.d.sync += [dx.eq(0), dx_ce.eq(0)]
-                            with m.If(dy == k - 1):
+                            with m.If(dy == k_last):
                                 m.d.sync += dy.eq(0)
                             with m.Else():
                                 m.d.sync += dy.eq(dy + 1)
                         with m.Else():
                             m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE)]
                     with m.If(s_last):
-                        m.d.sync += [step.eq(0), tap.eq(0), dx.eq(0), dy.eq(0), cig.eq(0),
+                        m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
+                                     cig.eq(0),
                                      dx_ce.eq(0)]
                         m.d.sync += h_stale.eq(2)
-                        with m.If(g == n_groups - 1):
+                        with m.If(g == g_last_n):
                             m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
                                          left_ce.eq(left_ce + stride_ce)]
-                            with m.If(ox == OW - 1):
+                            with m.If(ox == OW_last):
                                 ts = top_slot + stride
                                 ts1 = Mux(ts >= k, ts - k, ts)
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
@@ -929,7 +941,8 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.next = "NEXT"
                 with m.Elif(v_pool | (v_fits & req_ok)):
-                    m.d.sync += [v_chunk_n.eq(n), v_i.eq(0), v_settle.eq(0)]
+                    m.d.sync += [v_chunk_n.eq(n), v_chunk_last.eq(n - 1), v_i.eq(0),
+                                 v_settle.eq(0)]
                     with m.If(~v_pool):
                         m.d.comb += reserve.eq(n)
                     with m.If(v_add):
@@ -954,6 +967,6 @@ class Engine(wiring.Component):
                     m.next = "VEC_POOL_OUT"
             with m.State("VEC_POOL_OUT"):
                 m.d.comb += v_pool_out.eq(1)
-                with m.If(v_c == C - 1):
+                with m.If(v_c == C_last):
                     m.next = "NEXT"
         return m
