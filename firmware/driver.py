@@ -28,7 +28,9 @@ offset  bytes  field
 
 The face travels as its uint8 bytes in C order (height, width, channel: RGB interleaved), by
 default in FACE_DATA frames straight to the engine's input stream (``face_via="stream"``); with
-``face_via="memory"`` it goes to ``input_addr`` instead and a RUN starts the engine. In memory,
+``face_via="memory"`` it goes to ``input_addr`` instead and a RUN starts the engine (for designs
+that read their face from memory: the shipped engine's link refuses RUN with
+``Error.UNSUPPORTED``, which :meth:`Device.run` turns into a clear error). In memory,
 the bytes are two pixels a little-endian 16-bit word, padded with a zero byte to an even length.
 The embedding comes back as ``n_result`` signed 16-bit integers (READ_RESULT); its scale is
 the engine's business, cosine similarity does not need it.
@@ -251,6 +253,12 @@ class Device:
             try:
                 self.transact(P.Cmd.RUN, retries=0)
                 return
+            except DeviceError as e:
+                if e.code == P.Error.UNSUPPORTED:
+                    raise DeviceError("RUN refused: this design takes the face only as a "
+                                      "stream of FACE_DATA frames (use face_via='stream', the "
+                                      "CLI's default --face-via stream)", e.code) from None
+                raise
             except LinkError as e:
                 last = e
                 if (self.status().runs - before.runs) & 0xFFFF:

@@ -100,6 +100,7 @@ class Error(IntEnum):
     BUSY = 5            # the engine is running
     TIMEOUT = 6         # the frame was cut: inter-byte timeout
     NO_RESULT = 7       # READ_RESULT before the engine delivered its embedding
+    UNSUPPORTED = 8     # the design has no such path (RUN on an engine fed by FACE_DATA only)
 
 
 def _crc_table() -> list[int]:

@@ -61,7 +61,8 @@ def parse_args(argv=None):
                     help="face size when the image has no header (default 112 112)")
     ap.add_argument("--face-via", choices=("stream", "memory"), default="stream",
                     help="send faces as FACE_DATA to the engine's input stream (default), or "
-                         "write them to --input-addr and RUN")
+                         "write them to --input-addr and RUN (for designs that read the face "
+                         "from memory; the shipped engine refuses RUN with UNSUPPORTED)")
     ap.add_argument("--verify", action="store_true", help="read the memory image back and "
                                                          "compare")
     ap.add_argument("--timeout", type=float, default=1.0, help="seconds per response (default 1)")

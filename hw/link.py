@@ -105,6 +105,10 @@ class HostLink(wiring.Component):
         Largest ``length`` of a memory command, a power of two.
     n_result : int
         Embedding words that READ_RESULT returns.
+    run_command : bool
+        RUN starts the engine (``start``). False for an engine that takes its face only as
+        a stream (FACE_DATA): RUN is then refused with ``Error.UNSUPPORTED`` instead of
+        starting an engine that would wait for a face forever.
 
     Members
     -------
@@ -130,7 +134,7 @@ class HostLink(wiring.Component):
 
     def __init__(self, *, timeout_cycles: int, max_payload: int = P.MAX_PAYLOAD,
                  addr_width: int = 24, mem_words=None, max_burst: int = 256,
-                 n_result: int = P.N_RESULT):
+                 n_result: int = P.N_RESULT, run_command: bool = True):
         if not isinstance(timeout_cycles, int) or timeout_cycles < 2:
             raise ValueError(f"timeout_cycles must be an integer of at least 2, "
                              f"not {timeout_cycles!r}")
@@ -155,6 +159,7 @@ class HostLink(wiring.Component):
         self.mem_words = mem_words
         self.max_burst = max_burst
         self.n_result = n_result
+        self.run_command = run_command
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(8)),
@@ -407,6 +412,8 @@ class HostLink(wiring.Component):
                             (rd_out, P.Error.BAD_ADDRESS), (self.busy, P.Error.BUSY)))
                     with m.Case(P.Cmd.RUN):
                         m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
+                                                     (not self.run_command,
+                                                      P.Error.UNSUPPORTED),
                                                      (self.busy, P.Error.BUSY)))
                     with m.Case(P.Cmd.READ_RESULT):
                         m.d.sync += frame_error.eq(verdict((length != 0, bad_len),

@@ -461,7 +461,9 @@ class EngineSystem(Elaboratable):
         self.link = SerialHostLink(uart_divider(clk_hz, board.link.baud),
                                    timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
                                    addr_width=addr_width, mem_words=chip.words,
-                                   max_burst=SDRAM_BURST, n_result=protocol.N_RESULT)
+                                   max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
+                                   # the engine reads its face from FACE_DATA frames only
+                                   run_command=False)
         self.engine = Engine(self.config)
         # Register slices toward the controller: its ready (a function of its whole command
         # decision) would otherwise run combinationally through the arbiter into the engine's

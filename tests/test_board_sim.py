@@ -11,8 +11,8 @@ SDRAM power-up wait is 200 ns, for the design and the chip model alike; both onl
 simulation.
 
 Default tier: a small program on the smallest engine (ulx3s-12f), uploaded through the driver,
-faces streamed; the driver's ``face_via="memory"`` path is a strict xfail (the design cannot
-take a face from memory, see its reason). Slow tier: the whole seesaw_shuffle network on the
+faces streamed; the driver's ``face_via="memory"`` path is refused with a clear error (the
+engine takes its face only as a stream). Slow tier: the whole seesaw_shuffle network on the
 ulx3s (85F) configuration, one real face.
 """
 import dataclasses
@@ -124,18 +124,15 @@ def test_board_12f_small_net_uploaded_and_streamed():
     check(res, golden_stream(art, faces))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the face cannot reach the engine through memory: RUN starts the program at its INPUT "
-    "descriptor, which takes the face only from the engine's i_stream (hw/engine.py, state "
-    "INPUT), and EngineSystem feeds i_stream only from FACE_DATA (hw/top.py, "
-    "eng.i_stream.valid.eq(link.o_face.valid)); the engine waits forever"))
-def test_board_12f_small_net_face_through_memory():
-    """The driver's face_via="memory" path (WRITE_MEM at input_addr, RUN): image preloaded
-    into the SDRAM model, one face. Expected to fail until the engine can take its face from
-    memory (see the xfail reason); strict, so a fix shows up as XPASS."""
+def test_board_12f_face_through_memory_is_refused_clearly():
+    """The driver's face_via="memory" path (WRITE_MEM at input_addr, RUN): this engine takes
+    its face only from FACE_DATA frames, so the link refuses RUN (NACK UNSUPPORTED) and the
+    driver says which path to use -- instead of starting an engine that would wait for a
+    face forever."""
     faces, art, comp = _small_net()
     res = simulate("ulx3s-12f", comp, faces[:1], ["memory"], preload=True, run_timeout=15.0)
-    check(res, golden_stream(art, faces[:1]))
+    assert res["error"] is not None and "RUN refused" in res["error"], res["error"]
+    assert "face_via='stream'" in res["error"] and res["embeddings"] == []
 
 
 @pytest.mark.slow
