@@ -294,12 +294,12 @@ def test_engine_estimate_counts_what_is_built_and_the_fit_check_names_the_overru
 
 # -- the engine design as a whole (Amaranth simulator) --------------------------------------------
 
-def test_engine_system_run_control_through_the_link():
+def test_engine_system_holds_the_engine_and_refuses_run():
     """EngineSystem for the 12F with a fast UART and a short SDRAM power-up: the engine is held
-    (no memory command) until a RUN frame arrives over the UART; then it fetches descriptor 0
-    through the arbiter and the SDRAM controller (the data pins read 0: an END descriptor),
-    reaches END, and is held again with ``done`` set -- the run control and the memory path
-    from the engine to the SDRAM pins."""
+    (no memory command) while no face arrives, and a RUN frame over the UART does not start
+    it -- this engine takes its face only from FACE_DATA frames, so the link refuses RUN
+    (UNSUPPORTED) instead of starting a program that would wait for a face forever. The run
+    through FACE_DATA, the arbiter and the SDRAM is tests/test_board_sim.py's."""
     import dataclasses
 
     from firmware import protocol as P
@@ -347,8 +347,5 @@ def test_engine_system_run_control_through_the_link():
     sim.add_testbench(main)
     sim.run()
     assert seen["engine_cmd_before_run"] == 0
-    assert seen["cmds"] == [(0, 48, 0)]          # descriptor 0, through the arbiter
-    assert seen["reads"] == 48                   # READ commands on the SDRAM pins
-    r = seen["running"]
-    assert 1 in r and r[-1] == 0                 # ran, and is held again after END
-    assert seen["done"][-1] == 1 and seen["done"][r.index(1)] == 0
+    assert seen["cmds"] == [] and seen["reads"] == 0     # nothing touched the memory
+    assert 1 not in seen["running"] and 1 not in seen["done"]
