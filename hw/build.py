@@ -566,13 +566,15 @@ PNR_SEED = 1
 
 def _pnr_args(ctx):
     b = ctx.board
+    extra = shlex.split(os.environ.get("NEXTPNR_ARGS", ""))
+    seed = [] if "--seed" in extra else ["--seed", str(PNR_SEED)]
     return [b.nextpnr_device, "--package", b.package, "--speed", str(b.speed_grade),
             "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
-            "--report", "pnr_report.json", "--seed", str(PNR_SEED),
+            "--report", "pnr_report.json", *seed,
             # router2: on the 85F engine router1 had 84 k arcs left after 50 min
             "--router", "router2",
             # Finish and report when timing fails: report.json says timing_met false.
-            "--timing-allow-fail"] + shlex.split(os.environ.get("NEXTPNR_ARGS", ""))
+            "--timing-allow-fail", *extra]
 
 
 def _pnr_key(ctx):
