@@ -733,7 +733,15 @@ class Engine(wiring.Component):
         in_cnt = Signal(24)
         in_ci = Signal(16)
         in_go = Signal()
-        m.d.comb += [self.i_stream.ready.eq(in_go & (room > 9)),
+        # i_stream.ready from registers: "a byte is still owed" (kept exact from the next
+        # count) and "the write FIFO has room" (a cycle old: margin)
+        in_left = Signal(24)
+        in_more, in_room = Signal(), Signal()
+        m.d.sync += [in_more.eq(Mux(in_take, in_left != 1, in_left != 0)),
+                     in_room.eq(room > 10)]
+        with m.If(in_take):
+            m.d.sync += in_left.eq(in_left - 1)
+        m.d.comb += [self.i_stream.ready.eq(in_go & in_more & in_room),
                      in_take.eq(self.i_stream.valid & self.i_stream.ready),
                      in_byte.eq(self.i_stream.payload),
                      in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == ne_last))]
@@ -788,7 +796,8 @@ class Engine(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += req_init.eq(1)
-                m.d.sync += [req_stride_oc.eq(is_conv), in_cnt.eq(0),
+                m.d.sync += [req_stride_oc.eq(is_conv), in_cnt.eq(0), in_left.eq(n_elems),
+                             in_more.eq(n_elems != 0),
                              in_ci.eq(0)]
                 with m.Switch(opcode):
                     with m.Case(im.OP_END):
@@ -811,10 +820,10 @@ class Engine(wiring.Component):
                     m.next = "FETCH"
             # ---- INPUT
             with m.State("INPUT"):
-                m.d.comb += in_go.eq(in_cnt < n_elems)
+                m.d.comb += in_go.eq(1)
                 with m.If(in_take):
                     m.d.sync += self.busy.eq(1)
-                with m.If(in_cnt == n_elems):
+                with m.If(~in_more & ~in_take):
                     m.next = "NEXT"
             # ---- OUTPUT
             with m.State("OUTPUT"):
