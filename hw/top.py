@@ -492,7 +492,12 @@ class EngineSystem(Elaboratable):
         running = self.running
         m.d.comb += [ClockSignal("eng").eq(ClockSignal("sync")),
                      ResetSignal("eng").eq(ResetSignal("sync") | ~running)]
-        go = link.start | (link.o_face.valid & ~running)
+        # Register slices on the face and result streams: the link and the engine sit apart
+        # on the die, and these streams run at UART speed.
+        from .arbiter import StreamSlice
+        m.submodules.face_slice = face = StreamSlice(8)
+        m.submodules.result_slice = result = StreamSlice(signed(16))
+        go = link.start | (face.o.valid & ~running)
         with m.If(eng.frame_done):
             m.d.sync += [running.eq(0), self.done.eq(1)]
         with m.Elif(go):
@@ -501,12 +506,18 @@ class EngineSystem(Elaboratable):
         # Host link: UART pins, engine status, face bytes in, embedding out.
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx),
                      link.busy.eq(running), link.done.eq(self.done), link.error.eq(0),
-                     eng.i_stream.valid.eq(link.o_face.valid),
-                     eng.i_stream.payload.eq(link.o_face.payload),
-                     link.o_face.ready.eq(eng.i_stream.ready),
-                     link.i_result.valid.eq(eng.o_stream.valid),
-                     link.i_result.payload.eq(eng.o_stream.payload),
-                     eng.o_stream.ready.eq(link.i_result.ready),
+                     face.i.valid.eq(link.o_face.valid),
+                     face.i.payload.eq(link.o_face.payload),
+                     link.o_face.ready.eq(face.i.ready),
+                     eng.i_stream.valid.eq(face.o.valid),
+                     eng.i_stream.payload.eq(face.o.payload),
+                     face.o.ready.eq(eng.i_stream.ready),
+                     result.i.valid.eq(eng.o_stream.valid),
+                     result.i.payload.eq(eng.o_stream.payload),
+                     eng.o_stream.ready.eq(result.i.ready),
+                     link.i_result.valid.eq(result.o.valid),
+                     link.i_result.payload.eq(result.o.payload),
+                     result.o.ready.eq(link.i_result.ready),
                      self.init_done.eq(sdram.init_done)]
 
         # Memory: link -> arbiter master 0, engine -> master 1, arbiter -> controller.
