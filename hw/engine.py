@@ -625,7 +625,9 @@ class Engine(wiring.Component):
         lane_acc = ser_acc[:ACC_W].as_signed()
         ser_rec = Signal(64 * P)
         lane_rec = Mux(ser_first, lanep_r.data[:64], ser_rec[:64])
-        with m.If(ser_busy & ~ser_wait & (room > 9) & req_ok):
+        ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
+        m.d.sync += ser_room.eq(room > 10)
+        with m.If(ser_busy & ~ser_wait & ser_room & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
             m.d.sync += [ser_acc.eq(ser_acc >> ACC_W), ser_first.eq(0),
                          ser_rec.eq(Mux(ser_first, lanep_r.data, ser_rec) >> 64)]
