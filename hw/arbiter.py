@@ -85,8 +85,9 @@ class MemoryArbiter(wiring.Component):
         slice holds counts as moved for the grant (the controller takes it in order).
     n_queue : int
         Bound on the data in flight: a new command is let through only while the words still
-        owed (both directions) leave room for ``n_queue`` longest commands in the counters (checked
-        on the last cycle's counts, so a command is let through with room for two).
+        owed (both directions) leave room for ``n_queue`` longest commands in the counters (the
+        check reads counts that may miss the last two accepted commands, so it asks for room
+        for three; an idle port takes a command regardless).
         The SDRAM controller holds at most two commands' data in flight.
 
     Members
@@ -146,8 +147,13 @@ class MemoryArbiter(wiring.Component):
         grant = Signal(range(max(n, 2)))
         # "words owed" flags, registers computed from the counters' next values (below)
         r_due, w_due = Signal(), Signal()
+        # An accepted command enters the counters a cycle later (take_q: its length is a
+        # register then, not the master's command logic); until then the port is not idle.
+        take_q, write_q = Signal(), Signal()
+        length_q = Signal(self.sig.length_width)
         idle = Signal()
-        m.d.comb += [idle.eq(~r_due & ~w_due), self.idle.eq(idle), self.grant.eq(grant)]
+        m.d.comb += [idle.eq(~r_due & ~w_due & ~take_q), self.idle.eq(idle),
+                     self.grant.eq(grant)]
 
         req = Signal(n)
         m.d.comb += req.eq(Cat(*(ms[i].cmd.valid for i in range(n))) & self.allow)
@@ -161,10 +167,10 @@ class MemoryArbiter(wiring.Component):
                     m.d.comb += pick.eq((g + k) % n)
 
         max_len = (1 << self.sig.length_width) - 1
-        # Room for one more longest command, a register: it is a cycle old, and a cycle adds
-        # at most one command, so it asks for room for two.
+        # Room for one more longest command, a register: the counts it reads miss up to two
+        # accepted commands (a cycle old, one in take_q), so it asks for room for three.
         room_ok = Signal()
-        m.d.sync += room_ok.eq(r_owed + w_owed <= max_words - 2 * max_len)
+        m.d.sync += room_ok.eq(r_owed + w_owed <= max_words - 3 * max_len)
         others_waiting = Signal()
         m.d.comb += others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)
         # Who may put a command on the bus this cycle.
@@ -203,8 +209,9 @@ class MemoryArbiter(wiring.Component):
 
         length = bus.cmd.payload.length
         wr = bus.cmd.payload.write
-        w_next = w_owed + Mux(cmd_take & wr, length, 0) - w_take
-        r_next = r_owed + Mux(cmd_take & ~wr, length, 0) - r_take
+        m.d.sync += [take_q.eq(cmd_take), write_q.eq(wr), length_q.eq(length)]
+        w_next = w_owed + Mux(take_q & write_q, length_q, 0) - w_take
+        r_next = r_owed + Mux(take_q & ~write_q, length_q, 0) - r_take
         m.d.sync += [w_owed.eq(w_next), r_owed.eq(r_next),
                      w_due.eq(w_next[:len(w_owed)] != 0), r_due.eq(r_next[:len(r_owed)] != 0)]
         return m
