@@ -117,6 +117,10 @@ def _fits16(fmt, layer, what):
                            f"engine's 16-bit words")
 
 
+#: An average pool's channel sums are updated by a 3-cycle read-modify-write (hw/engine.py).
+POOL_MIN_CHANNELS = 3
+
+
 def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                      fuse_pool=True) -> Compiled:
     """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``.
@@ -256,6 +260,11 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                     raise CompileError(f"layer {name!r}: pool sum needs {op['acc_bits']} bits, "
                                        f"more than {ACC_BITS}")
                 d.update(mult=int(op["multiplier"]), shift=int(op["shift"]))
+                if d["C"] < POOL_MIN_CHANNELS:
+                    raise CompileError(f"layer {name!r}: average pool over {d['C']} channels; "
+                                       f"the engine's sum RAM needs at least "
+                                       f"{POOL_MIN_CHANNELS} (a channel's read-modify-write "
+                                       f"takes 3 cycles)")
             descs.append(d)
         elif kind == "shuffle":
             raise CompileError(f"layer {name!r}: unfused shuffle")  # pragma: no cover

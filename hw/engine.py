@@ -678,28 +678,41 @@ class Engine(wiring.Component):
                          v_idx.eq(v_idx + 1)]
             with m.If(v_idx == C_last):
                 m.d.sync += v_first_pass.eq(0)
-        # avgpool accumulation (read-modify-write of the channel sums)
-        pool_acc = Signal()
-        m.d.comb += pool_acc.eq(vx_v & v_pool)
         v_first_d = Signal()
         m.d.sync += v_first_d.eq(v_first_pass)
-        # fused pool: one stage after the post pipeline, read-modify-write of the sum of the
-        # channel just written (sums restart on the descriptor's first output pixel)
+        # V2: the element, its flags and the three RAM outputs it needs (gate, other operand,
+        # channel sum) registered before any logic (a block RAM's output is slow)
+        v2_x = Signal(signed(16))
+        v2_v, v2_pv, v2_flag, v2_first = Signal(), Signal(), Signal(), Signal()
+        v2_c = Signal(16)
+        v2_chan, v2_buf = Signal(signed(16)), Signal(signed(16))
+        v2_acc = Signal(signed(ACC_W))
+        m.d.sync += [v2_x.eq(vx), v2_v.eq(vx_v), v2_pv.eq(vp_v), v2_flag.eq(vx_flag),
+                     v2_first.eq(v_first_d), v2_c.eq(vc_d), v2_chan.eq(chan_r.data),
+                     v2_buf.eq(bbuf_r.data), v2_acc.eq(acc_r.data)]
+        # fused pool: two stages after the post pipeline (read, registered data), the
+        # read-modify-write of the sum of the channel just written (sums restart on the
+        # descriptor's first output pixel). Both read-modify-writes need 3 cycles between
+        # two updates of one channel: the compiler asks for at least 3 channels.
         p6_v, p6_first = Signal(), Signal()
         p6_y = Signal(signed(16))
         p6_c = Signal(16)
         m.d.sync += [p6_v.eq(v7 & is_conv & pool_en), p6_y.eq(out_word[:16].as_signed()),
                      p6_c.eq(req_cnt), p6_first.eq(pool_first)]
+        p7_v, p7_first = Signal(), Signal()
+        p7_y = Signal(signed(16))
+        p7_c = Signal(16)
+        p7_acc = Signal(signed(ACC_W))
+        m.d.sync += [p7_v.eq(p6_v), p7_y.eq(p6_y), p7_c.eq(p6_c), p7_first.eq(p6_first),
+                     p7_acc.eq(acc_r.data)]
         with m.If(is_conv):
-            m.d.comb += [acc_w.addr.eq(p6_c),
-                         acc_w.data.eq(Mux(p6_first, p6_y, acc_r.data.as_signed() + p6_y)),
-                         acc_w.en.eq(p6_v)]
+            m.d.comb += [acc_w.addr.eq(p7_c),
+                         acc_w.data.eq(Mux(p7_first, p7_y, p7_acc + p7_y)),
+                         acc_w.en.eq(p7_v)]
         with m.Else():
-            m.d.comb += [acc_w.addr.eq(vc_d),
-                         acc_w.data.eq(Mux(v_first_d, vx, acc_r.data.as_signed() + vx)),
-                         acc_w.en.eq(pool_acc)]
-        ychan = chan_r.data.as_signed()
-        ybuf = bbuf_r.data.as_signed()
+            m.d.comb += [acc_w.addr.eq(v2_c),
+                         acc_w.data.eq(Mux(v2_first, v2_x, v2_acc + v2_x)),
+                         acc_w.en.eq(v2_v & v_pool)]
 
         # ---------------- post pipeline input mux --------------------------------------------
         in_byte = Signal(8)
@@ -716,20 +729,20 @@ class Engine(wiring.Component):
                          psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
                          pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
         with m.Else():
-            m.d.comb += [pflag.eq(vx_flag), p_lut.eq(v_act),
-                         pv.eq(Mux(v_pool, vp_v, vx_v)), ps.eq(F("shift"))]
+            m.d.comb += [pflag.eq(v2_flag), p_lut.eq(v_act),
+                         pv.eq(Mux(v_pool, v2_pv, v2_v)), ps.eq(F("shift"))]
             with m.If(v_add):
-                m.d.comb += [px.eq(vx), py.eq(ybuf), psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
-                             pm.eq(1)]
+                m.d.comb += [px.eq(v2_x), py.eq(v2_buf), psa.eq(F("sa")[:4]),
+                             psb.eq(F("sb")[:4]), pm.eq(1)]
             with m.Elif(v_scale):
-                m.d.comb += [px.eq(vx), pm.eq(ychan)]
+                m.d.comb += [px.eq(v2_x), pm.eq(v2_chan)]
             with m.Elif(v_prelu):
-                m.d.comb += [px.eq(vx), pm.eq(Mux(vx < 0, ychan, 1)),
-                             ps.eq(Mux(vx < 0, F("shift"), 0))]
+                m.d.comb += [px.eq(v2_x), pm.eq(Mux(v2_x < 0, v2_chan, 1)),
+                             ps.eq(Mux(v2_x < 0, F("shift"), 0))]
             with m.Elif(v_act):
-                m.d.comb += [px.eq(vx), pm.eq(1), ps.eq(0)]
+                m.d.comb += [px.eq(v2_x), pm.eq(1), ps.eq(0)]
             with m.Elif(v_pool):
-                m.d.comb += [px.eq(acc_r.data.as_signed()), pm.eq(F("mult"))]
+                m.d.comb += [px.eq(v2_acc), pm.eq(F("mult"))]
 
         # ---------------- INPUT op ---------------------------------------------------------
         in_cnt = Signal(24)
@@ -760,7 +773,8 @@ class Engine(wiring.Component):
         m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
-                               & ~vx_v & ~vp_v & ~load_busy & ~p6_v & ~rd_start)
+                               & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
+                               & ~rd_start)
         # ROW decides from registers: whether another input row is needed (and exists) and
         # whether the output rows are done; it waits two cycles after top / next_row / oy
         # change (row_settle).
@@ -972,7 +986,7 @@ class Engine(wiring.Component):
                     m.d.sync += v_done.eq(v_done + v_chunk_n)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_POOL"):
-                with m.If(~vx_v & (room >= C + 9) & req_ok):
+                with m.If(~vx_v & ~v2_v & (room >= C + 9) & req_ok):
                     m.d.comb += reserve.eq(C)
                     m.d.sync += v_c.eq(0)
                     m.next = "VEC_POOL_OUT"

@@ -164,3 +164,12 @@ def test_config_validation():
         EngineConfig(lanes=12)
     with pytest.raises(ImageError, match="in_lanes"):
         EngineConfig(lanes=4, in_lanes=8)
+
+
+def test_error_pool_over_too_few_channels():
+    """The engine's channel sums need 3 cycles between two updates of one channel."""
+    def f(a):
+        pool = next(op for op in a.program if op["op"] == "avgpool")
+        a.tensors[pool["inputs"][0]]["shape"][0] = 2
+    with pytest.raises(CompileError, match="se.pool.*2 channels.*at least 3"):
+        compile_artifact(_mutate("se", f), CFG, fuse_pool=False)
