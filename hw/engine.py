@@ -62,19 +62,20 @@ def _log2(v):
     return v.bit_length() - 1
 
 
-def _delay_line(m, value, cycles, name):
+def _delay_line(m, value, cycles, name, reset_less=False):
     """``[value after 1 register, ..., after cycles registers]``."""
     line = []
     for i in range(cycles):
-        nxt = Signal(value.shape(), name=f"{name}_d{i + 1}")
+        nxt = Signal(value.shape(), name=f"{name}_d{i + 1}", reset_less=reset_less)
         m.d.sync += nxt.eq(value)
         line.append(value := nxt)
     return line
 
 
-def _delayed(m, value, cycles, name):
-    """``value`` through ``cycles`` registers."""
-    return _delay_line(m, value, cycles, name)[-1] if cycles else value
+def _delayed(m, value, cycles, name, reset_less=False):
+    """``value`` through ``cycles`` registers (``reset_less`` for data: the engine's reset
+    reaches every flip-flop that has one, and a net that wide is slow)."""
+    return _delay_line(m, value, cycles, name, reset_less)[-1] if cycles else value
 
 
 class Engine(wiring.Component):
@@ -279,12 +280,12 @@ class Engine(wiring.Component):
         psa, psb = Signal(4), Signal(4)
         pm = Signal(signed(18))
         ps = Signal(6)
-        x0, y0 = Signal(signed(33)), Signal(signed(33))
+        x0, y0 = Signal(signed(33), reset_less=True), Signal(signed(33), reset_less=True)
         sa0, sb0, m0, s0 = Signal(4), Signal(4), Signal(signed(18)), Signal(6)
         v0, f0, u0 = Signal(), Signal(), Signal()
         m.d.sync += [x0.eq(px), y0.eq(py), sa0.eq(psa), sb0.eq(psb), m0.eq(pm), s0.eq(ps),
                      v0.eq(pv), f0.eq(pflag), u0.eq(p_lut)]
-        t1 = Signal(signed(34))
+        t1 = Signal(signed(34), reset_less=True)
         m1, s1, v1, f1, u1 = Signal(signed(18)), Signal(6), Signal(), Signal(), Signal()
         m.d.sync += [t1.eq((x0 << sa0) + (y0 << sb0)), m1.eq(m0), s1.eq(s0), v1.eq(v0),
                      f1.eq(f0), u1.eq(u0)]
@@ -296,13 +297,15 @@ class Engine(wiring.Component):
         vP = vline[-1]
         sP, fP, uP = (_delayed(m, sig, DSP_LATENCY, nm) for sig, nm in
                       ((s1, "post_s"), (f1, "post_f"), (u1, "post_u")))
-        p2, s2, v2, f2, u2 = Signal(signed(53)), Signal(6), Signal(), Signal(), Signal()
+        p2, s2, v2, f2, u2 = (Signal(signed(53), reset_less=True), Signal(6), Signal(),
+                              Signal(), Signal())
         m.d.sync += [p2.eq((mul_hi.p << 17) + mul_lo.p), s2.eq(sP), v2.eq(vP), f2.eq(fP),
                      u2.eq(uP)]
-        q3, z3, v3, f3, u3 = Signal(signed(53)), Signal(), Signal(), Signal(), Signal()
+        q3, z3, v3, f3, u3 = (Signal(signed(53), reset_less=True), Signal(), Signal(),
+                              Signal(), Signal())
         m.d.sync += [q3.eq(Mux(s2 == 0, p2, p2 >> (s2 - 1)[:6])), z3.eq(s2 == 0), v3.eq(v2),
                      f3.eq(f2), u3.eq(u2)]
-        r4, v4, f4, u4 = Signal(signed(53)), Signal(), Signal(), Signal()
+        r4, v4, f4, u4 = Signal(signed(53), reset_less=True), Signal(), Signal(), Signal()
         m.d.sync += [r4.eq(Mux(z3, q3, (q3 + 1) >> 1)), v4.eq(v3), f4.eq(f3), u4.eq(u3)]
         sat_lo, sat_hi = F("sat_lo"), F("sat_hi")
         y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
@@ -512,21 +515,23 @@ class Engine(wiring.Component):
         rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
                                 ((s_first, "mac_first"), (s_last, "mac_last"),
                                  (pix_end, "mac_pend")))
-        rsel = _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1), to_r, "mac_rsel")
-        rwslot = _delayed(m, tap[:lL] if lL else Const(0, 1), to_r, "mac_wslot")
-        rnv = _delayed(m, h_nvalid, to_r, "mac_nv")
-        rg = _delayed(m, g, to_r, "mac_g")
+        rsel = _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1), to_r, "mac_rsel", True)
+        rwslot = _delayed(m, tap[:lL] if lL else Const(0, 1), to_r, "mac_wslot", True)
+        rnv = _delayed(m, h_nvalid, to_r, "mac_nv", True)
+        rg = _delayed(m, g, to_r, "mac_g", True)
         rvalid_tap = _delayed(m, q2_valid_tap, to_r - 2, "mac_vt")
 
-        rb_q = Signal.like(rb_r.data)
-        wram_q = Signal.like(wram_r.data)
+        rb_q = Signal.like(rb_r.data, reset_less=True)
+        wram_q = Signal.like(wram_r.data, reset_less=True)
         m.d.sync += [rb_q.eq(rb_r.data), wram_q.eq(wram_r.data)]
         elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
         wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
                for j in range(P)]
         # F: operand registers in the fabric (the RAM outputs go through a multiplexer)
-        a_f = [[Signal(signed(16), name=f"a_{j}_{l}") for l in range(L)] for j in range(P)]
-        b_f = [[Signal(signed(8), name=f"b_{j}_{l}") for l in range(L)] for j in range(P)]
+        a_f = [[Signal(signed(16), name=f"a_{j}_{l}", reset_less=True) for l in range(L)]
+               for j in range(P)]
+        b_f = [[Signal(signed(8), name=f"b_{j}_{l}", reset_less=True) for l in range(L)]
+               for j in range(P)]
         if L > 1:
             sel_elems = [Array(elems[s * L + l] for s in range(P // L))[rsel] for l in range(L)]
         else:
@@ -557,8 +562,8 @@ class Engine(wiring.Component):
         for level in range(lL):
             nxt = []
             for j in range(P):
-                pair = [Signal(signed(24 + level + 1), name=f"sum{level}_{j}_{i}")
-                        for i in range(len(sums[j]) // 2)]
+                pair = [Signal(signed(24 + level + 1), name=f"sum{level}_{j}_{i}",
+                               reset_less=True) for i in range(len(sums[j]) // 2)]
                 m.d.sync += [pair[i].eq(sums[j][2 * i] + sums[j][2 * i + 1])
                              for i in range(len(pair))]
                 nxt.append(pair)
@@ -569,11 +574,11 @@ class Engine(wiring.Component):
         mfirst, mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
                                 ((rfirst, "acc_first"), (rlast, "acc_last"),
                                  (rpend, "acc_pend")))
-        mnv = _delayed(m, rnv, to_m, "acc_nv")
-        mg = _delayed(m, rg, to_m, "acc_g")
-        lane0 = [_delayed(m, products[j][0], lL, f"max_{j}") for j in range(P)]
+        mnv = _delayed(m, rnv, to_m, "acc_nv", True)
+        mg = _delayed(m, rg, to_m, "acc_g", True)
+        lane0 = [_delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
         # the accumulator (max mode: the running maximum of the operands)
-        accs = [Signal(signed(ACC_W), name=f"acc{j}") for j in range(P)]
+        accs = [Signal(signed(ACC_W), name=f"acc{j}", reset_less=True) for j in range(P)]
         for j in range(P):
             nxt = Signal(signed(ACC_W), name=f"accn{j}")
             mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
@@ -601,7 +606,7 @@ class Engine(wiring.Component):
         ser_busy = Signal()
         ser_wait = Signal()
         ser_j = Signal(range(max(P, 2)))     # the lane leaving (a P-way index)
-        ser_acc = Signal(ACC_W * P)
+        ser_acc = Signal(ACC_W * P, reset_less=True)
         ser_g = Signal.like(g)
         ser_pend = Signal()
         ser_last = Signal.like(ser_j)          # n_valid - 1
@@ -623,7 +628,7 @@ class Engine(wiring.Component):
         # So do the lanes' parameter records: lane 0 straight from the RAM at the first
         # launch, which loads the others into a shift register.
         lane_acc = ser_acc[:ACC_W].as_signed()
-        ser_rec = Signal(64 * P)
+        ser_rec = Signal(64 * P, reset_less=True)
         lane_rec = Mux(ser_first, lanep_r.data[:64], ser_rec[:64])
         ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
         m.d.sync += ser_room.eq(room > 10)
@@ -686,7 +691,7 @@ class Engine(wiring.Component):
         v2_v, v2_pv, v2_flag, v2_first = Signal(), Signal(), Signal(), Signal()
         v2_c = Signal(16)
         v2_chan, v2_buf = Signal(signed(16)), Signal(signed(16))
-        v2_acc = Signal(signed(ACC_W))
+        v2_acc = Signal(signed(ACC_W), reset_less=True)
         m.d.sync += [v2_x.eq(vx), v2_v.eq(vx_v), v2_pv.eq(vp_v), v2_flag.eq(vx_flag),
                      v2_first.eq(v_first_d), v2_c.eq(vc_d), v2_chan.eq(chan_r.data),
                      v2_buf.eq(bbuf_r.data), v2_acc.eq(acc_r.data)]
@@ -702,7 +707,7 @@ class Engine(wiring.Component):
         p7_v, p7_first = Signal(), Signal()
         p7_y = Signal(signed(16))
         p7_c = Signal(16)
-        p7_acc = Signal(signed(ACC_W))
+        p7_acc = Signal(signed(ACC_W), reset_less=True)
         m.d.sync += [p7_v.eq(p6_v), p7_y.eq(p6_y), p7_c.eq(p6_c), p7_first.eq(p6_first),
                      p7_acc.eq(acc_r.data)]
         with m.If(is_conv):
