@@ -132,7 +132,6 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
         from quant.artifact import load
         artifact = load(artifact)
     cfg = config or EngineConfig()
-    P, L = cfg.lanes, cfg.in_lanes
     prog = artifact.program
     consumers = {}
     for op in prog:

@@ -791,7 +791,6 @@ class Engine(wiring.Component):
                      row_more.eq((next_row < H) & (next_row.as_signed() <= need))]
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
-        steps_left = Signal()
 
         # A read starts the cycle after start_read (registered address and count); the receive
         # counters clear at once (no word of the new read can arrive before).

@@ -484,7 +484,7 @@ class EngineSystem(Elaboratable):
         m.submodules.sdram = sdram
         m.submodules.link = link
         m.submodules.arbiter = arb
-        m.submodules.engine = engine = DomainRenamer({"sync": "eng"})(self.engine)
+        m.submodules.engine = DomainRenamer({"sync": "eng"})(self.engine)
         eng = self.engine
 
         # The engine's domain: the sync clock, reset while no run is in progress.
