@@ -141,7 +141,7 @@ def test_board_85f_whole_seesaw_shuffle_frame():
     streamed through the driver, the compiled image preloaded into the SDRAM model (uploading
     its 8.4 MiB over a simulated UART would take hours); bit-exact against the golden model.
 
-    Measured at 01d192a (2-core x86_64, load about 2 from other jobs): 10.79 M simulated
+    Measured at 01d192a (the 16 x 8 array then; 2-core x86_64, load about 2): 10.79 M simulated
     cycles with ``running`` high (first face byte to END; the face's 37.6 KB over the 25 Mbaud
     UART are at least 1.5 M of them), 292 s wall for the frame, 5 min 42 s for the whole test
     (Verilator build 31 s); SDRAM: 4.75 M READ, 3.62 M WRITE, 37.8 K ACT, 15.2 K REF
