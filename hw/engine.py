@@ -72,6 +72,21 @@ def _delay_line(m, value, cycles, name, reset_less=False):
     return line
 
 
+def _lane_select(m, words, j, name):
+    """``words[j]`` one cycle late: a registered 4-way level by ``j``'s low bits, then a 4-way
+    level by its registered high bits (every register loads each cycle: no enable)."""
+    quads = []
+    for q in range(0, len(words), 4):
+        r = Signal(len(words[q]), name=f"{name}_q{q // 4}", reset_less=True)
+        m.d.sync += r.eq(Array(words[q:q + 4])[j[:2]] if len(words) > 1 else words[q])
+        quads.append(r)
+    if len(quads) == 1:
+        return quads[0]
+    hi = Signal(len(j) - 2, name=f"{name}_hi")
+    m.d.sync += hi.eq(j[2:])
+    return Array(quads)[hi]
+
+
 def _delayed(m, value, cycles, name, reset_less=False):
     """``value`` through ``cycles`` registers (``reset_less`` for data: the engine's reset
     reaches every flip-flop that has one, and a net that wide is slow)."""
@@ -167,7 +182,7 @@ class Engine(wiring.Component):
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
         hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
-        lanep = Memory(shape=unsigned(64 * P), depth=cfg.groups, init=[])
+        lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
         lut = Memory(shape=unsigned(16), depth=cfg.lut_depth, init=[])
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
         accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
@@ -255,21 +270,24 @@ class Engine(wiring.Component):
 
         # ---------------- read data ---------------------------------------------------------
         r = self.mem_r
-        rx = Signal()            # a word arrives this cycle
+        # The loaders see the read data one register later (rx, rxd): the port's data cross
+        # the chip once more before any logic. The receive counters clear the cycle after
+        # the FSM asks (rx_clear_q): no word of a new read arrives that early.
+        rx = Signal()            # a word arrived (registered)
+        rxd = Signal(16, reset_less=True)
         rx_cnt = Signal(24)      # words received in this phase
-        rx_clear = Signal()
+        rx_clear, rx_clear_q = Signal(), Signal()
         rx_to_out = Signal()     # OUTPUT op: data goes to o_stream
         m.d.comb += [
             r.ready.eq(Mux(rx_to_out, self.o_stream.ready, 1)),
             self.o_stream.valid.eq(rx_to_out & r.valid),
             self.o_stream.payload.eq(r.payload),
-            rx.eq(r.valid & r.ready),
         ]
-        with m.If(rx_clear):
+        m.d.sync += [rx.eq(r.valid & r.ready), rxd.eq(r.payload), rx_clear_q.eq(rx_clear)]
+        with m.If(rx_clear_q):
             m.d.sync += rx_cnt.eq(0)
         with m.Elif(rx):
             m.d.sync += rx_cnt.eq(rx_cnt + 1)
-        rxd = r.payload
 
         # ---------------- post pipeline: ((x << sa) + (y << sb)) * m >> s, round, saturate,
         # table. Stage 0 registers the selected operands (below, per opcode); every later
@@ -346,23 +364,26 @@ class Engine(wiring.Component):
 
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(3)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
-        ld_slot = Signal(16)
+        ld_slot = Signal(range(max(ew, cfg.group_words, 2)))
         ld_entry = Signal(16)
-        ld_wrap = Signal(16)
-        with m.If(rx_clear):
+        ld_wrap = Signal.like(ld_slot)    # the last slot of an entry
+        with m.If(rx_clear_q):
             m.d.sync += [ld_slot.eq(0), ld_entry.eq(0)]
         with m.Elif(rx):
-            with m.If(ld_slot == ld_wrap - 1):
+            with m.If(ld_slot == ld_wrap):
                 m.d.sync += [ld_slot.eq(0), ld_entry.eq(ld_entry + 1)]
             with m.Else():
                 m.d.sync += ld_slot.eq(ld_slot + 1)
+        lp_slot = Signal(range(4 * P))    # a group record's lane words: (lane, quarter)
+        m.d.comb += lp_slot.eq(ld_slot - 4)
         with m.If(rx & (ld_kind == 1)):
             for i in range(im.DESC_WORDS):
                 with m.If(rx_cnt == i):
                     m.d.sync += desc[i].eq(rxd)
         m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
                      hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
-                     lanep_w.addr.eq(ld_entry), lanep_w.data.eq(Cat(*([rxd] * (4 * P)))),
+                     lanep_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
+                     lanep_w.data.eq(Cat(*([rxd] * 4))),
                      lut_w.addr.eq(rx_cnt), lut_w.data.eq(rxd),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
                      bbuf_w.addr.eq(rx_cnt), bbuf_w.data.eq(rxd)]
@@ -374,8 +395,8 @@ class Engine(wiring.Component):
                 with m.Case(3):
                     for i in range(4):
                         m.d.comb += hdr_w.en[i].eq(ld_slot == i)
-                    for i in range(4 * P):
-                        m.d.comb += lanep_w.en[i].eq(ld_slot == i + 4)
+                    for i in range(4):
+                        m.d.comb += lanep_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
                 with m.Case(4):
                     m.d.comb += lut_w.en.eq(1)
                 with m.Case(5):
@@ -603,43 +624,36 @@ class Engine(wiring.Component):
         can_issue = res_reserved < RES_DEPTH - 1
 
         # ---------------- serializer: accumulators -> post pipeline --------------------------
-        ser_busy = Signal()
-        ser_wait = Signal()
-        ser_j = Signal(range(max(P, 2)))     # the lane leaving (a P-way index)
-        ser_acc = Signal(ACC_W * P, reset_less=True)
-        ser_g = Signal.like(g)
-        ser_pend = Signal()
+        # The head of the result FIFO stays in the FIFO's output register while its lanes
+        # leave, one a launch: a lane is picked by two 4-way multiplexer levels with a
+        # register between them, rather than shifted out (no wide register has an enable).
+        # The lane's parameter record is read from its RAM at the launch (one record per
+        # group and lane). The head is popped the cycle after its last launch, from a register.
+        rd = res.r_data
+        rd_g = rd[ACC_W * P:ACC_W * P + len(g)]
+        ser_busy, ser_pop, ser_pend = Signal(), Signal(), Signal()
+        ser_j = Signal(range(max(P, 2)))     # the lane leaving
         ser_last = Signal.like(ser_j)          # n_valid - 1
-        ser_first = Signal()                   # the group's first launch is next
-        m.d.comb += lanep_r.addr.eq(ser_g)
-        with m.If(~ser_busy):
-            with m.If(res.r_rdy):
-                m.d.comb += [res.r_en.eq(1), res_pop.eq(1)]
-                rd = res.r_data
-                m.d.sync += [ser_busy.eq(1), ser_wait.eq(1), ser_j.eq(0), ser_first.eq(1),
-                             ser_acc.eq(rd[:ACC_W * P]),
-                             ser_g.eq(rd[ACC_W * P:ACC_W * P + len(g)]),
-                             ser_pend.eq(rd[ACC_W * P + len(g)]),
-                             ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
-        with m.Elif(ser_wait):
-            m.d.sync += ser_wait.eq(0)
+        m.d.sync += ser_pop.eq(0)
+        m.d.comb += [res.r_en.eq(ser_pop), res_pop.eq(ser_pop)]
+        with m.If(~ser_busy & ~ser_pop & res.r_rdy):
+            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd[ACC_W * P + len(g)]),
+                         ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
         ser_launch = Signal()
-        # The accumulators leave lane 0 first: a shift register, not a P-way multiplexer.
-        # So do the lanes' parameter records: lane 0 straight from the RAM at the first
-        # launch, which loads the others into a shift register.
-        lane_acc = ser_acc[:ACC_W].as_signed()
-        ser_rec = Signal(64 * P, reset_less=True)
-        lane_rec = Mux(ser_first, lanep_r.data[:64], ser_rec[:64])
         ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
         m.d.sync += ser_room.eq(room > 10)
-        with m.If(ser_busy & ~ser_wait & ser_room & req_ok):
+        with m.If(ser_busy & ser_room & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
-            m.d.sync += [ser_acc.eq(ser_acc >> ACC_W), ser_first.eq(0),
-                         ser_rec.eq(Mux(ser_first, lanep_r.data, ser_rec) >> 64)]
             with m.If(ser_j == ser_last):
-                m.d.sync += ser_busy.eq(0)
+                m.d.sync += [ser_busy.eq(0), ser_pop.eq(1)]
             with m.Else():
                 m.d.sync += ser_j.eq(ser_j + 1)
+        lane_v, lane_flag = Signal(), Signal()
+        m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
+        lane_acc = _lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
+                                "ser_acc").as_signed()
+        m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
+        lane_rec = lanep_r.data
 
         # ---------------- VEC unit -------------------------------------------------------------
         vmode = mode
@@ -724,10 +738,10 @@ class Engine(wiring.Component):
         in_take = Signal()
         in_flag = Signal()
         with m.If(is_conv):
-            m.d.comb += [pv.eq(ser_launch), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
+            m.d.comb += [pv.eq(lane_v), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
                          pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
                          ps.eq(lane_rec[56:62]),
-                         pflag.eq(ser_pend & (ser_j == ser_last)),
+                         pflag.eq(lane_flag),
                          p_lut.eq(act_en)]
         with m.Elif(is_input):
             m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(F("offset")),
@@ -775,7 +789,8 @@ class Engine(wiring.Component):
         pc_addr = Signal(im.ADDR_BITS)     # pc * DESC_WORDS
         m.d.comb += self.pc.eq(pc)
         drained = Signal()
-        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & (res_reserved == 0)
+        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
+                               & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
                                & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
@@ -804,7 +819,7 @@ class Engine(wiring.Component):
         def start_read(addr, n, kind, wrap=1):
             m.d.comb += rx_clear.eq(1)
             m.d.sync += [rd_start.eq(1), rd_start_addr.eq(addr), rd_start_n.eq(n),
-                         rd_expect.eq(n), rd_done.eq(0), ld_kind.eq(kind), ld_wrap.eq(wrap)]
+                         rd_expect.eq(n), rd_done.eq(0), ld_kind.eq(kind), ld_wrap.eq(wrap - 1)]
 
         with m.FSM():
             with m.State("FETCH"):
