@@ -162,7 +162,7 @@ class EngineConfig:
     groups: int = 64
     lut_depth: int = 1024
     chan_depth: int = 1024
-    chunk: int = 64
+    chunk: int = 256
     fifo_depth: int = 2048
     max_burst: int = 256
     mem_latency: int = 6

@@ -79,9 +79,10 @@ class MemoryArbiter(wiring.Component):
         Port widths; ``length_width`` is the width of the ``length`` field (the SDRAM
         controller's with ``burst_words=4096`` is 13).
     register_bus : bool
-        Put a :class:`StreamSlice` on each stream of the bus: on ``cmd`` and ``w`` the
-        controller's ``ready`` no longer reaches the masters in the same cycle, on ``r`` its
-        read FIFO's ``valid`` no longer reaches the masters' counters and RAMs. The data a
+        Put a :class:`StreamSlice` on each stream of the bus and on each master's ``cmd``
+        and ``w``: on ``cmd`` and ``w`` the controller's ``ready`` no longer reaches the
+        masters in the same cycle and the arbitration reads registers, on ``r`` the read
+        FIFO's ``valid`` no longer reaches the masters' counters and RAMs. The data a bus
         slice holds counts as moved for the grant (the controller takes it in order).
     n_queue : int
         Bound on the data in flight: a new command is let through only while the words still
@@ -129,6 +130,15 @@ class MemoryArbiter(wiring.Component):
         n = self.n
         ms = self.masters
         if self.register_bus:
+            # Each master's cmd and w enter through a slice too: the arbitration reads
+            # registers, and the masters see ready from registers.
+            ms = []
+            for i, master in enumerate(self.masters):
+                cs = m.submodules[f"m{i}_cmd_slice"] = StreamSlice(master.cmd.payload.shape())
+                ws = m.submodules[f"m{i}_w_slice"] = StreamSlice(self.sig.data_width)
+                wiring.connect(m, wiring.flipped(master.cmd), cs.i)
+                wiring.connect(m, wiring.flipped(master.w), ws.i)
+                ms.append(_Bus(cs.o, ws.o, master.r))
             # The logic below drives the slices' inputs; the slices drive the bus.
             m.submodules.cmd_slice = cmd_slice = StreamSlice(self.bus.cmd.payload.shape())
             m.submodules.w_slice = w_slice = StreamSlice(self.sig.data_width)

@@ -266,7 +266,11 @@ class Engine(wiring.Component):
                      self.mem_w.payload.eq(wfifo.r_data),
                      w_xfer.eq(self.mem_w.valid & self.mem_w.ready),
                      wfifo.r_en.eq(w_xfer)]
-        m.d.sync += owed.eq(owed + Mux(w_cmd_acc, wlen, 0) - w_xfer)
+        # an accepted command's words are owed from the next cycle (the port's ready is far)
+        w_acc_q = Signal()
+        w_acc_len = Signal.like(wlen)
+        m.d.sync += [w_acc_q.eq(w_cmd_acc), w_acc_len.eq(wlen),
+                     owed.eq(owed + Mux(w_acc_q, w_acc_len, 0) - w_xfer)]
 
         # ---------------- read data ---------------------------------------------------------
         r = self.mem_r
@@ -378,7 +382,7 @@ class Engine(wiring.Component):
         m.d.comb += lp_slot.eq(ld_slot - 4)
         with m.If(rx & (ld_kind == 1)):
             for i in range(im.DESC_WORDS):
-                with m.If(rx_cnt == i):
+                with m.If(rx_cnt[:(im.DESC_WORDS - 1).bit_length()] == i):
                     m.d.sync += desc[i].eq(rxd)
         m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
                      hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
@@ -436,9 +440,11 @@ class Engine(wiring.Component):
         lP_x = _delayed(m, l1_x, DSP_LATENCY, "ld_x")
         lsh = Signal(signed(32))
         l_round = Signal()
-        m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_shift == 0, gate_mul.p,
-                                              gate_mul.p >> (ls_shift - 1)[:5]), lP_x)),
-                     l_round.eq(scale_en & (ls_shift != 0))]
+        ls_shift1 = last_of("ls_shift1", ls_shift)       # the shift before the rounding bit
+        ls_zero = decoded("ls_zero", ls_shift == 0)
+        m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_zero, gate_mul.p,
+                                              gate_mul.p >> ls_shift1[:5]), lP_x)),
+                     l_round.eq(scale_en & ~ls_zero)]
         lq = Signal(signed(32))
         m.d.sync += lq.eq(Mux(l_round, (lsh + 1) >> 1, lsh))
         ly = Signal(signed(16))
@@ -473,6 +479,7 @@ class Engine(wiring.Component):
         top = Signal(signed(18))     # oy * stride - pad
         left = Signal(signed(18))    # ox * stride - pad
         top_slot = Signal(4)
+        top_slot_next = Signal(4)    # the next output row's, a register (top_slot moves per row)
         left_ce = Signal(signed(18))  # left * CE
         dx_ce = Signal(16)            # dx * CE
         issue = Signal()             # a step is issued this cycle
@@ -498,16 +505,29 @@ class Engine(wiring.Component):
         h_nvalid = h_data[0:16]
         h_inlo = h_data[16:32]
         h_wbase = h_data[48:64]
-        h_last_cig = Signal(16)       # n_cig - 1, a register after the header register
-        m.d.sync += h_last_cig.eq(h_data[32:48] - 1)
+        # from the RAM's output with h_data: n_cig - 2 and n_cig == 1, for the cig_last flag
+        h_last_cig2, h_cig1 = Signal(16), Signal()
+        m.d.sync += [h_last_cig2.eq(hdr_r.data[32:48] - 2), h_cig1.eq(hdr_r.data[32:48] == 1)]
         sslot = Signal(4)
         m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
+        ts = top_slot + stride
+        ts1 = Mux(ts >= k, ts - k, ts)
+        m.d.sync += top_slot_next.eq(Mux(ts1 >= k, ts1 - k, ts1))
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
-        last_tap = (dx == k_last) & (dy == k_last)
+        # The issue decisions read flags, registers: dx_last (dx == k - 1), dy_last, cig_last
+        # (cig == n_cig - 1) follow their counters step by step (set from the counter's next
+        # value); g_last and ox_last are compares a cycle old (g and ox move only at a group's
+        # end, and the issue stage then waits h_stale cycles).
+        dx_last, dy_last, cig_last, g_last, ox_last = (
+            Signal(name=n) for n in ("dx_last", "dy_last", "cig_last", "g_last", "ox_last"))
+        k_one = decoded("k_one", k == 1)
+        k_last2 = Signal(4)
+        m.d.sync += [k_last2.eq(k - 2), g_last.eq(g == g_last_n), ox_last.eq(ox == OW_last)]
+        last_tap = dx_last & dy_last
         s_first = Signal()            # step == 0
-        s_last = last_tap & (~is_dense | (cig == h_last_cig))
-        pix_end = s_last & (g == g_last_n)
+        s_last = last_tap & (~is_dense | cig_last)
+        pix_end = s_last & g_last
 
         # Q1
         q1_iy, q1_ix = Signal(signed(18)), Signal(signed(18))
@@ -792,7 +812,8 @@ class Engine(wiring.Component):
         m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
                                & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
-                               & ~wreq.r_rdy & (wrem == 0) & (owed == 0) & (rd_rem == 0)
+                               & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
+                               & (rd_rem == 0)
                                & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
                                & ~rd_start)
         # ROW decides from registers: whether another input row is needed (and exists) and
@@ -926,35 +947,37 @@ class Engine(wiring.Component):
                     m.next = "ROW"
             with m.State("ISSUE"):
                 with m.If(h_stale != 0):
-                    m.d.sync += h_stale.eq(h_stale - 1)
+                    # dx, dy and cig are 0 here; the header RAM's output is the new group's
+                    # in the last waiting cycle
+                    m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
+                                 cig_last.eq(hdr_r.data[32:48] == 1)]
                 with m.Elif(can_issue | ~s_first):
                     m.d.comb += issue.eq(1)
                     m.d.sync += [step.eq(step + 1), s_first.eq(0)]
-                    with m.If(is_dense & (cig != h_last_cig)):
-                        m.d.sync += cig.eq(cig + 1)
+                    with m.If(is_dense & ~cig_last):
+                        m.d.sync += [cig.eq(cig + 1), cig_last.eq(cig == h_last_cig2)]
                     with m.Else():
-                        m.d.sync += [cig.eq(0), tap.eq(tap + 1)]
-                        with m.If(dx == k_last):
-                            m.d.sync += [dx.eq(0), dx_ce.eq(0)]
-                            with m.If(dy == k_last):
-                                m.d.sync += dy.eq(0)
+                        m.d.sync += [cig.eq(0), cig_last.eq(h_cig1), tap.eq(tap + 1)]
+                        with m.If(dx_last):
+                            m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
+                            with m.If(dy_last):
+                                m.d.sync += [dy.eq(0), dy_last.eq(k_one)]
                             with m.Else():
-                                m.d.sync += dy.eq(dy + 1)
+                                m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2)]
                         with m.Else():
-                            m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE)]
+                            m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
+                                         dx_last.eq(dx == k_last2)]
                     with m.If(s_last):
                         m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
                                      cig.eq(0),
                                      dx_ce.eq(0)]
                         m.d.sync += h_stale.eq(2)
-                        with m.If(g == g_last_n):
+                        with m.If(g_last):
                             m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
                                          left_ce.eq(left_ce + stride_ce)]
-                            with m.If(ox == OW_last):
-                                ts = top_slot + stride
-                                ts1 = Mux(ts >= k, ts - k, ts)
+                            with m.If(ox_last):
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
-                                             top_slot.eq(Mux(ts1 >= k, ts1 - k, ts1))]
+                                             top_slot.eq(top_slot_next)]
                                 m.d.sync += row_settle.eq(2)
                                 m.next = "ROW"
                         with m.Else():
