@@ -230,6 +230,7 @@ class Engine(wiring.Component):
         rd_addr = Signal(im.ADDR_BITS)
         rd_rem = Signal(24)
         rd_start = Signal()
+        rd_go = Signal()          # start_read asked last cycle (see the sequencer)
         rd_start_addr = Signal(im.ADDR_BITS)
         rd_start_n = Signal(24)
 
@@ -548,9 +549,10 @@ class Engine(wiring.Component):
         m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
         m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
 
-        # the step's tags, from I to R2 (five registers: the RAM outputs are registered in R2
-        # before any logic), to the accumulator below
-        to_r = 5
+        # the step's tags, from I to R3 (six registers: the RAM outputs pass two registers,
+        # R2 beside the RAMs and R3 beside the multipliers, before any logic), to the
+        # accumulator below
+        to_r = 6
         rv_line = _delay_line(m, issue, to_r, "mac_v")
         rv = rv_line[-1]
         rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
@@ -562,9 +564,11 @@ class Engine(wiring.Component):
         rg = _delayed(m, g, to_r, "mac_g", True)
         rvalid_tap = _delayed(m, q2_valid_tap, to_r - 2, "mac_vt")
 
-        rb_q = Signal.like(rb_r.data, reset_less=True)
-        wram_q = Signal.like(wram_r.data, reset_less=True)
-        m.d.sync += [rb_q.eq(rb_r.data), wram_q.eq(wram_r.data)]
+        rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
+        wram_q2, wram_q = (Signal.like(wram_r.data, reset_less=True, name=n)
+                           for n in ("wram_q2", "wram_q"))
+        m.d.sync += [rb_q2.eq(rb_r.data), wram_q2.eq(wram_r.data), rb_q.eq(rb_q2),
+                     wram_q.eq(wram_q2)]
         elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
         wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
                for j in range(P)]
@@ -687,18 +691,19 @@ class Engine(wiring.Component):
         v_chunk_last = Signal(16)
         v_done = Signal(24)       # elements finished before this chunk
         # the next chunk's length and whether it fits the write FIFO, registers: VEC_CHUNK
-        # waits two cycles (v_settle) after v_done changes before it uses them
+        # waits three cycles (v_settle) after v_done changes before it uses them
         v_next_n = Signal(16)
         v_fits = Signal()
         v_settle = Signal(2)
         v_settled = Signal()
-        v_left = n_elems - v_done
+        v_left = Signal(24)       # a register: VEC_CHUNK waits a third cycle (v_settle == 3)
+        m.d.sync += v_left.eq(n_elems - v_done)
         v_a_addr, v_b_addr = Signal(im.ADDR_BITS), Signal(im.ADDR_BITS)
         v_all_done = Signal()
         m.d.sync += [v_all_done.eq(v_done == n_elems),v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
                      v_fits.eq(room >= v_next_n + 9),
                      v_a_addr.eq(F("a_addr") + v_done), v_b_addr.eq(F("b_addr") + v_done)]
-        m.d.comb += v_settled.eq(v_settle == 2)
+        m.d.comb += v_settled.eq(v_settle == 3)
         vx = Signal(signed(16))
         vx_v, vx_flag = Signal(), Signal()
         vc_d = Signal(16)
@@ -815,7 +820,7 @@ class Engine(wiring.Component):
                                & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
                                & (rd_rem == 0)
                                & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
-                               & ~rd_start)
+                               & ~rd_start & ~rd_go)
         # ROW decides from registers: whether another input row is needed (and exists) and
         # whether the output rows are done; it waits two cycles after top / next_row / oy
         # change (row_settle).
@@ -828,19 +833,24 @@ class Engine(wiring.Component):
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
 
-        # A read starts the cycle after start_read (registered address and count); the receive
-        # counters clear at once (no word of the new read can arrive before).
+        # start_read registers which of its call sites asked (rd_sel, rd_go); the next cycle
+        # takes that site's address and count (a multiplexer on a register, not on the FSM's
+        # state), and the read starts the cycle after (rd_start). The receive counters clear
+        # the cycle after start_read (no word of the new read can arrive before).
         # rd_done: every word of the last read has arrived (a register: the wait states see
         # it one cycle after the last word).
         rd_expect = Signal(24)
         rd_done = Signal()
-        m.d.sync += [rd_start.eq(0),
-                     rd_done.eq((rx_cnt == rd_expect) & (rd_rem == 0) & ~rd_start)]
+        rd_sites = []                      # (address, count) of each start_read call
+        rd_sel = Signal(5)
+        m.d.sync += [rd_start.eq(0), rd_go.eq(0),
+                     rd_done.eq((rx_cnt == rd_expect) & (rd_rem == 0) & ~rd_start & ~rd_go)]
 
         def start_read(addr, n, kind, wrap=1):
             m.d.comb += rx_clear.eq(1)
-            m.d.sync += [rd_start.eq(1), rd_start_addr.eq(addr), rd_start_n.eq(n),
-                         rd_expect.eq(n), rd_done.eq(0), ld_kind.eq(kind), ld_wrap.eq(wrap - 1)]
+            m.d.sync += [rd_go.eq(1), rd_sel.eq(len(rd_sites)), rd_done.eq(0),
+                         ld_kind.eq(kind), ld_wrap.eq(wrap - 1)]
+            rd_sites.append((addr, n))
 
         with m.FSM():
             with m.State("FETCH"):
@@ -1036,4 +1046,11 @@ class Engine(wiring.Component):
                 m.d.comb += v_pool_out.eq(1)
                 with m.If(v_c == C_last):
                     m.next = "NEXT"
+        assert len(rd_sites) <= 1 << len(rd_sel)
+        with m.If(rd_go):
+            m.d.sync += rd_start.eq(1)
+            with m.Switch(rd_sel):
+                for i, (addr, n) in enumerate(rd_sites):
+                    with m.Case(i):
+                        m.d.sync += [rd_start_addr.eq(addr), rd_start_n.eq(n), rd_expect.eq(n)]
         return m

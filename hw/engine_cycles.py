@@ -22,10 +22,11 @@ import math
 
 from firmware import image as im
 
-FETCH_OVERHEAD = 4
+FETCH_OVERHEAD = 5
 OP_OVERHEAD = 6
-ROW_OVERHEAD = 13         # row-load command (registered start), FSM steps (2 settling),
-#                           the 6-stage load pipeline
+ROW_OVERHEAD = 15         # row-load command (start_read's site, then a registered start),
+#                           FSM steps (2 settling), the 6-stage load pipeline, the MAC array's
+#                           second RAM-output register
 
 
 def _xfer(n, cfg):
@@ -51,7 +52,7 @@ def descriptor_cycles(d, cfg) -> int:
         n, C = d["n_elems"], d["C"]
         chunks = math.ceil(n / cfg.chunk)
         mode = d["mode"]
-        per = cfg.mem_latency + 5      # command latency, FSM steps, 2 cycles of settling
+        per = cfg.mem_latency + 7      # command latency, FSM steps, 3 cycles of settling
         if mode == im.VEC_ADD:
             c += 3 * n + chunks * 3 * per
         elif mode == im.VEC_AVGPOOL:
@@ -62,7 +63,7 @@ def descriptor_cycles(d, cfg) -> int:
         return c
     if op == im.OP_CONV:
         P, L = cfg.lanes, cfg.in_lanes
-        c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 4
+        c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 6
         if d["flags"] & im.FLAG_ACT:
             c += _xfer(d["lut_n"], cfg)
         c += 2

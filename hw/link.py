@@ -241,10 +241,18 @@ class HostLink(wiring.Component):
         def count_up(name):
             m.d.sync += counters[name].eq(counters[name] + 1)
 
+        # respond() registers which call site answers (resp_sel); the next cycle loads that
+        # site's kind, length and source (a multiplexer on a register, not on the state), in
+        # time for the header bytes that carry them (the third and later).
+        resp_sites = []
+        resp_go = Signal()
+        resp_sel = Signal(6)
+        m.d.sync += resp_go.eq(0)
+
         def respond(kind_value, len_value, src):
-            m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value), resp_src.eq(src),
-                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0),
-                         tidx_last.eq(len_value - 1)]
+            m.d.sync += [resp_go.eq(1), resp_sel.eq(len(resp_sites)),
+                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0)]
+            resp_sites.append((kind_value, len_value, src))
             m.next = "TX_HDR"
 
         def nack(code):
@@ -580,6 +588,13 @@ class HostLink(wiring.Component):
                     with m.If(cidx):
                         m.next = "HUNT"
 
+        assert len(resp_sites) <= 1 << len(resp_sel)
+        with m.If(resp_go):
+            with m.Switch(resp_sel):
+                for i, (kind_value, len_value, src) in enumerate(resp_sites):
+                    with m.Case(i):
+                        m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value),
+                                     resp_src.eq(src), tidx_last.eq(len_value - 1)]
         return m
 
 
