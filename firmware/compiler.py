@@ -508,7 +508,9 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
         out_lo = groups[chunk[0]][0]
         n_out = sum(groups[gi][1] for gi in chunk)
         d = {"layer": li, "name": tag, "kind": kind, "opcode": im.OP_CONV, "mode": mode,
-             "flags": (im.FLAG_SHUFFLE if shuffle else 0), "H": H, "W": W, "C": C,
+             "flags": (im.FLAG_SHUFFLE if shuffle else 0)
+                      | (im.FLAG_PREFETCH if (k + 1) * W * CE <= cfg.rb_depth else 0),
+             "H": H, "W": W, "C": C,
              "OH": OH, "OW": OW, "OC": OC, "n_out": n_out, "k": k, "stride": stride,
              "pad": pad, "n_groups": len(chunk), "w_addr": w_addr, "w_words": wwords.size,
              "p_addr": p_addr, "rows": k, "sat_lo": pre.lo, "sat_hi": pre.hi,

@@ -29,7 +29,9 @@ word   field        meaning
                     input rows (gate vector at ``b_addr``, see ``ls_*``); bit 3: average-pool
                     fusion (CONV: accumulate per-channel sums of the written output in the
                     engine's sum RAM; VEC avgpool: the sums are already there, only the
-                    ``C`` results are computed and written, ``n_elems`` = 0)
+                    ``C`` results are computed and written, ``n_elems`` = 0); bit 4 (CONV):
+                    row prefetch (``k + 1`` row slots: the next input row loads while the
+                    array works on an output row)
 3      layer        index of the layer in the artifact program (for reports)
 4-5    a_addr       first input tensor
 6-7    b_addr       second input tensor (VEC add: other operand; VEC scale and CONV with
@@ -96,7 +98,7 @@ MODE_DENSE, MODE_DEPTHWISE, MODE_MAX = 0, 1, 2
 VEC_ADD, VEC_SCALE, VEC_PRELU, VEC_ACT, VEC_AVGPOOL = 0, 1, 2, 3, 4
 VEC_OPS = {"add": VEC_ADD, "scale_channels": VEC_SCALE, "prelu": VEC_PRELU,
            "activation": VEC_ACT, "avgpool": VEC_AVGPOOL}
-FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL = 1, 2, 4, 8
+FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL, FLAG_PREFETCH = 1, 2, 4, 8, 16
 
 #: name -> (word offset, words, signed)
 FIELDS = {

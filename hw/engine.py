@@ -152,6 +152,7 @@ class Engine(wiring.Component):
         shuffle_en = flags[1]
         scale_en = flags[2]       # CONV: SE channel scale applied while loading input rows
         pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
+        prefetch_en = flags[4]    # CONV: k + 1 row slots, the next row loads during a row
         # Decoded descriptor fields, as registers (the descriptor is written a few cycles
         # before DISPATCH, and every pipeline has drained before the next one is fetched).
         def decoded(name, expr):
@@ -168,6 +169,9 @@ class Engine(wiring.Component):
         C_last, k_last, OW_last = last_of("C_last", C), last_of("k_last", k), last_of("OW_last", OW)
         g_last_n, ne_last = last_of("groups_last", n_groups), last_of("elems_last", n_elems)
 
+        # row slots: k, or k + 1 with the prefetch (registers)
+        nslots, nslots_last = Signal(5), Signal(5)
+        m.d.sync += [nslots.eq(k + prefetch_en), nslots_last.eq(k + prefetch_en - 1)]
         is_conv = decoded("is_conv", opcode == im.OP_CONV)
         is_input = decoded("is_input", opcode == im.OP_INPUT)
         is_dense = decoded("is_dense", mode == im.MODE_DENSE)
@@ -510,10 +514,11 @@ class Engine(wiring.Component):
         h_last_cig2, h_cig1 = Signal(16), Signal()
         m.d.sync += [h_last_cig2.eq(hdr_r.data[32:48] - 2), h_cig1.eq(hdr_r.data[32:48] == 1)]
         sslot = Signal(4)
-        m.d.comb += sslot.eq(Mux(top_slot + dy >= k, top_slot + dy - k, top_slot + dy))
+        m.d.comb += sslot.eq(Mux(top_slot + dy >= nslots, top_slot + dy - nslots,
+                                 top_slot + dy))
         ts = top_slot + stride
-        ts1 = Mux(ts >= k, ts - k, ts)
-        m.d.sync += top_slot_next.eq(Mux(ts1 >= k, ts1 - k, ts1))
+        ts1 = Mux(ts >= nslots, ts - nslots, ts)
+        m.d.sync += top_slot_next.eq(Mux(ts1 >= nslots, ts1 - nslots, ts1))
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
         # The issue decisions read flags, registers: dx_last (dx == k - 1), dy_last, cig_last
@@ -830,6 +835,12 @@ class Engine(wiring.Component):
         need = Signal(signed(18))      # the last input row the output row oy needs
         m.d.sync += [need.eq(top + k - 1), rows_done.eq(oy == OH),
                      row_more.eq((next_row < H) & (next_row.as_signed() <= need))]
+        # The prefetch: while the array works on output row oy, the next input row loads into
+        # the (k + 1)-th slot if it is free (next_row <= top + k) and exists; one a row.
+        # pf_more is a register: top and next_row have settled when ISSUE starts, and after
+        # the one prefetch of a row pf_used holds it off.
+        pf_more, pf_busy, pf_used = Signal(), Signal(), Signal()
+        m.d.sync += pf_more.eq(prefetch_en & (next_row < H) & (next_row.as_signed() <= top + k))
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
 
@@ -851,6 +862,13 @@ class Engine(wiring.Component):
             m.d.sync += [rd_go.eq(1), rd_sel.eq(len(rd_sites)), rd_done.eq(0),
                          ld_kind.eq(kind), ld_wrap.eq(wrap - 1)]
             rd_sites.append((addr, n))
+
+        def row_loaded():
+            last_slot = load_slot == nslots_last
+            m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
+                         load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
+                         load_base.eq(Mux(last_slot, 0, load_base + rowE)),
+                         ld_kind.eq(0), row_settle.eq(2)]
 
         with m.FSM():
             with m.State("FETCH"):
@@ -928,11 +946,14 @@ class Engine(wiring.Component):
                 with m.If(rd_done):
                     m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
-                                 top_slot.eq(Mux(pad == 0, 0, k - pad)), ld_kind.eq(0)]
+                                 top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
+                                 pf_used.eq(0)]
                     m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
-                with m.If(row_settle != 0):
+                with m.If(pf_busy):
+                    pass              # the prefetch finishes (below), then ROW settles again
+                with m.Elif(row_settle != 0):
                     m.d.sync += row_settle.eq(row_settle - 1)
                 with m.Elif(rows_done):
                     m.next = "NEXT"
@@ -948,14 +969,12 @@ class Engine(wiring.Component):
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
-                    last_slot = load_slot == k_last
-                    m.d.sync += [next_row.eq(next_row + 1), row_ptr.eq(row_ptr + row_words),
-                                 load_slot.eq(Mux(last_slot, 0, load_slot + 1)),
-                                 load_base.eq(Mux(last_slot, 0, load_base + rowE)),
-                                 ld_kind.eq(0)]
-                    m.d.sync += row_settle.eq(2)
+                    row_loaded()
                     m.next = "ROW"
             with m.State("ISSUE"):
+                with m.If(pf_more & ~pf_used):
+                    start_read(row_ptr, row_words, 6)
+                    m.d.sync += [lc.eq(0), pix_base.eq(load_base), pf_busy.eq(1), pf_used.eq(1)]
                 with m.If(h_stale != 0):
                     # dx, dy and cig are 0 here; the header RAM's output is the new group's
                     # in the last waiting cycle
@@ -987,7 +1006,7 @@ class Engine(wiring.Component):
                                          left_ce.eq(left_ce + stride_ce)]
                             with m.If(ox_last):
                                 m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
-                                             top_slot.eq(top_slot_next)]
+                                             top_slot.eq(top_slot_next), pf_used.eq(0)]
                                 m.d.sync += row_settle.eq(2)
                                 m.next = "ROW"
                         with m.Else():
@@ -1046,6 +1065,9 @@ class Engine(wiring.Component):
                 m.d.comb += v_pool_out.eq(1)
                 with m.If(v_c == C_last):
                     m.next = "NEXT"
+        with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
+            row_loaded()
+            m.d.sync += pf_busy.eq(0)
         assert len(rd_sites) <= 1 << len(rd_sel)
         with m.If(rd_go):
             m.d.sync += rd_start.eq(1)

@@ -8,11 +8,12 @@ the simulation, tests/test_engine.py and ``make sim``):
 - memory transfers move one word per cycle after a command latency (``mem_latency``) per
   command of at most ``max_burst`` words; reads and writes share the one port;
 - CONV: load weights, group parameters, the table and (SE scale fused) the gate vector; then
-  per output row the new input rows
-  (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
+  per output row the new input rows not prefetched (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
   (plus two cycles for the group's header) per group and pixel while the serializer emits
   ``n_valid + 2`` cycles per group and the
-  port writes ``n_out`` words per pixel: the row takes the longest of the three;
+  port writes ``n_out`` words per pixel: the row takes the longest of the three; with
+  ``FLAG_PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
+  sharing the port with the writes;
 - VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
   add, 2 otherwise, 1 for average pooling plus its ``C`` results; a pool fused into the conv
   before it has ``n_elems`` = 0: only the ``C`` results);
@@ -81,13 +82,21 @@ def descriptor_cycles(d, cfg) -> int:
         ser = sum(g[0] + 2 for g in groups)
         n_out = d["n_out"]
         wr_pix = n_out + math.ceil(n_out / cfg.max_burst) * (cfg.mem_latency + 1)
+        prefetch = d["flags"] & im.FLAG_PREFETCH
+        row_xfer = _xfer(W * C, cfg)
         loaded = 0
         for oy in range(OH):
-            need = min(H - 1, oy * s - pad + k - 1)
+            top = oy * s - pad
+            need = min(H - 1, top + k - 1)
             new = max(0, need + 1 - loaded)
             loaded += new
-            c += new * _xfer(W * C, cfg) + ROW_OVERHEAD
-            c += max(OW * steps, OW * ser, OW * wr_pix) + 8
+            c += new * row_xfer + ROW_OVERHEAD
+            body = max(OW * steps, OW * ser, OW * wr_pix)
+            if prefetch and loaded < H and loaded <= top + k:
+                # the next row shares the port with this row's writes
+                loaded += 1
+                body = max(body, row_xfer + OW * wr_pix)
+            c += body + 8
         return c
     raise ValueError(f"descriptor {d.get('name')!r}: unknown opcode {op}")
 
