@@ -488,6 +488,7 @@ class Engine(wiring.Component):
         left_ce = Signal(signed(18))  # left * CE
         dx_ce = Signal(16)            # dx * CE
         issue = Signal()             # a step is issued this cycle
+        in_issue, pix_end_q, row_end_q = Signal(), Signal(), Signal()
         res_reserved = Signal(range(RES_DEPTH + 1))
         res_pop = Signal()
 
@@ -818,7 +819,8 @@ class Engine(wiring.Component):
         pc = Signal(16)
         pc_addr = Signal(im.ADDR_BITS)     # pc * DESC_WORDS
         m.d.comb += self.pc.eq(pc)
-        drained = Signal()
+        drained, drained_q, next_seen = Signal(), Signal(), Signal()
+        m.d.sync += drained_q.eq(drained)
         m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
                                & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
@@ -899,8 +901,11 @@ class Engine(wiring.Component):
                     with m.Default():
                         m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(drained):
-                    m.d.sync += [pc.eq(pc + 1), pc_addr.eq(pc_addr + im.DESC_WORDS)]
+                # drained as a register (drained_q), read from NEXT's second cycle on
+                m.d.sync += next_seen.eq(1)
+                with m.If(drained_q & next_seen):
+                    m.d.sync += [pc.eq(pc + 1), pc_addr.eq(pc_addr + im.DESC_WORDS),
+                                 next_seen.eq(0)]
                     m.next = "FETCH"
             # ---- INPUT
             with m.State("INPUT"):
@@ -965,52 +970,19 @@ class Engine(wiring.Component):
                     m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
                                  step.eq(0), s_first.eq(1), left.eq(-pad), left_ce.eq(-pad_ce),
                                  dx_ce.eq(0),
-                                 h_stale.eq(2)]
+                                 h_stale.eq(2), in_issue.eq(1)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
                     row_loaded()
                     m.next = "ROW"
             with m.State("ISSUE"):
+                # the issue logic runs under in_issue (below, outside the state machine)
                 with m.If(pf_more & ~pf_used):
                     start_read(row_ptr, row_words, 6)
                     m.d.sync += [lc.eq(0), pix_base.eq(load_base), pf_busy.eq(1), pf_used.eq(1)]
-                with m.If(h_stale != 0):
-                    # dx, dy and cig are 0 here; the header RAM's output is the new group's
-                    # in the last waiting cycle
-                    m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
-                                 cig_last.eq(hdr_r.data[32:48] == 1)]
-                with m.Elif(can_issue | ~s_first):
-                    m.d.comb += issue.eq(1)
-                    m.d.sync += [step.eq(step + 1), s_first.eq(0)]
-                    with m.If(is_dense & ~cig_last):
-                        m.d.sync += [cig.eq(cig + 1), cig_last.eq(cig == h_last_cig2)]
-                    with m.Else():
-                        m.d.sync += [cig.eq(0), cig_last.eq(h_cig1), tap.eq(tap + 1)]
-                        with m.If(dx_last):
-                            m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
-                            with m.If(dy_last):
-                                m.d.sync += [dy.eq(0), dy_last.eq(k_one)]
-                            with m.Else():
-                                m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2)]
-                        with m.Else():
-                            m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
-                                         dx_last.eq(dx == k_last2)]
-                    with m.If(s_last):
-                        m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
-                                     cig.eq(0),
-                                     dx_ce.eq(0)]
-                        m.d.sync += h_stale.eq(2)
-                        with m.If(g_last):
-                            m.d.sync += [g.eq(0), ox.eq(ox + 1), left.eq(left + stride),
-                                         left_ce.eq(left_ce + stride_ce)]
-                            with m.If(ox_last):
-                                m.d.sync += [oy.eq(oy + 1), top.eq(top + stride),
-                                             top_slot.eq(top_slot_next), pf_used.eq(0)]
-                                m.d.sync += row_settle.eq(2)
-                                m.next = "ROW"
-                        with m.Else():
-                            m.d.sync += g.eq(g + 1)
+                with m.If(row_end_q):
+                    m.next = "ROW"
             # ---- VEC
             with m.State("VEC_PRE"):
                 m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1),
@@ -1065,6 +1037,49 @@ class Engine(wiring.Component):
                 m.d.comb += v_pool_out.eq(1)
                 with m.If(v_c == C_last):
                     m.next = "NEXT"
+        # ---------------- issue (state ISSUE; in_issue is that state, as a register) ---------
+        # A pixel's end moves ox, left and left_ce a cycle later (pix_end_q), a row's end oy,
+        # top and top_slot (row_end_q): registers drive those enables; nothing reads them in
+        # between (the issue stage waits h_stale cycles, ROW waits row_settle).
+        m.d.sync += [pix_end_q.eq(0), row_end_q.eq(0)]
+        with m.If(in_issue):
+            with m.If(h_stale != 0):
+                # dx, dy and cig are 0 here; the header RAM's output is the new group's
+                # in the last waiting cycle
+                m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
+                             cig_last.eq(hdr_r.data[32:48] == 1)]
+            with m.Elif(can_issue | ~s_first):
+                m.d.comb += issue.eq(1)
+                m.d.sync += [step.eq(step + 1), s_first.eq(0)]
+                with m.If(is_dense & ~cig_last):
+                    m.d.sync += [cig.eq(cig + 1), cig_last.eq(cig == h_last_cig2)]
+                with m.Else():
+                    m.d.sync += [cig.eq(0), cig_last.eq(h_cig1), tap.eq(tap + 1)]
+                    with m.If(dx_last):
+                        m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
+                        with m.If(dy_last):
+                            m.d.sync += [dy.eq(0), dy_last.eq(k_one)]
+                        with m.Else():
+                            m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2)]
+                    with m.Else():
+                        m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
+                                     dx_last.eq(dx == k_last2)]
+                with m.If(s_last):
+                    m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
+                                 cig.eq(0),
+                                 dx_ce.eq(0)]
+                    m.d.sync += h_stale.eq(2)
+                    with m.If(g_last):
+                        m.d.sync += [g.eq(0), pix_end_q.eq(1)]
+                        with m.If(ox_last):
+                            m.d.sync += [row_end_q.eq(1), in_issue.eq(0)]
+                    with m.Else():
+                        m.d.sync += g.eq(g + 1)
+        with m.If(pix_end_q):
+            m.d.sync += [ox.eq(ox + 1), left.eq(left + stride), left_ce.eq(left_ce + stride_ce)]
+        with m.If(row_end_q):
+            m.d.sync += [oy.eq(oy + 1), top.eq(top + stride), top_slot.eq(top_slot_next),
+                         pf_used.eq(0), row_settle.eq(2)]
         with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
             row_loaded()
             m.d.sync += pf_busy.eq(0)

@@ -23,7 +23,7 @@ import math
 
 from firmware import image as im
 
-FETCH_OVERHEAD = 5
+FETCH_OVERHEAD = 7
 OP_OVERHEAD = 6
 ROW_OVERHEAD = 15         # row-load command (start_read's site, then a registered start),
 #                           FSM steps (2 settling), the 6-stage load pipeline, the MAC array's
