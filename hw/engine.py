@@ -514,12 +514,14 @@ class Engine(wiring.Component):
         # from the RAM's output with h_data: n_cig - 2 and n_cig == 1, for the cig_last flag
         h_last_cig2, h_cig1 = Signal(16), Signal()
         m.d.sync += [h_last_cig2.eq(hdr_r.data[32:48] - 2), h_cig1.eq(hdr_r.data[32:48] == 1)]
+        # sslot: the slot of input row top + dy, a register that follows dy (below);
+        # top_slot_next: the next output row's top slot, three register stages after top_slot
+        # (which moves once a row)
         sslot = Signal(4)
-        m.d.comb += sslot.eq(Mux(top_slot + dy >= nslots, top_slot + dy - nslots,
-                                 top_slot + dy))
-        ts = top_slot + stride
-        ts1 = Mux(ts >= nslots, ts - nslots, ts)
-        m.d.sync += top_slot_next.eq(Mux(ts1 >= nslots, ts1 - nslots, ts1))
+        ts, ts1 = Signal(5), Signal(5)
+        m.d.sync += [ts.eq(top_slot + stride), ts1.eq(Mux(ts >= nslots, ts - nslots, ts)),
+                     top_slot_next.eq(Mux(ts1 >= nslots, ts1 - nslots, ts1))]
+        sslot_inc = Mux(sslot == nslots_last, 0, sslot + 1)
         chan_lo = Signal(16)
         m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
         # The issue decisions read flags, registers: dx_last (dx == k - 1), dy_last, cig_last
@@ -1047,7 +1049,7 @@ class Engine(wiring.Component):
                 # dx, dy and cig are 0 here; the header RAM's output is the new group's
                 # in the last waiting cycle
                 m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
-                             cig_last.eq(hdr_r.data[32:48] == 1)]
+                             cig_last.eq(hdr_r.data[32:48] == 1), sslot.eq(top_slot)]
             with m.Elif(can_issue | ~s_first):
                 m.d.comb += issue.eq(1)
                 m.d.sync += [step.eq(step + 1), s_first.eq(0)]
@@ -1058,9 +1060,10 @@ class Engine(wiring.Component):
                     with m.If(dx_last):
                         m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
                         with m.If(dy_last):
-                            m.d.sync += [dy.eq(0), dy_last.eq(k_one)]
+                            m.d.sync += [dy.eq(0), dy_last.eq(k_one), sslot.eq(top_slot)]
                         with m.Else():
-                            m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2)]
+                            m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2),
+                                         sslot.eq(sslot_inc)]
                     with m.Else():
                         m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
                                      dx_last.eq(dx == k_last2)]

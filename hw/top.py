@@ -568,11 +568,11 @@ def system_ports(system):
 #: SDRAM cycles from a read command to its first word at the arbiter, on top of the engine's
 #: own command handling: ACT + tRCD (a row miss at the start of a burst), CAS latency, the
 #: controller's dq capture register and read FIFO, the command register and the arbiter's
-#: register slices (command and read data).
+#: register slices (the master's command, the bus command, the read data).
 def sdram_read_latency(board) -> int:
     from .sdram_chips import get_chip
     t = get_chip(board.sdram.chip).cycles(board.clock.target_hz)
-    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 2    # + the arbiter's cmd, r slices
+    return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 3    # + the arbiter's 3 slices
 
 
 def _rtlil_cells(text):
