@@ -604,8 +604,12 @@ def _pack_key(ctx):
 
 def step_pack(ctx):
     from .toolchain import run_tool
-    # --compress as the amaranth-boards ULX3S platform does (faster loading).
-    run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", ctx.bitstream.resolve()],
+    # --compress as the amaranth-boards ULX3S platform does (faster loading). The path is
+    # relative to the tool's working directory: YoWASP's ecppack cannot open an absolute
+    # path outside the project (an --out folder in /tmp failed with "Failed to open output
+    # file").
+    bit = os.path.relpath(ctx.bitstream.resolve(), ctx.gateware.resolve())
+    run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", bit],
              cwd=ctx.gateware, log_path=ctx.logs / "pack.log")
     return {"bitstream": str(ctx.bitstream), "bytes": ctx.bitstream.stat().st_size,
             "sha256": _file_hash(ctx.bitstream)}
