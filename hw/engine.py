@@ -48,6 +48,7 @@ from firmware.image import EngineConfig
 
 from .dsp import LATENCY as DSP_LATENCY
 from .dsp import RegisteredMultiplier
+from .replicate import replicated
 
 ACC_W = 32
 RES_DEPTH = 4
@@ -567,10 +568,16 @@ class Engine(wiring.Component):
                                 ((s_first, "mac_first"), (s_last, "mac_last"),
                                  (pix_end, "mac_pend")))
         rsel = _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1), to_r, "mac_rsel", True)
-        rwslot = _delayed(m, tap[:lL] if lL else Const(0, 1), to_r, "mac_wslot", True)
+        # the operand selects, one register copy per lane (hw/replicate.py): each copy drives
+        # its lane's L operand registers only
+        rwslot = replicated(m, platform, _delayed(m, tap[:lL] if lL else Const(0, 1),
+                                                  to_r - 1, "mac_wslot", True), P, "mac_wslot")
+        lane_dense = replicated(m, platform, is_dense, P, "lane_dense")
+        lane_max = replicated(m, platform, is_max, P, "lane_max")
         rnv = _delayed(m, h_nvalid, to_r, "mac_nv", True)
         rg = _delayed(m, g, to_r, "mac_g", True)
-        rvalid_tap = _delayed(m, q2_valid_tap, to_r - 2, "mac_vt")
+        rvalid_tap = replicated(m, platform, _delayed(m, q2_valid_tap, to_r - 3, "mac_vt"), P,
+                                "mac_vt")
 
         rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
         wram_q2, wram_q = (Signal.like(wram_r.data, reset_less=True, name=n)
@@ -589,7 +596,7 @@ class Engine(wiring.Component):
             sel_elems = [Array(elems[s * L + l] for s in range(P // L))[rsel] for l in range(L)]
         else:
             sel_elems = [Array(elems)[rsel]]
-        wsel = [Array(wts[j])[rwslot] for j in range(P)]
+        wsel = [Array(wts[j])[rwslot[j]] for j in range(P)]
         for j in range(P):
             for l in range(L):
                 a_dense = sel_elems[l]
@@ -597,9 +604,9 @@ class Engine(wiring.Component):
                 b_dw = wsel[j] if l == 0 else Const(0, signed(8))
                 # max mode: the product with 1 passes the operand
                 m.d.sync += [
-                    a_f[j][l].eq(Mux(rvalid_tap, Mux(is_dense, a_dense, a_dw), 0)),
-                    b_f[j][l].eq(Mux(is_max, 1 if l == 0 else 0,
-                                     Mux(is_dense, wts[j][l], b_dw))),
+                    a_f[j][l].eq(Mux(rvalid_tap[j], Mux(lane_dense[j], a_dense, a_dw), 0)),
+                    b_f[j][l].eq(Mux(lane_max[j], 1 if l == 0 else 0,
+                                     Mux(lane_dense[j], wts[j][l], b_dw))),
                 ]
         products = []
         for j in range(P):

@@ -223,6 +223,9 @@ class HostLink(wiring.Component):
         face_pos = Signal(32)             # face bytes fed since offset 0
         face_seq = Signal(8)              # sequence number of the last chunk fed
         fidx = Signal(16)
+        f_take, f_wait = Signal(), Signal()
+        m.d.comb += f_take.eq(self.o_face.valid & self.o_face.ready)
+        m.d.sync += f_wait.eq(f_take)
         status_snap = Signal(P.STATUS_STRUCT.size * 8)
 
         # ---- results: always accepted; the words after n_result are dropped ----
@@ -530,10 +533,12 @@ class HostLink(wiring.Component):
                             m.next = "R_CMD"
 
             with m.State("F_DATA"):
-                f_take = self.o_face.valid & self.o_face.ready
-                m.d.comb += [self.o_face.valid.eq(1),
+                # A byte every other cycle at most (the UART is far slower): after a take the
+                # RAM reads the next word from the registered index (f_wait), so neither the
+                # address nor valid depends on the engine's ready.
+                m.d.comb += [self.o_face.valid.eq(~f_wait),
                              self.o_face.payload.eq(Mux(fidx[0], buf_r.data[8:], buf_r.data[:8])),
-                             buf_r.addr.eq(Mux(f_take, fidx + 1, fidx) >> 1)]
+                             buf_r.addr.eq(fidx >> 1)]
                 with m.If(f_take):
                     m.d.sync += fidx.eq(fidx + 1)
                     with m.If(fidx == fidx_last):
