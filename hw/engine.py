@@ -540,7 +540,7 @@ class Engine(wiring.Component):
         k_last2 = Signal(4)
         m.d.sync += [k_last2.eq(k - 2), g_last.eq(g == g_last_n), ox_last.eq(ox == OW_last)]
         last_tap = dx_last & dy_last
-        s_first = Signal()            # step == 0
+        s_first = Signal(init=1)      # step == 0 (1 after reset: rows start with step 0)
         s_last = last_tap & (~is_dense | cig_last)
         pix_end = s_last & g_last
 
@@ -971,7 +971,8 @@ class Engine(wiring.Component):
                 m.next = "CONV_G_WAIT"
             with m.State("CONV_G_WAIT"):
                 with m.If(rd_done):
-                    m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0),
+                    m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0), ox.eq(0),
+                                 left.eq(-pad), left_ce.eq(-pad_ce),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
                                  pf_used.eq(0)]
@@ -989,10 +990,9 @@ class Engine(wiring.Component):
                     m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
                     m.next = "ROW_LOAD"
                 with m.Else():
-                    m.d.sync += [ox.eq(0), g.eq(0), dy.eq(0), dx.eq(0), tap.eq(0), cig.eq(0),
-                                 step.eq(0), s_first.eq(1), left.eq(-pad), left_ce.eq(-pad_ce),
-                                 dx_ce.eq(0),
-                                 h_stale.eq(2), in_issue.eq(1)]
+                    # the step counters are 0 (every row ends with a group's last step) and
+                    # ox, left, left_ce were set at the row's start (row_end_q, CONV_G_WAIT)
+                    m.d.sync += [h_stale.eq(2), in_issue.eq(1)]
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
@@ -1102,7 +1102,8 @@ class Engine(wiring.Component):
             m.d.sync += [ox.eq(ox + 1), left.eq(left + stride), left_ce.eq(left_ce + stride_ce)]
         with m.If(row_end_q):
             m.d.sync += [oy.eq(oy + 1), top.eq(top + stride), top_slot.eq(top_slot_next),
-                         pf_used.eq(0), row_settle.eq(2)]
+                         pf_used.eq(0), row_settle.eq(2),
+                         ox.eq(0), left.eq(-pad), left_ce.eq(-pad_ce)]
         with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
             row_loaded()
             m.d.sync += pf_busy.eq(0)
