@@ -73,18 +73,13 @@ def _delay_line(m, value, cycles, name, reset_less=False):
     return line
 
 
-def _lane_select(m, entries, e, j, name):
-    """``entries[e][j]`` one cycle late: a registered level over (entry, four lanes) by ``e``
-    and ``j``'s low bits, then a four-way level by ``j``'s registered high bits (every register
-    loads each cycle: no enable)."""
-    n = len(entries[0])
+def _lane_select(m, words, j, name):
+    """``words[j]`` one cycle late: a registered 4-way level by ``j``'s low bits, then a 4-way
+    level by its registered high bits (every register loads each cycle: no enable)."""
     quads = []
-    for q in range(0, n, 4):
-        width = min(4, n - q)
-        r = Signal(len(entries[0][q]), name=f"{name}_q{q // 4}", reset_less=True)
-        cands = [ent[q + i] for ent in entries for i in range(width)]
-        idx = Cat(j[:_log2(width)], e) if width > 1 else e
-        m.d.sync += r.eq(Array(cands)[idx])
+    for q in range(0, len(words), 4):
+        r = Signal(len(words[q]), name=f"{name}_q{q // 4}", reset_less=True)
+        m.d.sync += r.eq(Array(words[q:q + 4])[j[:2]] if len(words) > 1 else words[q])
         quads.append(r)
     if len(quads) == 1:
         return quads[0]
@@ -659,52 +654,44 @@ class Engine(wiring.Component):
                      done_nv.eq(mnv)]
         mac_busy = Signal()
         m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line, done_v).any())
+        res_w = ACC_W * P + len(g) + 1 + 16
+        res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
+        m.d.comb += [res.w_en.eq(done_v), res.w_data.eq(Cat(*accs, done_g, done_pend, done_nv))]
         issue_first = Signal()
         m.d.comb += issue_first.eq(issue & s_first)
         m.d.sync += res_reserved.eq(res_reserved + issue_first - res_pop)
         can_issue = res_reserved < RES_DEPTH - 1
 
-        # ---------------- result buffer and serializer: accumulators -> post pipeline -------
-        # RES_DEPTH entries of registers, written in turn as groups finish (the issue credit
-        # res_reserved keeps one free); the serializer reads entry rp lane by lane, and the
-        # next entry's first lane follows a group's last lane at once. A lane is picked by a
-        # registered level over (entry, four lanes) and a four-way level by the lane index's
-        # high bits (_lane_select): no wide register has an enable that depends on a launch.
-        # The lane's parameter record is read from its RAM at the launch.
-        ent_acc = [[Signal(ACC_W, name=f"res{e}_acc{i}", reset_less=True) for i in range(P)]
-                   for e in range(RES_DEPTH)]
-        ent_g = [Signal.like(g, name=f"res{e}_g", reset_less=True) for e in range(RES_DEPTH)]
-        ent_pend = [Signal(name=f"res{e}_pend", reset_less=True) for e in range(RES_DEPTH)]
-        ent_last = [Signal(range(max(P, 2)), name=f"res{e}_last", reset_less=True)
-                    for e in range(RES_DEPTH)]
-        wp, rp = Signal(range(RES_DEPTH)), Signal(range(RES_DEPTH))
-        res_count = Signal(range(RES_DEPTH + 1))
-        for e in range(RES_DEPTH):
-            with m.If(done_v & (wp == e)):
-                m.d.sync += [*(ent_acc[e][i].eq(accs[i]) for i in range(P)),
-                             ent_g[e].eq(done_g), ent_pend[e].eq(done_pend),
-                             ent_last[e].eq(done_nv - 1)]
-        with m.If(done_v):
-            m.d.sync += wp.eq(wp + 1)
+        # ---------------- serializer: accumulators -> post pipeline --------------------------
+        # The head of the result FIFO stays in the FIFO's output register while its lanes
+        # leave, one a launch: a lane is picked by two 4-way multiplexer levels with a
+        # register between them, rather than shifted out (no wide register has an enable).
+        # The lane's parameter record is read from its RAM at the launch (one record per
+        # group and lane). The head is popped the cycle after its last launch, from a register.
+        rd = res.r_data
+        rd_g = rd[ACC_W * P:ACC_W * P + len(g)]
+        ser_busy, ser_pop, ser_pend = Signal(), Signal(), Signal()
         ser_j = Signal(range(max(P, 2)))     # the lane leaving
-        ser_lastlane = Signal()
-        m.d.comb += ser_lastlane.eq(ser_j == Array(ent_last)[rp])
+        ser_last = Signal.like(ser_j)          # n_valid - 1
+        m.d.sync += ser_pop.eq(0)
+        m.d.comb += [res.r_en.eq(ser_pop), res_pop.eq(ser_pop)]
+        with m.If(~ser_busy & ~ser_pop & res.r_rdy):
+            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd[ACC_W * P + len(g)]),
+                         ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
         ser_launch = Signal()
         ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
         m.d.sync += ser_room.eq(room > 10)
-        with m.If((res_count != 0) & ser_room & req_ok):
+        with m.If(ser_busy & ser_room & req_ok):
             m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
-            with m.If(ser_lastlane):
-                m.d.comb += res_pop.eq(1)
-                m.d.sync += [ser_j.eq(0), rp.eq(rp + 1)]
+            with m.If(ser_j == ser_last):
+                m.d.sync += [ser_busy.eq(0), ser_pop.eq(1)]
             with m.Else():
                 m.d.sync += ser_j.eq(ser_j + 1)
-        m.d.sync += res_count.eq(res_count + done_v - res_pop)
         lane_v, lane_flag = Signal(), Signal()
-        m.d.sync += [lane_v.eq(ser_launch),
-                     lane_flag.eq(Array(ent_pend)[rp] & ser_lastlane)]
-        lane_acc = _lane_select(m, ent_acc, rp, ser_j, "ser_acc").as_signed()
-        m.d.comb += lanep_r.addr.eq(Cat(ser_j, Array(ent_g)[rp]) if P > 1 else Array(ent_g)[rp])
+        m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
+        lane_acc = _lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
+                                "ser_acc").as_signed()
+        m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
         lane_rec = lanep_r.data
 
         # ---------------- VEC unit -------------------------------------------------------------
@@ -843,7 +830,7 @@ class Engine(wiring.Component):
         m.d.comb += self.pc.eq(pc)
         drained, drained_q, next_seen = Signal(), Signal(), Signal()
         m.d.sync += drained_q.eq(drained)
-        m.d.comb += drained.eq(~mac_busy & (res_count == 0) & ~lane_v
+        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
                                & (res_reserved == 0)
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)

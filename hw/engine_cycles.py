@@ -10,7 +10,7 @@ the simulation, tests/test_engine.py and ``make sim``):
 - CONV: load weights, group parameters, the table and (SE scale fused) the gate vector; then
   per output row the new input rows not prefetched (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
   (plus two cycles for the group's header) per group and pixel while the serializer emits
-  ``n_valid`` values per group (groups back to back) and the
+  ``n_valid + 2`` cycles per group and the
   port writes ``n_out`` words per pixel: the row takes the longest of the three; with
   ``FLAG_PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
   sharing the port with the writes;
@@ -79,7 +79,7 @@ def descriptor_cycles(d, cfg) -> int:
         else:
             steps = k * k * len(groups)
         steps += 2 * len(groups)    # two cycles per group: the issue stage reads its header
-        ser = sum(g[0] for g in groups)    # back to back across groups
+        ser = sum(g[0] + 2 for g in groups)
         n_out = d["n_out"]
         wr_pix = n_out + math.ceil(n_out / cfg.max_burst) * (cfg.mem_latency + 1)
         prefetch = d["flags"] & im.FLAG_PREFETCH
