@@ -167,7 +167,7 @@ class Engine(wiring.Component):
             m.d.sync += last.eq(field - 1)
             return last
 
-        C_last, k_last, OW_last = last_of("C_last", C), last_of("k_last", k), last_of("OW_last", OW)
+        C_last, OW_last = last_of("C_last", C), last_of("OW_last", OW)
         g_last_n, ne_last = last_of("groups_last", n_groups), last_of("elems_last", n_elems)
 
         # row slots: k, or k + 1 with the prefetch (registers)

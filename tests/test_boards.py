@@ -125,12 +125,16 @@ def test_default_must_be_a_board(tmp_path, doc):
 
 
 def test_pll_that_misses_the_target(tmp_path, doc):
-    doc["boards"]["ulx3s"]["clock"]["pll"]["clkfb_div"] = 5   # 125 MHz, target 100
+    doc["boards"]["ulx3s"]["clock"]["target_mhz"] = 100
+    doc["boards"]["ulx3s"]["clock"]["pll"] = {"clki_div": 1, "clkfb_div": 5, "clkop_div": 6,
+                                              "clkop_cphase": 2}     # 125 MHz, target 100
     expect_error(write(tmp_path, doc), "ulx3s", "clock.pll", "125 MHz", "target_mhz=100")
 
 
 def test_pll_vco_out_of_range(tmp_path, doc):
-    doc["boards"]["ulx3s"]["clock"]["pll"]["clkop_div"] = 10  # VCO 1000 MHz
+    doc["boards"]["ulx3s"]["clock"]["target_mhz"] = 100
+    doc["boards"]["ulx3s"]["clock"]["pll"] = {"clki_div": 1, "clkfb_div": 4, "clkop_div": 10,
+                                              "clkop_cphase": 2}     # VCO 1000 MHz
     expect_error(write(tmp_path, doc), "ulx3s", "clock.pll.clkop_div", "VCO", "1000 MHz",
                  "400..800")
 
