@@ -21,7 +21,10 @@ Fusions the compiler makes (each removes a pass over memory):
   (``FLAG_SCALE``; the scaled tensor never exists in memory);
 - ``avgpool`` (SE squeeze) of the output of a conv compiled to one descriptor that directly
   precedes it: the conv accumulates the per-channel sums while writing its output
-  (``FLAG_POOL``), the pool descriptor only requantizes and writes the ``C`` results.
+  (``FLAG_POOL``), the pool descriptor only requantizes and writes the ``C`` results;
+- ``add`` (residual) of the output of a conv (no activation) compiled to one descriptor that
+  directly precedes it and is its only reader: the conv reads the other operand one output
+  row ahead and writes the sum (``FLAG_RESID``; the conv's own output never exists in memory).
 
 Anything the engine cannot run stops compilation with a :class:`CompileError` naming the layer:
 a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
@@ -122,11 +125,11 @@ POOL_MIN_CHANNELS = 3
 
 
 def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
-                     fuse_pool=True) -> Compiled:
+                     fuse_pool=True, fuse_resid=True) -> Compiled:
     """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``.
 
-    ``fuse_scale`` / ``fuse_pool``: make the SE scale and average-pool fusions (module
-    docstring); off, each runs as its own VEC pass."""
+    ``fuse_scale`` / ``fuse_pool`` / ``fuse_resid``: make the SE scale, average-pool and
+    residual-add fusions (module docstring); off, each runs as its own VEC pass."""
     from quant import activation as act
     if not hasattr(artifact, "program"):
         from quant.artifact import load
@@ -243,7 +246,9 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                     sa, sb, so = sa - so, sb - so, 0
                 if max(sa, sb) > 15:
                     raise CompileError(f"layer {name!r}: add alignment shift {max(sa, sb)} > 15")
-                d.update(sa=sa, sb=sb, shift=so)
+                if so > 15:
+                    raise CompileError(f"layer {name!r}: add rounding shift {so} > 15")
+                d.update(sa=sa, sb=sb, shift=so, add_shifts=(sa, sb))
             elif kind == "scale_channels":
                 d.update(shift=int(op["shift"]))
             elif kind == "prelu":
@@ -271,6 +276,8 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
             raise CompileError(f"layer {name!r}: op {kind!r} is not supported by the engine")
     if fuse_pool:
         _fuse_pools(descs, tensors)
+    if fuse_resid and cfg.res_depth:
+        descs = _fuse_residuals(descs, tensors, consumers, cfg)
     final = prog[-1]["output"]
     c, h, w = _chw(T(final)["shape"])
     descs.append({"layer": len(prog) - 1, "name": "output", "kind": "output",
@@ -317,6 +324,8 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                 fields["b_addr"] = tensors[ins[1]]["addr"]
         if "out_tensor" in d:
             fields["out_addr"] = tensors[d["out_tensor"]]["addr"] + d.get("out_lo", 0)
+        if "res_tensor" in d:
+            fields["r_addr"] = tensors[d["res_tensor"]]["addr"]
         if d.get("opcode") == im.OP_CONV:
             fields.update(row_entries=d["W"] * -(-d["C"] // cfg.lanes), row_words=d["W"] * d["C"],
                           p_words=d["n_groups"] * cfg.group_words)
@@ -327,7 +336,8 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
         extra = {"groups_detail": d["groups_detail"]} if "groups_detail" in d else {}
         out_descs.append(dict(fields, name=d["name"], kind=d["kind"], **extra,
                               **({"in_tensors": d["in_tensors"]} if "in_tensors" in d else {}),
-                              **({"out_tensor": d["out_tensor"]} if "out_tensor" in d else {})))
+                              **({"out_tensor": d["out_tensor"]} if "out_tensor" in d else {}),
+                              **({"res_tensor": d["res_tensor"]} if "res_tensor" in d else {})))
     return Compiled(words=words, descriptors=out_descs, tensors=tensors, tensor_base=tensor_base,
                     config=cfg, variant=artifact.variant, blocks=b.blocks)
 
@@ -348,6 +358,36 @@ def _fuse_pools(descs, tensors):
             d["flags"] = d.get("flags", 0) | im.FLAG_POOL
             d["n_elems"] = 0
             d["pool_fused_into"] = prev["name"]
+
+
+def _fuse_residuals(descs, tensors, consumers, cfg):
+    """A residual add right after the one CONV descriptor that writes one of its operands
+    (the whole tensor, no activation, no pool sums) and is that tensor's only reader: the conv
+    adds the other operand to each result (``FLAG_RESID``) and writes the sum; the add's
+    descriptor is dropped and the conv's own output is not stored. An output row of the
+    residual must fit the engine's residual FIFO (``res_depth``); else the add stays a pass."""
+    out = []
+    for d in descs:
+        prev = out[-1] if out else None
+        if (d.get("kind") == "add" and prev is not None and prev.get("opcode") == im.OP_CONV
+                and prev.get("out_tensor") in d["in_tensors"]
+                and prev["out_lo"] == 0 and prev["n_out"] == prev["OC"]
+                and not prev["flags"] & (im.FLAG_ACT | im.FLAG_POOL)
+                and len(consumers.get(prev["out_tensor"], [])) == 1
+                and prev["OH"] * prev["OW"] * prev["OC"] == d["n_elems"]
+                and prev["OW"] * prev["OC"] <= cfg.res_depth):
+            mine = d["in_tensors"].index(prev["out_tensor"])
+            conv_out = prev["out_tensor"]
+            shifts = d["add_shifts"]
+            prev["flags"] |= im.FLAG_RESID
+            prev.update(sa=shifts[mine], sb=shifts[1 - mine], shift=d["shift"],
+                        r_lo=d["sat_lo"], r_hi=d["sat_hi"], r_words=prev["OW"] * prev["OC"],
+                        res_tensor=d["in_tensors"][1 - mine], out_tensor=d["out_tensor"])
+            tensors[conv_out].update(stored=False, note=f"residual add {d['name']!r} fused "
+                                                        f"into {prev['name']!r}")
+            continue
+        out.append(d)
+    return out
 
 
 def _lut(b, name, spec, cfg):

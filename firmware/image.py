@@ -15,7 +15,7 @@ Image layout (word addresses)::
                      program has its own region (no reuse), so all of them can be dumped and
                      compared with the golden model after a frame
 
-Descriptor (``DESC_WORDS`` = 48 words, field table :data:`FIELDS`; 32-bit fields are two
+Descriptor (``DESC_WORDS`` = 53 words, field table :data:`FIELDS`; 32-bit fields are two
 words, low word first; fields marked signed are two's complement):
 
 =====  ===========  ===============================================================
@@ -31,7 +31,8 @@ word   field        meaning
                     engine's sum RAM; VEC avgpool: the sums are already there, only the
                     ``C`` results are computed and written, ``n_elems`` = 0); bit 4 (CONV):
                     row prefetch (``k + 1`` row slots: the next input row loads while the
-                    array works on an output row)
+                    array works on an output row); bit 5 (CONV): residual add fused into
+                    the output (``r_*``, ``sa``/``sb``/``shift``)
 3      layer        index of the layer in the artifact program (for reports)
 4-5    a_addr       first input tensor
 6-7    b_addr       second input tensor (VEC add: other operand; VEC scale and CONV with
@@ -52,9 +53,12 @@ word   field        meaning
 30     lut_off      signed: input code of table entry 0 (the input format's ``lo``)
 31     sat_lo       signed: saturation bounds of the requantized value
 32     sat_hi       signed
-33     sa           VEC add / INPUT: left shift of operand a
-34     sb           VEC add / INPUT: left shift of operand b (INPUT: of the offset)
-35     shift        VEC: right shift (round half up) of the result
+33     sa           VEC add / INPUT: left shift of operand a (CONV with the residual flag:
+                    of the conv's requantized output)
+34     sb           VEC add / INPUT: left shift of operand b (INPUT: of the offset; CONV
+                    with the residual flag: of the residual)
+35     shift        VEC, CONV with the residual flag: right shift (round half up) of the
+                    result
 36-37  mult         VEC avgpool: multiplier M (17 bits)
 38     offset       signed: INPUT offset (the pixel transform ``raw = pixel << sa + offset``)
 39-40  n_elems      VEC / INPUT / OUTPUT: elements (H * W * C)
@@ -67,6 +71,10 @@ word   field        meaning
 47     p_words      CONV: words of the group parameter records, ``n_groups * (4 + 4 P)``
                     (45-47 are products the compiler computes so that the engine does not
                     multiply descriptor fields in one clock cycle)
+48-49  r_addr       CONV with the residual flag: the residual tensor (same shape as the
+                    output, HWC), read one output row ahead of the row's results
+50-51  r_lo/r_hi    signed: saturation bounds of the sum (the add's output format)
+52     r_words      words of one residual row, ``OW * OC``
 =====  ===========  ===============================================================
 
 Group parameter record (CONV, ``4 + 4 P`` words, one per group of <= P output channels)::
@@ -90,7 +98,7 @@ import numpy as np
 
 WORD_BITS = 16
 ADDR_BITS = 24
-DESC_WORDS = 48
+DESC_WORDS = 53
 
 OP_END, OP_INPUT, OP_CONV, OP_VEC, OP_OUTPUT = 0, 1, 2, 3, 4
 OPCODES = {"end": OP_END, "input": OP_INPUT, "conv": OP_CONV, "vec": OP_VEC, "output": OP_OUTPUT}
@@ -98,7 +106,7 @@ MODE_DENSE, MODE_DEPTHWISE, MODE_MAX = 0, 1, 2
 VEC_ADD, VEC_SCALE, VEC_PRELU, VEC_ACT, VEC_AVGPOOL = 0, 1, 2, 3, 4
 VEC_OPS = {"add": VEC_ADD, "scale_channels": VEC_SCALE, "prelu": VEC_PRELU,
            "activation": VEC_ACT, "avgpool": VEC_AVGPOOL}
-FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL, FLAG_PREFETCH = 1, 2, 4, 8, 16
+FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL, FLAG_PREFETCH, FLAG_RESID = 1, 2, 4, 8, 16, 32
 
 #: name -> (word offset, words, signed)
 FIELDS = {
@@ -117,6 +125,8 @@ FIELDS = {
     "rows": (41, 1, False),
     "ls_shift": (42, 1, False), "ls_lo": (43, 1, True), "ls_hi": (44, 1, True),
     "row_entries": (45, 1, False), "row_words": (46, 1, False), "p_words": (47, 1, False),
+    "r_addr": (48, 2, False), "r_lo": (50, 1, True), "r_hi": (51, 1, True),
+    "r_words": (52, 1, False),
 }
 GROUP_HEADER_WORDS = 4
 LANE_PARAM_WORDS = 4
@@ -148,6 +158,9 @@ class EngineConfig:
         Activation-table entries; per-channel vector entries (VEC unit).
     chunk : int
         Elements per VEC / INPUT memory transfer.
+    res_depth : int
+        Residual FIFO (words) of the fused residual add: holds one output row of the
+        residual (``OW * OC``); 0 builds no FIFO (every residual add is a VEC pass).
     fifo_depth : int
         Write-data FIFO (words); must hold one output pixel (``n_out``) and a chunk.
     max_burst : int
@@ -165,6 +178,7 @@ class EngineConfig:
     lut_depth: int = 1024
     chan_depth: int = 1024
     chunk: int = 256
+    res_depth: int = 4096
     fifo_depth: int = 2048
     max_burst: int = 256
     mem_latency: int = 6

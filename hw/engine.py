@@ -154,6 +154,7 @@ class Engine(wiring.Component):
         scale_en = flags[2]       # CONV: SE channel scale applied while loading input rows
         pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags[4]    # CONV: k + 1 row slots, the next row loads during a row
+        resid_en = flags[5] if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
         # Decoded descriptor fields, as registers (the descriptor is written a few cycles
         # before DISPATCH, and every pipeline has drained before the next one is fetched).
         def decoded(name, expr):
@@ -212,6 +213,10 @@ class Engine(wiring.Component):
         acc_r = accram.read_port(transparent_for=(acc_w,))
         bbuf_w = bbuf.write_port()
         bbuf_r = bbuf.read_port()
+
+        # the residual of a fused add: one output row ahead, in the order the results leave
+        if cfg.res_depth:
+            resq = m.submodules.resq = fifo.SyncFIFOBuffered(width=16, depth=cfg.res_depth)
 
         # ---------------- write path: data FIFO, request FIFO, arbiter ---------------------
         wfifo = m.submodules.wfifo = fifo.SyncFIFOBuffered(width=16, depth=cfg.fifo_depth)
@@ -346,10 +351,38 @@ class Engine(wiring.Component):
         m.d.comb += lut_r.addr.eq(la6)
         y7, v7, f7, u7 = Signal(signed(16)), Signal(), Signal(), Signal()
         m.d.sync += [y7.eq(y6), v7.eq(v6), f7.eq(f6), u7.eq(u6)]
-        out_word = Mux(u7, lut_r.data, y7)
+        # the fused residual add (CONV with the residual flag; every other value passes):
+        # z = (y << sa) + (residual << sb), round half up by shift, saturate (ops.add)
+        y8, rr8 = Signal(signed(16)), Signal(signed(16))
+        v8, f8 = Signal(), Signal()
+        m.d.sync += [y8.eq(Mux(u7, lut_r.data, y7)), rr8.eq(resq.r_data if cfg.res_depth else 0),
+                     v8.eq(v7), f8.eq(f7)]
+        if cfg.res_depth:
+            m.d.comb += resq.r_en.eq(v7 & resid_en)
+        r_sa, r_sb = F("sa")[:4], F("sb")[:4]
+        r_shift1 = last_of("r_shift1", F("shift")[:6])
+        r_zero = decoded("r_zero", F("shift") == 0)
+        z9, y9 = Signal(signed(33), reset_less=True), Signal(signed(16))
+        v9, f9 = Signal(), Signal()
+        m.d.sync += [z9.eq((y8 << r_sa) + (rr8 << r_sb)), y9.eq(y8), v9.eq(v8), f9.eq(f8)]
+        q10, y10 = Signal(signed(33), reset_less=True), Signal(signed(16))
+        v10, f10 = Signal(), Signal()
+        m.d.sync += [q10.eq(Mux(r_zero, z9, z9 >> r_shift1[:4])), y10.eq(y9), v10.eq(v9),
+                     f10.eq(f9)]
+        q11, y11 = Signal(signed(33), reset_less=True), Signal(signed(16))
+        v11, f11 = Signal(), Signal()
+        m.d.sync += [q11.eq(Mux(r_zero, q10, (q10 + 1) >> 1)), y11.eq(y10), v11.eq(v10),
+                     f11.eq(f10)]
+        r_lo, r_hi = F("r_lo"), F("r_hi")
+        out_word = Signal(signed(16))
+        out_v, out_f = Signal(), Signal()
+        m.d.sync += [out_word.eq(Mux(resid_en, Mux(q11 > r_hi, r_hi,
+                                                   Mux(q11 < r_lo, r_lo, q11)), y11)),
+                     out_v.eq(v11), out_f.eq(f11)]
         post_busy = Signal()
-        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(v7),
-                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7).any())]
+        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(out_v),
+                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7, v8, v9, v10,
+                                      v11, out_v).any())]
 
         # write requests: one per flagged element
         req_addr = Signal(im.ADDR_BITS)
@@ -359,8 +392,8 @@ class Engine(wiring.Component):
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
             m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), pool_first.eq(1)]
-        with m.Elif(v7):
-            with m.If(f7):
+        with m.Elif(out_v):
+            with m.If(out_f):
                 m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_cnt + 1))]
                 m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
                              req_addr.eq(req_addr + Mux(req_stride_oc, OC, req_cnt + 1))]
@@ -370,10 +403,11 @@ class Engine(wiring.Component):
         reserve = Signal(range(cfg.fifo_depth + 1))
         launch_conv = Signal()
         reserve_q = Signal.like(reserve)
-        m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - v7)]
+        m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - out_v)]
 
         # ---------------- loaders -----------------------------------------------------------
-        ld_kind = Signal(3)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
+        ld_kind = Signal(4)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
+        #                         8 residual
         ld_slot = Signal(range(max(ew, cfg.group_words, 2)))
         ld_entry = Signal(16)
         ld_wrap = Signal.like(ld_slot)    # the last slot of an entry
@@ -413,6 +447,11 @@ class Engine(wiring.Component):
                     m.d.comb += chan_w.en.eq(1)
                 with m.Case(7):
                     m.d.comb += bbuf_w.en.eq(1)
+                with m.Case(8):
+                    if cfg.res_depth:
+                        m.d.comb += resq.w_en.eq(1)
+        if cfg.res_depth:
+            m.d.comb += resq.w_data.eq(rxd)
 
         # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
         CE = Signal(12)          # row-buffer entries of one pixel
@@ -756,7 +795,7 @@ class Engine(wiring.Component):
         p6_v, p6_first = Signal(), Signal()
         p6_y = Signal(signed(16))
         p6_c = Signal(16)
-        m.d.sync += [p6_v.eq(v7 & is_conv & pool_en), p6_y.eq(out_word[:16].as_signed()),
+        m.d.sync += [p6_v.eq(out_v & is_conv & pool_en), p6_y.eq(out_word),
                      p6_c.eq(req_cnt), p6_first.eq(pool_first)]
         p7_v, p7_first = Signal(), Signal()
         p7_y = Signal(signed(16))
@@ -854,6 +893,16 @@ class Engine(wiring.Component):
         m.d.sync += pf_more.eq(prefetch_en & (next_row < H) & (next_row.as_signed() <= top + k))
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
+        # The fused residual add: before an output row issues, its residual row (r_words
+        # words) is read into the residual FIFO, once the FIFO has room for it (res_room, a
+        # register: only the post pipeline's pops change the level meanwhile).
+        res_ptr = Signal(im.ADDR_BITS)
+        res_loaded, res_room = Signal(), Signal()
+        res_limit = Signal(range(cfg.res_depth + 1))
+        m.d.sync += res_limit.eq(Mux(F("r_words") > cfg.res_depth, 0,
+                                     cfg.res_depth - F("r_words")))
+        if cfg.res_depth:
+            m.d.sync += res_room.eq((resq.level <= res_limit) & (F("r_words") <= cfg.res_depth))
 
         # start_read registers which of its call sites asked (rd_sel, rd_go); the next cycle
         # takes that site's address and count (a multiplexer on a register, not on the FSM's
@@ -962,7 +1011,7 @@ class Engine(wiring.Component):
                                  left.eq(-pad), left_ce.eq(-pad_ce),
                                  row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
-                                 pf_used.eq(0)]
+                                 pf_used.eq(0), res_ptr.eq(F("r_addr")), res_loaded.eq(0)]
                     m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
@@ -976,6 +1025,10 @@ class Engine(wiring.Component):
                     start_read(row_ptr, row_words, 6)
                     m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
                     m.next = "ROW_LOAD"
+                with m.Elif(resid_en & ~res_loaded):
+                    with m.If(res_room):
+                        start_read(res_ptr, F("r_words"), 8)
+                        m.next = "ROW_RES"
                 with m.Else():
                     # the step counters are 0 (every row ends with a group's last step) and
                     # ox, left, left_ce were set at the row's start (row_end_q, CONV_G_WAIT)
@@ -984,6 +1037,11 @@ class Engine(wiring.Component):
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
                     row_loaded()
+                    m.next = "ROW"
+            with m.State("ROW_RES"):
+                with m.If(rd_done):
+                    m.d.sync += [res_loaded.eq(1), res_ptr.eq(res_ptr + F("r_words")),
+                                 ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
                 # the issue logic runs under in_issue (below, outside the state machine)
@@ -1089,7 +1147,7 @@ class Engine(wiring.Component):
             m.d.sync += [ox.eq(ox + 1), left.eq(left + stride), left_ce.eq(left_ce + stride_ce)]
         with m.If(row_end_q):
             m.d.sync += [oy.eq(oy + 1), top.eq(top + stride), top_slot.eq(top_slot_next),
-                         pf_used.eq(0), row_settle.eq(2),
+                         pf_used.eq(0), row_settle.eq(2), res_loaded.eq(0),
                          ox.eq(0), left.eq(-pad), left_ce.eq(-pad_ce)]
         with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
             row_loaded()

@@ -13,7 +13,8 @@ the simulation, tests/test_engine.py and ``make sim``):
   ``n_valid + 2`` cycles per group and the
   port writes ``n_out`` words per pixel: the row takes the longest of the three; with
   ``FLAG_PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
-  sharing the port with the writes;
+  sharing the port with the writes; with ``FLAG_RESID`` the row's residual (``r_words``)
+  is read before the row starts;
 - VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
   add, 2 otherwise, 1 for average pooling plus its ``C`` results; a pool fused into the conv
   before it has ``n_elems`` = 0: only the ``C`` results);
@@ -25,6 +26,7 @@ from firmware import image as im
 
 FETCH_OVERHEAD = 7
 OP_OVERHEAD = 6
+RES_OVERHEAD = 6          # the residual row's read: start_read's site, FSM steps
 ROW_OVERHEAD = 15         # row-load command (start_read's site, then a registered start),
 #                           FSM steps (2 settling), the 6-stage load pipeline, the MAC array's
 #                           second RAM-output register
@@ -91,6 +93,8 @@ def descriptor_cycles(d, cfg) -> int:
             new = max(0, need + 1 - loaded)
             loaded += new
             c += new * row_xfer + ROW_OVERHEAD
+            if d["flags"] & im.FLAG_RESID:
+                c += _xfer(d["r_words"], cfg) + RES_OVERHEAD
             body = max(OW * steps, OW * ser, OW * wr_pix)
             if prefetch and loaded < H and loaded <= top + k:
                 # the next row shares the port with this row's writes
@@ -126,6 +130,8 @@ def traffic_words(program) -> dict:
             rows = min(H, (d["OH"] - 1) * s - pad + k)
             t["activations_read"] += rows * d["W"] * d["C"]
             t["activations_written"] += d["OH"] * d["OW"] * d["n_out"]
+            if d["flags"] & im.FLAG_RESID:
+                t["activations_read"] += d["OH"] * d["r_words"]
         elif op == im.OP_VEC:
             n = d["n_elems"]
             t["activations_read"] += n * (2 if d["mode"] == im.VEC_ADD else 1)

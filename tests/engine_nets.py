@@ -197,8 +197,9 @@ def build(kind, H=8, W=8, seed=0, batch=2):
                    out=S8(3), role="linear")
         n.add("res", x, y)
     elif kind == "add":
+        # an 8-bit sum: the add rounds (a right shift) and saturates
         y = n.conv("proj", x, 16, out=S8(3), role="linear")
-        n.add("res", x, y)
+        n.add("res", x, y, out=S8(3))
     elif kind == "maxpool":
         y = n.maxpool("pool", x)
         n.conv("map", y, 8)

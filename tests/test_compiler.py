@@ -111,6 +111,24 @@ def test_se_fusions():
                                      for d in plain.descriptors)
 
 
+def test_residual_fusion():
+    """The residual add -> a flag on the projection: it reads the other operand (r_addr) and
+    writes the sum to the add's tensor; the projection's own output is not stored."""
+    c = compile_artifact(build("se_block").artifact(), CFG)
+    by = {d["name"]: d for d in c.descriptors}
+    assert "res" not in by and not c.tensors["proj"]["stored"]
+    proj = by["proj"]
+    assert proj["flags"] & im.FLAG_RESID and proj["r_addr"] == c.tensors["stem.act"]["addr"]
+    assert proj["out_addr"] == c.tensors["res"]["addr"]
+    assert proj["r_words"] == proj["OW"] * proj["OC"]
+    plain = compile_artifact(build("se_block").artifact(), CFG, fuse_resid=False)
+    assert "res" in [d["name"] for d in plain.descriptors] and plain.tensors["proj"]["stored"]
+    # a residual row larger than the engine's FIFO: the add stays a VEC pass
+    tiny = EngineConfig(**{**CFG.to_dict(), "res_depth": 64})
+    assert "res" in [d["name"] for d in compile_artifact(build("se_block").artifact(),
+                                                          tiny).descriptors]
+
+
 def _mutate(kind, fn):
     art = build(kind).artifact()
     art = copy.deepcopy(art)

@@ -11,14 +11,15 @@ from quant.golden import GoldenModel
 from tests.engine_nets import build
 
 SMALL = EngineConfig(lanes=8, in_lanes=4, rb_depth=512, w_depth=128, groups=16, lut_depth=512,
-                     chan_depth=128, chunk=16, fifo_depth=256, max_burst=32, mem_latency=3)
+                     chan_depth=128, chunk=16, fifo_depth=256, max_burst=32, mem_latency=3,
+                     res_depth=256)   # residual rows of 128 words: the second waits for room
 
 
 def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, **kw):
     from sim.tb_engine import simulate
     net = build(kind, **kw)
     art = net.artifact()
-    comp = compile_artifact(art, config, fuse_scale=fuse, fuse_pool=fuse)
+    comp = compile_artifact(art, config, fuse_scale=fuse, fuse_pool=fuse, fuse_resid=fuse)
     gold = GoldenModel(art).run(net.faces, keep=True)
     res = simulate(comp, net.faces, name="engine_small", idle_prob=idle, stall_prob=stall,
                    depth=1 << 14)
