@@ -384,21 +384,38 @@ class Engine(wiring.Component):
                      post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7, v8, v9, v10,
                                       v11, out_v).any())]
 
-        # write requests: one per flagged element
+        # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
+        # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
+        # request while another pixel fits max_burst, up to its row's end; otherwise a request
+        # per pixel, the next one OC words on.
         req_addr = Signal(im.ADDR_BITS)
-        req_cnt = Signal(16)
+        req_cnt = Signal(16)       # element of the pixel (CONV) or of the chunk
+        req_len = Signal(16)       # words of the open request
+        req_px = Signal(16)        # pixel of the row (CONV)
         req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
         req_init = Signal()
+        gather = decoded("gather", is_conv & (F("n_out") == OC))
+        gather_lim = Signal(16)    # the open request takes another pixel below this length
+        gather_max = cfg.gather_words
+        m.d.sync += gather_lim.eq(Mux(F("n_out") >= gather_max, 0, gather_max - F("n_out")))
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
-            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), pool_first.eq(1)]
+            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), req_len.eq(0),
+                         req_px.eq(0), pool_first.eq(1)]
         with m.Elif(out_v):
             with m.If(out_f):
-                m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_cnt + 1))]
+                row_end = req_px == OW_last
                 m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
-                             req_addr.eq(req_addr + Mux(req_stride_oc, OC, req_cnt + 1))]
+                             req_px.eq(Mux(row_end, 0, req_px + 1))]
+                with m.If(gather & ~row_end & (req_len < gather_lim)):
+                    m.d.sync += req_len.eq(req_len + 1)
+                with m.Else():
+                    m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_len + 1))]
+                    m.d.sync += [req_len.eq(0),
+                                 req_addr.eq(req_addr + Mux(req_stride_oc & ~gather, OC,
+                                                            req_len + 1))]
             with m.Else():
-                m.d.sync += req_cnt.eq(req_cnt + 1)
+                m.d.sync += [req_cnt.eq(req_cnt + 1), req_len.eq(req_len + 1)]
 
         reserve = Signal(range(cfg.fifo_depth + 1))
         launch_conv = Signal()

@@ -11,7 +11,8 @@ the simulation, tests/test_engine.py and ``make sim``):
   per output row the new input rows not prefetched (port), then the multiplier array issues ``k*k*n_cig`` (dense) or ``k*k`` (depthwise) steps
   (plus two cycles for the group's header) per group and pixel while the serializer emits
   ``n_valid + 2`` cycles per group and the
-  port writes ``n_out`` words per pixel: the row takes the longest of the three; with
+  port writes ``n_out`` words per pixel (whole pixels gathered into commands of up to
+  ``gather_words``): the row takes the longest of the three; with
   ``FLAG_PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
   sharing the port with the writes; with ``FLAG_RESID`` the row's residual (``r_words``)
   is read before the row starts;
@@ -83,7 +84,12 @@ def descriptor_cycles(d, cfg) -> int:
         steps += 2 * len(groups)    # two cycles per group: the issue stage reads its header
         ser = sum(g[0] + 2 for g in groups)
         n_out = d["n_out"]
-        wr_pix = n_out + math.ceil(n_out / cfg.max_burst) * (cfg.mem_latency + 1)
+        # the row's write commands: whole pixels gathered up to gather_words (n_out == OC),
+        # else one request per pixel
+        ppr = max(1, cfg.gather_words // n_out) if n_out == d["OC"] else 1
+        reqs = math.ceil(OW / ppr)
+        wr_row = OW * n_out + reqs * math.ceil(ppr * n_out / cfg.max_burst) * \
+            (cfg.mem_latency + 1)
         prefetch = d["flags"] & im.FLAG_PREFETCH
         row_xfer = _xfer(W * C, cfg)
         loaded = 0
@@ -95,11 +101,11 @@ def descriptor_cycles(d, cfg) -> int:
             c += new * row_xfer + ROW_OVERHEAD
             if d["flags"] & im.FLAG_RESID:
                 c += _xfer(d["r_words"], cfg) + RES_OVERHEAD
-            body = max(OW * steps, OW * ser, OW * wr_pix)
+            body = max(OW * steps, OW * ser, wr_row)
             if prefetch and loaded < H and loaded <= top + k:
                 # the next row shares the port with this row's writes
                 loaded += 1
-                body = max(body, row_xfer + OW * wr_pix)
+                body = max(body, row_xfer + wr_row)
             c += body + 8
         return c
     raise ValueError(f"descriptor {d.get('name')!r}: unknown opcode {op}")
