@@ -26,6 +26,11 @@ Fusions the compiler makes (each removes a pass over memory):
   directly precedes it and is its only reader: the conv reads the other operand one output
   row ahead and writes the sum (``FLAG_RESID``; the conv's own output never exists in memory).
 
+Packing: a tensor of at most 8 bits that one CONV writes whole (``n_out == OC``) and only
+CONVs read -- as input rows without shuffle or SE scale, or as a fused residual -- is stored
+two elements a word (channel ``2i`` in the low byte, ``2i + 1`` in the high byte; flags
+``FLAG_PACK_OUT`` / ``FLAG_PACK_IN`` / ``FLAG_PACK_RES``): the block inputs and outputs.
+
 Anything the engine cannot run stops compilation with a :class:`CompileError` naming the layer:
 a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
 aligned to the lanes, a row that does not fit the row buffer, an op of an unknown kind.
@@ -82,7 +87,11 @@ class Compiled:
         if not t["stored"]:
             raise KeyError(f"tensor {name!r} is not stored in memory ({t.get('note', '')})")
         c, h, w = _chw(t["shape"])
-        flat = im.from_words(np.asarray(words)[t["addr"]:t["addr"] + c * h * w])
+        if t.get("packed"):
+            flat = im.unpack_bytes(np.asarray(words)[t["addr"]:t["addr"] + c * h * w // 2],
+                                   c * h * w)
+        else:
+            flat = im.from_words(np.asarray(words)[t["addr"]:t["addr"] + c * h * w])
         return flat.reshape(h, w, c).transpose(2, 0, 1).reshape(t["shape"])
 
 
@@ -125,11 +134,12 @@ POOL_MIN_CHANNELS = 3
 
 
 def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
-                     fuse_pool=True, fuse_resid=True) -> Compiled:
+                     fuse_pool=True, fuse_resid=True, pack=True) -> Compiled:
     """Compile an :class:`quant.artifact.Artifact` (or its folder) for ``config``.
 
     ``fuse_scale`` / ``fuse_pool`` / ``fuse_resid``: make the SE scale, average-pool and
-    residual-add fusions (module docstring); off, each runs as its own VEC pass."""
+    residual-add fusions (module docstring); off, each runs as its own VEC pass. ``pack``:
+    store the 8-bit tensors that allow it two elements a word."""
     from quant import activation as act
     if not hasattr(artifact, "program"):
         from quant.artifact import load
@@ -278,6 +288,8 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
         _fuse_pools(descs, tensors)
     if fuse_resid and cfg.res_depth:
         descs = _fuse_residuals(descs, tensors, consumers, cfg)
+    if pack and cfg.lanes >= 2:
+        _pack_narrow(descs, tensors)
     final = prog[-1]["output"]
     c, h, w = _chw(T(final)["shape"])
     descs.append({"layer": len(prog) - 1, "name": "output", "kind": "output",
@@ -295,7 +307,7 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
         if t["stored"]:
             c, h, w = _chw(t["shape"])
             t["addr"] = addr
-            addr += c * h * w
+            addr += c * h * w // (2 if t.get("packed") else 1)
             addr += (-addr) % 16
     for t in tensors.values():
         if not t["stored"] and "shuffled_from" in t:
@@ -327,7 +339,8 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
         if "res_tensor" in d:
             fields["r_addr"] = tensors[d["res_tensor"]]["addr"]
         if d.get("opcode") == im.OP_CONV:
-            fields.update(row_entries=d["W"] * -(-d["C"] // cfg.lanes), row_words=d["W"] * d["C"],
+            fields.update(row_entries=d["W"] * -(-d["C"] // cfg.lanes),
+                          row_words=d["W"] * d["C"] // (2 if d["flags"] & im.FLAG_PACK_IN else 1),
                           p_words=d["n_groups"] * cfg.group_words)
         try:
             words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS] = im.pack_descriptor(fields)
@@ -388,6 +401,33 @@ def _fuse_residuals(descs, tensors, consumers, cfg):
             continue
         out.append(d)
     return out
+
+
+def _pack_narrow(descs, tensors):
+    """Mark the tensors stored two 8-bit elements a word (module docstring) and flag their
+    writer and readers."""
+    aliased = {t["shuffled_from"] for t in tensors.values() if "shuffled_from" in t}
+    for name, t in tensors.items():
+        c, h, w = _chw(t["shape"])
+        if not t["stored"] or t["fmt"]["n_word"] > 8 or c % 2 or name in aliased:
+            continue
+        writers = [d for d in descs if d.get("out_tensor") == name]
+        readers = [d for d in descs if name in d.get("in_tensors", ())]
+        res_readers = [d for d in descs if d.get("res_tensor") == name]
+        if not (len(writers) == 1 and writers[0].get("opcode") == im.OP_CONV
+                and writers[0]["n_out"] == writers[0]["OC"] and writers[0]["out_lo"] == 0
+                and readers + res_readers
+                and all(d.get("opcode") == im.OP_CONV and d["in_tensors"] == [name]
+                        and not d["flags"] & (im.FLAG_SHUFFLE | im.FLAG_SCALE)
+                        for d in readers)):
+            continue
+        t["packed"] = True
+        writers[0]["flags"] |= im.FLAG_PACK_OUT
+        for d in readers:
+            d["flags"] |= im.FLAG_PACK_IN
+        for d in res_readers:
+            d["flags"] |= im.FLAG_PACK_RES
+            d["r_words"] //= 2
 
 
 def _lut(b, name, spec, cfg):

@@ -10,7 +10,8 @@ Image layout (word addresses)::
     0                descriptor table: DESC_WORDS words per op, the last one is END
     ...              constants: per-group parameter records, weight entries, activation
                      tables, per-channel vectors (PReLU slopes), each block aligned to 2 words
-    tensor_base      activation tensors, one 16-bit word per element (sign-extended), HWC
+    tensor_base      activation tensors, one 16-bit word per element (sign-extended; packed
+                     tensors of at most 8 bits: two elements a word, low byte first), HWC
                      order (a vector of C values is a 1x1xC tensor); every tensor of the layer
                      program has its own region (no reuse), so all of them can be dumped and
                      compared with the golden model after a frame
@@ -32,7 +33,9 @@ word   field        meaning
                     ``C`` results are computed and written, ``n_elems`` = 0); bit 4 (CONV):
                     row prefetch (``k + 1`` row slots: the next input row loads while the
                     array works on an output row); bit 5 (CONV): residual add fused into
-                    the output (``r_*``, ``sa``/``sb``/``shift``)
+                    the output (``r_*``, ``sa``/``sb``/``shift``); bits 6, 7, 8 (CONV): the
+                    input rows, the output, the residual are packed, two 8-bit elements a
+                    word (channel ``2i`` in the low byte)
 3      layer        index of the layer in the artifact program (for reports)
 4-5    a_addr       first input tensor
 6-7    b_addr       second input tensor (VEC add: other operand; VEC scale and CONV with
@@ -107,6 +110,7 @@ VEC_ADD, VEC_SCALE, VEC_PRELU, VEC_ACT, VEC_AVGPOOL = 0, 1, 2, 3, 4
 VEC_OPS = {"add": VEC_ADD, "scale_channels": VEC_SCALE, "prelu": VEC_PRELU,
            "activation": VEC_ACT, "avgpool": VEC_AVGPOOL}
 FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL, FLAG_PREFETCH, FLAG_RESID = 1, 2, 4, 8, 16, 32
+FLAG_PACK_IN, FLAG_PACK_OUT, FLAG_PACK_RES = 64, 128, 256
 
 #: name -> (word offset, words, signed)
 FIELDS = {

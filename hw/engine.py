@@ -155,6 +155,8 @@ class Engine(wiring.Component):
         pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags[4]    # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags[5] if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
+        # CONV: input rows / output / residual packed two 8-bit elements a word (P >= 2)
+        pack_in, pack_out, pack_res = ((flags[b] if P > 1 else Const(0, 1)) for b in (6, 7, 8))
         # Decoded descriptor fields, as registers (the descriptor is written a few cycles
         # before DISPATCH, and every pipeline has drained before the next one is fetched).
         def decoded(name, expr):
@@ -355,10 +357,16 @@ class Engine(wiring.Component):
         # z = (y << sa) + (residual << sb), round half up by shift, saturate (ops.add)
         y8, rr8 = Signal(signed(16)), Signal(signed(16))
         v8, f8 = Signal(), Signal()
-        m.d.sync += [y8.eq(Mux(u7, lut_r.data, y7)), rr8.eq(resq.r_data if cfg.res_depth else 0),
-                     v8.eq(v7), f8.eq(f7)]
+        # (a packed residual word holds two elements: low byte first, popped after the high)
+        r_phase = Signal()
         if cfg.res_depth:
-            m.d.comb += resq.r_en.eq(v7 & resid_en)
+            rword = resq.r_data
+            m.d.sync += rr8.eq(Mux(pack_res, Mux(r_phase, rword[8:].as_signed(),
+                                                 rword[:8].as_signed()), rword))
+            m.d.comb += resq.r_en.eq(v7 & resid_en & (~pack_res | r_phase))
+            with m.If(v7 & resid_en & pack_res):
+                m.d.sync += r_phase.eq(~r_phase)
+        m.d.sync += [y8.eq(Mux(u7, lut_r.data, y7)), v8.eq(v7), f8.eq(f7)]
         r_sa, r_sb = F("sa")[:4], F("sb")[:4]
         r_shift1 = last_of("r_shift1", F("shift")[:6])
         r_zero = decoded("r_zero", F("shift") == 0)
@@ -379,8 +387,13 @@ class Engine(wiring.Component):
         m.d.sync += [out_word.eq(Mux(resid_en, Mux(q11 > r_hi, r_hi,
                                                    Mux(q11 < r_lo, r_lo, q11)), y11)),
                      out_v.eq(v11), out_f.eq(f11)]
+        # packed output: an even channel waits in pk_lo for the odd one, then both are a word
+        pk_lo, pk_phase = Signal(8), Signal()
+        with m.If(out_v & pack_out):
+            m.d.sync += [pk_lo.eq(out_word[:8]), pk_phase.eq(~pk_phase)]
         post_busy = Signal()
-        m.d.comb += [wfifo.w_data.eq(out_word), wfifo.w_en.eq(out_v),
+        m.d.comb += [wfifo.w_data.eq(Mux(pack_out, Cat(pk_lo, out_word[:8]), out_word)),
+                     wfifo.w_en.eq(out_v & (~pack_out | pk_phase)),
                      post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7, v8, v9, v10,
                                       v11, out_v).any())]
 
@@ -401,7 +414,7 @@ class Engine(wiring.Component):
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
             m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), req_len.eq(0),
-                         req_px.eq(0), pool_first.eq(1)]
+                         req_px.eq(0), pool_first.eq(1), pk_phase.eq(0), r_phase.eq(0)]
         with m.Elif(out_v):
             with m.If(out_f):
                 row_end = req_px == OW_last
@@ -410,10 +423,12 @@ class Engine(wiring.Component):
                 with m.If(gather & ~row_end & (req_len < gather_lim)):
                     m.d.sync += req_len.eq(req_len + 1)
                 with m.Else():
-                    m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, req_len + 1))]
+                    # words: elements, or half of them packed (packed outputs are gathered)
+                    words = Mux(pack_out, (req_len + 1) >> 1, req_len + 1)
+                    m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, words))]
                     m.d.sync += [req_len.eq(0),
                                  req_addr.eq(req_addr + Mux(req_stride_oc & ~gather, OC,
-                                                            req_len + 1))]
+                                                            words))]
             with m.Else():
                 m.d.sync += [req_cnt.eq(req_cnt + 1), req_len.eq(req_len + 1)]
 
@@ -495,7 +510,7 @@ class Engine(wiring.Component):
                      l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0)]
         gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
         m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
-        l_lat = DSP_LATENCY + 3          # product, shift, round, saturate
+        l_lat = DSP_LATENCY + 4          # product, shift, round, compare, saturate
         l_vline = _delay_line(m, l1_v, l_lat, "ld_v")
         l_addr = _delayed(m, l1_addr, l_lat, "ld_addr")
         l_lane = _delayed(m, l1_lane, l_lat, "ld_lane")
@@ -509,19 +524,32 @@ class Engine(wiring.Component):
                      l_round.eq(scale_en & ~ls_zero)]
         lq = Signal(signed(32))
         m.d.sync += lq.eq(Mux(l_round, (lsh + 1) >> 1, lsh))
-        ly = Signal(signed(16))
-        m.d.sync += ly.eq(Mux(scale_en, Mux(lq > ls_hi, ls_hi, Mux(lq < ls_lo, ls_lo, lq)), lq))
+        # saturation: the compares, then the selection (a register between them)
+        # (a packed word's low byte goes to the even lane, its high byte to the odd one)
+        lq2 = Signal(signed(16))
+        l_hi, l_lo = Signal(), Signal()
+        m.d.sync += [lq2.eq(lq), l_hi.eq(scale_en & (lq > ls_hi)), l_lo.eq(scale_en & (lq < ls_lo))]
+        ly_even, ly_odd = Signal(signed(16)), Signal(signed(16))
+        m.d.sync += [ly_even.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
+                                                     Mux(pack_in, lq2[:8].as_signed(), lq2)))),
+                     ly_odd.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
+                                                    Mux(pack_in, lq2[8:].as_signed(), lq2))))]
         load_busy = Signal()
-        m.d.comb += [rb_w.addr.eq(l_addr), rb_w.data.eq(Cat(*([ly] * P))),
+        m.d.comb += [rb_w.addr.eq(l_addr),
+                     rb_w.data.eq(Cat(*(ly_odd if i % 2 else ly_even for i in range(P)))),
                      load_busy.eq(Cat(l1_v, *l_vline).any())]
         with m.If(l_vline[-1]):
             for i in range(P):
-                m.d.comb += rb_w.en[i].eq(l_lane == i if P > 1 else 1)
+                m.d.comb += rb_w.en[i].eq(
+                    Mux(pack_in, l_lane[1:] == i >> 1, l_lane == i) if P > 1 else 1)
+        # the last channel of a pixel's words: C - 1, or C - 2 when packed (registers)
+        lc_last = Signal(16)
+        m.d.sync += lc_last.eq(C - 1 - pack_in)
         with m.If(ld_row):
-            with m.If(lc == C_last):
+            with m.If(lc == lc_last):
                 m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
             with m.Else():
-                m.d.sync += lc.eq(lc + 1)
+                m.d.sync += lc.eq(lc + 1 + pack_in)
 
         # ---------------- MAC array ----------------------------------------------------------
         # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
@@ -687,9 +715,14 @@ class Engine(wiring.Component):
         to_m = 1 + DSP_LATENCY + lL
         mv_line = _delay_line(m, rv, to_m, "acc_v")
         mv = mv_line[-1]
-        mfirst, mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
-                                ((rfirst, "acc_first"), (rlast, "acc_last"),
-                                 (rpend, "acc_pend")))
+        mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
+                        ((rlast, "acc_last"), (rpend, "acc_pend")))
+        # the accumulators' controls, one register copy per lane (hw/replicate.py): each
+        # drives 32 accumulator bits, not 32 P
+        lane_mv = replicated(m, platform, mv_line[-2], P, "acc_v")
+        lane_mfirst = replicated(m, platform, _delayed(m, rfirst, to_m - 1, "acc_first_e"), P,
+                                 "acc_first")
+        lane_acc_max = replicated(m, platform, is_max, P, "acc_max")
         mnv = _delayed(m, rnv, to_m, "acc_nv", True)
         mg = _delayed(m, rg, to_m, "acc_g", True)
         lane0 = [_delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
@@ -698,9 +731,9 @@ class Engine(wiring.Component):
         for j in range(P):
             nxt = Signal(signed(ACC_W), name=f"accn{j}")
             mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
-            m.d.comb += nxt.eq(Mux(is_max, Mux(mfirst, lane0[j], mx),
-                                   Mux(mfirst, 0, accs[j]) + sums[j][0]))
-            with m.If(mv):
+            m.d.comb += nxt.eq(Mux(lane_acc_max[j], Mux(lane_mfirst[j], lane0[j], mx),
+                                   Mux(lane_mfirst[j], 0, accs[j]) + sums[j][0]))
+            with m.If(lane_mv[j]):
                 m.d.sync += accs[j].eq(nxt)
         # a pixel's finished accumulators go to the result FIFO from their registers, the
         # cycle after the last step (a first step arriving then reads them before it writes)

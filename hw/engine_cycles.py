@@ -88,10 +88,11 @@ def descriptor_cycles(d, cfg) -> int:
         # else one request per pixel
         ppr = max(1, cfg.gather_words // n_out) if n_out == d["OC"] else 1
         reqs = math.ceil(OW / ppr)
-        wr_row = OW * n_out + reqs * math.ceil(ppr * n_out / cfg.max_burst) * \
-            (cfg.mem_latency + 1)
+        per_word = 2 if d["flags"] & im.FLAG_PACK_OUT else 1     # elements a word
+        wr_row = OW * n_out // per_word + reqs * math.ceil(ppr * n_out / per_word /
+                                                            cfg.max_burst) * (cfg.mem_latency + 1)
         prefetch = d["flags"] & im.FLAG_PREFETCH
-        row_xfer = _xfer(W * C, cfg)
+        row_xfer = _xfer(W * C // (2 if d["flags"] & im.FLAG_PACK_IN else 1), cfg)
         loaded = 0
         for oy in range(OH):
             top = oy * s - pad
@@ -134,8 +135,10 @@ def traffic_words(program) -> dict:
                 + (d["C"] if d["flags"] & im.FLAG_SCALE else 0)
             k, s, pad, H = d["k"], d["stride"], d["pad"], d["H"]
             rows = min(H, (d["OH"] - 1) * s - pad + k)
-            t["activations_read"] += rows * d["W"] * d["C"]
-            t["activations_written"] += d["OH"] * d["OW"] * d["n_out"]
+            t["activations_read"] += rows * d["W"] * d["C"] // \
+                (2 if d["flags"] & im.FLAG_PACK_IN else 1)
+            t["activations_written"] += d["OH"] * d["OW"] * d["n_out"] // \
+                (2 if d["flags"] & im.FLAG_PACK_OUT else 1)
             if d["flags"] & im.FLAG_RESID:
                 t["activations_read"] += d["OH"] * d["r_words"]
         elif op == im.OP_VEC:

@@ -200,6 +200,13 @@ def build(kind, H=8, W=8, seed=0, batch=2):
         # an 8-bit sum: the add rounds (a right shift) and saturates
         y = n.conv("proj", x, 16, out=S8(3), role="linear")
         n.add("res", x, y, out=S8(3))
+    elif kind == "blocks":
+        # two residual blocks: 8-bit block outputs stored packed, read as rows and residuals
+        y = n.conv("p1", x, 16, out=S8(3), role="linear")
+        r1 = n.add("r1", x, y, out=S8(3))
+        y = n.conv("p2", r1, 16, out=S8(3), role="linear")
+        r2 = n.add("r2", r1, y, out=S8(3))
+        n.conv("head", r2, 8)
     elif kind == "maxpool":
         y = n.maxpool("pool", x)
         n.conv("map", y, 8)

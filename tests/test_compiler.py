@@ -75,7 +75,8 @@ def test_image_unpacks_to_the_program(kind):
             for l in range(min(CFG.in_lanes, w.shape[1])):
                 assert ent[tap * n_cig + l // CFG.in_lanes, j, l] == w[j, l, tap // k, tap % k]
     # tensors do not overlap and lie inside the image
-    spans = sorted((t["addr"], t["addr"] + int(np.prod(t["shape"])))
+    spans = sorted((t["addr"], t["addr"] + int(np.prod(t["shape"])) // (2 if t.get("packed")
+                                                                         else 1))
                    for t in c.tensors.values() if t["stored"])
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     assert spans[-1][1] <= c.words.size and spans[0][0] >= c.tensor_base
@@ -120,13 +121,32 @@ def test_residual_fusion():
     proj = by["proj"]
     assert proj["flags"] & im.FLAG_RESID and proj["r_addr"] == c.tensors["stem.act"]["addr"]
     assert proj["out_addr"] == c.tensors["res"]["addr"]
-    assert proj["r_words"] == proj["OW"] * proj["OC"]
+    # the residual (stem.act, 8 bits) is packed: two elements a word
+    assert c.tensors["stem.act"]["packed"] and proj["flags"] & im.FLAG_PACK_RES
+    assert proj["r_words"] == proj["OW"] * proj["OC"] // 2
     plain = compile_artifact(build("se_block").artifact(), CFG, fuse_resid=False)
     assert "res" in [d["name"] for d in plain.descriptors] and plain.tensors["proj"]["stored"]
     # a residual row larger than the engine's FIFO: the add stays a VEC pass
     tiny = EngineConfig(**{**CFG.to_dict(), "res_depth": 64})
     assert "res" in [d["name"] for d in compile_artifact(build("se_block").artifact(),
                                                           tiny).descriptors]
+
+
+def test_packing():
+    """8-bit tensors written whole by one conv and read only as conv rows or residuals are
+    packed two a word; a tensor the shuffle or the output reads stays one a word."""
+    c = compile_artifact(build("blocks").artifact(), CFG)
+    by = {d["name"]: d for d in c.descriptors}
+    assert all(c.tensors[t].get("packed") for t in ("stem.act", "r1", "r2"))
+    assert by["stem"]["flags"] & im.FLAG_PACK_OUT
+    assert by["p2"]["flags"] & (im.FLAG_PACK_IN | im.FLAG_PACK_OUT | im.FLAG_PACK_RES) == \
+        im.FLAG_PACK_IN | im.FLAG_PACK_OUT | im.FLAG_PACK_RES
+    assert by["p2"]["row_words"] == by["p2"]["W"] * by["p2"]["C"] // 2
+    assert not c.tensors["head"].get("packed")          # read by OUTPUT
+    shuf = compile_artifact(build("pointwise_parts_shuffle_dw").artifact(), CFG)
+    assert not shuf.tensors["pw.act"].get("packed")     # read through the shuffle
+    plain = compile_artifact(build("blocks").artifact(), CFG, pack=False)
+    assert not any(t.get("packed") for t in plain.tensors.values())
 
 
 def _mutate(kind, fn):

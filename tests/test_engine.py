@@ -41,7 +41,7 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, **kw):
 
 
 @pytest.mark.parametrize("kind", ["depthwise_s2", "pointwise_parts_shuffle_dw", "se", "se_block",
-                                  "add", "maxpool", "linear"])
+                                  "add", "blocks", "maxpool", "linear"])
 def test_op(kind):
     _check(kind)
 
