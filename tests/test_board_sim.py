@@ -141,7 +141,12 @@ def test_board_85f_whole_seesaw_shuffle_frame():
     streamed through the driver, the compiled image preloaded into the SDRAM model (uploading
     its 8.4 MiB over a simulated UART would take hours); bit-exact against the golden model.
 
-    Measured on the final design of 2026-11-28 (16 x 4 array, every timing change): 11.35 M
+    Measured with the residual fusion, gathered writes and packed 8-bit tensors
+    (2026-11-28, 2-core x86_64, a build running beside it): 9.00 M simulated cycles with
+    ``running`` high (at least 1.51 M of them the face's 37.6 KB over the UART at 40 cycles
+    a byte), 238 s wall for the frame, 4 min 31 s for the test; SDRAM: 4.02 M READ, 3.03 M
+    WRITE, 29.1 K ACT, 16.0 K REF (largest gap 578 cycles), no violation.
+    Before them, on the design of 2026-11-28 (16 x 4 array, every timing change): 11.35 M
     simulated cycles with ``running`` high, 362 s wall for the frame, 6 min 36 s for the test;
     SDRAM: 4.80 M READ, 3.62 M WRITE, 39.0 K ACT, 16.0 K REF (largest gap 726 cycles), no
     violation. Earlier, at 01d192a (the 16 x 8 array; 2-core x86_64, load about 2): 10.79 M simulated

@@ -12,14 +12,15 @@ from tests.engine_nets import build
 
 SMALL = EngineConfig(lanes=8, in_lanes=4, rb_depth=512, w_depth=128, groups=16, lut_depth=512,
                      chan_depth=128, chunk=16, fifo_depth=256, max_burst=32, mem_latency=3,
-                     res_depth=256)   # residual rows of 128 words: the second waits for room
+                     res_depth=128)   # residual rows of 128 words (64 packed) wait for room
 
 
-def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, **kw):
+def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, pack=True, **kw):
     from sim.tb_engine import simulate
     net = build(kind, **kw)
     art = net.artifact()
-    comp = compile_artifact(art, config, fuse_scale=fuse, fuse_pool=fuse, fuse_resid=fuse)
+    comp = compile_artifact(art, config, fuse_scale=fuse, fuse_pool=fuse, fuse_resid=fuse,
+                            pack=pack)
     gold = GoldenModel(art).run(net.faces, keep=True)
     res = simulate(comp, net.faces, name="engine_small", idle_prob=idle, stall_prob=stall,
                    depth=1 << 14)
@@ -49,6 +50,12 @@ def test_op(kind):
 def test_se_block_unfused():
     """The SE scale and average pool as their own VEC passes (read pass of the pool)."""
     _check("se_block", fuse=False)
+
+
+def test_blocks_unpacked():
+    """Residual blocks with every tensor one element a word (the residual FIFO's words are
+    elements, no byte lanes)."""
+    _check("blocks", pack=False)
 
 
 def _whole_frame_artifact():
