@@ -21,7 +21,10 @@ time and runs it:
     table; out to the write FIFO, one burst per output pixel. Fused SE (flags): the scale flag
     multiplies every input-row word by its channel's gate (loaded from ``b_addr``) on the way
     into the row buffer (``ops.scale_channels``); the pool flag adds every written value to
-    its channel's sum in the sum RAM, which the following VEC avgpool then requantizes.
+    its channel's sum in the sum RAM, which the following VEC avgpool then requantizes; the
+    residual flag adds the other operand of a residual add to every result (``ops.add``),
+    read one output row ahead into the residual FIFO. Tensors of at most 8 bits may be
+    packed two elements a word (input rows, output, residual: one flag each).
 ``VEC``
     Element-wise passes in chunks: residual add, SE channel scale, PReLU, stand-alone
     activation, average pool (channel sums, then requantize).
@@ -399,8 +402,8 @@ class Engine(wiring.Component):
 
         # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
         # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
-        # request while another pixel fits max_burst, up to its row's end; otherwise a request
-        # per pixel, the next one OC words on.
+        # request while another pixel fits gather_words, up to its row's end; otherwise a
+        # request per pixel, the next one OC words on.
         req_addr = Signal(im.ADDR_BITS)
         req_cnt = Signal(16)       # element of the pixel (CONV) or of the chunk
         req_len = Signal(16)       # words of the open request
@@ -651,7 +654,9 @@ class Engine(wiring.Component):
         rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
                                 ((s_first, "mac_first"), (s_last, "mac_last"),
                                  (pix_end, "mac_pend")))
-        rsel = _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1), to_r, "mac_rsel", True)
+        # the dense input-channel select, one copy per lane, at R2 (it picks R3's contents)
+        rsel = replicated(m, platform, _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
+                                                to_r - 2, "mac_rsel", True), P, "mac_rsel")
         # the operand selects, one register copy per lane (hw/replicate.py): each copy drives
         # its lane's L operand registers only
         rwslot = replicated(m, platform, _delayed(m, tap[:lL] if lL else Const(0, 1),
@@ -666,8 +671,15 @@ class Engine(wiring.Component):
         rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
         wram_q2, wram_q = (Signal.like(wram_r.data, reset_less=True, name=n)
                            for n in ("wram_q2", "wram_q"))
-        m.d.sync += [rb_q2.eq(rb_r.data), wram_q2.eq(wram_r.data), rb_q.eq(rb_q2),
-                     wram_q.eq(wram_q2)]
+        m.d.sync += [rb_q2.eq(rb_r.data), wram_q2.eq(wram_r.data), wram_q.eq(wram_q2)]
+        # R3 holds the operands: dense, lane i the input channel i % L of the selected L
+        # (each of the L repeated P / L times, so that every lane takes its operands from a
+        # register of its own lane group); depthwise and max, lane i's own element
+        elems2 = [rb_q2[16 * i:16 * i + 16] for i in range(P)]
+        for i in range(P):
+            dense_pick = Array(elems2[s * L + i % L] for s in range(P // L))[rsel[i]] \
+                if P > L else elems2[i % L]
+            m.d.sync += rb_q[16 * i:16 * i + 16].eq(Mux(lane_dense[i], dense_pick, elems2[i]))
         elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
         wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
                for j in range(P)]
@@ -676,14 +688,10 @@ class Engine(wiring.Component):
                for j in range(P)]
         b_f = [[Signal(signed(8), name=f"b_{j}_{l}", reset_less=True) for l in range(L)]
                for j in range(P)]
-        if L > 1:
-            sel_elems = [Array(elems[s * L + l] for s in range(P // L))[rsel] for l in range(L)]
-        else:
-            sel_elems = [Array(elems)[rsel]]
         wsel = [Array(wts[j])[rwslot[j]] for j in range(P)]
         for j in range(P):
             for l in range(L):
-                a_dense = sel_elems[l]
+                a_dense = elems[j - j % L + l]
                 a_dw = elems[j] if l == 0 else Const(0, signed(16))
                 b_dw = wsel[j] if l == 0 else Const(0, signed(8))
                 # max mode: the product with 1 passes the operand
