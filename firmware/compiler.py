@@ -4,7 +4,7 @@
         --out build/ulx3s/memory.bin          # also writes memory.json (the map) beside it
 
 The artifact's layer program (:mod:`quant.artifact`) becomes a list of binary descriptors for
-:class:`hw.engine.Engine` (layout: :mod:`firmware.image` and docs/ENGINE.md), with everything a
+:class:`hw.engine.layer_engine.Engine` (layout: :mod:`firmware.image` and docs/ENGINE.md), with everything a
 descriptor points at packed behind the descriptor table: group parameter records (bias,
 multiplier, shift), weight entries in the order the engine's weight RAM holds them, activation
 tables, per-channel vectors; then one region per activation tensor.
@@ -129,7 +129,7 @@ def _fits16(fmt, layer, what):
                            f"engine's 16-bit words")
 
 
-#: An average pool's channel sums are updated by a 3-cycle read-modify-write (hw/engine.py).
+#: An average pool's channel sums are updated by a 3-cycle read-modify-write (hw/engine/layer_engine.py).
 POOL_MIN_CHANNELS = 3
 
 
@@ -615,7 +615,7 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
 
 
 def compile_files(artifact_dir, board="ulx3s", out=None, **overrides) -> Compiled:
-    from hw.boards import get_board
+    from hw.board.boards import get_board
     cfg = EngineConfig.from_board(get_board(board), **overrides)
     c = compile_artifact(artifact_dir, cfg)
     if out is not None:

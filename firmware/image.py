@@ -1,6 +1,6 @@
 """The engine's memory image: word format, descriptor layout, engine configuration.
 
-Everything the firmware compiler writes and the engine (:mod:`hw.engine`) reads is defined
+Everything the firmware compiler writes and the engine (:mod:`hw.engine.layer_engine`) reads is defined
 here, once, so that the packer, the unpacker, the HDL field decoder and docs/ENGINE.md agree.
 
 Memory is an array of 16-bit words (the SDRAM word). Word addresses are 24 bits (32 MB).
@@ -143,7 +143,7 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Parallelism and on-chip buffer sizes of :class:`hw.engine.Engine`.
+    """Parallelism and on-chip buffer sizes of :class:`hw.engine.layer_engine.Engine`.
 
     Parameters
     ----------
@@ -223,7 +223,7 @@ class EngineConfig:
 
     @classmethod
     def from_board(cls, board, **overrides) -> "EngineConfig":
-        """From a :class:`hw.boards.Board` (``pointwise_out_lanes`` x ``pointwise_in_lanes``)."""
+        """From a :class:`hw.board.boards.Board` (``pointwise_out_lanes`` x ``pointwise_in_lanes``)."""
         e = board.engine
         kw = dict(lanes=_pow2_floor(e.pointwise_out_lanes),
                   in_lanes=_pow2_floor(min(e.pointwise_in_lanes, e.pointwise_out_lanes)),

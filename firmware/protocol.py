@@ -1,6 +1,6 @@
 """The host link protocol: framed commands with a CRC-16, shared by the host driver and the tests.
 
-Pure Python; the gateware in :mod:`hw.link` implements the device side of the same layout.
+Pure Python; the gateware in :mod:`hw.link.framing` implements the device side of the same layout.
 
 Frame layout (both directions)
 ------------------------------

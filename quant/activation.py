@@ -7,7 +7,7 @@ unit, in two forms selectable per build.
     0.5 output LSB wherever the value is inside the output range).
 
 ``cordic``
-    The integer datapath that :class:`hw.activation.ActivationCORDIC` runs, replayed step by
+    The integer datapath that :class:`hw.engine.activation.ActivationCORDIC` runs, replayed step by
     step. With ``W = cordic_width`` and ``F = W - 3`` internal fraction bits (sign, two integer
     bits), ``N = cordic_iterations`` and ``Fs = N`` quotient fraction bits:
 

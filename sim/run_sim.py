@@ -109,8 +109,8 @@ def main(argv=None):
         os.environ["WAVES"] = "1"
     from firmware.compiler import compile_artifact
     from firmware.image import EngineConfig
-    from hw.boards import get_board
-    from hw.engine_cycles import estimate_cycles
+    from hw.board.boards import get_board
+    from hw.engine.cycles import estimate_cycles
     from quant import faces as facelib
     from quant.artifact import load
     from quant.golden import GoldenModel

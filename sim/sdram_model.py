@@ -1,7 +1,7 @@
 """Behavioural cocotb model of an SDR SDRAM chip that stores data and enforces its timing rules.
 
 The model watches the controller's pad signals (``<prefix>__cs_n`` ... ``__dq_oe``, see
-:class:`hw.sdram.SDRAMPadsSignature`) at every falling clock edge: what it sees there is what the
+:class:`hw.memory.sdram.SDRAMPadsSignature`) at every falling clock edge: what it sees there is what the
 chip registers at the next rising edge. Cycle ``n`` below is the index of that falling edge, so
 two commands seen at cycles ``n1`` and ``n2`` are ``n2 - n1`` chip clocks apart.
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import cocotb
 from cocotb.triggers import FallingEdge
 
-from hw.sdram_chips import get_chip
+from hw.memory.sdram_chips import get_chip
 
 __all__ = ["SDRAMViolation", "SDRAMModel"]
 

@@ -1,4 +1,4 @@
-"""cocotb testbench of the activation unit (hw.activation), LUT or CORDIC form.
+"""cocotb testbench of the activation unit (hw.engine.activation), LUT or CORDIC form.
 
 The case arrives as JSON in the ``CASE`` environment variable (written by
 tests/test_hw_activation.py): the input codes, the golden outputs from ``quant.activation``,

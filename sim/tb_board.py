@@ -1,4 +1,4 @@
-"""cocotb testbench of the whole board design (:class:`hw.top.EngineSystem`) driven by the host
+"""cocotb testbench of the whole board design (:class:`hw.board.top.EngineSystem`) driven by the host
 driver over its UART pins, with the timing-checking SDRAM chip model on its SDRAM pins.
 
 Nothing between the host and the memory is modelled: the unchanged :class:`firmware.driver.Device`

@@ -1,4 +1,4 @@
-"""cocotb testbench of :class:`hw.depthwise.DepthwiseArray`: the weight, parameter and pixel
+"""cocotb testbench of :class:`hw.engine.depthwise.DepthwiseArray`: the weight, parameter and pixel
 streams of one layer go in with random idle cycles, the output leaves under random back-pressure
 (the shared case harness of :mod:`sim.tb_requantize`; the pytest side compares bit for bit)."""
 import cocotb

@@ -81,7 +81,7 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
 
     Returns ``{"outputs": int64 (N, D), "cycles": [...], "seconds": [...], "dump": words or
     None, "build_seconds": float}``."""
-    from hw.sim_memory import EngineHarness, write_array_source
+    from hw.memory.sim_memory import EngineHarness, write_array_source
     from firmware import image as im
     from sim.runner import SIM_BUILD, run_cocotb
     folder = SIM_BUILD / name

@@ -1,4 +1,4 @@
-"""cocotb tests of :class:`hw.link.SerialHostLink` through its UART pins.
+"""cocotb tests of :class:`hw.link.framing.SerialHostLink` through its UART pins.
 
 The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word memory model
 behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that

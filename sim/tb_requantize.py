@@ -1,4 +1,4 @@
-"""cocotb testbench of :class:`hw.requantize.Requantizer`, and the case harness the compute-unit
+"""cocotb testbench of :class:`hw.engine.requantize.Requantizer`, and the case harness the compute-unit
 testbenches share (``tb_pointwise``, ``tb_depthwise``).
 
 A *case* is a JSON file (path in ``$CASE``) written by the pytest side::

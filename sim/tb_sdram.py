@@ -1,4 +1,4 @@
-"""cocotb testbench: hw.sdram.SDRAMController against the timing-checking chip model.
+"""cocotb testbench: hw.memory.sdram.SDRAMController against the timing-checking chip model.
 
 Configured by the ``SDRAM_CASE`` environment variable (JSON): ``chip``, ``clk_mhz``,
 ``init_wait_ns``, ``burst_words``, and per test ``seed``, ``ops``, ``expect`` (a rule the model
@@ -12,7 +12,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
 
-from hw.sdram_chips import get_chip
+from hw.memory.sdram_chips import get_chip
 from sim.sdram_model import SDRAMModel
 from sim.streams import StreamSink, StreamSource
 

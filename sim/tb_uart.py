@@ -1,4 +1,4 @@
-"""cocotb tests of :mod:`hw.uart`, plus the bit-level UART model the link testbench reuses.
+"""cocotb tests of :mod:`hw.link.uart`, plus the bit-level UART model the link testbench reuses.
 
 The device under test is :class:`UARTBench`: a transmitter, and a receiver fed either by that
 transmitter (``loop = 1``) or by the ``rx`` pin that the Python model drives at any bit period.
@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
 
-from hw.uart import UARTRx, UARTTx
+from hw.link.uart import UARTRx, UARTTx
 from sim.streams import StreamSink, StreamSource
 
 CLK_PS = 10_000

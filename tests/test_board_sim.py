@@ -1,7 +1,7 @@
 """End to end on the simulated board: host driver -> UART pins -> link -> engine -> arbiter ->
 SDRAM controller -> SDRAM pins -> timing-checking chip model (sim/tb_board.py), in Verilator.
 
-What only this test sees: the real board design (:class:`hw.top.EngineSystem`, not the engine
+What only this test sees: the real board design (:class:`hw.board.top.EngineSystem`, not the engine
 harness with its ideal memory) running a compiled program out of an SDRAM that refreshes and
 enforces its timing, fed and read by the unchanged host driver. Each embedding must equal the
 golden model's integers exactly.
@@ -33,8 +33,8 @@ INIT_WAIT_NS = 200
 
 def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0):
     """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict."""
-    from hw.boards import Link, get_board
-    from hw.top import EngineSystem, system_ports
+    from hw.board.boards import Link, get_board
+    from hw.board.top import EngineSystem, system_ports
     from sim.runner import SIM_BUILD, run_cocotb
     board = get_board(board_name)
     board = dataclasses.replace(board, link=Link(baud=round(board.clock.target_hz / DIVIDER)))
@@ -98,7 +98,7 @@ def check(res, want):
 
 
 def _board(name):
-    from hw.boards import get_board
+    from hw.board.boards import get_board
     return get_board(name)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hw.boards import (BOARDS_YAML, PFD_MHZ, VCO_MHZ, BoardError, default_board_name,
+from hw.board.boards import (BOARDS_YAML, PFD_MHZ, VCO_MHZ, BoardError, default_board_name,
                        get_board, load_boards)
 
 EXPECTED = {"ulx3s": "LFE5U-85F", "ulx3s-45f": "LFE5U-45F", "ulx3s-25f": "LFE5U-25F",
@@ -156,13 +156,13 @@ def test_platform_that_does_not_import(tmp_path, doc):
 
 
 def test_unknown_sdram_chip(tmp_path, doc):
-    pytest.importorskip("hw.sdram_chips")
+    pytest.importorskip("hw.memory.sdram_chips")
     doc["boards"]["ulx3s"]["sdram"]["chip"] = "MT48LC16M16"
     expect_error(write(tmp_path, doc), "ulx3s", "sdram.chip", "MT48LC16M16", "IS42S16160G")
 
 
 def test_cas_latency_too_short_for_the_clock(tmp_path, doc):
-    pytest.importorskip("hw.sdram_chips")
+    pytest.importorskip("hw.memory.sdram_chips")
     b = doc["boards"]["ulx3s"]
     b["clock"]["target_mhz"] = 125
     b["clock"]["pll"] = {"clki_div": 1, "clkfb_div": 5, "clkop_div": 5, "clkop_cphase": 2}
@@ -171,7 +171,7 @@ def test_cas_latency_too_short_for_the_clock(tmp_path, doc):
 
 
 def test_baud_the_clock_cannot_make(tmp_path, doc):
-    pytest.importorskip("hw.uart")
+    pytest.importorskip("hw.link.uart")
     doc["boards"]["ulx3s"]["link"]["baud"] = 12_000_000       # 100/12 = 8.33 cycles: 4 % off
     expect_error(write(tmp_path, doc), "ulx3s", "link.baud", "baud")
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hw import build as hwbuild
-from hw.boards import get_board
-from hw.build import FitError, Step, StepError, StepRunner, StepSkipped, fit_check
-from hw.toolchain import (ToolError, amaranth_build_env, find_tool, parse_nextpnr_log_fmax,
+from hw.build import flow as hwbuild
+from hw.board.boards import get_board
+from hw.build.flow import FitError, Step, StepError, StepRunner, StepSkipped, fit_check
+from hw.build.toolchain import (ToolError, amaranth_build_env, find_tool, parse_nextpnr_log_fmax,
                           parse_nextpnr_report, parse_yosys_stat)
-from hw.top import BoardTop, DSPProbe, probe_estimate, resolve_design
+from hw.board.top import BoardTop, DSPProbe, probe_estimate, resolve_design
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -296,7 +296,7 @@ def test_dsp_probe_rejects_a_bad_size_or_mac():
 def test_primitive_probe_instantiates_registered_dsps():
     b = get_board("ulx3s-12f")
     top = BoardTop(b, design="dsp-probe", probe_mac="primitive")
-    assert top.info["mac"] == "hw.top._PrimitiveMAC"
+    assert top.info["mac"] == "hw.board.top._PrimitiveMAC"
     il = hwbuild._prepare(b.platform_instance(), top).files["top.il"]
     assert il.count("cell \\MULT18X18D") == b.engine.macs
     for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
@@ -375,7 +375,7 @@ def test_elaborate_and_synth_engine_small_board(tmp_path):
     the LUT and FF figures are of the estimate's order. In the default tier, so CI runs the
     elaboration and synthesis of a board: about 35 s of CPU (yosys), 65 s wall on the 2-core
     machine under load. Place and route stays out of CI (the 85F engine: see docs/BOARD.md)."""
-    from hw.top import LUTRAM_LUTS, engine_resources
+    from hw.board.top import LUTRAM_LUTS, engine_resources
     b = get_board("ulx3s-12f")
     ctx = hwbuild.BuildContext(board=b, design="engine", out=tmp_path)
     steps = [s for s in hwbuild.STEPS if s.name in ("elaborate", "synth")]

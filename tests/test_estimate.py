@@ -2,8 +2,8 @@
 the seesaw_shuffle numbers the board configuration relies on."""
 import pytest
 
-from hw import depthwise, pointwise
-from hw.estimate import EngineConfig, ebr_blocks, estimate, layer_estimate, resources, zoo_program
+from hw.engine import depthwise, pointwise
+from hw.engine.estimate import EngineConfig, ebr_blocks, estimate, layer_estimate, resources, zoo_program
 
 
 def test_ebr_blocks():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from hw.activation import ActivationCORDIC, ActivationLUT, make_activation_unit
+from hw.engine.activation import ActivationCORDIC, ActivationLUT, make_activation_unit
 from quant.activation import ActivationSpec, input_codes, table
 from quant.fixedpoint import Fmt
 from sim.runner import run_cocotb

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from hw.depthwise import DepthwiseArray, DepthwiseParams, config_layout, layer_cycles, pack_layer
-from hw.line_buffer import lb_config
-from hw.requantize import param_layout, vector_layout
+from hw.engine.depthwise import DepthwiseArray, DepthwiseParams, config_layout, layer_cycles, pack_layer
+from hw.engine.line_buffer import lb_config
+from hw.engine.requantize import param_layout, vector_layout
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb

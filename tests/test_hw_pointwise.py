@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from hw.pointwise import PointwiseArray, PointwiseParams, config_layout, layer_cycles, pack_layer
-from hw.requantize import param_layout, vector_layout
+from hw.engine.pointwise import PointwiseArray, PointwiseParams, config_layout, layer_cycles, pack_layer
+from hw.engine.requantize import param_layout, vector_layout
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb
@@ -114,7 +114,7 @@ def test_pointwise_dense_128_to_512():
 
 
 def test_pointwise_cycles_match_model():
-    """Full-rate streams: the measured cycles are within 10 % of hw.pointwise.layer_cycles."""
+    """Full-rate streams: the measured cycles are within 10 % of hw.engine.pointwise.layer_cycles."""
     shapes = [(0, 16, 32), (16, 48, 96)]
     cycles = check(FAST, "expand64_fullrate", 64, shapes, (4, 4), idle=0.0, stall=0.0, seed=11)
     model = layer_cycles(FAST, [(ig, og) for _, ig, og in shapes], 64, 16)["total"]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hw.requantize import Requantizer, chunk_widths, dsp_count
+from hw.engine.requantize import Requantizer, chunk_widths, dsp_count
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from firmware import protocol as P
-from hw.link import HostLink, SerialHostLink
+from hw.link.framing import HostLink, SerialHostLink
 from sim.runner import run_cocotb
 
 # Small enough to simulate quickly; odd memory size so that the address check is not a mask.

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from hw.sdram import SDRAMController
-from hw.sdram_chips import AS4C32M16SB, IS42S16160G, get_chip
+from hw.memory.sdram import SDRAMController
+from hw.memory.sdram_chips import AS4C32M16SB, IS42S16160G, get_chip
 
 # Simulations shorten the 100 us power-up wait; controller and model get the same value.
 INIT_WAIT_NS = 2000

@@ -6,7 +6,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.arbiter import MemoryArbiter
+from hw.memory.arbiter import MemoryArbiter
 
 MEM_LATENCY = 3
 MAX_CYCLES = 20000
@@ -246,7 +246,7 @@ def _known_design():
 
 def test_census_counts_a_known_design():
     from amaranth.back import rtlil
-    from hw.top import rtlil_census
+    from hw.board.top import rtlil_census
     d, ports = _known_design()
     c = rtlil_census(rtlil.convert(d, ports=ports))
     assert c["MULT18X18D"] == 1
@@ -259,15 +259,15 @@ def test_census_counts_a_known_design():
 
 
 def test_ebr_lanes_follow_the_write_granularity():
-    from hw.top import ebr_lanes
+    from hw.board.top import ebr_lanes
     assert ebr_lanes(64, 16, 512) == 32     # two 16-bit lanes per 36-bit PDPW16KD
     assert ebr_lanes(16, 16, 2048) == 32    # 9 x 2048 DP16KD, two per lane
     assert ebr_lanes(1, 32, 1024) == 2
 
 
 def test_sdram_read_latency_is_the_chips():
-    from hw.boards import get_board
-    from hw.top import sdram_read_latency
+    from hw.board.boards import get_board
+    from hw.board.top import sdram_read_latency
     b = get_board("ulx3s")
     assert 6 <= sdram_read_latency(b) <= 12
 
@@ -275,9 +275,9 @@ def test_sdram_read_latency_is_the_chips():
 def test_engine_estimate_counts_what_is_built_and_the_fit_check_names_the_overrun():
     import dataclasses
 
-    from hw.boards import get_board
-    from hw.build import FitError, fit_check
-    from hw.top import engine_config, engine_resources
+    from hw.board.boards import get_board
+    from hw.build.flow import FitError, fit_check
+    from hw.board.top import engine_config, engine_resources
     b = get_board("ulx3s-12f")
     est = engine_resources(b)
     res = est["resources"]
@@ -303,8 +303,8 @@ def test_engine_system_holds_the_engine_and_refuses_run():
     import dataclasses
 
     from firmware import protocol as P
-    from hw.boards import Link, get_board
-    from hw.top import EngineSystem
+    from hw.board.boards import Link, get_board
+    from hw.board.top import EngineSystem
     b = get_board("ulx3s-12f")
     b = dataclasses.replace(b, link=Link(baud=12_500_000))      # 8 cycles a bit at 100 MHz
     s = EngineSystem(b, sdram_init_wait_ns=200)

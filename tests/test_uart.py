@@ -1,6 +1,6 @@
 import pytest
 
-from hw.uart import MIN_DIVIDER, UARTRx, UARTTx, uart_divider
+from hw.link.uart import MIN_DIVIDER, UARTRx, UARTTx, uart_divider
 from sim.runner import run_cocotb
 
 

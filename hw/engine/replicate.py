@@ -10,7 +10,7 @@ alone; elsewhere (the simulators) they are ordinary registers. Either way each c
 """
 from amaranth import ClockSignal, Instance, Signal
 
-from .dsp import _is_ecp5
+from hw.engine.dsp import _is_ecp5
 
 
 def replicated(m, platform, value, n, name):

@@ -40,7 +40,7 @@ User interface (all in the controller's clock domain):
   before that but wait).
 - ``pads``: see :class:`SDRAMPadsSignature`.
 
-Run ``python -m hw.sdram --bench`` for the measured throughput (build/sdram/throughput.json).
+Run ``python -m hw.memory.sdram --bench`` for the measured throughput (build/sdram/throughput.json).
 """
 import argparse
 import json
@@ -50,7 +50,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .sdram_chips import SDRAMChip, get_chip
+from hw.memory.sdram_chips import SDRAMChip, get_chip
 
 __all__ = ["SDRAMPadsSignature", "command_layout", "SDRAMController"]
 
@@ -118,7 +118,7 @@ class SDRAMController(wiring.Component):
     Parameters
     ----------
     chip : SDRAMChip or str
-        The part (see :mod:`hw.sdram_chips`).
+        The part (see :mod:`hw.memory.sdram_chips`).
     clk_freq_hz : float
         Controller (and SDRAM) clock; timings are converted to cycles for it and the CAS latency
         chosen by it.
@@ -414,8 +414,8 @@ class SDRAMController(wiring.Component):
 
 def _bench(args):
     from sim.runner import run_cocotb
-    out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "build", "sdram")
+    out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "build", "sdram")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for mhz in args.mhz:

@@ -33,7 +33,7 @@ time and runs it:
 ``END``
     Pulses ``frame_done`` and starts over at descriptor 0 (the next frame).
 
-The memory port is the SDRAM controller's user side (:mod:`hw.sdram`): ``mem_cmd`` (word
+The memory port is the SDRAM controller's user side (:mod:`hw.memory.sdram`): ``mem_cmd`` (word
 address, write, length), ``mem_w`` and ``mem_r`` 16-bit word streams. Writes have priority;
 a write command is issued only once all its data is in the write FIFO.
 
@@ -49,9 +49,9 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
-from .dsp import LATENCY as DSP_LATENCY
-from .dsp import RegisteredMultiplier
-from .replicate import replicated
+from hw.engine.dsp import LATENCY as DSP_LATENCY
+from hw.engine.dsp import RegisteredMultiplier
+from hw.engine.replicate import replicated
 
 ACC_W = 32
 RES_DEPTH = 4
@@ -657,7 +657,7 @@ class Engine(wiring.Component):
         # the dense input-channel select, one copy per lane, at R2 (it picks R3's contents)
         rsel = replicated(m, platform, _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
                                                 to_r - 2, "mac_rsel", True), P, "mac_rsel")
-        # the operand selects, one register copy per lane (hw/replicate.py): each copy drives
+        # the operand selects, one register copy per lane (hw/engine/replicate.py): each copy drives
         # its lane's L operand registers only
         rwslot = replicated(m, platform, _delayed(m, tap[:lL] if lL else Const(0, 1),
                                                   to_r - 1, "mac_wslot", True), P, "mac_wslot")
@@ -725,7 +725,7 @@ class Engine(wiring.Component):
         mv = mv_line[-1]
         mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
                         ((rlast, "acc_last"), (rpend, "acc_pend")))
-        # the accumulators' controls, one register copy per lane (hw/replicate.py): each
+        # the accumulators' controls, one register copy per lane (hw/engine/replicate.py): each
         # drives 32 accumulator bits, not 32 P
         lane_mv = replicated(m, platform, mv_line[-2], P, "acc_v")
         lane_mfirst = replicated(m, platform, _delayed(m, rfirst, to_m - 1, "acc_first_e"), P,

@@ -1,6 +1,6 @@
 """Simulation model of external memory with the SDRAM controller's user-side interface.
 
-Same streams as :class:`hw.sdram.SDRAMController` offers the engine: ``cmd`` (word address,
+Same streams as :class:`hw.memory.sdram.SDRAMController` offers the engine: ``cmd`` (word address,
 write, length), ``w_stream`` and ``r_stream`` of 16-bit words. Each command waits ``latency``
 cycles (row activate + CAS latency of the real chip), then moves one word per cycle; commands
 run in order, one at a time, like the controller's.
@@ -20,7 +20,7 @@ from firmware import image as im
 
 ARRAY_MODULE = "engine_sim_mem_array"
 ARRAY_VERILOG = f"""\
-// Storage of hw/sim_memory.py: preloaded with $readmemh, dumped with $writememh.
+// Storage of hw/memory/sim_memory.py: preloaded with $readmemh, dumped with $writememh.
 module {ARRAY_MODULE} #(parameter DEPTH = 1024, parameter INIT = "", parameter DUMP = "")
   (input clk, input we, input [23:0] waddr, input [15:0] wdata,
    input [23:0] raddr, output [15:0] rdata, input dump);
@@ -57,7 +57,7 @@ class SimMemory(wiring.Component):
     latency : int
         Cycles between accepting a command and its first word.
     cmd_layout : Layout
-        Payload of ``cmd`` (``addr``, ``write``, ``length``), as :func:`hw.engine.cmd_layout`.
+        Payload of ``cmd`` (``addr``, ``write``, ``length``), as :func:`hw.engine.layer_engine.cmd_layout`.
 
     Members
     -------
@@ -117,13 +117,13 @@ class SimMemory(wiring.Component):
 
 
 class EngineHarness(wiring.Component):
-    """:class:`hw.engine.Engine` wired to a :class:`SimMemory`: what the simulations run.
+    """:class:`hw.engine.layer_engine.Engine` wired to a :class:`SimMemory`: what the simulations run.
 
     Members: ``i_stream``, ``o_stream``, ``frame_done``, ``busy``, ``pc`` (the engine's) and
     ``dump`` (the memory's)."""
 
     def __init__(self, config, depth, init_file, dump_file):
-        from .engine import Engine, cmd_layout
+        from hw.engine.layer_engine import Engine, cmd_layout
         self.engine = Engine(config)
         self.memory = SimMemory(depth, init_file, dump_file, config.mem_latency,
                                 cmd_layout(config.max_burst))

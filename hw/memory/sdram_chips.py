@@ -1,6 +1,6 @@
 """SDR SDRAM chips as data: geometry and timing rules, one dataclass instance per part.
 
-The controller (:mod:`hw.sdram`) and the simulation model (:mod:`sim.sdram_model`) both take
+The controller (:mod:`hw.memory.sdram`) and the simulation model (:mod:`sim.sdram_model`) both take
 their numbers from here, so a chip is described once. Timings are minimum times in ns from the
 datasheet's -7 speed grade; :meth:`SDRAMChip.cycles` turns them into whole clock cycles for a
 given clock (rounding up, never below the datasheet's minimum clock count).

@@ -4,7 +4,7 @@ Used by the build flow (estimate before synthesis) and the simulation report (es
 measured cycles). The cycle models of the pointwise and depthwise arrays are the ones their
 cocotb tests check against measured cycles (within 10 %, measured: within 0.1 %).
 
-    from hw.estimate import EngineConfig, estimate, resources, zoo_program
+    from hw.engine.estimate import EngineConfig, estimate, resources, zoo_program
     cfg = EngineConfig(pw_lanes=32, vec=8, clock_mhz=100)
     report = estimate(zoo_program("seesaw_shuffle"), cfg)   # report["fps"], report["layers"]
     resources(cfg)                                          # LUT4, TRELLIS_FF, MULT18X18D, DP16KD
@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, fields
 
 from quant.fixedpoint import Fmt
 
-from . import depthwise, pointwise
-from .requantize import M_WIDTH, S_WIDTH, chunk_widths
+from hw.engine import depthwise, pointwise
+from hw.engine.requantize import M_WIDTH, S_WIDTH, chunk_widths
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def resources(engine_config) -> dict:
     line buffer, weight memories and requantizers), per unit and in total.
 
     Derivation: one ``MULT18X18D`` per MAC lane; two per requantizer lane with a 32-bit
-    accumulator (:func:`hw.requantize.chunk_widths`); memories in 18 Kbit ``DP16KD`` at the best
+    accumulator (:func:`hw.engine.requantize.chunk_widths`); memories in 18 Kbit ``DP16KD`` at the best
     aspect ratio; adders one LUT4 per bit; a barrel shifter one LUT4 per bit and level;
     control counters and handshakes ~400 LUT4 / 300 FF per unit. Activation units, SE, the
     sequencer, SDRAM controller and host link are other units' figures.

@@ -1,7 +1,7 @@
 """Board descriptions from ``boards.yaml``: device, clock and PLL, SDRAM, link, resources and
 engine parallelism, validated on load.
 
-    from hw.boards import get_board, load_boards
+    from hw.board.boards import get_board, load_boards
     board = get_board("ulx3s")          # the default board of boards.yaml when name is None
     board.clock.pll.clkfb_div, board.engine.macs, board.platform_class()
 
@@ -20,7 +20,7 @@ import yaml
 __all__ = ["BoardError", "Board", "Clock", "PLL", "SDRAM", "Link", "Resources", "Engine",
            "load_boards", "get_board", "default_board_name", "BOARDS_YAML", "RESOURCE_NAMES"]
 
-BOARDS_YAML = Path(__file__).resolve().parent.parent / "boards.yaml"
+BOARDS_YAML = Path(__file__).resolve().parents[2] / "boards.yaml"
 
 #: The resources the fit check and the reports speak of, in nextpnr's cell names
 #: (``LUT4`` is nextpnr's ``TRELLIS_COMB``).
@@ -261,7 +261,7 @@ def _check_board(b: Board, path):
     # The SDRAM chip data and the UART divider rule belong to other modules; check against them
     # when they are there (they are optional while the tree is being built).
     try:
-        from . import sdram_chips
+        from hw.memory import sdram_chips
     except ImportError:
         sdram_chips = None
     if sdram_chips is not None:
@@ -275,7 +275,7 @@ def _check_board(b: Board, path):
                       f"period of at least {tck_min} ns on {chip.name}; target_mhz="
                       f"{c.target_mhz:g} gives {1e3 / c.target_mhz:.2f} ns")
     try:
-        from .uart import uart_divider
+        from hw.link.uart import uart_divider
     except ImportError:
         uart_divider = None
     if uart_divider is not None:

@@ -1,4 +1,4 @@
-"""Cycle model of :class:`hw.engine.Engine`: ``estimate_cycles(program, config)``.
+"""Cycle model of :class:`hw.engine.layer_engine.Engine`: ``estimate_cycles(program, config)``.
 
 ``program`` is a compiled image (:class:`firmware.compiler.Compiled`) or its list of
 descriptor dicts. The model follows the implementation phase by phase (it is checked against

@@ -1,6 +1,6 @@
 """Memory-port arbiter: one SDRAM controller user port shared by several masters.
 
-Every port (the masters' and the controller's) is the three streams of :mod:`hw.sdram`'s user
+Every port (the masters' and the controller's) is the three streams of :mod:`hw.memory.sdram`'s user
 side: ``cmd`` ``{addr, write, length}``, ``w`` (write words, master -> memory) and ``r`` (read
 words, memory -> master).
 

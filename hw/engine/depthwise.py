@@ -1,8 +1,8 @@
 """Depthwise PE array: per-channel K x K convolution (3x3 stride 1/2 pad 1; 7x7 valid GDConv).
 
-``vec`` channel lanes, one MAC each, walk the taps that :class:`~hw.line_buffer.LineBuffer`
+``vec`` channel lanes, one MAC each, walk the taps that :class:`~hw.engine.line_buffer.LineBuffer`
 delivers (one tap of ``vec`` channels per cycle): a window of one channel group takes ``K*K``
-cycles, then its ``vec`` accumulators go to a :class:`~hw.requantize.RequantizeDrain` (bias,
+cycles, then its ``vec`` accumulators go to a :class:`~hw.engine.requantize.RequantizeDrain` (bias,
 requantize, one output transfer). Bit-exact with ``quant.ops.conv(groups=C)`` +
 ``quant.ops.requantize``.
 
@@ -24,10 +24,10 @@ from amaranth.lib.wiring import In, Out
 
 from quant.fixedpoint import Fmt
 
-from .line_buffer import LineBuffer, LineBufferParams, lb_config, lb_config_layout
-from .mac import MAC
-from .requantize import LATENCY as RQ_LATENCY
-from .requantize import RequantizeDrain, param_layout, vector_layout
+from hw.engine.line_buffer import LineBuffer, LineBufferParams, lb_config, lb_config_layout
+from hw.engine.mac import MAC
+from hw.engine.requantize import LATENCY as RQ_LATENCY
+from hw.engine.requantize import RequantizeDrain, param_layout, vector_layout
 
 # line-buffer read (1) + output register... tap accepted -> weight read (1) -> MAC (3) ->
 # drain stage D (1) -> requantize (5)
@@ -69,11 +69,11 @@ class DepthwiseArray(wiring.Component):
     Members
     -------
     cfg : In(config_layout), start : In(1), busy : Out(1)
-        As for :class:`~hw.pointwise.PointwiseArray`; ``cfg`` from :func:`pack_layer`.
+        As for :class:`~hw.engine.pointwise.PointwiseArray`; ``cfg`` from :func:`pack_layer`.
     w_stream : In(stream of ``vec`` signed weights)
-    p_stream : In(stream of :func:`~hw.requantize.param_layout` rows)
-    i_stream : In(stream of :func:`~hw.requantize.vector_layout`)
-    o_stream : Out(stream of :func:`~hw.requantize.vector_layout`)
+    p_stream : In(stream of :func:`~hw.engine.requantize.param_layout` rows)
+    i_stream : In(stream of :func:`~hw.engine.requantize.vector_layout`)
+    o_stream : Out(stream of :func:`~hw.engine.requantize.vector_layout`)
     """
 
     def __init__(self, params: DepthwiseParams = DepthwiseParams()):

@@ -6,8 +6,8 @@ and a reset synchroniser that holds ``sync`` in reset until the PLL locks -- and
 designs:
 
 ``"engine"``
-    The accelerator: engine (:mod:`hw.engine`), SDRAM controller (:mod:`hw.sdram`), UART link
-    (:mod:`hw.link`) and the memory-port arbiter (:mod:`hw.arbiter`), composed by
+    The accelerator: engine (:mod:`hw.engine.layer_engine`), SDRAM controller (:mod:`hw.memory.sdram`), UART link
+    (:mod:`hw.link.framing`) and the memory-port arbiter (:mod:`hw.memory.arbiter`), composed by
     :class:`EngineSystem`; :meth:`BoardTop._elaborate_engine` adds the pins. Its estimate is
     :func:`engine_estimate`.
 ``"dsp-probe"``
@@ -16,7 +16,7 @@ designs:
     nothing is optimised away. It is a real timing and DSP-packing probe of the MAC the PE arrays
     are built from, **not** the accelerator; reports say ``"design": "dsp-probe"``.
 
-``"auto"`` picks ``"engine"`` once :data:`ENGINE_WIRED` is true and :mod:`hw.engine` imports,
+``"auto"`` picks ``"engine"`` once :data:`ENGINE_WIRED` is true and :mod:`hw.engine.layer_engine` imports,
 ``"dsp-probe"`` otherwise.
 """
 import importlib
@@ -40,10 +40,10 @@ DESIGNS = ("auto", "engine", "dsp-probe")
 ENGINE_WIRED = True
 
 #: Components the engine design is made of: module -> what it provides.
-COMPONENTS = {"hw.engine": "the streaming block engine",
-              "hw.arbiter": "the memory-port arbiter",
-              "hw.sdram": "the SDRAM controller",
-              "hw.link": "the UART link to the host"}
+COMPONENTS = {"hw.engine.layer_engine": "the streaming block engine",
+              "hw.memory.arbiter": "the memory-port arbiter",
+              "hw.memory.sdram": "the SDRAM controller",
+              "hw.link.framing": "the UART link to the host"}
 
 
 def _module_exists(name: str) -> bool:
@@ -62,7 +62,7 @@ def resolve_design(design: str) -> str:
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {', '.join(DESIGNS)}, not {design!r}")
     if design == "auto":
-        return "engine" if ENGINE_WIRED and _module_exists("hw.engine") else "dsp-probe"
+        return "engine" if ENGINE_WIRED and _module_exists("hw.engine.layer_engine") else "dsp-probe"
     return design
 
 
@@ -76,17 +76,17 @@ _TREE_FANIN = 4
 
 
 def _mac_class():
-    """The PE arrays' own MAC (:class:`hw.mac.MAC`) when it is there, so the probe measures the
+    """The PE arrays' own MAC (:class:`hw.engine.mac.MAC`) when it is there, so the probe measures the
     primitive the engine will use; otherwise :class:`_ProbeMAC`, with the same register stages."""
     try:
-        from .mac import MAC
-        return MAC, "hw.mac.MAC"
+        from hw.engine.mac import MAC
+        return MAC, "hw.engine.mac.MAC"
     except ImportError:
-        return _ProbeMAC, "hw.top._ProbeMAC"
+        return _ProbeMAC, "hw.board.top._ProbeMAC"
 
 
 class _ProbeMAC(Elaboratable):
-    """Registered inputs, registered product, accumulator (three stages, like hw.mac.MAC)."""
+    """Registered inputs, registered product, accumulator (three stages, like hw.engine.mac.MAC)."""
 
     def __init__(self, a_width, b_width, acc_width):
         self.en = Signal(init=1)
@@ -151,7 +151,7 @@ class _PrimitiveMAC(Elaboratable):
         return m
 
 
-#: MAC implementations the probe can use: ``engine`` is :class:`hw.mac.MAC` (what the PE arrays
+#: MAC implementations the probe can use: ``engine`` is :class:`hw.engine.mac.MAC` (what the PE arrays
 #: use; fabric registers around an inferred multiplier), ``primitive`` the explicit DSP above.
 PROBE_MACS = ("engine", "primitive")
 
@@ -174,7 +174,7 @@ class DSPProbe(Elaboratable):
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.mac = mac
         self.out = Signal()
-        self.mac_impl = _mac_class()[1] if mac == "engine" else "hw.top._PrimitiveMAC"
+        self.mac_impl = _mac_class()[1] if mac == "engine" else "hw.board.top._PrimitiveMAC"
 
     def elaborate(self, platform):
         m = Module()
@@ -253,11 +253,11 @@ class BoardTop(Elaboratable):
 
     Parameters
     ----------
-    board : hw.boards.Board
+    board : hw.board.boards.Board
     design : str
         ``"auto"``, ``"engine"`` or ``"dsp-probe"`` (see the module docstring).
     probe_mac : str
-        The probe's MAC (:data:`PROBE_MACS`): ``"engine"`` (:class:`hw.mac.MAC`, the default)
+        The probe's MAC (:data:`PROBE_MACS`): ``"engine"`` (:class:`hw.engine.mac.MAC`, the default)
         or ``"primitive"`` (explicit ``MULT18X18D`` with its own registers).
 
     Members
@@ -278,7 +278,7 @@ class BoardTop(Elaboratable):
         self.info = {"design": self.design, "target_mhz": board.clock.target_mhz,
                      "components": available_components()}
         if self.design == "dsp-probe":
-            mac = _mac_class()[1] if probe_mac == "engine" else "hw.top._PrimitiveMAC"
+            mac = _mac_class()[1] if probe_mac == "engine" else "hw.board.top._PrimitiveMAC"
             self.info.update({"macs": board.engine.macs, "mac": mac,
                               "operand_bits": [PROBE_A_WIDTH, PROBE_B_WIDTH],
                               "acc_bits": PROBE_ACC_WIDTH})
@@ -315,7 +315,7 @@ class BoardTop(Elaboratable):
         # No FREQUENCY NET for the PLL output: Amaranth would name the net by one of its
         # hierarchical aliases, which nextpnr does not find after flattening. nextpnr derives
         # the constraint itself from the 25 MHz input constraint and the dividers ("Derived
-        # frequency constraint of 100.0 MHz for net clk"); hw/build.py picks the engine clock
+        # frequency constraint of 100.0 MHz for net clk"); hw/build/flow.py picks the engine clock
         # out of nextpnr's report by that constraint.
         # Hold the engine in reset until the PLL has locked; release synchronously.
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
@@ -356,8 +356,8 @@ class BoardTop(Elaboratable):
                 f"written yet; build design 'dsp-probe' meanwhile")
         if not ENGINE_WIRED:
             raise NotImplementedError(
-                f"board {self.board.name!r}: hw/engine.py, hw/sdram.py and hw/link.py exist but "
-                f"BoardTop._elaborate_engine (hw/top.py) does not wire them yet")
+                f"board {self.board.name!r}: hw/engine/layer_engine.py, hw/memory/sdram.py and hw/link/framing.py exist but "
+                f"BoardTop._elaborate_engine (hw/board/top.py) does not wire them yet")
 
     def _elaborate_engine(self, m, platform, locked):
         """SDRAM pins, UART pins and LEDs around :class:`EngineSystem` (see there)."""
@@ -367,7 +367,7 @@ class BoardTop(Elaboratable):
         sdram = platform.request("sdram", 0, dir="-")
         # The SDRAM clock: an ODDRX1F (DDR output, D0=1 D1=0) replicates the sync clock in
         # phase at the pin; the command and data pins leave fabric flip-flops a little later,
-        # which is the hold margin at the chip (hw/sdram.py: in phase or slightly ahead).
+        # which is the hold margin at the chip (hw/memory/sdram.py: in phase or slightly ahead).
         m.submodules.sdram_clk = clk_buf = io.DDRBuffer("o", sdram.clk, o_domain="sync")
         m.d.comb += [clk_buf.o[0].eq(1), clk_buf.o[1].eq(0)]
         outs = {"clk_en": pads.clk_en, "cs": ~pads.cs_n, "we": ~pads.we_n, "ras": ~pads.ras_n,
@@ -415,33 +415,33 @@ class EngineSystem(Elaboratable):
     of :class:`BoardTop` (also what the estimate counts and what a board-level simulation can
     drive).
 
-    - :class:`hw.sdram.SDRAMController` for the board's chip at the engine clock
+    - :class:`hw.memory.sdram.SDRAMController` for the board's chip at the engine clock
       (``burst_words`` = :data:`SDRAM_BURST`);
-    - :class:`hw.link.SerialHostLink` at ``link.baud``, memory port 24-bit word addresses and
+    - :class:`hw.link.framing.SerialHostLink` at ``link.baud``, memory port 24-bit word addresses and
       ``max_burst`` = :data:`SDRAM_BURST` (the same streams as the controller);
-    - :class:`hw.engine.Engine` with :func:`engine_config` of the board, in its own reset
+    - :class:`hw.engine.layer_engine.Engine` with :func:`engine_config` of the board, in its own reset
       domain ``eng`` (same clock): it is held in reset until a run starts -- the link's RUN
       (``start``) or the first face byte of a FACE_DATA frame -- and put back into reset when
       it reaches END (``frame_done``). So it never fetches descriptors from a memory the host
       has not loaded yet, and each frame starts at descriptor 0. The memory image (program +
       weights) is written by the host over the link (:mod:`firmware.driver`); the bitstream
       holds no weights.
-    - :class:`hw.arbiter.MemoryArbiter`: master 0 the link, allowed while the engine is held;
+    - :class:`hw.memory.arbiter.MemoryArbiter`: master 0 the link, allowed while the engine is held;
       master 1 the engine, allowed while it runs. The link reports ``busy`` while the engine
       runs, so it NACKs memory commands meanwhile; the arbiter would hold them anyway.
 
-    Members: ``pads`` (:class:`hw.sdram.SDRAMPadsSignature`, controller side), ``rx`` / ``tx``
+    Members: ``pads`` (:class:`hw.memory.sdram.SDRAMPadsSignature`, controller side), ``rx`` / ``tx``
     (UART lines), ``init_done``, ``running``, ``done``.
     """
 
     def __init__(self, board, *, sdram_init_wait_ns=None):
         from firmware import protocol
-        from .arbiter import MemoryArbiter
-        from .engine import Engine
-        from .link import SerialHostLink
-        from .sdram import SDRAMController
-        from .sdram_chips import get_chip
-        from .uart import uart_divider
+        from hw.memory.arbiter import MemoryArbiter
+        from hw.engine.layer_engine import Engine
+        from hw.link.framing import SerialHostLink
+        from hw.memory.sdram import SDRAMController
+        from hw.memory.sdram_chips import get_chip
+        from hw.link.uart import uart_divider
         self.board = board
         clk_hz = board.clock.target_hz
         self.config = engine_config(board)
@@ -494,7 +494,7 @@ class EngineSystem(Elaboratable):
                      ResetSignal("eng").eq(ResetSignal("sync") | ~running)]
         # Register slices on the face and result streams: the link and the engine sit apart
         # on the die, and these streams run at UART speed.
-        from .arbiter import StreamSlice
+        from hw.memory.arbiter import StreamSlice
         m.submodules.face_slice = face = StreamSlice(8)
         m.submodules.result_slice = result = StreamSlice(signed(16))
         go = link.start | (face.o.valid & ~running)
@@ -570,7 +570,7 @@ def system_ports(system):
 #: controller's dq capture register and read FIFO, the command register and the arbiter's
 #: register slices (the master's command, the bus command, the read data).
 def sdram_read_latency(board) -> int:
-    from .sdram_chips import get_chip
+    from hw.memory.sdram_chips import get_chip
     t = get_chip(board.sdram.chip).cycles(board.clock.target_hz)
     return 1 + t.tRCD + board.sdram.cas_latency + 1 + 2 + 3    # + the arbiter's 3 slices
 
@@ -666,7 +666,7 @@ def rtlil_census(text) -> dict:
         aw, bw = p.get("A_WIDTH", 0), p.get("B_WIDTH", 0)
         if typ in ("$dff", "$adff", "$sdff", "$dffe", "$adffe", "$sdffe", "$aldff", "$dlatch"):
             ff += p.get("WIDTH", 1)
-        elif typ == "\\MULT18X18D":      # an explicit DSP (hw.dsp), its registers inside
+        elif typ == "\\MULT18X18D":      # an explicit DSP (hw.engine.dsp), its registers inside
             dsp += 1
         elif typ == "$mul":
             consts = [k for k in ("A", "B") if _is_const(c.get(k))]
@@ -739,7 +739,7 @@ def engine_resources(board) -> dict:
     per ``TRELLIS_DPR16X4`` (nextpnr places LUT RAM on the LUT sites of slices)."""
     from amaranth.back import rtlil
     system = EngineSystem(board)
-    # with the board's platform: hw.dsp instantiates the DSPs as the build does
+    # with the board's platform: hw.engine.dsp instantiates the DSPs as the build does
     text = rtlil.convert(system, name="engine_system", ports=system_ports(system),
                          platform=board.platform_instance())
     census = rtlil_census(text)
@@ -758,8 +758,8 @@ def sdram_overhead(board, descriptors, cfg) -> dict:
     another row). Returns the factor on the model's cycles and its parts."""
     import types
 
-    from .engine_cycles import traffic_words
-    from .sdram_chips import get_chip
+    from hw.engine.cycles import traffic_words
+    from hw.memory.sdram_chips import get_chip
     chip = get_chip(board.sdram.chip)
     t = chip.cycles(board.clock.target_hz)
     refresh = (t.tRP + t.tRFC) / t.tREFI
@@ -772,14 +772,14 @@ def sdram_overhead(board, descriptors, cfg) -> dict:
 def engine_estimate(board, firmware_record) -> dict:
     """The build's estimate of the engine design: ``resources`` (:func:`engine_resources`)
     and ``cycles_per_frame`` from the engine's cycle model
-    (:func:`hw.engine_cycles.estimate_cycles`) on the compiled program of the firmware step
+    (:func:`hw.engine.cycles.estimate_cycles`) on the compiled program of the firmware step
     (its ``memory.json``), with the SDRAM's read latency (:func:`sdram_read_latency`) for the
     memory model's, plus refresh and row changes (:func:`sdram_overhead`)."""
     import json
     from pathlib import Path
 
     from firmware.image import EngineConfig
-    from .engine_cycles import estimate_cycles
+    from hw.engine.cycles import estimate_cycles
     mem_map = (firmware_record or {}).get("map")
     if not mem_map or not Path(mem_map).exists():
         raise ValueError(f"board {board.name!r}: no compiled program (the firmware step's "
@@ -798,8 +798,8 @@ def engine_estimate(board, firmware_record) -> dict:
     sdram = sdram_overhead(board, image["descriptors"], cfg)
     total = int(round(cycles["total"] * sdram["factor"])) + sdram["row_change_cycles"]
     res = engine_resources(board)
-    return {"source": "hw.top.engine_estimate (RTLIL census of EngineSystem; "
-                      "hw.engine_cycles on the compiled program)",
+    return {"source": "hw.board.top.engine_estimate (RTLIL census of EngineSystem; "
+                      "hw.engine.cycles on the compiled program)",
             "resources": res["resources"], "census": res["census"],
             "lut_calibration": res["lut_calibration"],
             "cycles_per_frame": total,

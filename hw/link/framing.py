@@ -39,7 +39,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from firmware import protocol as P
-from .uart import UARTRx, UARTTx
+from hw.link.uart import UARTRx, UARTTx
 
 __all__ = ["HostLink", "SerialHostLink", "mem_command_layout", "crc16_next"]
 
@@ -609,7 +609,7 @@ class SerialHostLink(wiring.Component):
     Parameters
     ----------
     divider : int
-        Clock cycles a UART bit (see :func:`hw.uart.uart_divider`).
+        Clock cycles a UART bit (see :func:`hw.link.uart.uart_divider`).
     **kwargs
         Passed to :class:`HostLink`.
 

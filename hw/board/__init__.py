@@ -1,0 +1,1 @@
+"""Boards: boards.yaml, the board top (PLL, SDRAM, link, engine)."""

@@ -1,0 +1,1 @@
+"""The compute engine: PE arrays, activation unit, post pipeline, sequencer, cycle model."""

@@ -1,0 +1,1 @@
+"""Host link: UART and the framed command protocol."""
