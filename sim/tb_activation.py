@@ -1,8 +1,10 @@
-"""cocotb testbench of the activation unit (hw.engine.activation), LUT or CORDIC form.
+"""cocotb testbench of the CORDIC activation unit (hw.engine.activation.ActivationCORDIC).
 
 The case arrives as JSON in the ``CASE`` environment variable (written by
-tests/test_hw_activation.py): the input codes, the golden outputs from ``quant.activation``,
-the port widths, the unit's claimed latency and the stall probabilities.
+tests/test_hw_activation.py): one or more parts, each a packed ``config`` word (the formats of
+one spec), its input codes and the golden outputs from ``quant.activation``; the port widths,
+the unit's claimed latency and the stall probabilities. The parts run one after another on the
+same unit, the configuration changing between them (as it does between layers).
 """
 import json
 import os
@@ -38,6 +40,12 @@ class ActivationTB:
         mask = (1 << self.case["in_bits"]) - 1
         return [c & mask for c in codes]
 
+    async def configure(self, config):
+        """Set the formats while the pipeline is empty (as the engine does between layers)."""
+        self.dut.config.value = config
+        await RisingEdge(self.dut.clk)
+        await RisingEdge(self.dut.clk)
+
     async def run(self, codes):
         send = cocotb.start_soon(self.source.send(self.words(codes)))
         got = await self.sink.receive(len(codes))
@@ -66,19 +74,23 @@ async def test_random_stalls(dut):
     case = load_case()
     tb = ActivationTB(dut, case, case["idle_prob"], case["stall_prob"], seed=case["seed"])
     await tb.reset()
-    got = await tb.run(case["codes"])
-    check(got, case["expected"], case["codes"])
-    await tb.assert_drained()
+    for part in case["parts"]:
+        await tb.configure(part["config"])
+        got = await tb.run(part["codes"])
+        check(got, part["expected"], part["codes"])
+        await tb.assert_drained()
 
 
 @cocotb.test()
 async def test_latency_and_throughput(dut):
     """No stalls: the first result after exactly ``latency`` cycles, then one per cycle."""
     case = load_case()
+    part = case["parts"][0]
     tb = ActivationTB(dut, case, 0.0, 0.0)
     await tb.reset()
-    n = min(64, len(case["codes"]))
-    codes = case["codes"][:n]
+    await tb.configure(part["config"])
+    n = min(64, len(part["codes"]))
+    codes = part["codes"][:n]
     dut.o_stream__ready.value = 1
     first_in = outs = None
     got = []
@@ -100,7 +112,7 @@ async def test_latency_and_throughput(dut):
         await RisingEdge(dut.clk)
         cycle += 1
     dut.i_stream__valid.value = 0
-    check(got, case["expected"][:n], codes)
+    check(got, part["expected"][:n], codes)
     assert outs - first_in == case["latency"], \
         f"latency {outs - first_in} cycles, unit claims {case['latency']}"
     assert cycle - 1 - outs == n - 1, f"{n} results took {cycle - outs} cycles"

