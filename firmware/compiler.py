@@ -267,7 +267,7 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
                 d.update(w_addr=addr, w_words=slope.size, shift=int(op["slope_frac"]))
             elif kind == "activation":
                 spec = act.ActivationSpec.from_dict(op["spec"])
-                d.update(_lut(b, name, spec, cfg))
+                d.update(_activation(b, name, spec, cfg))
                 d.update(sat_lo=spec.in_fmt.lo, sat_hi=spec.in_fmt.hi)
             elif kind == "avgpool":
                 if int(op["acc_bits"]) > ACC_BITS:
@@ -430,15 +430,26 @@ def _pack_narrow(descs, tensors):
             d["r_words"] //= 2
 
 
-def _lut(b, name, spec, cfg):
+def _activation(b, name, spec, cfg):
+    """Descriptor fields of the activation ``spec`` on the engine's unit: a table in the image
+    (``lut``) or the CORDIC's run-time formats (``cordic``)."""
     from quant import activation as act
+    if spec.out_fmt.n_word > 16:
+        raise CompileError(f"layer {name!r}: activation output {spec.out_fmt.fxp_dtype} is "
+                           f"wider than 16 bits")
+    if cfg.activation == "cordic":
+        from hw.engine.activation import activation_config, activation_config_layout
+        try:        # the engine's unit: 16-bit signed codes in, 17-bit out (the defaults)
+            config = activation_config(spec, iterations=cfg.cordic_iterations,
+                                       width=cfg.cordic_width)
+        except ValueError as e:
+            raise CompileError(f"layer {name!r}: {e}") from None
+        packed = activation_config_layout().const(config).as_value().value
+        return {"act_cfg": packed, "flags": im.FLAG_ACT}
     if 1 << spec.in_fmt.n_word > cfg.lut_depth:
         raise CompileError(f"layer {name!r}: activation input {spec.in_fmt.fxp_dtype} needs a "
                            f"{1 << spec.in_fmt.n_word}-entry table, more than lut_depth "
                            f"{cfg.lut_depth}")
-    if spec.out_fmt.n_word > 16:
-        raise CompileError(f"layer {name!r}: activation output {spec.out_fmt.fxp_dtype} is "
-                           f"wider than 16 bits")
     t = act.table(spec)
     addr = b.add(f"{name}.table", im.to_words(t, f"layer {name!r} table"))
     return {"lut_addr": addr, "lut_n": t.size, "lut_off": spec.in_fmt.lo,
@@ -542,7 +553,7 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
     lut = {}
     if act_op is not None:
         spec = act.ActivationSpec.from_dict(act_op["spec"])
-        lut = _lut(b, act_op["name"], spec, cfg)
+        lut = _activation(b, act_op["name"], spec, cfg)
     descs = []
     for ci, chunk in enumerate(chunks):
         ew = cfg.entry_words

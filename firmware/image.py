@@ -16,7 +16,7 @@ Image layout (word addresses)::
                      program has its own region (no reuse), so all of them can be dumped and
                      compared with the golden model after a frame
 
-Descriptor (``DESC_WORDS`` = 53 words, field table :data:`FIELDS`; 32-bit fields are two
+Descriptor (``DESC_WORDS`` = 56 words, field table :data:`FIELDS`; 32-bit fields are two
 words, low word first; fields marked signed are two's complement):
 
 =====  ===========  ===============================================================
@@ -78,6 +78,9 @@ word   field        meaning
                     output, HWC), read one output row ahead of the row's results
 50-51  r_lo/r_hi    signed: saturation bounds of the sum (the add's output format)
 52     r_words      words of one residual row, ``OW * OC``
+53-55  act_cfg      engines with the CORDIC activation unit: the activation's formats,
+                    :func:`hw.engine.activation.activation_config_layout` packed from bit 0
+                    (``lut_*`` are then 0: no table is loaded)
 =====  ===========  ===============================================================
 
 Group parameter record (CONV, ``4 + 4 P`` words, one per group of <= P output channels)::
@@ -101,7 +104,7 @@ import numpy as np
 
 WORD_BITS = 16
 ADDR_BITS = 24
-DESC_WORDS = 53
+DESC_WORDS = 56
 
 OP_END, OP_INPUT, OP_CONV, OP_VEC, OP_OUTPUT = 0, 1, 2, 3, 4
 OPCODES = {"end": OP_END, "input": OP_INPUT, "conv": OP_CONV, "vec": OP_VEC, "output": OP_OUTPUT}
@@ -130,7 +133,7 @@ FIELDS = {
     "ls_shift": (42, 1, False), "ls_lo": (43, 1, True), "ls_hi": (44, 1, True),
     "row_entries": (45, 1, False), "row_words": (46, 1, False), "p_words": (47, 1, False),
     "r_addr": (48, 2, False), "r_lo": (50, 1, True), "r_hi": (51, 1, True),
-    "r_words": (52, 1, False),
+    "r_words": (52, 1, False), "act_cfg": (53, 3, False),
 }
 GROUP_HEADER_WORDS = 4
 GATHER_MAX = 256
@@ -172,6 +175,12 @@ class EngineConfig:
         Longest memory command (words).
     mem_latency : int
         Simulation memory model: cycles from a command to its first data word.
+    activation : str
+        The swish/sigmoid unit of the post pipeline: ``"lut"`` (a table loaded per layer) or
+        ``"cordic"`` (:class:`hw.engine.activation.ActivationCORDIC`, formats per descriptor).
+    cordic_iterations, cordic_width : int
+        ``N`` and ``W`` of the CORDIC unit; the artifact's activations must be quantized with
+        the same (``python -m quant --act cordic``).
     clock_mhz : float
         Engine clock (for frames per second).
     """
@@ -188,6 +197,9 @@ class EngineConfig:
     max_burst: int = 1024
     mem_latency: int = 6
     clock_mhz: float = 100.0
+    activation: str = "lut"
+    cordic_iterations: int = 16
+    cordic_width: int = 24
 
     def __post_init__(self):
         for name in ("lanes", "in_lanes"):
@@ -197,6 +209,9 @@ class EngineConfig:
         if self.lanes % self.in_lanes:
             raise ImageError(f"EngineConfig.in_lanes ({self.in_lanes}) must divide lanes "
                              f"({self.lanes})")
+        if self.activation not in ("lut", "cordic"):
+            raise ImageError(f"EngineConfig.activation must be 'lut' or 'cordic', "
+                             f"not {self.activation!r}")
         if self.chunk > self.fifo_depth // 2:
             raise ImageError(f"EngineConfig.chunk ({self.chunk}) must be at most half of "
                              f"fifo_depth ({self.fifo_depth})")
@@ -227,7 +242,7 @@ class EngineConfig:
         e = board.engine
         kw = dict(lanes=_pow2_floor(e.pointwise_out_lanes),
                   in_lanes=_pow2_floor(min(e.pointwise_in_lanes, e.pointwise_out_lanes)),
-                  clock_mhz=float(board.clock.target_mhz))
+                  clock_mhz=float(board.clock.target_mhz), activation=e.activation)
         kw.update(overrides)
         return cls(**kw)
 

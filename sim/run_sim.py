@@ -50,15 +50,17 @@ def random_weights(variant, seed=0, out=None) -> Path:
     return out
 
 
-def _artifact(variant, weights, artifact_dir, random_seed=None, quick=False):
+def _artifact(variant, weights, artifact_dir, random_seed=None, quick=False, act="lut"):
+    """The artifact folder, quantized if missing; ``act``: the board's activation form (the
+    CORDIC engine computes the quantizer's CORDIC, so it needs an artifact of its own)."""
+    name = variant + (f"_random{random_seed}" if random_seed is not None else "") + \
+        ("_cordic" if act == "cordic" else "")
     if random_seed is not None:
         weights = random_weights(variant, random_seed)
-        default = ROOT / "build" / "quant" / f"{variant}_random{random_seed}"
-    else:
-        default = ROOT / "build" / "quant" / variant
-    folder = Path(artifact_dir) if artifact_dir else default
+    folder = Path(artifact_dir) if artifact_dir else ROOT / "build" / "quant" / name
     if not (folder / "manifest.json").exists():
-        cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder)]
+        cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder),
+               "--act", act]
         if weights:
             cmd += ["--weights", str(weights)]
         if random_seed is not None or quick:   # the artifact is the same; skip most of the
@@ -116,13 +118,15 @@ def main(argv=None):
     from quant.golden import GoldenModel
     from sim.tb_engine import simulate
 
-    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights, a.quick_quantize)
+    board = get_board(a.board)
+    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights, a.quick_quantize,
+                       board.engine.activation)
     if a.random_weights is not None:
         a.weights = random_weights(a.variant, a.random_weights)
     art = load(folder)
     faces = facelib.load_images(a.images, a.faces) if a.images else \
         facelib.load("evaluation")[:a.faces]
-    cfg = EngineConfig.from_board(get_board(a.board))
+    cfg = EngineConfig.from_board(board)
     comp = compile_artifact(art, cfg)
     est = estimate_cycles(comp)["total"]
     print(f"{a.variant} on {a.board}: {len(comp.descriptors)} descriptors, image "

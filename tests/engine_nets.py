@@ -17,7 +17,8 @@ S8 = lambda f: Fmt(True, 8, f)       # noqa: E731
 
 
 class TinyNet:
-    def __init__(self, H=8, W=8, seed=0, batch=2):
+    def __init__(self, H=8, W=8, seed=0, batch=2, act_form="lut"):
+        self.act_form = act_form
         self.rng = np.random.default_rng(seed)
         self.faces = self.rng.integers(0, 256, (batch, H, W, 3), dtype=np.uint8)
         self.program, self.tensors, self.arrays, self.fmts = [], {}, {}, {}
@@ -90,7 +91,7 @@ class TinyNet:
     def activation(self, name, x, function="swish", out=None):
         fin = self.tensors[x]["fmt"]
         out = out or (fin if function == "swish" else Fmt(False, 8, 8))
-        spec = act.ActivationSpec(function, "lut", fin, out)
+        spec = act.ActivationSpec(function, self.act_form, fin, out)
         y = act.apply(spec, self.env[x])
         op = {"name": name, "op": "activation", "inputs": [x], "output": name,
               "function": function, "spec": spec.to_dict()}
@@ -162,9 +163,9 @@ def stem(net, c=16):
     return net.activation("stem.act", x)
 
 
-def build(kind, H=8, W=8, seed=0, batch=2):
-    """Named small programs for the per-op tests."""
-    n = TinyNet(H, W, seed, batch)
+def build(kind, H=8, W=8, seed=0, batch=2, act_form="lut"):
+    """Named small programs for the per-op tests; ``act_form``: the activations' form."""
+    n = TinyNet(H, W, seed, batch, act_form)
     x = stem(n)
     if kind == "pointwise_parts_shuffle_dw":
         y = n.conv("pw", x, 24, parts=[((0, 4), (0, 8)), ((4, 16), (8, 24))])

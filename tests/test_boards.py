@@ -11,11 +11,11 @@ import yaml
 from hw.board.boards import (BOARDS_YAML, PFD_MHZ, VCO_MHZ, BoardError, default_board_name,
                        get_board, load_boards)
 
-EXPECTED = {"ulx3s": "LFE5U-85F", "ulx3s-45f": "LFE5U-45F", "ulx3s-25f": "LFE5U-25F",
-            "ulx3s-12f": "LFE5U-12F"}
+EXPECTED = {"ulx3s": "LFE5U-85F", "ulx3s-cordic": "LFE5U-85F", "ulx3s-45f": "LFE5U-45F",
+            "ulx3s-25f": "LFE5U-25F", "ulx3s-12f": "LFE5U-12F"}
 
 
-def test_boards_yaml_loads_with_the_four_ulx3s_variants():
+def test_boards_yaml_loads_with_the_ulx3s_variants():
     boards = load_boards()
     assert {n: b.device for n, b in boards.items()} == EXPECTED
     assert default_board_name() == "ulx3s"
@@ -89,7 +89,7 @@ def test_missing_field(tmp_path, doc, field_path):
     ("speed_grade", "six", "expected int, not str"),
     ("speed_grade", True, "expected int, not bool"),
     ("clock.target_mhz", "100 MHz", "expected float"),
-    ("engine.depthwise_lanes", 4.5, "expected int, not float"),
+    ("engine.pointwise_in_lanes", 4.5, "expected int, not float"),
     ("link", 3000000, "expected a mapping"),
     ("engine.activation", "tanh", "'tanh' is not one of 'lut', 'cordic'"),
     ("sdram.cas_latency", 4, "not one of 2, 3"),
@@ -186,8 +186,9 @@ def test_pointwise_lanes_shape(tmp_path, doc, field_path, value, fragment):
 
 
 def test_more_macs_than_multipliers(tmp_path, doc):
-    doc["boards"]["ulx3s-12f"]["engine"]["pointwise_out_lanes"] = 8   # 32 + 4 + 2 > 28
-    expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "38 MACs", "28")
+    doc["boards"]["ulx3s-12f"]["engine"]["pointwise_out_lanes"] = 8   # 32 + 3 + 2 > 28
+    expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "4x8 array with the cordic",
+                 "needs 37 MULT18X18D, the device has 28")
 
 
 def test_an_error_in_one_board_does_not_hide_behind_another(tmp_path, doc):

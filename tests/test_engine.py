@@ -2,6 +2,8 @@
 
 Per-op programs (tests/engine_nets.py) on small tensors with random input stalls and output
 back-pressure; one whole seesaw_shuffle frame (default tier: the shipped weights exist)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,20 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, pack=True, **kw):
                                   "add", "blocks", "maxpool", "linear"])
 def test_op(kind):
     _check(kind)
+
+
+@pytest.mark.parametrize("kind", ["pointwise_parts_shuffle_dw", "se"])
+def test_op_cordic_activation(kind):
+    """The CORDIC swish/sigmoid unit in the post pipeline (boards.yaml activation: cordic):
+    swish fused into convs, the SE gate's sigmoid as its own pass, formats per descriptor."""
+    _check(kind, config=replace(SMALL, activation="cordic"), act_form="cordic")
+
+
+def test_lut_artifact_on_a_cordic_engine_is_refused():
+    from firmware.compiler import CompileError
+    with pytest.raises(CompileError, match="layer 'stem.act'.*form 'lut', but the unit is a "
+                                           "CORDIC"):
+        compile_artifact(build("se").artifact(), replace(SMALL, activation="cordic"))
 
 
 def test_se_block_unfused():

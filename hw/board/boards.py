@@ -104,11 +104,10 @@ class Resources:
 
 @dataclass(frozen=True)
 class Engine:
-    """Parallelism of the streaming block engine (DESIGN.md section 4)."""
+    """The layer engine's datapath (:mod:`hw.engine.layer_engine`): its multiplier array and
+    its swish/sigmoid unit."""
     pointwise_in_lanes: int = field(metadata=_rng(1, 1024))
     pointwise_out_lanes: int = field(metadata=_rng(1, 1024))
-    depthwise_lanes: int = field(metadata=_rng(1, 1024))
-    se_lanes: int = field(metadata=_rng(1, 1024))
     activation: str = field(metadata=_rng(choices=("lut", "cordic")))
 
     @property
@@ -117,8 +116,9 @@ class Engine:
 
     @property
     def macs(self) -> int:
-        """Multipliers working every cycle: one MULT18X18D each."""
-        return self.pointwise_macs + self.depthwise_lanes + self.se_lanes
+        """The engine's MULT18X18D: the array, the post pipeline's 34 x 18 product (2), the SE
+        gate on load (1) and, with ``activation: cordic``, the CORDIC's two products."""
+        return self.pointwise_macs + 3 + (2 if self.activation == "cordic" else 0)
 
 
 @dataclass(frozen=True)
@@ -297,9 +297,9 @@ def _check_board(b: Board, path):
 
     if b.engine.macs > b.resources.MULT18X18D:
         e = b.engine
-        raise err("engine", f"{e.pointwise_in_lanes}x{e.pointwise_out_lanes} pointwise + "
-                  f"{e.depthwise_lanes} depthwise + {e.se_lanes} SE = {e.macs} MACs need "
-                  f"{e.macs} MULT18X18D, the device has {b.resources.MULT18X18D}")
+        raise err("engine", f"a {e.pointwise_in_lanes}x{e.pointwise_out_lanes} array with the "
+                  f"{e.activation} activation needs {e.macs} MULT18X18D, the device has "
+                  f"{b.resources.MULT18X18D}")
 
 
 def _read(path):

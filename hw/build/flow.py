@@ -232,7 +232,10 @@ class BuildContext:
 
     @property
     def quant_dir(self) -> Path:
-        return self.out / "quant" / self.variant
+        """The artifact: quantized with the board's activation form (a CORDIC engine computes
+        the quantizer's CORDIC, so it has an artifact of its own)."""
+        act = self.board.engine.activation
+        return self.out / "quant" / (self.variant + ("_cordic" if act == "cordic" else ""))
 
     @property
     def bitstream(self) -> Path:
@@ -308,7 +311,8 @@ def _weights(ctx) -> Path:
 
 
 def _quantize_key(ctx):
-    return {"variant": ctx.variant, "weights": str(_weights(ctx)),
+    return {"variant": ctx.variant, "act": ctx.board.engine.activation,
+            "weights": str(_weights(ctx)),
             "weights_hash": _file_hash(_weights(ctx)),
             "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
             "has_quant_main": _module_exists("quant.__main__")}
@@ -325,7 +329,7 @@ def step_quantize(ctx):
                       f"them, or pass --weights)", "the quantized model")
     ctx.quant_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir),
-           "--weights", str(weights)]
+           "--weights", str(weights), "--act", ctx.board.engine.activation]
     log_path = ctx.logs / "quantize.log"
     _run_logged(cmd, log_path, "quantize (python -m quant)")
     manifest = _manifest_path(ctx)

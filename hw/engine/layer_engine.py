@@ -49,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
+from hw.engine.activation import ActivationCORDIC
 from hw.engine.dsp import LATENCY as DSP_LATENCY
 from hw.engine.dsp import RegisteredMultiplier
 from hw.engine.replicate import replicated
@@ -194,7 +195,9 @@ class Engine(wiring.Component):
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
         hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
         lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
-        lut = Memory(shape=unsigned(16), depth=cfg.lut_depth, init=[])
+        # the activation table (boards.yaml activation: lut; the CORDIC form needs none)
+        lut = Memory(shape=unsigned(16), depth=cfg.lut_depth if cfg.activation == "lut" else 1,
+                     init=[])
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
         accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
         bbuf = Memory(shape=unsigned(16), depth=cfg.chunk, init=[])
@@ -349,13 +352,26 @@ class Engine(wiring.Component):
         y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
         m.d.sync += [y5.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v5.eq(v4),
                      f5.eq(f4), u5.eq(u4)]
-        la6 = Signal(len(lut_r.addr))
-        y6, v6, f6, u6 = Signal(signed(16)), Signal(), Signal(), Signal()
-        m.d.sync += [la6.eq((y5 - F("lut_off"))[:len(lut_r.addr)]), y6.eq(y5), v6.eq(v5),
-                     f6.eq(f5), u6.eq(u5)]
-        m.d.comb += lut_r.addr.eq(la6)
-        y7, v7, f7, u7 = Signal(signed(16)), Signal(), Signal(), Signal()
-        m.d.sync += [y7.eq(y6), v7.eq(v6), f7.eq(f6), u7.eq(u6)]
+        # the activation: the loaded table (address register, RAM: 2 stages) or the CORDIC
+        # (its latency, formats from the descriptor); y7..u7 are stage 5 as many cycles late
+        if cfg.activation == "cordic":
+            unit = m.submodules.activation = ActivationCORDIC(cfg.cordic_iterations,
+                                                              cfg.cordic_width)
+            cfg_bits = len(unit.config.as_value())
+            m.d.comb += [unit.config.eq(F("act_cfg")[:cfg_bits]), unit.o_stream.ready.eq(1),
+                         unit.i_stream.valid.eq(v5), unit.i_stream.payload.eq(y5)]
+            act_data = unit.o_stream.payload[:16]
+            act_delay = unit.latency
+        else:
+            la6 = Signal(len(lut_r.addr))
+            m.d.sync += la6.eq((y5 - F("lut_off"))[:len(lut_r.addr)])
+            m.d.comb += lut_r.addr.eq(la6)
+            act_data = lut_r.data
+            act_delay = 2
+        act_vline = _delay_line(m, v5, act_delay, "act_v")
+        v7 = act_vline[-1]
+        y7, f7, u7 = (_delayed(m, sig, act_delay, nm) for sig, nm in
+                      ((y5, "act_y"), (f5, "act_f"), (u5, "act_u")))
         # the fused residual add (CONV with the residual flag; every other value passes):
         # z = (y << sa) + (residual << sb), round half up by shift, saturate (ops.add)
         y8, rr8 = Signal(signed(16)), Signal(signed(16))
@@ -369,7 +385,7 @@ class Engine(wiring.Component):
             m.d.comb += resq.r_en.eq(v7 & resid_en & (~pack_res | r_phase))
             with m.If(v7 & resid_en & pack_res):
                 m.d.sync += r_phase.eq(~r_phase)
-        m.d.sync += [y8.eq(Mux(u7, lut_r.data, y7)), v8.eq(v7), f8.eq(f7)]
+        m.d.sync += [y8.eq(Mux(u7, act_data, y7)), v8.eq(v7), f8.eq(f7)]
         r_sa, r_sb = F("sa")[:4], F("sb")[:4]
         r_shift1 = last_of("r_shift1", F("shift")[:6])
         r_zero = decoded("r_zero", F("shift") == 0)
@@ -397,8 +413,8 @@ class Engine(wiring.Component):
         post_busy = Signal()
         m.d.comb += [wfifo.w_data.eq(Mux(pack_out, Cat(pk_lo, out_word[:8]), out_word)),
                      wfifo.w_en.eq(out_v & (~pack_out | pk_phase)),
-                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, v6, v7, v8, v9, v10,
-                                      v11, out_v).any())]
+                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, *act_vline, v8, v9,
+                                      v10, v11, out_v).any())]
 
         # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
         # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
@@ -1052,7 +1068,7 @@ class Engine(wiring.Component):
                 with m.If(rd_done):
                     m.next = "CONV_LUT"
             with m.State("CONV_LUT"):
-                with m.If(act_en):
+                with m.If(act_en & (cfg.activation == "lut")):
                     start_read(F("lut_addr"), F("lut_n"), 4)
                 m.next = "CONV_LUT_WAIT"
             with m.State("CONV_LUT_WAIT"):
@@ -1118,7 +1134,8 @@ class Engine(wiring.Component):
                     with m.Case(im.VEC_PRELU):
                         start_read(F("w_addr"), C, 5)
                     with m.Case(im.VEC_ACT):
-                        start_read(F("lut_addr"), F("lut_n"), 4)
+                        if cfg.activation == "lut":
+                            start_read(F("lut_addr"), F("lut_n"), 4)
                 m.next = "VEC_PRE_WAIT"
             with m.State("VEC_PRE_WAIT"):
                 with m.If(rd_done):     # add and pool read nothing here
