@@ -1,0 +1,1 @@
+"""The build flow: python -m hw.build --board ulx3s."""

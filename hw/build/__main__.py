@@ -1,0 +1,3 @@
+from hw.build.flow import main
+
+main()
