@@ -103,6 +103,14 @@ def activation_config(spec: ActivationSpec, *, iterations: int = 16, width: int 
             "lo": spec.out_fmt.lo, "hi": spec.out_fmt.hi}
 
 
+def cordic_latency(iterations: int = 16, width: int = 24) -> int:
+    """Pipeline stages of :class:`ActivationCORDIC`: input, k multiply, k, reduction, the
+    micro-rotations, three for ``E`` and the operands, ``Fs + 1`` division steps, the
+    correction and two output stages."""
+    core = ActivationSpec("swish", "cordic", Fmt(True, 8, 0), Fmt(True, 8, 0), iterations, width)
+    return 4 + len(core.shifts) + 3 + (core.quotient_frac + 1) + 1 + 2
+
+
 class ActivationCORDIC(wiring.Component):
     """Swish or sigmoid by hyperbolic CORDIC and linear-vectoring division, fully pipelined,
     with the formats set at run time.
@@ -157,7 +165,7 @@ class ActivationCORDIC(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from an accepted input to its output becoming valid, without stalls."""
-        return 4 + len(self.core.shifts) + 3 + (self.core.quotient_frac + 1) + 1 + 2
+        return cordic_latency(self.iterations, self.width)
 
     def elaborate(self, platform):
         m = Module()

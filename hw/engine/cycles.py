@@ -4,7 +4,8 @@
 descriptor dicts. The model follows the implementation phase by phase (it is checked against
 the simulation, tests/test_engine.py and ``make sim``):
 
-- every descriptor: fetch (``DESC_WORDS`` words + one memory latency) and a drain;
+- every descriptor: fetch (``DESC_WORDS`` words + one memory latency) and a drain (with the
+  CORDIC activation unit, its pipeline is that much longer);
 - memory transfers move one word per cycle after a command latency (``mem_latency``) per
   command of at most ``max_burst`` words; reads and writes share the one port;
 - CONV: load weights, group parameters, the table and (SE scale fused) the gate vector; then
@@ -41,12 +42,22 @@ def _xfer(n, cfg):
     return n + cmds * (cfg.mem_latency + 1)
 
 
+def _activation_drain(cfg) -> int:
+    """Post-pipeline stages beyond the table's two that a CONV or VEC descriptor drains."""
+    if cfg.activation == "cordic":
+        from hw.engine.activation import cordic_latency
+        return cordic_latency(cfg.cordic_iterations, cfg.cordic_width) - 2
+    return 0
+
+
 def descriptor_cycles(d, cfg) -> int:
     op = d["opcode"]
     c = im.DESC_WORDS + cfg.mem_latency + FETCH_OVERHEAD
     if op == im.OP_END:
         return c
     c += OP_OVERHEAD
+    if op in (im.OP_CONV, im.OP_VEC):
+        c += _activation_drain(cfg)
     if op == im.OP_INPUT:
         n = d["n_elems"]
         return c + n + math.ceil(n / cfg.chunk) * (cfg.mem_latency + 1)
