@@ -59,13 +59,13 @@ class LinkBench:
         dut = self.dut
         for name in ("busy", "done", "error"):
             getattr(dut, name).value = 0
-        dut.mem_rdata__valid.value = 0
+        dut.mem__r__valid.value = 0
         dut.i_result__valid.value = 0
         await start_bench(dut)
         self.line = UartLine(dut.rx, dut.tx, CFG["divider"] * CLK_PS, on_byte=self._byte)
-        self.cmd_sink = StreamSink(dut, "mem_cmd", dut.clk, stall_prob=0.5, seed=11)
-        self.wdata_sink = StreamSink(dut, "mem_wdata", dut.clk, stall_prob=0.3, seed=12)
-        self.rdata_src = StreamSource(dut, "mem_rdata", dut.clk, idle_prob=0.3, seed=13)
+        self.cmd_sink = StreamSink(dut, "mem__cmd", dut.clk, stall_prob=0.5, seed=11)
+        self.wdata_sink = StreamSink(dut, "mem__w", dut.clk, stall_prob=0.3, seed=12)
+        self.rdata_src = StreamSource(dut, "mem__r", dut.clk, idle_prob=0.3, seed=13)
         self.result_src = StreamSource(dut, "i_result", dut.clk, idle_prob=0.3, seed=14)
         self.face_sink = StreamSink(dut, "o_face", dut.clk, stall_prob=0.4, seed=15)
         self.faces_streamed: list[bytes] = []

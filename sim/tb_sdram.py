@@ -31,9 +31,9 @@ class SDRAMBench:
         expect = CASE.get("expect")
         self.model = SDRAMModel(dut, self.chip, self.clk_hz, init_wait_ns=CASE["init_wait_ns"],
                                 raise_on_violation=expect is None, seed=seed)
-        self.cmd = StreamSource(dut, "cmd_stream", dut.clk, idle_prob=idle_prob, seed=seed + 10)
-        self.wr = StreamSource(dut, "w_stream", dut.clk, idle_prob=idle_prob, seed=seed + 20)
-        self.rd = StreamSink(dut, "r_stream", dut.clk, stall_prob=stall_prob, seed=seed + 30)
+        self.cmd = StreamSource(dut, "port__cmd", dut.clk, idle_prob=idle_prob, seed=seed + 10)
+        self.wr = StreamSource(dut, "port__w", dut.clk, idle_prob=idle_prob, seed=seed + 20)
+        self.rd = StreamSink(dut, "port__r", dut.clk, stall_prob=stall_prob, seed=seed + 30)
 
     async def start(self):
         period_ps = 2 * round(0.5e12 / self.clk_hz)  # cocotb wants an even period
@@ -74,8 +74,8 @@ class SDRAMBench:
         for _ in range(cycles):
             await RisingEdge(self.dut.clk)
         await ReadOnly()
-        assert int(self.dut.r_stream__valid.value) == 0, "read data left over after the test"
-        assert int(self.dut.cmd_stream__ready.value) == 1, "controller still busy"
+        assert int(self.dut.port__r__valid.value) == 0, "read data left over after the test"
+        assert int(self.dut.port__cmd__ready.value) == 1, "controller still busy"
 
 
 def boundary_address(rng, chip, length):

@@ -186,9 +186,14 @@ def test_pointwise_lanes_shape(tmp_path, doc, field_path, value, fragment):
 
 
 def test_more_macs_than_multipliers(tmp_path, doc):
-    doc["boards"]["ulx3s-12f"]["engine"]["pointwise_out_lanes"] = 8   # 32 + 3 + 2 > 28
-    expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "4x8 array with the cordic",
-                 "needs 37 MULT18X18D, the device has 28")
+    doc["boards"]["ulx3s-12f"]["engine"]["pointwise_out_lanes"] = 8   # 32 + 3 > 28
+    expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "4x8 array with the lut",
+                 "needs 35 MULT18X18D, the device has 28")
+    doc["boards"]["ulx3s-12f"]["engine"].update(pointwise_out_lanes=4, pointwise_in_lanes=2,
+                                                activation="cordic")   # 8 + 3 + 2 fits
+    doc["boards"]["ulx3s-12f"]["resources"]["MULT18X18D"] = 12
+    expect_error(write(tmp_path, doc), "ulx3s-12f", "engine", "2x4 array with the cordic",
+                 "needs 13 MULT18X18D, the device has 12")
 
 
 def test_an_error_in_one_board_does_not_hide_behind_another(tmp_path, doc):

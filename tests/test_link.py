@@ -5,6 +5,7 @@ import pytest
 
 from firmware import protocol as P
 from hw.link.framing import HostLink, SerialHostLink
+from hw.memory.port import MemoryPort
 from sim.runner import run_cocotb
 
 # Small enough to simulate quickly; odd memory size so that the address check is not a mask.
@@ -51,10 +52,10 @@ def test_signature_for_integrator():
     link = HostLink(timeout_cycles=100)
     link._MustUse__silence = True
     names = set(link.signature.members)
-    assert names == {"i_stream", "o_stream", "rx_framing_error", "rx_overrun", "mem_cmd",
-                     "mem_wdata", "mem_rdata", "start", "busy", "done", "error", "i_result",
-                     "o_face"}
+    assert names == {"i_stream", "o_stream", "rx_framing_error", "rx_overrun", "mem", "start",
+                     "busy", "done", "error", "i_result", "o_face"}
     assert link.buf_words == (P.MAX_PAYLOAD - 4) // 2 == 1024
-    layout = link.mem_cmd.payload.shape()
+    assert link.signature.members["mem"].signature == MemoryPort(24)
+    layout = link.mem.cmd.payload.shape()
     assert [(name, field.width) for name, field in layout] == [("addr", 24), ("write", 1),
-                                                               ("length", 9)]
+                                                               ("length", 13)]

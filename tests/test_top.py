@@ -327,10 +327,10 @@ def test_engine_system_holds_the_engine_and_refuses_run():
     async def watch(ctx):
         async for _, _, cmd_v, cmd_r, addr, length, write, running, done, eng_v, ras, cas, \
                 we in ctx.tick().sample(
-                    s.sdram.cmd_stream.valid, s.sdram.cmd_stream.ready,
-                    s.sdram.cmd_stream.payload.addr, s.sdram.cmd_stream.payload.length,
-                    s.sdram.cmd_stream.payload.write, s.running, s.done,
-                    s.engine.mem_cmd.valid, s.pads.ras_n, s.pads.cas_n, s.pads.we_n):
+                    s.sdram.port.cmd.valid, s.sdram.port.cmd.ready,
+                    s.sdram.port.cmd.payload.addr, s.sdram.port.cmd.payload.length,
+                    s.sdram.port.cmd.payload.write, s.running, s.done,
+                    s.engine.mem.cmd.valid, s.pads.ras_n, s.pads.cas_n, s.pads.we_n):
             if cmd_v and cmd_r:
                 seen["cmds"].append((addr, length, write))
             if eng_v and not running:

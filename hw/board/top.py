@@ -26,7 +26,7 @@ import importlib.util
 
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
 from amaranth import signed
-from amaranth.lib import io
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 __all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design",
@@ -456,11 +456,10 @@ class EngineSystem(Elaboratable):
         self.sdram = SDRAMController(chip, clk_hz, burst_words=SDRAM_BURST,
                                      init_wait_ns=sdram_init_wait_ns,
                                      timing_overrides={"cas_latency": board.sdram.cas_latency})
-        addr_width = len(self.sdram.cmd_stream.payload.addr)
-        length_width = len(self.sdram.cmd_stream.payload.length)
+        port = self.sdram.signature.members["port"].signature
         self.link = SerialHostLink(uart_divider(clk_hz, board.link.baud),
                                    timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
-                                   addr_width=addr_width, mem_words=chip.words,
+                                   addr_width=port.addr_width, mem_words=chip.words,
                                    max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
                                    # the engine reads its face from FACE_DATA frames only
                                    run_command=False)
@@ -468,8 +467,9 @@ class EngineSystem(Elaboratable):
         # Register slices toward the controller: its ready (a function of its whole command
         # decision) would otherwise run combinationally through the arbiter into the engine's
         # and the link's counters and RAM addresses (measured: the deepest non-engine paths).
-        self.arbiter = MemoryArbiter(2, addr_width=addr_width, length_width=length_width,
-                                     data_width=chip.data_bits, register_bus=True)
+        self.arbiter = MemoryArbiter(2, addr_width=port.addr_width,
+                                     length_width=port.length_width,
+                                     data_width=port.data_width, register_bus=True)
         self.pads = self.sdram.pads
         self.rx = Signal(init=1)
         self.tx = Signal(init=1)
@@ -521,38 +521,11 @@ class EngineSystem(Elaboratable):
                      self.init_done.eq(sdram.init_done)]
 
         # Memory: link -> arbiter master 0, engine -> master 1, arbiter -> controller.
-        _connect_master(m, arb.m0, link.mem_cmd, link.mem_wdata, link.mem_rdata)
-        _connect_master(m, arb.m1, eng.mem_cmd, eng.mem_w, eng.mem_r)
+        wiring.connect(m, link.mem, arb.m0)
+        wiring.connect(m, eng.mem, arb.m1)
+        wiring.connect(m, arb.bus, sdram.port)
         m.d.comb += arb.allow.eq(Mux(running, 0b10, 0b01))
-        bus = arb.bus
-        m.d.comb += [sdram.cmd_stream.valid.eq(bus.cmd.valid),
-                     sdram.cmd_stream.payload.addr.eq(bus.cmd.payload.addr),
-                     sdram.cmd_stream.payload.write.eq(bus.cmd.payload.write),
-                     sdram.cmd_stream.payload.length.eq(bus.cmd.payload.length),
-                     bus.cmd.ready.eq(sdram.cmd_stream.ready),
-                     sdram.w_stream.valid.eq(bus.w.valid),
-                     sdram.w_stream.payload.eq(bus.w.payload),
-                     bus.w.ready.eq(sdram.w_stream.ready),
-                     bus.r.valid.eq(sdram.r_stream.valid),
-                     bus.r.payload.eq(sdram.r_stream.payload),
-                     sdram.r_stream.ready.eq(bus.r.ready)]
         return m
-
-
-def _connect_master(m, port, cmd, w, r):
-    """A master's three streams onto an arbiter port (fields one by one: the masters' length
-    fields are narrower and are zero-extended)."""
-    if len(cmd.payload.length) > len(port.cmd.payload.length) or \
-            len(cmd.payload.addr) > len(port.cmd.payload.addr):
-        raise ValueError(f"memory master command fields (addr {len(cmd.payload.addr)}, length "
-                         f"{len(cmd.payload.length)} bits) are wider than the arbiter's (addr "
-                         f"{len(port.cmd.payload.addr)}, length {len(port.cmd.payload.length)})")
-    m.d.comb += [port.cmd.valid.eq(cmd.valid), cmd.ready.eq(port.cmd.ready),
-                 port.cmd.payload.addr.eq(cmd.payload.addr),
-                 port.cmd.payload.write.eq(cmd.payload.write),
-                 port.cmd.payload.length.eq(cmd.payload.length),
-                 port.w.valid.eq(w.valid), port.w.payload.eq(w.payload), w.ready.eq(port.w.ready),
-                 r.valid.eq(port.r.valid), r.payload.eq(port.r.payload), port.r.ready.eq(r.ready)]
 
 
 def system_ports(system):

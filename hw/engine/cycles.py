@@ -80,7 +80,7 @@ def descriptor_cycles(d, cfg) -> int:
         P, L = cfg.lanes, cfg.in_lanes
         c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 6
         if d["flags"] & im.FLAG_ACT:
-            c += _xfer(d["lut_n"], cfg)
+            c += _xfer(d.get("lut_n", 0), cfg)
         c += 2
         if d["flags"] & im.FLAG_SCALE:      # the SE gate vector
             c += _xfer(d["C"], cfg)
@@ -141,9 +141,9 @@ def traffic_words(program) -> dict:
     for d in descs:
         op = d["opcode"]
         if op == im.OP_CONV:
+            table = d.get("lut_n", 0) if d["flags"] & im.FLAG_ACT else 0   # (CORDIC: none)
             t["weights_params_tables"] += d["w_words"] + d["n_groups"] * \
-                program.config.group_words + (d["lut_n"] if d["flags"] & im.FLAG_ACT else 0) \
-                + (d["C"] if d["flags"] & im.FLAG_SCALE else 0)
+                program.config.group_words + table + (d["C"] if d["flags"] & im.FLAG_SCALE else 0)
             k, s, pad, H = d["k"], d["stride"], d["pad"], d["H"]
             rows = min(H, (d["OH"] - 1) * s - pad + k)
             t["activations_read"] += rows * d["W"] * d["C"] // \

@@ -33,16 +33,16 @@ time and runs it:
 ``END``
     Pulses ``frame_done`` and starts over at descriptor 0 (the next frame).
 
-The memory port is the SDRAM controller's user side (:mod:`hw.memory.sdram`): ``mem_cmd`` (word
-address, write, length), ``mem_w`` and ``mem_r`` 16-bit word streams. Writes have priority;
-a write command is issued only once all its data is in the write FIFO.
+The memory port ``mem`` is a :class:`hw.memory.port.MemoryPort` master (word address, write,
+length; 16-bit write and read words). Writes have priority; a write command is issued only
+once all its data is in the write FIFO.
 
 Every pipeline is free-running; admission is by credits (room in the write FIFO and in the
 accumulator FIFO) so nothing inside ever stalls. ``o_stream`` back-pressure holds the memory
 read data; ``i_stream`` is taken whenever there is room.
 """
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -53,14 +53,10 @@ from hw.engine.activation import ActivationCORDIC
 from hw.engine.dsp import LATENCY as DSP_LATENCY
 from hw.engine.dsp import RegisteredMultiplier
 from hw.engine.replicate import replicated
+from hw.memory.port import MemoryPort
 
 ACC_W = 32
 RES_DEPTH = 4
-
-
-def cmd_layout(max_burst):
-    return data.StructLayout({"addr": im.ADDR_BITS, "write": 1,
-                              "length": max_burst.bit_length()})
 
 
 def _log2(v):
@@ -111,8 +107,8 @@ class Engine(wiring.Component):
         Input face bytes, RGB NHWC.
     o_stream : Out(stream.Signature(signed(16)))
         Raw embedding codes.
-    mem_cmd, mem_w, mem_r
-        External memory port (SDRAM controller user side).
+    mem : Out(MemoryPort)
+        External memory (the SDRAM controller through the arbiter, or the simulation memory).
     frame_done : Out(1)
         One-cycle pulse when the END descriptor is reached.
     busy : Out(1)
@@ -123,12 +119,14 @@ class Engine(wiring.Component):
 
     def __init__(self, config: EngineConfig = EngineConfig()):
         self.cfg = config
+        port = MemoryPort(im.ADDR_BITS)
+        if config.max_burst > port.max_length:
+            raise ValueError(f"EngineConfig.max_burst {config.max_burst} exceeds the memory "
+                             f"port's longest command ({port.max_length} words)")
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(signed(16))),
-            "mem_cmd": Out(stream.Signature(cmd_layout(config.max_burst))),
-            "mem_w": Out(stream.Signature(16)),
-            "mem_r": In(stream.Signature(16)),
+            "mem": Out(port),
             "frame_done": Out(1),
             "busy": Out(1),
             "pc": Out(16),
@@ -260,7 +258,7 @@ class Engine(wiring.Component):
         w_has, r_has = Signal(), Signal()      # wrem != 0, rd_rem != 0 (registers)
         m.d.sync += [wlen.eq(Mux(wrem > mb, mb, wrem)), rlen.eq(Mux(rd_rem > mb, mb, rd_rem)),
                      w_has.eq(wrem != 0), r_has.eq(rd_rem != 0), w_stale.eq(0), r_stale.eq(0)]
-        cmd = self.mem_cmd
+        cmd = self.mem.cmd
         with m.If(w_has & ~w_stale):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
                          cmd.payload.length.eq(wlen)]
@@ -281,9 +279,9 @@ class Engine(wiring.Component):
         with m.Elif(cmd.valid & cmd.ready & ~cmd.payload.write):
             m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen), r_stale.eq(1)]
         w_xfer = Signal()
-        m.d.comb += [self.mem_w.valid.eq(wfifo.r_rdy & (owed != 0)),
-                     self.mem_w.payload.eq(wfifo.r_data),
-                     w_xfer.eq(self.mem_w.valid & self.mem_w.ready),
+        m.d.comb += [self.mem.w.valid.eq(wfifo.r_rdy & (owed != 0)),
+                     self.mem.w.payload.eq(wfifo.r_data),
+                     w_xfer.eq(self.mem.w.valid & self.mem.w.ready),
                      wfifo.r_en.eq(w_xfer)]
         # an accepted command's words are owed from the next cycle (the port's ready is far)
         w_acc_q = Signal()
@@ -292,7 +290,7 @@ class Engine(wiring.Component):
                      owed.eq(owed + Mux(w_acc_q, w_acc_len, 0) - w_xfer)]
 
         # ---------------- read data ---------------------------------------------------------
-        r = self.mem_r
+        r = self.mem.r
         # The loaders see the read data one register later (rx, rxd): the port's data cross
         # the chip once more before any logic. The receive counters clear the cycle after
         # the FSM asks (rx_clear_q): no word of a new read arrives that early.

@@ -12,14 +12,14 @@ host waits for each response).
 
 Memory port
 -----------
-Three streams that map one to one onto an SDRAM controller's user side:
+``mem``, a :class:`hw.memory.port.MemoryPort` master:
 
-* ``mem_cmd``: ``addr`` (16-bit word address), ``write``, ``length`` (words, 1 .. ``max_burst``).
+* ``mem.cmd``: ``addr`` (16-bit word address), ``write``, ``length`` (words, 1 .. ``max_burst``).
   Bursts never cross a ``max_burst``-aligned boundary (choose ``max_burst`` to divide the SDRAM
   row).
-* ``mem_wdata``: the ``length`` words of a write command follow its command; ``valid`` stays high
+* ``mem.w``: the ``length`` words of a write command follow its command; ``valid`` stays high
   for the whole burst (the words come from a block RAM).
-* ``mem_rdata``: the ``length`` words of a read command; the link keeps ``ready`` high while it
+* ``mem.r``: the ``length`` words of a read command; the link keeps ``ready`` high while it
   waits for them, so a controller without read back-pressure works.
 
 Engine port
@@ -40,13 +40,9 @@ from amaranth.lib.wiring import In, Out
 
 from firmware import protocol as P
 from hw.link.uart import UARTRx, UARTTx
+from hw.memory.port import MemoryPort
 
-__all__ = ["HostLink", "SerialHostLink", "mem_command_layout", "crc16_next"]
-
-
-def mem_command_layout(addr_width: int, max_burst: int) -> data.StructLayout:
-    return data.StructLayout({"addr": addr_width, "write": 1,
-                              "length": range(max_burst + 1)})
+__all__ = ["HostLink", "SerialHostLink", "crc16_next"]
 
 
 def _crc16_matrix():
@@ -118,9 +114,7 @@ class HostLink(wiring.Component):
         Bytes to the UART transmitter.
     rx_framing_error, rx_overrun : In(1)
         Pulses from the UART receiver, counted for STATUS.
-    mem_cmd : Out(stream.Signature(mem_command_layout(addr_width, max_burst)))
-    mem_wdata : Out(stream.Signature(16))
-    mem_rdata : In(stream.Signature(16))
+    mem : Out(MemoryPort(addr_width))
     start : Out(1)
         One-cycle pulse: run the engine once.
     busy, done, error : In(1)
@@ -148,8 +142,10 @@ class HostLink(wiring.Component):
         if not 0 < mem_words <= 1 << addr_width:
             raise ValueError(f"mem_words must be 1..2**addr_width = {1 << addr_width}, "
                              f"not {mem_words!r}")
-        if max_burst < 1 or max_burst & (max_burst - 1):
-            raise ValueError(f"max_burst must be a power of two, not {max_burst!r}")
+        port = MemoryPort(addr_width)
+        if max_burst < 1 or max_burst & (max_burst - 1) or max_burst > port.max_length:
+            raise ValueError(f"max_burst must be a power of two up to {port.max_length}, "
+                             f"not {max_burst!r}")
         if not 1 <= n_result <= 0x7FFF:
             raise ValueError(f"n_result must be 1..32767, not {n_result!r}")
         self.timeout_cycles = timeout_cycles
@@ -165,9 +161,7 @@ class HostLink(wiring.Component):
             "o_stream": Out(stream.Signature(8)),
             "rx_framing_error": In(1),
             "rx_overrun": In(1),
-            "mem_cmd": Out(stream.Signature(mem_command_layout(addr_width, max_burst))),
-            "mem_wdata": Out(stream.Signature(16)),
-            "mem_rdata": In(stream.Signature(16)),
+            "mem": Out(port),
             "start": Out(1),
             "busy": In(1),
             "done": In(1),
@@ -292,16 +286,16 @@ class HostLink(wiring.Component):
             m.d.sync += ob_valid.eq(0)
         with m.If(o_take & ob_counted):
             m.d.sync += crc.eq(crc16_next(crc, ob))
-        wd_take = self.mem_wdata.valid & self.mem_wdata.ready
+        wd_take = self.mem.w.valid & self.mem.w.ready
 
         # Memory bursts stop at max_burst-aligned boundaries.
         offset = cur_addr[:max(1, (self.max_burst - 1).bit_length())] \
             if self.max_burst > 1 else C(0, 1)
         room = self.max_burst - offset
         m.d.comb += [
-            self.mem_cmd.payload.addr.eq(cur_addr),
-            self.mem_cmd.payload.length.eq(Mux(remaining < room, remaining, room)),
-            self.mem_wdata.payload.eq(buf_r.data),
+            self.mem.cmd.payload.addr.eq(cur_addr),
+            self.mem.cmd.payload.length.eq(Mux(remaining < room, remaining, room)),
+            self.mem.w.payload.eq(buf_r.data),
             buf_r.addr.eq(Mux(wd_take, widx + 1, widx)),
         ]
 
@@ -497,13 +491,13 @@ class HostLink(wiring.Component):
                                 m.next = "F_DATA"
 
             with m.State("W_CMD"):
-                m.d.comb += [self.mem_cmd.valid.eq(1), self.mem_cmd.payload.write.eq(1)]
-                with m.If(self.mem_cmd.ready):
-                    m.d.sync += burst.eq(self.mem_cmd.payload.length)
+                m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.write.eq(1)]
+                with m.If(self.mem.cmd.ready):
+                    m.d.sync += burst.eq(self.mem.cmd.payload.length)
                     m.next = "W_DATA"
 
             with m.State("W_DATA"):
-                m.d.comb += self.mem_wdata.valid.eq(1)
+                m.d.comb += self.mem.w.valid.eq(1)
                 with m.If(wd_take):
                     m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
                                  remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
@@ -514,16 +508,16 @@ class HostLink(wiring.Component):
                             m.next = "W_CMD"
 
             with m.State("R_CMD"):
-                m.d.comb += [self.mem_cmd.valid.eq(1), self.mem_cmd.payload.write.eq(0)]
-                with m.If(self.mem_cmd.ready):
-                    m.d.sync += burst.eq(self.mem_cmd.payload.length)
+                m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.write.eq(0)]
+                with m.If(self.mem.cmd.ready):
+                    m.d.sync += burst.eq(self.mem.cmd.payload.length)
                     m.next = "R_DATA"
 
             with m.State("R_DATA"):
-                m.d.comb += [self.mem_rdata.ready.eq(1),
-                             buf_w.addr.eq(widx), buf_w.data.eq(self.mem_rdata.payload),
-                             buf_w.en.eq(self.mem_rdata.valid)]
-                with m.If(self.mem_rdata.valid):
+                m.d.comb += [self.mem.r.ready.eq(1),
+                             buf_w.addr.eq(widx), buf_w.data.eq(self.mem.r.payload),
+                             buf_w.en.eq(self.mem.r.valid)]
+                with m.If(self.mem.r.valid):
                     m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
                                  remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
                     with m.If(burst == 1):
@@ -642,7 +636,7 @@ class SerialHostLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
                      link.rx_framing_error.eq(rx.framing_error),
                      link.rx_overrun.eq(rx.overrun)]
-        for name in ("mem_cmd", "mem_wdata", "mem_rdata", "i_result", "o_face"):
+        for name in ("mem", "i_result", "o_face"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
         m.d.comb += [self.start.eq(link.start), link.busy.eq(self.busy),
                      link.done.eq(self.done), link.error.eq(self.error)]

@@ -1,7 +1,7 @@
 """Memory-port arbiter: one SDRAM controller user port shared by several masters.
 
-Every port (the masters' and the controller's) is the three streams of :mod:`hw.memory.sdram`'s user
-side: ``cmd`` ``{addr, write, length}``, ``w`` (write words, master -> memory) and ``r`` (read
+Every port (the masters' and the controller's) is a :class:`hw.memory.port.MemoryPort`:
+``cmd`` ``{addr, write, length}``, ``w`` (write words, master -> memory) and ``r`` (read
 words, memory -> master).
 
 Arbitration is **command-granular**: the grant holds until the data of every command it let
@@ -21,24 +21,9 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MemPortSignature", "mem_cmd_layout", "MemoryArbiter", "StreamSlice"]
+from hw.memory.port import MemoryPort
 
-
-def mem_cmd_layout(addr_width: int, length_width: int) -> data.StructLayout:
-    return data.StructLayout({"addr": addr_width, "write": 1, "length": length_width})
-
-
-class MemPortSignature(wiring.Signature):
-    """A memory master's port: ``cmd`` and ``w`` out, ``r`` in (flip it for the slave side)."""
-
-    def __init__(self, addr_width=24, length_width=13, data_width=16):
-        self.addr_width, self.length_width, self.data_width = addr_width, length_width, \
-            data_width
-        super().__init__({
-            "cmd": Out(stream.Signature(mem_cmd_layout(addr_width, length_width))),
-            "w": Out(stream.Signature(data_width)),
-            "r": In(stream.Signature(data_width)),
-        })
+__all__ = ["MemoryArbiter", "StreamSlice"]
 
 
 class StreamSlice(wiring.Component):
@@ -94,8 +79,8 @@ class MemoryArbiter(wiring.Component):
     Members
     -------
     masters : list of wiring members ``m0`` .. ``m{n-1}``
-        In(MemPortSignature): each master's port (``cmd``/``w`` in, ``r`` out).
-    bus : Out(MemPortSignature)
+        In(MemoryPort): each master's port (``cmd``/``w`` in, ``r`` out).
+    bus : Out(MemoryPort)
         To the memory controller.
     allow : In(n)
         Masters that may get the grant and issue commands.
@@ -115,7 +100,7 @@ class MemoryArbiter(wiring.Component):
         self.n = n
         self.n_queue = n_queue
         self.register_bus = register_bus
-        self.sig = MemPortSignature(addr_width, length_width, data_width)
+        self.sig = MemoryPort(addr_width, length_width, data_width)
         members = {f"m{i}": In(self.sig) for i in range(n)}
         members.update({"bus": Out(self.sig), "allow": In(n, init=(1 << n) - 1),
                         "grant": Out(range(max(n, 2))), "idle": Out(1)})

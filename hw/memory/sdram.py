@@ -28,13 +28,14 @@ Design choices, and why:
 
 User interface (all in the controller's clock domain):
 
-- ``cmd_stream`` (In): payload ``{addr, write, length}``: ``addr`` the first 16-bit word,
+- ``port`` (``In(``:class:`hw.memory.port.MemoryPort` ``)``):
+  ``port.cmd`` payload ``{addr, write, length}``: ``addr`` the first 16-bit word,
   ``write`` 1 for write, ``length`` number of words (0 is accepted and does nothing). Any length
   and start address is fine: a transfer may cross columns, rows and banks. Commands execute in
   order, one at a time.
-- ``w_stream`` (In, 16 bits): exactly ``length`` words per write command, in address order.
+  ``port.w`` (16 bits): exactly ``length`` words per write command, in address order.
   May stall at any time.
-- ``r_stream`` (Out, 16 bits): ``length`` words per read command, in address order. May be
+  ``port.r`` (16 bits): ``length`` words per read command, in address order. May be
   back-pressured at any time (a ``read_fifo_depth`` FIFO inside absorbs the in-flight words).
 - ``init_done`` (Out): high once the power-up sequence is complete (commands are accepted
   before that but wait).
@@ -47,12 +48,13 @@ import json
 import os
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.memory.port import MemoryPort
 from hw.memory.sdram_chips import SDRAMChip, get_chip
 
-__all__ = ["SDRAMPadsSignature", "command_layout", "SDRAMController"]
+__all__ = ["SDRAMPadsSignature", "SDRAMController"]
 
 
 class SDRAMPadsSignature(wiring.Signature):
@@ -91,15 +93,6 @@ class SDRAMPadsSignature(wiring.Signature):
             "dq_i": In(chip.data_bits),
             "dqm": Out(chip.data_bits // 8, init=(1 << (chip.data_bits // 8)) - 1),
         })
-
-
-def command_layout(chip: SDRAMChip, burst_words: int) -> data.StructLayout:
-    """Payload of ``cmd_stream``: word address, direction, length in words."""
-    return data.StructLayout({
-        "addr": chip.bank_bits + chip.row_bits + chip.col_bits,
-        "write": 1,
-        "length": burst_words.bit_length(),
-    })
 
 
 # (ras_n, cas_n, we_n) with cs_n low.
@@ -181,9 +174,8 @@ class SDRAMController(wiring.Component):
             raise ValueError(f"clock {clk_freq_hz!r} Hz is too slow for the refresh interval")
         super().__init__({
             "pads": Out(SDRAMPadsSignature(chip)),
-            "cmd_stream": In(stream.Signature(command_layout(chip, burst_words))),
-            "w_stream": In(stream.Signature(chip.data_bits)),
-            "r_stream": Out(stream.Signature(chip.data_bits)),
+            "port": In(MemoryPort(chip.bank_bits + chip.row_bits + chip.col_bits,
+                                  burst_words.bit_length(), chip.data_bits)),
             "init_done": Out(1),
         })
 
@@ -211,7 +203,7 @@ class SDRAMController(wiring.Component):
         # Pins default to NOP with the bus released; branches below override. dq_o loads the
         # write stream's payload every cycle (it only matters when dq_oe is set), which keeps
         # the handshake logic off the enables of the 16 data flip-flops in the IO cells.
-        m.d.sync += command(_NOP) + [pads.dq_oe.eq(0), pads.dq_o.eq(self.w_stream.payload)]
+        m.d.sync += command(_NOP) + [pads.dq_oe.eq(0), pads.dq_o.eq(self.port.w.payload)]
 
         # Timing counters count down to 0; beside each, a register that says "it is 0" (the
         # command decision reads these flags, not a comparison on the counters).
@@ -281,13 +273,13 @@ class SDRAMController(wiring.Component):
         m.d.comb += [
             read_fifo.w_en.eq(rd_pipe[tap]),
             read_fifo.w_data.eq(dq_stages[-1]),
-            self.r_stream.valid.eq(read_fifo.r_rdy),
-            self.r_stream.payload.eq(read_fifo.r_data),
-            read_fifo.r_en.eq(self.r_stream.ready),
+            self.port.r.valid.eq(read_fifo.r_rdy),
+            self.port.r.payload.eq(read_fifo.r_data),
+            read_fifo.r_en.eq(self.port.r.ready),
         ]
         credits = Signal(range(self.read_fifo_depth + 1), init=self.read_fifo_depth)
         credit_back = Signal()
-        m.d.comb += credit_back.eq(self.r_stream.valid & self.r_stream.ready)
+        m.d.comb += credit_back.eq(self.port.r.valid & self.port.r.ready)
         m.d.sync += credits.eq(credits - issue_read + credit_back)
         # "a READ may go out": at least 2 credits a cycle ago (at most one READ a cycle), a
         # register; the FIFO's last place stays unused.
@@ -373,8 +365,8 @@ class SDRAMController(wiring.Component):
                     with m.If(hit):
                         with m.If(rcd_z[bank]):
                             with m.If(is_write):
-                                with m.If(self.w_stream.valid & bus_free_for_write):
-                                    m.d.comb += [self.w_stream.ready.eq(1),
+                                with m.If(self.port.w.valid & bus_free_for_write):
+                                    m.d.comb += [self.port.w.ready.eq(1),
                                                  word_issued.eq(1)]
                                     m.d.sync += command(_WRITE) + set_counter(
                                         wr, wr_z, bank, load(t.tWR)) + [
@@ -402,10 +394,10 @@ class SDRAMController(wiring.Component):
         # between commands: ``ready`` is a register compare, not the issue decision, so the
         # decision stays out of the command path of the arbiter and the masters). Commands
         # wait for init in the register.
-        m.d.comb += self.cmd_stream.ready.eq(remaining == 0)
-        with m.If(self.cmd_stream.valid & self.cmd_stream.ready):
+        m.d.comb += self.port.cmd.ready.eq(remaining == 0)
+        with m.If(self.port.cmd.valid & self.port.cmd.ready):
             # After the FSM so that these assignments win over the issue branch's.
-            payload = self.cmd_stream.payload
+            payload = self.port.cmd.payload
             m.d.sync += [addr.eq(payload.addr), is_write.eq(payload.write),
                          remaining.eq(payload.length), has_words.eq(payload.length != 0),
                          addr_stale.eq(1)]

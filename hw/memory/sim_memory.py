@@ -1,7 +1,7 @@
-"""Simulation model of external memory with the SDRAM controller's user-side interface.
+"""Simulation model of external memory behind a :class:`hw.memory.port.MemoryPort`.
 
-Same streams as :class:`hw.memory.sdram.SDRAMController` offers the engine: ``cmd`` (word address,
-write, length), ``w_stream`` and ``r_stream`` of 16-bit words. Each command waits ``latency``
+The same port as :class:`hw.memory.sdram.SDRAMController` offers the engine: ``cmd`` (word
+address, write, length), ``w`` and ``r`` of 16-bit words. Each command waits ``latency``
 cycles (row activate + CAS latency of the real chip), then moves one word per cycle; commands
 run in order, one at a time, like the controller's.
 
@@ -17,6 +17,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from firmware import image as im
+from hw.memory.port import MemoryPort
 
 ARRAY_MODULE = "engine_sim_mem_array"
 ARRAY_VERILOG = f"""\
@@ -56,46 +57,40 @@ class SimMemory(wiring.Component):
         ``$readmemh`` image and ``$writememh`` target (absolute paths).
     latency : int
         Cycles between accepting a command and its first word.
-    cmd_layout : Layout
-        Payload of ``cmd`` (``addr``, ``write``, ``length``), as :func:`hw.engine.layer_engine.cmd_layout`.
 
     Members
     -------
-    cmd : In(stream)
-    w_stream : In(stream.Signature(16))
-    r_stream : Out(stream.Signature(16))
+    port : In(MemoryPort)
     dump : In(1)
         Write the whole array to ``dump_file`` at the next clock edge.
     """
 
-    def __init__(self, depth, init_file, dump_file, latency, cmd_layout):
+    def __init__(self, depth, init_file, dump_file, latency):
         self.depth, self.latency = depth, latency
         self.init_file, self.dump_file = str(init_file), str(dump_file)
         super().__init__({
-            "cmd": In(stream.Signature(cmd_layout)),
-            "w_stream": In(stream.Signature(16)),
-            "r_stream": Out(stream.Signature(16)),
+            "port": In(MemoryPort(im.ADDR_BITS)),
             "dump": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         addr = Signal(im.ADDR_BITS)
-        left = Signal(len(self.cmd.payload.length))
+        left = Signal(len(self.port.cmd.payload.length))
         write = Signal()
         wait = Signal(range(self.latency + 2))
         we = Signal()
         rdata = Signal(16)
         m.submodules.array = Instance(
             ARRAY_MODULE, p_DEPTH=self.depth, p_INIT=self.init_file, p_DUMP=self.dump_file,
-            i_clk=ClockSignal(), i_we=we, i_waddr=addr, i_wdata=self.w_stream.payload,
+            i_clk=ClockSignal(), i_we=we, i_waddr=addr, i_wdata=self.port.w.payload,
             i_raddr=addr, o_rdata=rdata, i_dump=self.dump)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid & (self.cmd.payload.length != 0)):
-                    m.d.sync += [addr.eq(self.cmd.payload.addr), left.eq(self.cmd.payload.length),
-                                 write.eq(self.cmd.payload.write), wait.eq(self.latency)]
+                m.d.comb += self.port.cmd.ready.eq(1)
+                with m.If(self.port.cmd.valid & (self.port.cmd.payload.length != 0)):
+                    m.d.sync += [addr.eq(self.port.cmd.payload.addr), left.eq(self.port.cmd.payload.length),
+                                 write.eq(self.port.cmd.payload.write), wait.eq(self.latency)]
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(wait <= 1):
@@ -104,11 +99,11 @@ class SimMemory(wiring.Component):
                     m.d.sync += wait.eq(wait - 1)
             with m.State("DATA"):
                 with m.If(write):
-                    m.d.comb += [self.w_stream.ready.eq(1), we.eq(self.w_stream.valid)]
-                    moved = self.w_stream.valid
+                    m.d.comb += [self.port.w.ready.eq(1), we.eq(self.port.w.valid)]
+                    moved = self.port.w.valid
                 with m.Else():
-                    m.d.comb += [self.r_stream.valid.eq(1), self.r_stream.payload.eq(rdata)]
-                    moved = self.r_stream.ready
+                    m.d.comb += [self.port.r.valid.eq(1), self.port.r.payload.eq(rdata)]
+                    moved = self.port.r.ready
                 with m.If(moved):
                     m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
                     with m.If(left == 1):
@@ -123,10 +118,9 @@ class EngineHarness(wiring.Component):
     ``dump`` (the memory's)."""
 
     def __init__(self, config, depth, init_file, dump_file):
-        from hw.engine.layer_engine import Engine, cmd_layout
+        from hw.engine.layer_engine import Engine
         self.engine = Engine(config)
-        self.memory = SimMemory(depth, init_file, dump_file, config.mem_latency,
-                                cmd_layout(config.max_burst))
+        self.memory = SimMemory(depth, init_file, dump_file, config.mem_latency)
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(16)),
@@ -137,9 +131,7 @@ class EngineHarness(wiring.Component):
         m = Module()
         m.submodules.engine = e = self.engine
         m.submodules.memory = mem = self.memory
-        wiring.connect(m, e.mem_cmd, mem.cmd)
-        wiring.connect(m, e.mem_w, mem.w_stream)
-        wiring.connect(m, mem.r_stream, e.mem_r)
+        wiring.connect(m, e.mem, mem.port)
         wiring.connect(m, wiring.flipped(self.i_stream), e.i_stream)
         m.d.comb += [self.o_stream.valid.eq(e.o_stream.valid),
                      self.o_stream.payload.eq(e.o_stream.payload),
