@@ -150,7 +150,7 @@ def main(argv=None):
         print(f"float model unavailable: {e}")
         ref = None
     t0 = time.perf_counter()
-    res = simulate(comp, faces, name=f"engine_{a.board}", depth=None)
+    res = simulate(comp, faces, name=f"engine_{a.board}".replace("-", "_"), depth=None)
     outs = res["outputs"]
     exact = [bool(np.array_equal(outs[i], gold.embedding[i])) for i in range(len(faces))]
     if ref is not None:
