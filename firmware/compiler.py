@@ -18,18 +18,18 @@ Fusions the compiler makes (each removes a pass over memory):
   channels while loading its input rows (the tensor in memory is the unshuffled one);
 - ``scale_channels`` (SE excitation) read only by convs: no descriptor; those convs read the
   unscaled tensor and multiply each word by its channel's gate while loading their input rows
-  (``FLAG_SCALE``; the scaled tensor never exists in memory);
+  (``Flag.SCALE``; the scaled tensor never exists in memory);
 - ``avgpool`` (SE squeeze) of the output of a conv compiled to one descriptor that directly
   precedes it: the conv accumulates the per-channel sums while writing its output
-  (``FLAG_POOL``), the pool descriptor only requantizes and writes the ``C`` results;
+  (``Flag.POOL``), the pool descriptor only requantizes and writes the ``C`` results;
 - ``add`` (residual) of the output of a conv (no activation) compiled to one descriptor that
   directly precedes it and is its only reader: the conv reads the other operand one output
-  row ahead and writes the sum (``FLAG_RESID``; the conv's own output never exists in memory).
+  row ahead and writes the sum (``Flag.RESID``; the conv's own output never exists in memory).
 
 Packing: a tensor of at most 8 bits that one CONV writes whole (``n_out == OC``) and only
 CONVs read -- as input rows without shuffle or SE scale, or as a fused residual -- is stored
 two elements a word (channel ``2i`` in the low byte, ``2i + 1`` in the high byte; flags
-``FLAG_PACK_OUT`` / ``FLAG_PACK_IN`` / ``FLAG_PACK_RES``): the block inputs and outputs.
+``Flag.PACK_OUT`` / ``Flag.PACK_IN`` / ``Flag.PACK_RES``): the block inputs and outputs.
 
 Anything the engine cannot run stops compilation with a :class:`CompileError` naming the layer:
 a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
@@ -228,7 +228,7 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
             if scale <= 0 or scale & (scale - 1):
                 raise CompileError(f"layer {name!r}: input scale {scale} is not a power of two")
             fmt = artifact.fmt(outname)
-            d.update(opcode=im.OP_INPUT, H=h, W=w, C=c, OH=h, OW=w, OC=c, n_elems=h * w * c,
+            d.update(opcode=im.Opcode.INPUT, H=h, W=w, C=c, OH=h, OW=w, OC=c, n_elems=h * w * c,
                      sa=int(math.log2(scale)), sb=0, offset=offset, sat_lo=fmt.lo,
                      sat_hi=fmt.hi, out_tensor=outname)
             descs.append(d)
@@ -242,7 +242,7 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
             c, h, w = _chw(T(x)["shape"])
             out = artifact.fmt(outname)
             _fits16(out, name, "output")
-            d.update(opcode=im.OP_VEC, mode=im.VEC_OPS[kind], H=h, W=w, C=c,
+            d.update(opcode=im.Opcode.VEC, mode=im.VEC_OPS[kind], H=h, W=w, C=c,
                      n_elems=h * w * c, sat_lo=out.lo, sat_hi=out.hi, in_tensors=op["inputs"],
                      out_tensor=outname)
             if c > cfg.chan_depth:
@@ -293,9 +293,9 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
     final = prog[-1]["output"]
     c, h, w = _chw(T(final)["shape"])
     descs.append({"layer": len(prog) - 1, "name": "output", "kind": "output",
-                  "opcode": im.OP_OUTPUT, "n_elems": c * h * w, "C": c, "H": h, "W": w,
+                  "opcode": im.Opcode.OUTPUT, "n_elems": c * h * w, "C": c, "H": h, "W": w,
                   "in_tensors": [final]})
-    descs.append({"layer": len(prog) - 1, "name": "end", "kind": "end", "opcode": im.OP_END})
+    descs.append({"layer": len(prog) - 1, "name": "end", "kind": "end", "opcode": im.Opcode.END})
 
     # --- addresses ----------------------------------------------------------------------------
     table_words = len(descs) * im.DESC_WORDS
@@ -325,7 +325,7 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
 
     out_descs = []
     for i, d in enumerate(descs):
-        fields = {k: v for k, v in d.items() if k in im.FIELDS}
+        fields = {k: v for k, v in d.items() if k in im.FIELD_NAMES}
         for key in ("w_addr", "p_addr", "lut_addr"):
             if key in d:
                 fields[key] = d[key] + const_base
@@ -338,9 +338,9 @@ def compile_artifact(artifact, config: EngineConfig = None, fuse_scale=True,
             fields["out_addr"] = tensors[d["out_tensor"]]["addr"] + d.get("out_lo", 0)
         if "res_tensor" in d:
             fields["r_addr"] = tensors[d["res_tensor"]]["addr"]
-        if d.get("opcode") == im.OP_CONV:
+        if d.get("opcode") == im.Opcode.CONV:
             fields.update(row_entries=d["W"] * -(-d["C"] // cfg.lanes),
-                          row_words=d["W"] * d["C"] // (2 if d["flags"] & im.FLAG_PACK_IN else 1),
+                          row_words=d["W"] * d["C"] // (2 if d["flags"] & im.Flag.PACK_IN else 1),
                           p_words=d["n_groups"] * cfg.group_words)
         try:
             words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS] = im.pack_descriptor(fields)
@@ -364,11 +364,11 @@ def _fuse_pools(descs, tensors):
             continue
         prev = descs[i - 1]
         x = d["in_tensors"][0]
-        if (prev.get("opcode") == im.OP_CONV and prev.get("out_tensor") == x
+        if (prev.get("opcode") == im.Opcode.CONV and prev.get("out_tensor") == x
                 and prev["out_lo"] == 0 and prev["n_out"] == prev["OC"] == d["C"]
                 and d["C"] >= 2 and prev["OH"] * prev["OW"] == d["H"] * d["W"]):
-            prev["flags"] |= im.FLAG_POOL
-            d["flags"] = d.get("flags", 0) | im.FLAG_POOL
+            prev["flags"] |= im.Flag.POOL
+            d["flags"] = d.get("flags", 0) | im.Flag.POOL
             d["n_elems"] = 0
             d["pool_fused_into"] = prev["name"]
 
@@ -376,23 +376,23 @@ def _fuse_pools(descs, tensors):
 def _fuse_residuals(descs, tensors, consumers, cfg):
     """A residual add right after the one CONV descriptor that writes one of its operands
     (the whole tensor, no activation, no pool sums) and is that tensor's only reader: the conv
-    adds the other operand to each result (``FLAG_RESID``) and writes the sum; the add's
+    adds the other operand to each result (``Flag.RESID``) and writes the sum; the add's
     descriptor is dropped and the conv's own output is not stored. An output row of the
     residual must fit the engine's residual FIFO (``res_depth``); else the add stays a pass."""
     out = []
     for d in descs:
         prev = out[-1] if out else None
-        if (d.get("kind") == "add" and prev is not None and prev.get("opcode") == im.OP_CONV
+        if (d.get("kind") == "add" and prev is not None and prev.get("opcode") == im.Opcode.CONV
                 and prev.get("out_tensor") in d["in_tensors"]
                 and prev["out_lo"] == 0 and prev["n_out"] == prev["OC"]
-                and not prev["flags"] & (im.FLAG_ACT | im.FLAG_POOL)
+                and not prev["flags"] & (im.Flag.ACT | im.Flag.POOL)
                 and len(consumers.get(prev["out_tensor"], [])) == 1
                 and prev["OH"] * prev["OW"] * prev["OC"] == d["n_elems"]
                 and prev["OW"] * prev["OC"] <= cfg.res_depth):
             mine = d["in_tensors"].index(prev["out_tensor"])
             conv_out = prev["out_tensor"]
             shifts = d["add_shifts"]
-            prev["flags"] |= im.FLAG_RESID
+            prev["flags"] |= im.Flag.RESID
             prev.update(sa=shifts[mine], sb=shifts[1 - mine], shift=d["shift"],
                         r_lo=d["sat_lo"], r_hi=d["sat_hi"], r_words=prev["OW"] * prev["OC"],
                         res_tensor=d["in_tensors"][1 - mine], out_tensor=d["out_tensor"])
@@ -414,19 +414,19 @@ def _pack_narrow(descs, tensors):
         writers = [d for d in descs if d.get("out_tensor") == name]
         readers = [d for d in descs if name in d.get("in_tensors", ())]
         res_readers = [d for d in descs if d.get("res_tensor") == name]
-        if not (len(writers) == 1 and writers[0].get("opcode") == im.OP_CONV
+        if not (len(writers) == 1 and writers[0].get("opcode") == im.Opcode.CONV
                 and writers[0]["n_out"] == writers[0]["OC"] and writers[0]["out_lo"] == 0
                 and readers + res_readers
-                and all(d.get("opcode") == im.OP_CONV and d["in_tensors"] == [name]
-                        and not d["flags"] & (im.FLAG_SHUFFLE | im.FLAG_SCALE)
+                and all(d.get("opcode") == im.Opcode.CONV and d["in_tensors"] == [name]
+                        and not d["flags"] & (im.Flag.SHUFFLE | im.Flag.SCALE)
                         for d in readers)):
             continue
         t["packed"] = True
-        writers[0]["flags"] |= im.FLAG_PACK_OUT
+        writers[0]["flags"] |= im.Flag.PACK_OUT
         for d in readers:
-            d["flags"] |= im.FLAG_PACK_IN
+            d["flags"] |= im.Flag.PACK_IN
         for d in res_readers:
-            d["flags"] |= im.FLAG_PACK_RES
+            d["flags"] |= im.Flag.PACK_RES
             d["r_words"] //= 2
 
 
@@ -445,7 +445,7 @@ def _activation(b, name, spec, cfg):
         except ValueError as e:
             raise CompileError(f"layer {name!r}: {e}") from None
         packed = activation_config_layout().const(config).as_value().value
-        return {"act_cfg": packed, "flags": im.FLAG_ACT}
+        return {"act_cfg": packed, "flags": im.Flag.ACT}
     if 1 << spec.in_fmt.n_word > cfg.lut_depth:
         raise CompileError(f"layer {name!r}: activation input {spec.in_fmt.fxp_dtype} needs a "
                            f"{1 << spec.in_fmt.n_word}-entry table, more than lut_depth "
@@ -453,7 +453,7 @@ def _activation(b, name, spec, cfg):
     t = act.table(spec)
     addr = b.add(f"{name}.table", im.to_words(t, f"layer {name!r} table"))
     return {"lut_addr": addr, "lut_n": t.size, "lut_off": spec.in_fmt.lo,
-            "flags": im.FLAG_ACT}
+            "flags": im.Flag.ACT}
 
 
 def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=None):
@@ -481,17 +481,17 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
             raise CompileError(f"layer {name!r}: linear on a {H}x{W} map; the engine runs "
                                f"linear layers on vectors (1x1) only")
         parts = [{"in": [0, C], "out": [0, wt.shape[0]], "w": wt.reshape(*wt.shape, 1, 1)}]
-        k, stride, pad, mode = 1, 1, 0, im.MODE_DENSE
+        k, stride, pad, mode = 1, 1, 0, im.ConvMode.DENSE
     elif kind == "maxpool":
         if (op["kernel"], op["stride"]) != (2, 2):
             raise CompileError(f"layer {name!r}: only 2x2 stride-2 max pooling is supported")
         parts = [{"in": [0, C], "out": [0, C], "w": np.zeros((C, 1, 2, 2), np.int64)}]
-        k, stride, pad, mode = 2, 2, 0, im.MODE_MAX
+        k, stride, pad, mode = 2, 2, 0, im.ConvMode.MAX
     else:
         parts = [{"in": p["in"], "out": p["out"], "w": artifact.arrays[p["weight"]]}
                  for p in op["parts"]]
         k, stride, pad = int(op["kernel"]), int(op["stride"]), int(op["padding"])
-        mode = im.MODE_DEPTHWISE if op["depthwise"] else im.MODE_DENSE
+        mode = im.ConvMode.DEPTHWISE if op["depthwise"] else im.ConvMode.DENSE
         if int(op["acc_bits"]) > ACC_BITS:
             raise CompileError(f"layer {name!r}: accumulator needs {op['acc_bits']} bits, more "
                                f"than the engine's {ACC_BITS}")
@@ -524,7 +524,7 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
         i0, i1 = p["in"]
         for g0 in range(o0, o1, P):
             n = min(P, o1 - g0)
-            if mode == im.MODE_DENSE:
+            if mode == im.ConvMode.DENSE:
                 if i0 % L:
                     raise CompileError(f"layer {name!r}: part input range {p['in']} does not "
                                        f"start on a multiple of in_lanes {L}")
@@ -535,7 +535,7 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
                                        f"aligned to {P} lanes")
                 groups.append((g0, n, g0, 1, p))
     taps = k * k
-    entries = [taps * g[3] if mode == im.MODE_DENSE else -(-taps // L) for g in groups]
+    entries = [taps * g[3] if mode == im.ConvMode.DENSE else -(-taps // L) for g in groups]
 
     # chunks: consecutive groups that fit the weight RAM and the parameter RAM
     chunks, cur, used = [], [], 0
@@ -567,7 +567,7 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
                 oc = g0 + j - o0
                 for tap in range(taps):
                     dy, dx = divmod(tap, k)
-                    if mode == im.MODE_DENSE:
+                    if mode == im.ConvMode.DENSE:
                         for cig in range(n_cig):
                             for l in range(L):
                                 ic = in_lo + cig * L + l
@@ -598,9 +598,9 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
         p_addr = b.add(f"{tag}.params", np.concatenate(prec).astype(np.uint16))
         out_lo = groups[chunk[0]][0]
         n_out = sum(groups[gi][1] for gi in chunk)
-        d = {"layer": li, "name": tag, "kind": kind, "opcode": im.OP_CONV, "mode": mode,
-             "flags": (im.FLAG_SHUFFLE if shuffle else 0)
-                      | (im.FLAG_PREFETCH if (k + 1) * W * CE <= cfg.rb_depth else 0),
+        d = {"layer": li, "name": tag, "kind": kind, "opcode": im.Opcode.CONV, "mode": mode,
+             "flags": (im.Flag.SHUFFLE if shuffle else 0)
+                      | (im.Flag.PREFETCH if (k + 1) * W * CE <= cfg.rb_depth else 0),
              "H": H, "W": W, "C": C,
              "OH": OH, "OW": OW, "OC": OC, "n_out": n_out, "k": k, "stride": stride,
              "pad": pad, "n_groups": len(chunk), "w_addr": w_addr, "w_words": wwords.size,
@@ -609,12 +609,12 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
              "groups_detail": [[groups[gi][1], groups[gi][2], groups[gi][3]] for gi in chunk]}
         if lut:
             d.update({kk: v for kk, v in lut.items() if kk != "flags"})
-            d["flags"] |= im.FLAG_ACT
+            d["flags"] |= im.Flag.ACT
         if shuffle and C % 2:
             raise CompileError(f"layer {name!r}: shuffle of an odd channel count {C}")
         if scale_op is not None:
             sfmt = artifact.fmt(scale_op["output"])
-            d["flags"] |= im.FLAG_SCALE
+            d["flags"] |= im.Flag.SCALE
             d["in_tensors"] = list(scale_op["inputs"])       # unscaled tensor, gate vector
             d.update(ls_shift=int(scale_op["shift"]), ls_lo=sfmt.lo, ls_hi=sfmt.hi,
                      scale_fused=scale_op["name"])

@@ -16,72 +16,77 @@ Image layout (word addresses)::
                      program has its own region (no reuse), so all of them can be dumped and
                      compared with the golden model after a frame
 
-Descriptor (``DESC_WORDS`` = 56 words, field table :data:`FIELDS`; 32-bit fields are two
-words, low word first; fields marked signed are two's complement):
+Descriptor: the :class:`amaranth.lib.data.StructLayout` :data:`Descriptor` below is the
+one definition of the engine's instruction format. The compiler packs it
+(:func:`pack_descriptor`), the engine views its descriptor registers through it, and the
+opcodes, modes and flags are the enums and the flag layout next to it; no word offset or flag
+index is written anywhere else. Every field is a whole number of 16-bit words, in this order
+(``DESC_WORDS`` words in all; 32-bit fields low word first; ``s`` marks two's complement).
+``tests/test_compiler.py`` checks this table against the layout:
 
-=====  ===========  ===============================================================
-word   field        meaning
-=====  ===========  ===============================================================
-0      opcode       :data:`OP_END`, :data:`OP_INPUT`, :data:`OP_CONV`, :data:`OP_VEC`,
-                    :data:`OP_OUTPUT`
-1      mode         CONV: 0 dense, 1 depthwise, 2 max (2x2 max pool); VEC: the sub-op
-2      flags        bit 0: activation table on the output; bit 1: channel shuffle (2 groups)
-                    on load of the input rows; bit 2 (CONV): SE channel scale on load of the
-                    input rows (gate vector at ``b_addr``, see ``ls_*``); bit 3: average-pool
-                    fusion (CONV: accumulate per-channel sums of the written output in the
-                    engine's sum RAM; VEC avgpool: the sums are already there, only the
-                    ``C`` results are computed and written, ``n_elems`` = 0); bit 4 (CONV):
-                    row prefetch (``k + 1`` row slots: the next input row loads while the
-                    array works on an output row); bit 5 (CONV): residual add fused into
-                    the output (``r_*``, ``sa``/``sb``/``shift``); bits 6, 7, 8 (CONV): the
-                    input rows, the output, the residual are packed, two 8-bit elements a
-                    word (channel ``2i`` in the low byte)
-3      layer        index of the layer in the artifact program (for reports)
-4-5    a_addr       first input tensor
-6-7    b_addr       second input tensor (VEC add: other operand; VEC scale and CONV with
-                    the scale flag: the gate vector)
-8-9    out_addr     output tensor (CONV: already offset by ``out_lo`` channels)
-10-12  H, W, C      input height, width, channels
-13-15  OH, OW, OC   output height, width, channels (OC = the pixel stride of the output)
-16     n_out        CONV: channels this descriptor writes per pixel (output chunk width)
-17     k            kernel size (square)
-18     stride
-19     pad          zero padding on every side
-20     n_groups     CONV: output-channel groups of <= P channels (one parameter record each)
-21-22  w_addr       CONV: weight entries; VEC prelu: the slope vector
-23-24  w_words      words to load from w_addr
-25-26  p_addr       CONV: group parameter records (``4 + 4 P`` words per group)
-27-28  lut_addr     activation table (``lut_n`` words, one per input code)
-29     lut_n        entries of the table (0: no table)
-30     lut_off      signed: input code of table entry 0 (the input format's ``lo``)
-31     sat_lo       signed: saturation bounds of the requantized value
-32     sat_hi       signed
-33     sa           VEC add / INPUT: left shift of operand a (CONV with the residual flag:
-                    of the conv's requantized output)
-34     sb           VEC add / INPUT: left shift of operand b (INPUT: of the offset; CONV
-                    with the residual flag: of the residual)
-35     shift        VEC, CONV with the residual flag: right shift (round half up) of the
-                    result
-36-37  mult         VEC avgpool: multiplier M (17 bits)
-38     offset       signed: INPUT offset (the pixel transform ``raw = pixel << sa + offset``)
-39-40  n_elems      VEC / INPUT / OUTPUT: elements (H * W * C)
-41     rows_per_pass  CONV: row-buffer slots (``k``) used
-42     ls_shift     CONV with the scale flag: ``x * gate[c]`` is rounded by this right shift
-                    (round half up) ...
-43-44  ls_lo/ls_hi  signed: ... and saturated to these bounds (the scaled tensor's format)
-45     row_entries  CONV: row-buffer entries of one input row, ``W * ceil(C / P)``
-46     row_words    CONV: words of one input row, ``W * C``
-47     p_words      CONV: words of the group parameter records, ``n_groups * (4 + 4 P)``
-                    (45-47 are products the compiler computes so that the engine does not
-                    multiply descriptor fields in one clock cycle)
-48-49  r_addr       CONV with the residual flag: the residual tensor (same shape as the
-                    output, HWC), read one output row ahead of the row's results
-50-51  r_lo/r_hi    signed: saturation bounds of the sum (the add's output format)
-52     r_words      words of one residual row, ``OW * OC``
-53-55  act_cfg      engines with the CORDIC activation unit: the activation's formats,
-                    :func:`hw.engine.activation.activation_config_layout` packed from bit 0
-                    (``lut_*`` are then 0: no table is loaded)
-=====  ===========  ===============================================================
+=============  ====  ===============================================================
+field          bits  meaning
+=============  ====  ===============================================================
+opcode         16    :class:`Opcode`
+mode           16    CONV: :class:`ConvMode`; VEC: :class:`VecOp`
+flags          16    :data:`Flags`: ``act`` activation on the output; ``shuffle`` channel
+                     shuffle (2 groups) on load of the input rows; ``scale`` (CONV) SE
+                     channel scale on load of the input rows (gate vector at ``b_addr``,
+                     see ``ls_*``); ``pool`` average-pool fusion (CONV: accumulate
+                     per-channel sums of the written output in the engine's sum RAM; VEC
+                     avgpool: the sums are already there, only the ``C`` results are
+                     computed and written, ``n_elems`` = 0); ``prefetch`` (CONV) ``k + 1``
+                     row slots: the next input row loads while the array works on an
+                     output row; ``resid`` (CONV) residual add fused into the output
+                     (``r_*``, ``sa``/``sb``/``shift``); ``pack_in``, ``pack_out``,
+                     ``pack_res`` (CONV) the input rows, the output, the residual are
+                     packed, two 8-bit elements a word (channel ``2i`` in the low byte)
+layer          16    index of the layer in the artifact program (for reports)
+a_addr         32    first input tensor
+b_addr         32    second input tensor (VEC add: other operand; VEC scale and CONV with
+                     the scale flag: the gate vector)
+out_addr       32    output tensor (CONV: already offset by ``out_lo`` channels)
+H, W, C        16    input height, width, channels
+OH, OW, OC     16    output height, width, channels (OC = the pixel stride of the output)
+n_out          16    CONV: channels this descriptor writes per pixel (output chunk width)
+k              16    kernel size (square)
+stride         16
+pad            16    zero padding on every side
+n_groups       16    CONV: output-channel groups of <= P channels (one parameter record each)
+w_addr         32    CONV: weight entries; VEC prelu: the slope vector
+w_words        32    words to load from w_addr
+p_addr         32    CONV: group parameter records (``4 + 4 P`` words per group)
+lut_addr       32    activation table (``lut_n`` words, one per input code)
+lut_n          16    entries of the table (0: no table)
+lut_off        s16   input code of table entry 0 (the input format's ``lo``)
+sat_lo         s16   saturation bounds of the requantized value
+sat_hi         s16
+sa             16    VEC add / INPUT: left shift of operand a (CONV with the residual flag:
+                     of the conv's requantized output)
+sb             16    VEC add / INPUT: left shift of operand b (INPUT: of the offset; CONV
+                     with the residual flag: of the residual)
+shift          16    VEC, CONV with the residual flag: right shift (round half up) of the
+                     result
+mult           32    VEC avgpool: multiplier M (17 bits)
+offset         s16   INPUT offset (the pixel transform ``raw = pixel << sa + offset``)
+n_elems        32    VEC / INPUT / OUTPUT: elements (H * W * C)
+rows           16    CONV: row-buffer slots (``k``) used
+ls_shift       16    CONV with the scale flag: ``x * gate[c]`` is rounded by this right
+                     shift (round half up) ...
+ls_lo, ls_hi   s16   ... and saturated to these bounds (the scaled tensor's format)
+row_entries    16    CONV: row-buffer entries of one input row, ``W * ceil(C / P)``
+row_words      16    CONV: words of one input row, ``W * C``
+p_words        16    CONV: words of the group parameter records, ``n_groups * (4 + 4 P)``
+                     (the last three are products the compiler computes so that the
+                     engine does not multiply descriptor fields in one clock cycle)
+r_addr         32    CONV with the residual flag: the residual tensor (same shape as the
+                     output, HWC), read one output row ahead of the row's results
+r_lo, r_hi     s16   saturation bounds of the sum (the add's output format)
+r_words        16    words of one residual row, ``OW * OC``
+act_cfg        48    engines with the CORDIC activation unit: the activation's formats,
+                     :func:`hw.engine.activation.activation_config_layout` packed from
+                     bit 0 (``lut_*`` are then 0: no table is loaded)
+=============  ====  ===============================================================
 
 Group parameter record (CONV, ``4 + 4 P`` words, one per group of <= P output channels)::
 
@@ -98,43 +103,76 @@ Weight entry (``P * L / 2`` words): ``P * L`` signed 8-bit weights, lane-major
 ``in_lo + cig * L + l`` of kernel tap ``tap = dy * k + dx`` (zero beyond the part's range).
 Depthwise / max: entry ``w_base + tap // L``, slot ``tap % L`` holds channel ``j``'s weight.
 """
+import enum as pyenum
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from amaranth import Shape, signed, unsigned
+from amaranth.lib import data, enum
 
 WORD_BITS = 16
 ADDR_BITS = 24
-DESC_WORDS = 56
 
-OP_END, OP_INPUT, OP_CONV, OP_VEC, OP_OUTPUT = 0, 1, 2, 3, 4
-OPCODES = {"end": OP_END, "input": OP_INPUT, "conv": OP_CONV, "vec": OP_VEC, "output": OP_OUTPUT}
-MODE_DENSE, MODE_DEPTHWISE, MODE_MAX = 0, 1, 2
-VEC_ADD, VEC_SCALE, VEC_PRELU, VEC_ACT, VEC_AVGPOOL = 0, 1, 2, 3, 4
-VEC_OPS = {"add": VEC_ADD, "scale_channels": VEC_SCALE, "prelu": VEC_PRELU,
-           "activation": VEC_ACT, "avgpool": VEC_AVGPOOL}
-FLAG_ACT, FLAG_SHUFFLE, FLAG_SCALE, FLAG_POOL, FLAG_PREFETCH, FLAG_RESID = 1, 2, 4, 8, 16, 32
-FLAG_PACK_IN, FLAG_PACK_OUT, FLAG_PACK_RES = 64, 128, 256
 
-#: name -> (word offset, words, signed)
-FIELDS = {
-    "opcode": (0, 1, False), "mode": (1, 1, False), "flags": (2, 1, False),
-    "layer": (3, 1, False),
-    "a_addr": (4, 2, False), "b_addr": (6, 2, False), "out_addr": (8, 2, False),
-    "H": (10, 1, False), "W": (11, 1, False), "C": (12, 1, False),
-    "OH": (13, 1, False), "OW": (14, 1, False), "OC": (15, 1, False),
-    "n_out": (16, 1, False), "k": (17, 1, False), "stride": (18, 1, False),
-    "pad": (19, 1, False), "n_groups": (20, 1, False),
-    "w_addr": (21, 2, False), "w_words": (23, 2, False), "p_addr": (25, 2, False),
-    "lut_addr": (27, 2, False), "lut_n": (29, 1, False), "lut_off": (30, 1, True),
-    "sat_lo": (31, 1, True), "sat_hi": (32, 1, True),
-    "sa": (33, 1, False), "sb": (34, 1, False), "shift": (35, 1, False),
-    "mult": (36, 2, False), "offset": (38, 1, True), "n_elems": (39, 2, False),
-    "rows": (41, 1, False),
-    "ls_shift": (42, 1, False), "ls_lo": (43, 1, True), "ls_hi": (44, 1, True),
-    "row_entries": (45, 1, False), "row_words": (46, 1, False), "p_words": (47, 1, False),
-    "r_addr": (48, 2, False), "r_lo": (50, 1, True), "r_hi": (51, 1, True),
-    "r_words": (52, 1, False), "act_cfg": (53, 3, False),
-}
+class Opcode(enum.IntEnum, shape=16):
+    """What a descriptor does."""
+    END = 0
+    INPUT = 1
+    CONV = 2
+    VEC = 3
+    OUTPUT = 4
+
+
+class ConvMode(enum.IntEnum, shape=16):
+    """CONV descriptors: the multiplier array's mode."""
+    DENSE = 0
+    DEPTHWISE = 1
+    MAX = 2          # 2x2 max pool
+
+
+class VecOp(enum.IntEnum, shape=16):
+    """VEC descriptors: the element-wise sub-op (the artifact op kinds are its names)."""
+    ADD = 0
+    SCALE = 1
+    PRELU = 2
+    ACT = 3
+    AVGPOOL = 4
+
+
+#: artifact op kind -> VEC sub-op
+VEC_OPS = {"add": VecOp.ADD, "scale_channels": VecOp.SCALE, "prelu": VecOp.PRELU,
+           "activation": VecOp.ACT, "avgpool": VecOp.AVGPOOL}
+
+#: The flags word, one bit each (meanings in the module docstring).
+Flags = data.StructLayout({
+    "act": 1, "shuffle": 1, "scale": 1, "pool": 1, "prefetch": 1, "resid": 1,
+    "pack_in": 1, "pack_out": 1, "pack_res": 1, "_reserved": WORD_BITS - 9})
+
+#: The flags as Python integers for the compiler (``Flag.ACT | Flag.POOL``), derived from
+#: :data:`Flags` so that the two cannot disagree.
+Flag = pyenum.IntFlag("Flag", {name.upper(): 1 << field.offset for name, field in Flags
+                               if not name.startswith("_")})
+
+_u16, _u32, _s16 = unsigned(16), unsigned(32), signed(16)
+
+#: The descriptor: the engine's instruction (field meanings in the module docstring).
+Descriptor = data.StructLayout({
+    "opcode": Opcode, "mode": data.UnionLayout({"conv": ConvMode, "vec": VecOp}),
+    "flags": Flags, "layer": _u16,
+    "a_addr": _u32, "b_addr": _u32, "out_addr": _u32,
+    "H": _u16, "W": _u16, "C": _u16, "OH": _u16, "OW": _u16, "OC": _u16,
+    "n_out": _u16, "k": _u16, "stride": _u16, "pad": _u16, "n_groups": _u16,
+    "w_addr": _u32, "w_words": _u32, "p_addr": _u32,
+    "lut_addr": _u32, "lut_n": _u16, "lut_off": _s16, "sat_lo": _s16, "sat_hi": _s16,
+    "sa": _u16, "sb": _u16, "shift": _u16, "mult": _u32, "offset": _s16, "n_elems": _u32,
+    "rows": _u16, "ls_shift": _u16, "ls_lo": _s16, "ls_hi": _s16,
+    "row_entries": _u16, "row_words": _u16, "p_words": _u16,
+    "r_addr": _u32, "r_lo": _s16, "r_hi": _s16, "r_words": _u16,
+    "act_cfg": unsigned(48),
+})
+DESC_WORDS = Descriptor.size // WORD_BITS
+FIELD_NAMES = frozenset(name for name, _ in Descriptor)
+
 GROUP_HEADER_WORDS = 4
 GATHER_MAX = 256
 LANE_PARAM_WORDS = 4
@@ -251,38 +289,42 @@ def _pow2_floor(v: int) -> int:
     return 1 << (int(v).bit_length() - 1)
 
 
+def _field_range(shape) -> tuple[int, int]:
+    shape = Shape.cast(shape)
+    bits = shape.width
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if shape.signed else (0, (1 << bits) - 1)
+
+
 def pack_descriptor(fields: dict) -> np.ndarray:
-    """Field dict -> ``DESC_WORDS`` uint16 words. Unknown fields and values that do not fit
-    raise :class:`ImageError` naming the field."""
-    words = np.zeros(DESC_WORDS, dtype=np.uint16)
+    """Field dict -> ``DESC_WORDS`` uint16 words laid out by :data:`Descriptor`. Unknown
+    fields and values that do not fit raise :class:`ImageError` naming the field."""
+    bits = 0
     for name, value in fields.items():
-        if name not in FIELDS:
-            raise ImageError(f"descriptor: unknown field {name!r}")
-        off, n, signed = FIELDS[name]
-        bits = 16 * n
+        try:
+            field = Descriptor[name]
+        except KeyError:
+            raise ImageError(f"descriptor: unknown field {name!r}") from None
         v = int(value)
-        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        lo, hi = _field_range(field.shape)
         if not lo <= v <= hi:
             raise ImageError(f"descriptor field {name!r} = {v} does not fit "
-                             f"{'signed' if signed else 'unsigned'} {bits} bits")
-        v &= (1 << bits) - 1
-        for i in range(n):
-            words[off + i] = (v >> (16 * i)) & 0xFFFF
-    return words
+                             f"{'signed' if lo < 0 else 'unsigned'} {field.width} bits")
+        bits |= (v & ((1 << field.width) - 1)) << field.offset
+    return np.array([(bits >> (WORD_BITS * i)) & 0xFFFF for i in range(DESC_WORDS)],
+                    dtype=np.uint16)
 
 
 def unpack_descriptor(words) -> dict:
+    """``DESC_WORDS`` words -> every field of :data:`Descriptor` as a Python int."""
     words = np.asarray(words, dtype=np.int64)
     if words.shape != (DESC_WORDS,):
         raise ImageError(f"descriptor must be {DESC_WORDS} words, not {words.shape}")
+    bits = sum(int(w) << (WORD_BITS * i) for i, w in enumerate(words))
     out = {}
-    for name, (off, n, signed) in FIELDS.items():
-        v = 0
-        for i in range(n):
-            v |= int(words[off + i]) << (16 * i)
-        bits = 16 * n
-        if signed and v >= 1 << (bits - 1):
-            v -= 1 << bits
+    for name, field in Descriptor:
+        v = (bits >> field.offset) & ((1 << field.width) - 1)
+        if _field_range(field.shape)[0] < 0 and v >> (field.width - 1):
+            v -= 1 << field.width
         out[name] = v
     return out
 

@@ -1,9 +1,11 @@
 """Firmware compiler: binary layout round trips and the errors that name the layer."""
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
+from amaranth import Shape
 
 from firmware import image as im
 from firmware.compiler import CompileError, compile_artifact
@@ -18,13 +20,29 @@ CFG = EngineConfig(lanes=8, in_lanes=4, rb_depth=512, w_depth=128, groups=16, lu
 def test_descriptor_round_trip():
     rng = np.random.default_rng(1)
     fields = {}
-    for name, (_, n, signed) in im.FIELDS.items():
-        bits = 16 * n
-        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    for name, field in im.Descriptor:
+        shape = Shape.cast(field.shape)
+        bits = shape.width
+        lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if shape.signed
+                  else (0, (1 << bits) - 1))
         fields[name] = int(rng.integers(lo, hi, endpoint=True))
     words = im.pack_descriptor(fields)
     assert words.shape == (im.DESC_WORDS,)
     assert im.unpack_descriptor(words) == fields
+
+
+def test_descriptor_layout_is_documented_and_word_aligned():
+    """The module docstring's field table lists the layout's fields in order with their
+    widths, and every field starts and ends on a 16-bit word (memory dumps stay readable)."""
+    rows = re.findall(r"^(\w+(?:, \w+)*)\s+(s?)(\d+)\s", im.__doc__.split("field          bits")[1],
+                      re.M)
+    documented = [(name, sg == "s", int(bits)) for names, sg, bits in rows
+                  for name in names.split(", ")]
+    fields = [(name, Shape.cast(f.shape).signed, f.width) for name, f in im.Descriptor]
+    assert documented == fields
+    for name, f in im.Descriptor:
+        assert f.offset % im.WORD_BITS == 0 and f.width % im.WORD_BITS == 0, name
+    assert set(im.Flag.__members__) == {n.upper() for n, _ in im.Flags if n[0] != "_"}
 
 
 def test_descriptor_errors_name_the_field():
@@ -61,7 +79,7 @@ def test_image_unpacks_to_the_program(kind):
     for i, d in enumerate(c.descriptors):
         got = im.unpack_descriptor(c.words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS])
         for k, v in d.items():
-            if k in im.FIELDS:
+            if k in im.FIELD_NAMES:
                 assert got[k] == v, (d["name"], k)
     # weights of the first dense conv come back in entry order
     d = next(d for d in c.descriptors if d["kind"] == "conv")
@@ -88,7 +106,7 @@ def test_fusions():
     kinds = [d["kind"] for d in c.descriptors]
     assert "activation" not in kinds and "shuffle" not in kinds
     dw = next(d for d in c.descriptors if d["name"] == "dw")
-    assert dw["flags"] & im.FLAG_SHUFFLE and dw["flags"] & im.FLAG_ACT
+    assert dw["flags"] & im.Flag.SHUFFLE and dw["flags"] & im.Flag.ACT
     assert c.tensors["shuf"]["shuffled_from"] == "pw.act"
     assert not c.tensors["pw"]["stored"]
 
@@ -100,15 +118,15 @@ def test_se_fusions():
     by = {d["name"]: d for d in c.descriptors}
     assert "se" not in by and not c.tensors["se"]["stored"]
     proj = by["proj"]
-    assert proj["flags"] & im.FLAG_SCALE
+    assert proj["flags"] & im.Flag.SCALE
     assert proj["a_addr"] == c.tensors["dw.act"]["addr"]
     assert proj["b_addr"] == c.tensors["se.gate"]["addr"]
-    assert by["dw"]["flags"] & im.FLAG_POOL
-    assert by["se.pool"]["flags"] & im.FLAG_POOL and by["se.pool"]["n_elems"] == 0
+    assert by["dw"]["flags"] & im.Flag.POOL
+    assert by["se.pool"]["flags"] & im.Flag.POOL and by["se.pool"]["n_elems"] == 0
     plain = compile_artifact(build("se_block").artifact(), CFG, fuse_scale=False,
                              fuse_pool=False)
     names = [d["name"] for d in plain.descriptors]
-    assert "se" in names and not any(d.get("flags", 0) & (im.FLAG_SCALE | im.FLAG_POOL)
+    assert "se" in names and not any(d.get("flags", 0) & (im.Flag.SCALE | im.Flag.POOL)
                                      for d in plain.descriptors)
 
 
@@ -119,10 +137,10 @@ def test_residual_fusion():
     by = {d["name"]: d for d in c.descriptors}
     assert "res" not in by and not c.tensors["proj"]["stored"]
     proj = by["proj"]
-    assert proj["flags"] & im.FLAG_RESID and proj["r_addr"] == c.tensors["stem.act"]["addr"]
+    assert proj["flags"] & im.Flag.RESID and proj["r_addr"] == c.tensors["stem.act"]["addr"]
     assert proj["out_addr"] == c.tensors["res"]["addr"]
     # the residual (stem.act, 8 bits) is packed: two elements a word
-    assert c.tensors["stem.act"]["packed"] and proj["flags"] & im.FLAG_PACK_RES
+    assert c.tensors["stem.act"]["packed"] and proj["flags"] & im.Flag.PACK_RES
     assert proj["r_words"] == proj["OW"] * proj["OC"] // 2
     plain = compile_artifact(build("se_block").artifact(), CFG, fuse_resid=False)
     assert "res" in [d["name"] for d in plain.descriptors] and plain.tensors["proj"]["stored"]
@@ -138,9 +156,9 @@ def test_packing():
     c = compile_artifact(build("blocks").artifact(), CFG)
     by = {d["name"]: d for d in c.descriptors}
     assert all(c.tensors[t].get("packed") for t in ("stem.act", "r1", "r2"))
-    assert by["stem"]["flags"] & im.FLAG_PACK_OUT
-    assert by["p2"]["flags"] & (im.FLAG_PACK_IN | im.FLAG_PACK_OUT | im.FLAG_PACK_RES) == \
-        im.FLAG_PACK_IN | im.FLAG_PACK_OUT | im.FLAG_PACK_RES
+    assert by["stem"]["flags"] & im.Flag.PACK_OUT
+    assert by["p2"]["flags"] & (im.Flag.PACK_IN | im.Flag.PACK_OUT | im.Flag.PACK_RES) == \
+        im.Flag.PACK_IN | im.Flag.PACK_OUT | im.Flag.PACK_RES
     assert by["p2"]["row_words"] == by["p2"]["W"] * by["p2"]["C"] // 2
     assert not c.tensors["head"].get("packed")          # read by OUTPUT
     shuf = compile_artifact(build("pointwise_parts_shuffle_dw").artifact(), CFG)

@@ -14,8 +14,8 @@ the simulation, tests/test_engine.py and ``make sim``):
   ``n_valid + 2`` cycles per group and the
   port writes ``n_out`` words per pixel (whole pixels gathered into commands of up to
   ``gather_words``): the row takes the longest of the three; with
-  ``FLAG_PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
-  sharing the port with the writes; with ``FLAG_RESID`` the row's residual (``r_words``)
+  ``Flag.PREFETCH`` the next input row (if its slot is free) loads meanwhile, its words
+  sharing the port with the writes; with ``Flag.RESID`` the row's residual (``r_words``)
   is read before the row starts;
 - VEC: per chunk, read the operand(s) and write the result over the port (3 transfers for
   add, 2 otherwise, 1 for average pooling plus its ``C`` results; a pool fused into the conv
@@ -53,42 +53,42 @@ def _activation_drain(cfg) -> int:
 def descriptor_cycles(d, cfg) -> int:
     op = d["opcode"]
     c = im.DESC_WORDS + cfg.mem_latency + FETCH_OVERHEAD
-    if op == im.OP_END:
+    if op == im.Opcode.END:
         return c
     c += OP_OVERHEAD
-    if op in (im.OP_CONV, im.OP_VEC):
+    if op in (im.Opcode.CONV, im.Opcode.VEC):
         c += _activation_drain(cfg)
-    if op == im.OP_INPUT:
+    if op == im.Opcode.INPUT:
         n = d["n_elems"]
         return c + n + math.ceil(n / cfg.chunk) * (cfg.mem_latency + 1)
-    if op == im.OP_OUTPUT:
+    if op == im.Opcode.OUTPUT:
         return c + _xfer(d["n_elems"], cfg)
-    if op == im.OP_VEC:
+    if op == im.Opcode.VEC:
         n, C = d["n_elems"], d["C"]
         chunks = math.ceil(n / cfg.chunk)
         mode = d["mode"]
         per = cfg.mem_latency + 7      # command latency, FSM steps, 3 cycles of settling
-        if mode == im.VEC_ADD:
+        if mode == im.VecOp.ADD:
             c += 3 * n + chunks * 3 * per
-        elif mode == im.VEC_AVGPOOL:
+        elif mode == im.VecOp.AVGPOOL:
             c += n + chunks * per + C + _xfer(C, cfg) + 8
         else:
-            pre = C if mode in (im.VEC_SCALE, im.VEC_PRELU) else d.get("lut_n", 0)
+            pre = C if mode in (im.VecOp.SCALE, im.VecOp.PRELU) else d.get("lut_n", 0)
             c += _xfer(pre, cfg) + 2 * n + chunks * 2 * per
         return c
-    if op == im.OP_CONV:
+    if op == im.Opcode.CONV:
         P, L = cfg.lanes, cfg.in_lanes
         c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 6
-        if d["flags"] & im.FLAG_ACT:
+        if d["flags"] & im.Flag.ACT:
             c += _xfer(d.get("lut_n", 0), cfg)
         c += 2
-        if d["flags"] & im.FLAG_SCALE:      # the SE gate vector
+        if d["flags"] & im.Flag.SCALE:      # the SE gate vector
             c += _xfer(d["C"], cfg)
         k, s, pad = d["k"], d["stride"], d["pad"]
         H, W, C = d["H"], d["W"], d["C"]
         OH, OW = d["OH"], d["OW"]
         groups = d["groups_detail"]
-        if d["mode"] == im.MODE_DENSE:
+        if d["mode"] == im.ConvMode.DENSE:
             steps = sum(k * k * g[2] for g in groups)
         else:
             steps = k * k * len(groups)
@@ -99,11 +99,11 @@ def descriptor_cycles(d, cfg) -> int:
         # else one request per pixel
         ppr = max(1, cfg.gather_words // n_out) if n_out == d["OC"] else 1
         reqs = math.ceil(OW / ppr)
-        per_word = 2 if d["flags"] & im.FLAG_PACK_OUT else 1     # elements a word
+        per_word = 2 if d["flags"] & im.Flag.PACK_OUT else 1     # elements a word
         wr_row = OW * n_out // per_word + reqs * math.ceil(ppr * n_out / per_word /
                                                             cfg.max_burst) * (cfg.mem_latency + 1)
-        prefetch = d["flags"] & im.FLAG_PREFETCH
-        row_xfer = _xfer(W * C // (2 if d["flags"] & im.FLAG_PACK_IN else 1), cfg)
+        prefetch = d["flags"] & im.Flag.PREFETCH
+        row_xfer = _xfer(W * C // (2 if d["flags"] & im.Flag.PACK_IN else 1), cfg)
         loaded = 0
         for oy in range(OH):
             top = oy * s - pad
@@ -111,7 +111,7 @@ def descriptor_cycles(d, cfg) -> int:
             new = max(0, need + 1 - loaded)
             loaded += new
             c += new * row_xfer + ROW_OVERHEAD
-            if d["flags"] & im.FLAG_RESID:
+            if d["flags"] & im.Flag.RESID:
                 c += _xfer(d["r_words"], cfg) + RES_OVERHEAD
             body = max(OW * steps, OW * ser, wr_row)
             if prefetch and loaded < H and loaded <= top + k:
@@ -140,25 +140,25 @@ def traffic_words(program) -> dict:
     t = {"weights_params_tables": 0, "activations_read": 0, "activations_written": 0}
     for d in descs:
         op = d["opcode"]
-        if op == im.OP_CONV:
-            table = d.get("lut_n", 0) if d["flags"] & im.FLAG_ACT else 0   # (CORDIC: none)
+        if op == im.Opcode.CONV:
+            table = d.get("lut_n", 0) if d["flags"] & im.Flag.ACT else 0   # (CORDIC: none)
             t["weights_params_tables"] += d["w_words"] + d["n_groups"] * \
-                program.config.group_words + table + (d["C"] if d["flags"] & im.FLAG_SCALE else 0)
+                program.config.group_words + table + (d["C"] if d["flags"] & im.Flag.SCALE else 0)
             k, s, pad, H = d["k"], d["stride"], d["pad"], d["H"]
             rows = min(H, (d["OH"] - 1) * s - pad + k)
             t["activations_read"] += rows * d["W"] * d["C"] // \
-                (2 if d["flags"] & im.FLAG_PACK_IN else 1)
+                (2 if d["flags"] & im.Flag.PACK_IN else 1)
             t["activations_written"] += d["OH"] * d["OW"] * d["n_out"] // \
-                (2 if d["flags"] & im.FLAG_PACK_OUT else 1)
-            if d["flags"] & im.FLAG_RESID:
+                (2 if d["flags"] & im.Flag.PACK_OUT else 1)
+            if d["flags"] & im.Flag.RESID:
                 t["activations_read"] += d["OH"] * d["r_words"]
-        elif op == im.OP_VEC:
+        elif op == im.Opcode.VEC:
             n = d["n_elems"]
-            t["activations_read"] += n * (2 if d["mode"] == im.VEC_ADD else 1)
-            t["activations_written"] += d["C"] if d["mode"] == im.VEC_AVGPOOL else n
-        elif op == im.OP_INPUT:
+            t["activations_read"] += n * (2 if d["mode"] == im.VecOp.ADD else 1)
+            t["activations_written"] += d["C"] if d["mode"] == im.VecOp.AVGPOOL else n
+        elif op == im.Opcode.INPUT:
             t["activations_written"] += d["n_elems"]
-        elif op == im.OP_OUTPUT:
+        elif op == im.Opcode.OUTPUT:
             t["activations_read"] += d["n_elems"]
     t["total"] = sum(t.values())
     return t

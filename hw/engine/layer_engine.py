@@ -42,7 +42,7 @@ accumulator FIFO) so nothing inside ever stalls. ``o_stream`` back-pressure hold
 read data; ``i_stream`` is taken whenever there is room.
 """
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -140,25 +140,22 @@ class Engine(wiring.Component):
 
         # ---------------- descriptor registers --------------------------------------------
         desc = [Signal(16, name=f"desc{i}") for i in range(im.DESC_WORDS)]
+        dsc = data.View(im.Descriptor, Cat(*desc))      # the fields, by name (firmware.image)
 
-        def F(name):
-            off, n, sg = im.FIELDS[name]
-            v = Cat(*desc[off:off + n])
-            return v.as_signed() if sg else v
-
-        opcode, mode, flags = F("opcode"), F("mode"), F("flags")
-        H, W, C = F("H"), F("W"), F("C")
-        OH, OW, OC = F("OH"), F("OW"), F("OC")
-        k, stride, pad = F("k"), F("stride"), F("pad")
-        n_groups, n_elems = F("n_groups"), F("n_elems")
-        act_en = flags[0]
-        shuffle_en = flags[1]
-        scale_en = flags[2]       # CONV: SE channel scale applied while loading input rows
-        pool_en = flags[3]        # CONV: per-channel sums of the output (fused avgpool)
-        prefetch_en = flags[4]    # CONV: k + 1 row slots, the next row loads during a row
-        resid_en = flags[5] if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
+        opcode, mode, flags = dsc.opcode, dsc.mode, dsc.flags
+        H, W, C = dsc.H, dsc.W, dsc.C
+        OH, OW, OC = dsc.OH, dsc.OW, dsc.OC
+        k, stride, pad = dsc.k, dsc.stride, dsc.pad
+        n_groups, n_elems = dsc.n_groups, dsc.n_elems
+        act_en = flags.act
+        shuffle_en = flags.shuffle
+        scale_en = flags.scale        # CONV: SE channel scale applied while loading input rows
+        pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
+        prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
+        resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
         # CONV: input rows / output / residual packed two 8-bit elements a word (P >= 2)
-        pack_in, pack_out, pack_res = ((flags[b] if P > 1 else Const(0, 1)) for b in (6, 7, 8))
+        pack_in, pack_out, pack_res = ((getattr(flags, f) if P > 1 else Const(0, 1))
+                                       for f in ("pack_in", "pack_out", "pack_res"))
         # Decoded descriptor fields, as registers (the descriptor is written a few cycles
         # before DISPATCH, and every pipeline has drained before the next one is fetched).
         def decoded(name, expr):
@@ -178,15 +175,15 @@ class Engine(wiring.Component):
         # row slots: k, or k + 1 with the prefetch (registers)
         nslots, nslots_last = Signal(5), Signal(5)
         m.d.sync += [nslots.eq(k + prefetch_en), nslots_last.eq(k + prefetch_en - 1)]
-        is_conv = decoded("is_conv", opcode == im.OP_CONV)
-        is_input = decoded("is_input", opcode == im.OP_INPUT)
-        is_dense = decoded("is_dense", mode == im.MODE_DENSE)
-        is_max = decoded("is_max", mode == im.MODE_MAX)
-        is_vec = opcode == im.OP_VEC
+        is_conv = decoded("is_conv", opcode == im.Opcode.CONV)
+        is_input = decoded("is_input", opcode == im.Opcode.INPUT)
+        is_dense = decoded("is_dense", mode.conv == im.ConvMode.DENSE)
+        is_max = decoded("is_max", mode.conv == im.ConvMode.MAX)
+        is_vec = opcode == im.Opcode.VEC
         v_add, v_scale, v_prelu, v_act, v_pool = (
-            decoded(f"vec_{n}", is_vec & (mode == code)) for n, code in (
-                ("add", im.VEC_ADD), ("scale", im.VEC_SCALE), ("prelu", im.VEC_PRELU),
-                ("act", im.VEC_ACT), ("pool", im.VEC_AVGPOOL)))
+            decoded(f"vec_{n}", is_vec & (mode.vec == code)) for n, code in (
+                ("add", im.VecOp.ADD), ("scale", im.VecOp.SCALE), ("prelu", im.VecOp.PRELU),
+                ("act", im.VecOp.ACT), ("pool", im.VecOp.AVGPOOL)))
 
         # ---------------- on-chip memories ------------------------------------------------
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
@@ -346,7 +343,7 @@ class Engine(wiring.Component):
                      f3.eq(f2), u3.eq(u2)]
         r4, v4, f4, u4 = Signal(signed(53), reset_less=True), Signal(), Signal(), Signal()
         m.d.sync += [r4.eq(Mux(z3, q3, (q3 + 1) >> 1)), v4.eq(v3), f4.eq(f3), u4.eq(u3)]
-        sat_lo, sat_hi = F("sat_lo"), F("sat_hi")
+        sat_lo, sat_hi = dsc.sat_lo, dsc.sat_hi
         y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
         m.d.sync += [y5.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v5.eq(v4),
                      f5.eq(f4), u5.eq(u4)]
@@ -356,13 +353,13 @@ class Engine(wiring.Component):
             unit = m.submodules.activation = ActivationCORDIC(cfg.cordic_iterations,
                                                               cfg.cordic_width)
             cfg_bits = len(unit.config.as_value())
-            m.d.comb += [unit.config.eq(F("act_cfg")[:cfg_bits]), unit.o_stream.ready.eq(1),
+            m.d.comb += [unit.config.eq(dsc.act_cfg[:cfg_bits]), unit.o_stream.ready.eq(1),
                          unit.i_stream.valid.eq(v5), unit.i_stream.payload.eq(y5)]
             act_data = unit.o_stream.payload[:16]
             act_delay = unit.latency
         else:
             la6 = Signal(len(lut_r.addr))
-            m.d.sync += la6.eq((y5 - F("lut_off"))[:len(lut_r.addr)])
+            m.d.sync += la6.eq((y5 - dsc.lut_off)[:len(lut_r.addr)])
             m.d.comb += lut_r.addr.eq(la6)
             act_data = lut_r.data
             act_delay = 2
@@ -384,9 +381,9 @@ class Engine(wiring.Component):
             with m.If(v7 & resid_en & pack_res):
                 m.d.sync += r_phase.eq(~r_phase)
         m.d.sync += [y8.eq(Mux(u7, act_data, y7)), v8.eq(v7), f8.eq(f7)]
-        r_sa, r_sb = F("sa")[:4], F("sb")[:4]
-        r_shift1 = last_of("r_shift1", F("shift")[:6])
-        r_zero = decoded("r_zero", F("shift") == 0)
+        r_sa, r_sb = dsc.sa[:4], dsc.sb[:4]
+        r_shift1 = last_of("r_shift1", dsc.shift[:6])
+        r_zero = decoded("r_zero", dsc.shift == 0)
         z9, y9 = Signal(signed(33), reset_less=True), Signal(signed(16))
         v9, f9 = Signal(), Signal()
         m.d.sync += [z9.eq((y8 << r_sa) + (rr8 << r_sb)), y9.eq(y8), v9.eq(v8), f9.eq(f8)]
@@ -398,7 +395,7 @@ class Engine(wiring.Component):
         v11, f11 = Signal(), Signal()
         m.d.sync += [q11.eq(Mux(r_zero, q10, (q10 + 1) >> 1)), y11.eq(y10), v11.eq(v10),
                      f11.eq(f10)]
-        r_lo, r_hi = F("r_lo"), F("r_hi")
+        r_lo, r_hi = dsc.r_lo, dsc.r_hi
         out_word = Signal(signed(16))
         out_v, out_f = Signal(), Signal()
         m.d.sync += [out_word.eq(Mux(resid_en, Mux(q11 > r_hi, r_hi,
@@ -424,13 +421,13 @@ class Engine(wiring.Component):
         req_px = Signal(16)        # pixel of the row (CONV)
         req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
         req_init = Signal()
-        gather = decoded("gather", is_conv & (F("n_out") == OC))
+        gather = decoded("gather", is_conv & (dsc.n_out == OC))
         gather_lim = Signal(16)    # the open request takes another pixel below this length
         gather_max = cfg.gather_words
-        m.d.sync += gather_lim.eq(Mux(F("n_out") >= gather_max, 0, gather_max - F("n_out")))
+        m.d.sync += gather_lim.eq(Mux(dsc.n_out >= gather_max, 0, gather_max - dsc.n_out))
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
         with m.If(req_init):
-            m.d.sync += [req_addr.eq(F("out_addr")), req_cnt.eq(0), req_len.eq(0),
+            m.d.sync += [req_addr.eq(dsc.out_addr), req_cnt.eq(0), req_len.eq(0),
                          req_px.eq(0), pool_first.eq(1), pk_phase.eq(0), r_phase.eq(0)]
         with m.Elif(out_v):
             with m.If(out_f):
@@ -505,7 +502,7 @@ class Engine(wiring.Component):
         # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
         CE = Signal(12)          # row-buffer entries of one pixel
         m.d.sync += CE.eq((C + P - 1) >> lP)
-        rowE, row_words = F("row_entries"), F("row_words")
+        rowE, row_words = dsc.row_entries, dsc.row_words
         lc = Signal(16)
         pix_base = Signal(16)
         load_base = Signal(16)
@@ -520,7 +517,7 @@ class Engine(wiring.Component):
         l1_x = Signal(signed(16))
         l1_addr = Signal(16)
         l1_lane = Signal(max(1, lP))
-        ls_shift, ls_lo, ls_hi = F("ls_shift"), F("ls_lo"), F("ls_hi")
+        ls_shift, ls_lo, ls_hi = dsc.ls_shift, dsc.ls_lo, dsc.ls_hi
         ld_row = Signal()
         m.d.comb += ld_row.eq(rx & (ld_kind == 6))
         m.d.sync += [l1_v.eq(ld_row), l1_x.eq(rxd.as_signed()),
@@ -806,7 +803,7 @@ class Engine(wiring.Component):
         lane_rec = lanep_r.data
 
         # ---------------- VEC unit -------------------------------------------------------------
-        vmode = mode
+        vmode = mode.vec
         v_active = Signal()       # streaming a chunk of operand a
         v_pool_out = Signal()     # avgpool epilogue
         v_first_pass = Signal()   # avgpool: first pixel (overwrite sums)
@@ -828,7 +825,7 @@ class Engine(wiring.Component):
         v_all_done = Signal()
         m.d.sync += [v_all_done.eq(v_done == n_elems),v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
                      v_fits.eq(room >= v_next_n + 9),
-                     v_a_addr.eq(F("a_addr") + v_done), v_b_addr.eq(F("b_addr") + v_done)]
+                     v_a_addr.eq(dsc.a_addr + v_done), v_b_addr.eq(dsc.b_addr + v_done)]
         m.d.comb += v_settled.eq(v_settle == 3)
         vx = Signal(signed(16))
         vx_v, vx_flag = Signal(), Signal()
@@ -895,24 +892,24 @@ class Engine(wiring.Component):
                          pflag.eq(lane_flag),
                          p_lut.eq(act_en)]
         with m.Elif(is_input):
-            m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(F("offset")),
-                         psa.eq(F("sa")[:4]), psb.eq(F("sb")[:4]),
+            m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(dsc.offset),
+                         psa.eq(dsc.sa[:4]), psb.eq(dsc.sb[:4]),
                          pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
         with m.Else():
             m.d.comb += [pflag.eq(v2_flag), p_lut.eq(v_act),
-                         pv.eq(Mux(v_pool, v2_pv, v2_v)), ps.eq(F("shift"))]
+                         pv.eq(Mux(v_pool, v2_pv, v2_v)), ps.eq(dsc.shift)]
             with m.If(v_add):
-                m.d.comb += [px.eq(v2_x), py.eq(v2_buf), psa.eq(F("sa")[:4]),
-                             psb.eq(F("sb")[:4]), pm.eq(1)]
+                m.d.comb += [px.eq(v2_x), py.eq(v2_buf), psa.eq(dsc.sa[:4]),
+                             psb.eq(dsc.sb[:4]), pm.eq(1)]
             with m.Elif(v_scale):
                 m.d.comb += [px.eq(v2_x), pm.eq(v2_chan)]
             with m.Elif(v_prelu):
                 m.d.comb += [px.eq(v2_x), pm.eq(Mux(v2_x < 0, v2_chan, 1)),
-                             ps.eq(Mux(v2_x < 0, F("shift"), 0))]
+                             ps.eq(Mux(v2_x < 0, dsc.shift, 0))]
             with m.Elif(v_act):
                 m.d.comb += [px.eq(v2_x), pm.eq(1), ps.eq(0)]
             with m.Elif(v_pool):
-                m.d.comb += [px.eq(v2_acc), pm.eq(F("mult"))]
+                m.d.comb += [px.eq(v2_acc), pm.eq(dsc.mult)]
 
         # ---------------- INPUT op ---------------------------------------------------------
         in_cnt = Signal(24)
@@ -971,10 +968,10 @@ class Engine(wiring.Component):
         res_ptr = Signal(im.ADDR_BITS)
         res_loaded, res_room = Signal(), Signal()
         res_limit = Signal(range(cfg.res_depth + 1))
-        m.d.sync += res_limit.eq(Mux(F("r_words") > cfg.res_depth, 0,
-                                     cfg.res_depth - F("r_words")))
+        m.d.sync += res_limit.eq(Mux(dsc.r_words > cfg.res_depth, 0,
+                                     cfg.res_depth - dsc.r_words))
         if cfg.res_depth:
-            m.d.sync += res_room.eq((resq.level <= res_limit) & (F("r_words") <= cfg.res_depth))
+            m.d.sync += res_room.eq((resq.level <= res_limit) & (dsc.r_words <= cfg.res_depth))
 
         # start_read registers which of its call sites asked (rd_sel, rd_go); the next cycle
         # takes that site's address and count (a multiplexer on a register, not on the FSM's
@@ -1016,17 +1013,17 @@ class Engine(wiring.Component):
                              in_more.eq(n_elems != 0),
                              in_ci.eq(0)]
                 with m.Switch(opcode):
-                    with m.Case(im.OP_END):
+                    with m.Case(im.Opcode.END):
                         m.d.comb += self.frame_done.eq(1)
                         m.d.sync += [pc.eq(0), pc_addr.eq(0), self.busy.eq(0)]
                         m.next = "FETCH"
-                    with m.Case(im.OP_INPUT):
+                    with m.Case(im.Opcode.INPUT):
                         m.next = "INPUT"
-                    with m.Case(im.OP_CONV):
+                    with m.Case(im.Opcode.CONV):
                         m.next = "CONV_W"
-                    with m.Case(im.OP_VEC):
+                    with m.Case(im.Opcode.VEC):
                         m.next = "VEC_PRE"
-                    with m.Case(im.OP_OUTPUT):
+                    with m.Case(im.Opcode.OUTPUT):
                         m.next = "OUTPUT"
                     with m.Default():
                         m.next = "NEXT"
@@ -1046,7 +1043,7 @@ class Engine(wiring.Component):
                     m.next = "NEXT"
             # ---- OUTPUT
             with m.State("OUTPUT"):
-                start_read(F("a_addr"), n_elems, 0)
+                start_read(dsc.a_addr, n_elems, 0)
                 m.next = "OUTPUT_WAIT"
             with m.State("OUTPUT_WAIT"):
                 m.d.comb += rx_to_out.eq(1)
@@ -1054,20 +1051,20 @@ class Engine(wiring.Component):
                     m.next = "NEXT"
             # ---- CONV
             with m.State("CONV_W"):
-                start_read(F("w_addr"), F("w_words"), 2, ew)
+                start_read(dsc.w_addr, dsc.w_words, 2, ew)
                 m.next = "CONV_W_WAIT"
             with m.State("CONV_W_WAIT"):
                 with m.If(rd_done):
                     m.next = "CONV_P"
             with m.State("CONV_P"):
-                start_read(F("p_addr"), F("p_words"), 3, cfg.group_words)
+                start_read(dsc.p_addr, dsc.p_words, 3, cfg.group_words)
                 m.next = "CONV_P_WAIT"
             with m.State("CONV_P_WAIT"):
                 with m.If(rd_done):
                     m.next = "CONV_LUT"
             with m.State("CONV_LUT"):
                 with m.If(act_en & (cfg.activation == "lut")):
-                    start_read(F("lut_addr"), F("lut_n"), 4)
+                    start_read(dsc.lut_addr, dsc.lut_n, 4)
                 m.next = "CONV_LUT_WAIT"
             with m.State("CONV_LUT_WAIT"):
                 with m.If(rd_done):
@@ -1075,15 +1072,15 @@ class Engine(wiring.Component):
                     m.next = "CONV_G"
             with m.State("CONV_G"):
                 with m.If(scale_en):
-                    start_read(F("b_addr"), C, 5)
+                    start_read(dsc.b_addr, C, 5)
                 m.next = "CONV_G_WAIT"
             with m.State("CONV_G_WAIT"):
                 with m.If(rd_done):
                     m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0), ox.eq(0),
                                  left.eq(-pad), left_ce.eq(-pad_ce),
-                                 row_ptr.eq(F("a_addr")), load_slot.eq(0), load_base.eq(0),
+                                 row_ptr.eq(dsc.a_addr), load_slot.eq(0), load_base.eq(0),
                                  top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
-                                 pf_used.eq(0), res_ptr.eq(F("r_addr")), res_loaded.eq(0)]
+                                 pf_used.eq(0), res_ptr.eq(dsc.r_addr), res_loaded.eq(0)]
                     m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
@@ -1099,7 +1096,7 @@ class Engine(wiring.Component):
                     m.next = "ROW_LOAD"
                 with m.Elif(resid_en & ~res_loaded):
                     with m.If(res_room):
-                        start_read(res_ptr, F("r_words"), 8)
+                        start_read(res_ptr, dsc.r_words, 8)
                         m.next = "ROW_RES"
                 with m.Else():
                     # the step counters are 0 (every row ends with a group's last step) and
@@ -1112,7 +1109,7 @@ class Engine(wiring.Component):
                     m.next = "ROW"
             with m.State("ROW_RES"):
                 with m.If(rd_done):
-                    m.d.sync += [res_loaded.eq(1), res_ptr.eq(res_ptr + F("r_words")),
+                    m.d.sync += [res_loaded.eq(1), res_ptr.eq(res_ptr + dsc.r_words),
                                  ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
@@ -1127,13 +1124,13 @@ class Engine(wiring.Component):
                 m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1),
                              v_settle.eq(0)]
                 with m.Switch(vmode):
-                    with m.Case(im.VEC_SCALE):
-                        start_read(F("b_addr"), C, 5)
-                    with m.Case(im.VEC_PRELU):
-                        start_read(F("w_addr"), C, 5)
-                    with m.Case(im.VEC_ACT):
+                    with m.Case(im.VecOp.SCALE):
+                        start_read(dsc.b_addr, C, 5)
+                    with m.Case(im.VecOp.PRELU):
+                        start_read(dsc.w_addr, C, 5)
+                    with m.Case(im.VecOp.ACT):
                         if cfg.activation == "lut":
-                            start_read(F("lut_addr"), F("lut_n"), 4)
+                            start_read(dsc.lut_addr, dsc.lut_n, 4)
                 m.next = "VEC_PRE_WAIT"
             with m.State("VEC_PRE_WAIT"):
                 with m.If(rd_done):     # add and pool read nothing here
