@@ -46,11 +46,12 @@ import numpy as np
 
 from . import image as im
 from .image import EngineConfig, ImageError
+from quant.cli import UserError
 
 ACC_BITS = 32
 
 
-class CompileError(ValueError):
+class CompileError(UserError, ValueError):
     """The artifact holds something the engine cannot run; the message names the layer."""
 
 

@@ -102,6 +102,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from quant.cli import UserError
+
 WORD_BITS = 16
 ADDR_BITS = 24
 DESC_WORDS = 56
@@ -140,7 +142,7 @@ GATHER_MAX = 256
 LANE_PARAM_WORDS = 4
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A value does not fit the binary layout; the message names the field."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import UserError
 from .fixedpoint import Fmt
 
 FORMAT_VERSION = 1
@@ -56,7 +57,7 @@ ARRAY_FIELDS = {"conv": ("bias", "multiplier", "shift"),
 N_INPUTS = {"input": 0, "scale_channels": 2, "add": 2}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """The artifact on disk is inconsistent; the message names file, layer and key."""
 
 

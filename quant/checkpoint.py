@@ -7,10 +7,12 @@ the wrong shape stops the load with one error listing all of it: nothing loads p
 """
 from pathlib import Path
 
+from .cli import UserError
+
 import torch
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint does not fit the model; the message names the file and every bad key."""
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import activation as act
 from .artifact import Artifact
+from .cli import UserError
 from .fixedpoint import Fmt
 from .zoo.layers import ConvBlock, InvertedResidual, LinearBlock, SeesawBlock
 
@@ -50,7 +51,7 @@ DEFAULT_WIDE = ("embedding", "act")
 WIDE_BITS = 16
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError, ValueError):
     """The model or a parameter cannot be quantized as asked; the message names the layer."""
 
 

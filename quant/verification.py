@@ -33,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import UserError
+
 SIZE = 112
 
 
-class BinFormatError(ValueError):
+class BinFormatError(UserError, ValueError):
     """A verification ``.bin`` file is malformed; the message names the file and the entry."""
 
 
