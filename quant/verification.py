@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cli, files
 from .cli import UserError
 
 SIZE = 112
@@ -495,25 +496,39 @@ def _progress(label):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m quant.verification", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv, prog="python -m quant.verification")
+
+
+def _main(argv):
+    ap = cli.ArgumentParser(prog="python -m quant.verification", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--bin", type=Path, help="insightface verification .bin (lfw.bin, ...)")
     src.add_argument("--shipped", action="store_true",
                      help="pairs built from the shipped evaluation faces (see shipped_pairs)")
-    ap.add_argument("--variant", default="seesaw_shuffle")
+    ap.add_argument("--variant", default="seesaw_shuffle", type=cli.variant)
     ap.add_argument("--weights", type=Path, help="float checkpoint (default models/VARIANT.pt)")
     ap.add_argument("--artifact", type=Path, help="quantized artifact folder: also evaluate "
                                                   "the integer golden model")
     ap.add_argument("--peer", action="store_true",
                     help="also evaluate PyTorch's own int8 quantization (quant.peer)")
-    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--folds", type=cli.int_range(2, 100, "folds"), default=10)
     ap.add_argument("--no-flip", action="store_true", help="no flip test")
     ap.add_argument("--resize", action="store_true", help="resize images that are not 112x112")
-    ap.add_argument("--limit", type=int, help="use only the first LIMIT pairs")
-    ap.add_argument("--seed", type=int, default=0, help="seed of --shipped pairs")
+    ap.add_argument("--limit", type=cli.count, help="use only the first LIMIT pairs")
+    ap.add_argument("--seed", type=cli.non_negative, default=0, help="seed of --shipped pairs")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
+    # Inputs are checked before any image is decoded or any model built.
+    if args.bin is not None and not args.bin.is_file():
+        raise cli.UserError(f"--bin {args.bin}", "no such file")
+    if args.weights is not None and not args.weights.is_file():
+        raise cli.UserError(f"--weights {args.weights}", "no such file")
+    if args.artifact is not None:
+        from .artifact import load
+        load(args.artifact)          # ArtifactError names the file and what is wrong
+    if args.json is not None and args.json.is_dir():
+        raise cli.UserError(f"--json {args.json}", "is a folder, not a file")
 
     from . import faces as face_set
     from .reference_model import load_reference
@@ -564,11 +579,10 @@ def main(argv=None):
                    weights=str(args.weights) if args.weights else None,
                    artifact=str(args.artifact) if args.artifact else None,
                    results={k: summary(v) for k, v in results.items()})
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+        files.write_text(args.json, json.dumps(out, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)
-    return results
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
