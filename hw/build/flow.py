@@ -222,6 +222,8 @@ class BuildContext:
     variant: str = "seesaw_shuffle"
     weights: Optional[Path] = None
     design: str = "auto"
+    quant_name: Optional[str] = None      # artifact folder name (default: variant[_cordic])
+    quant_args: tuple = ()                # further `python -m quant` options (quick runs)
     probe_mac: str = "engine"
     out: Path = ROOT / "build"
     results: dict = field(default_factory=dict)
@@ -252,7 +254,8 @@ class BuildContext:
         """The artifact: quantized with the board's activation form (a CORDIC engine computes
         the quantizer's CORDIC, so it has an artifact of its own)."""
         act = self.board.engine.activation
-        return self.out / "quant" / (self.variant + ("_cordic" if act == "cordic" else ""))
+        return self.out / "quant" / (self.quant_name or
+                                     self.variant + ("_cordic" if act == "cordic" else ""))
 
     @property
     def bitstream(self) -> Path:
@@ -326,6 +329,8 @@ def _quantize_key(ctx):
             "weights": str(_weights(ctx)),
             "weights_hash": _file_hash(_weights(ctx)),
             "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
+            "quant_args": list(ctx.quant_args),
+            "calibration_faces": _file_hash(ROOT / "data" / "faces" / "calibration.npy"),
             "has_quant_main": _module_exists("quant.__main__")}
 
 
@@ -340,7 +345,8 @@ def step_quantize(ctx):
                       f"them, or pass --weights)", "the quantized model")
     ctx.quant_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir),
-           "--weights", str(weights), "--act", ctx.board.engine.activation]
+           "--weights", str(weights), "--act", ctx.board.engine.activation,
+           *ctx.quant_args]
     log_path = ctx.logs / "quantize.log"
     _run_logged(cmd, log_path, "quantize (python -m quant)")
     manifest = _manifest_path(ctx)
@@ -355,6 +361,7 @@ def step_quantize(ctx):
 
 def _run_logged(cmd, log_path, what):
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"      {what} output -> {log_path}", flush=True)
     with open(log_path, "w") as log:
         log.write(f"# command: {' '.join(cmd)}\n")
         log.flush()
