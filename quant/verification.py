@@ -157,7 +157,12 @@ def read_bin(path, resize=False, limit=None, progress=None):
     except BinFormatError:
         raise
     except Exception as e:
-        raise BinFormatError(f"{path}: not a readable verification .bin pickle ({e})") from None
+        with open(path, "rb") as f:
+            head = f.read(2)
+        why = ("the file is empty" if not head else
+               f"not a pickle: first bytes {head!r}" if head[:1] != b"\x80" else
+               f"{type(e).__name__}: {e}")
+        raise BinFormatError(f"{path}: not a readable verification .bin pickle ({why})") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise BinFormatError(f"{path}: expected a pickled pair (images, issame), found "
                              f"{type(obj).__name__}"
@@ -491,7 +496,7 @@ def _progress(label):
         now = time.time()
         if done == total or now - last[0] > 2:
             last[0] = now
-            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"  {label}: {done}/{total}", flush=True)
     return report
 
 
@@ -533,7 +538,7 @@ def _main(argv):
     from . import faces as face_set
     from .reference_model import load_reference
     if args.bin:
-        print(f"reading {args.bin}", file=sys.stderr)
+        print(f"reading {args.bin}", flush=True)
         images, issame = read_bin(args.bin, resize=args.resize, limit=args.limit,
                                   progress=_progress("decoded"))
         source = str(args.bin)
@@ -543,7 +548,7 @@ def _main(argv):
             a, b, issame = a[:args.limit], b[:args.limit], issame[:args.limit]
         images = interleave(a, b)
         source = f"shipped evaluation faces, seed {args.seed}"
-    print(f"{len(issame)} pairs ({int(issame.sum())} same) from {source}", file=sys.stderr)
+    print(f"{len(issame)} pairs ({int(issame.sum())} same) from {source}", flush=True)
 
     model = load_reference(args.variant, args.weights)
     embedders = {"float": float_embedder(model)}
@@ -551,12 +556,12 @@ def _main(argv):
         embedders["golden"] = golden_embedder(args.artifact)
     if args.peer:
         from .peer import torch_ao_embedder
-        print("torch.ao: calibrating on the calibration faces", file=sys.stderr)
+        print("torch.ao: calibrating on the calibration faces", flush=True)
         embedders["torch.ao int8"] = torch_ao_embedder(model, face_set.load("calibration"))
 
     results = {}
     for name, fn in embedders.items():
-        print(f"embedding with {name}", file=sys.stderr)
+        print(f"embedding with {name}", flush=True)
         results[name] = evaluate(fn, images, issame, folds=args.folds, flip=not args.no_flip,
                                  progress=_progress(name))
     ref = results["float"]["embeddings"]
@@ -580,7 +585,7 @@ def _main(argv):
                    artifact=str(args.artifact) if args.artifact else None,
                    results={k: summary(v) for k, v in results.items()})
         files.write_text(args.json, json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
+        print(f"wrote {args.json}", flush=True)
     return 0
 
 
