@@ -11,6 +11,7 @@ report.json, report.md and per_layer.png, and print the table.
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from . import cli, files
 from . import faces as face_set
 from .artifact import save
 from .fidelity import evaluate, markdown, write
-from .quantize import DEFAULT_WIDE, ROLES, float_program, quantize_model
+from .quantize import DEFAULT_WIDE, ROLES, QuantizeWarning, float_program, quantize_model
 from .reference_model import load_reference, weights_path
 from .zoo import VARIANTS
 
@@ -96,11 +97,15 @@ def _main(argv):
     step(2, f"calibrate on {len(cal)} faces ({args.calibration})")
     meta = {"source": {"weights": str(wpath), "sha256": files.sha256(wpath)},
             "variant": args.variant}
-    art = quantize_model(model, cal, weight_bits=args.bits, act_bits=args.act_bits,
-                         act_form=args.act, wide=wide, method=args.calibration,
-                         cordic_iterations=args.cordic_iterations,
-                         cordic_width=args.cordic_width, meta=meta,
-                         progress=lambda d, n: print(f"      {d}/{n} faces", flush=True))
+    with warnings.catch_warnings():     # printed below, one line each
+        warnings.simplefilter("ignore", QuantizeWarning)
+        art = quantize_model(model, cal, weight_bits=args.bits, act_bits=args.act_bits,
+                             act_form=args.act, wide=wide, method=args.calibration,
+                             cordic_iterations=args.cordic_iterations,
+                             cordic_width=args.cordic_width, meta=meta,
+                             progress=lambda d, n: print(f"      {d}/{n} faces", flush=True))
+    for note in art.meta.get("format_clamps", []):
+        print(f"      warning: {note}", flush=True)
     # Every product is written into a staging folder beside `out` and moved in when all of
     # them are complete: a failed run leaves the previous good artifact and report, or none.
     with files.staged_dir(out) as stage:
