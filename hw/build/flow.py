@@ -18,8 +18,10 @@ Steps (``--stop-step NAME`` stops after NAME):
     8 report     build/<board>/report.json and report.md, and a summary on stdout
 
 Every step is cached: its key hashes everything it reads (files by content, parameters, source
-code of the modules it runs, tool versions); when the key and the products are unchanged the
-step is skipped with a message (``--force`` runs everything again). Tool output goes to
+code of the modules it runs, tool versions) and its record keeps the SHA-256 of every product;
+when the key is unchanged and every product still has its recorded hash the step is skipped
+with a message, and a product that is missing, truncated or replaced is rebuilt (``--force``
+runs everything again). Tool output goes to
 ``build/<board>/logs/<step>.log``. quantize's products and cache record are shared between
 boards (``build/quant/<variant>/``).
 
@@ -94,7 +96,8 @@ class Step:
     key : callable(ctx) -> JSON-able, or None
         Everything the step depends on. ``None`` (or a step without ``key``) is never cached.
     outputs : callable(ctx) -> list of Path
-        Files the step makes; a cached record only counts while they all exist.
+        Files the step makes; a cached record only counts while each still has the SHA-256
+        recorded when it was made.
     check : callable(ctx, record), optional
         Runs after the step whether it ran or came from the cache (for example the fit check).
     cache_dir : callable(ctx) -> Path, optional
