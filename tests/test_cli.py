@@ -399,3 +399,13 @@ def test_verilator_build_record(tmp_path):
     (tmp_path / "Vtop__ALL.o").write_text("")
     _clean_build(tmp_path, "top")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".cache", "top.v"]
+
+
+def test_hw_build_passes_on_the_quantizer_refusing_its_weights(notes, tmp_path):
+    """hw.build's quantize step runs `python -m quant`; its one-line refusal stays one line and
+    a user error (exit 2), and no cache record is left for the failed step."""
+    line = one_line_error("hw.build", "--weights", notes, "--stop-step", "quantize",
+                          "--out", tmp_path, culprit=(notes, "not a PyTorch checkpoint",
+                                                      "quantize.log"))
+    assert "quantize (python -m quant)" in line
+    assert not list(tmp_path.rglob(".cache/quantize.json"))

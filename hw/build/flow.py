@@ -369,8 +369,12 @@ def _run_logged(cmd, log_path, what):
         log.write(f"# command: {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    lines = log_path.read_text(errors="replace").splitlines()
+    if proc.returncode == cli.USER_ERROR and lines and ": error: " in lines[-1]:
+        # The command refused its input (one line, the project's convention): so do we.
+        raise cli.UserError(f"{what}: {lines[-1].split(': error: ', 1)[1]} (log: {log_path})")
     if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        tail = "\n".join(lines[-15:])
         raise StepError(f"{what} failed (exit code {proc.returncode}); log: {log_path}\n"
                         f"--- last lines ---\n{tail}")
 
