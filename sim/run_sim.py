@@ -10,8 +10,6 @@ the faces through the engine; compare the streamed embedding with
 every stored tensor from the memory model and report the first one that differs, in program
 order. Writes ``build/sim/report.json``; exits 1 if any frame is not bit-exact.
 """
-import argparse
-import json
 import sys
 import types
 import time
