@@ -397,8 +397,12 @@ def hardware_formats(ops, fmts, act_form="lut", cordic_width=24):
     fmts = dict(fmts)
     producer = {op["output"]: op["name"] for op in ops}
     act_in = {op["inputs"][0] for op in ops if op["op"] == "activation"}
+    follows = [op for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")]
+    followers = {op["output"] for op in follows}
     notes = []
     for t, fmt in list(fmts.items()):
+        if t in followers:
+            continue
         lo, hi = None, FRAC_MAX
         if t in act_in:
             lo = 0
@@ -413,9 +417,8 @@ def hardware_formats(ops, fmts, act_form="lut", cordic_width=24):
                "its range is wider than the activation unit takes: larger values saturate")
         notes.append(f"layer {producer.get(t, t)!r} tensor {t!r}: format {fmt.fxp_dtype} "
                      f"clamped to {fmts[t].fxp_dtype}; {why}")
-    for op in ops:      # formats that follow their input's (see choose_formats)
-        if op["op"] in ("shuffle", "maxpool", "prelu"):
-            fmts[op["output"]] = fmts[op["inputs"][0]]
+    for op in follows:      # formats that follow their input's (see choose_formats)
+        fmts[op["output"]] = fmts[op["inputs"][0]]
     return fmts, notes
 
 
