@@ -46,11 +46,13 @@ import numpy as np
 
 from . import image as im
 from .image import EngineConfig, ImageError
+from quant import cli, files
+from quant.cli import UserError
 
 ACC_BITS = 32
 
 
-class CompileError(ValueError):
+class CompileError(UserError, ValueError):
     """The artifact holds something the engine cannot run; the message names the layer."""
 
 
@@ -626,14 +628,15 @@ def _conv_descs(artifact, op, outname, act_op, shuffled, b, cfg, li, scale_op=No
 
 
 def compile_files(artifact_dir, board="ulx3s", out=None, **overrides) -> Compiled:
+    """``board``: a name of the repository's boards.yaml or a loaded ``Board``."""
     from hw.board.boards import get_board
-    cfg = EngineConfig.from_board(get_board(board), **overrides)
+    cfg = EngineConfig.from_board(get_board(board) if isinstance(board, str) else board,
+                                  **overrides)
     c = compile_artifact(artifact_dir, cfg)
     if out is not None:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        c.words.astype("<u2").tofile(out)
-        out.with_suffix(".json").write_text(json.dumps(c.memory_map(), indent=1) + "\n")
+        files.write_bytes(out, c.words.astype("<u2").tobytes())
+        files.write_text(out.with_suffix(".json"), json.dumps(c.memory_map(), indent=1) + "\n")
     return c
 
 
@@ -645,18 +648,23 @@ def load_image(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m firmware.compiler", description=__doc__.split(
+    return cli.run(_main, argv, prog="python -m firmware.compiler")
+
+
+def _main(argv):
+    p = cli.ArgumentParser(prog="python -m firmware.compiler", description=__doc__.split(
         "\n")[0])
     p.add_argument("--artifact", required=True, help="quantized-model folder (build/quant/V)")
     p.add_argument("--board", default="ulx3s", help="board of boards.yaml (engine config)")
+    p.add_argument("--boards-file", default=None, help="another boards.yaml")
     p.add_argument("--out", default=None, help="memory.bin (default build/<board>/memory.bin)")
     a = p.parse_args(argv)
-    out = a.out or f"build/{a.board}/memory.bin"
-    try:
-        c = compile_files(a.artifact, a.board, out)
-    except (CompileError, ImageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from hw.board.boards import get_board
+    board = get_board(a.board, a.boards_file)     # BoardError names the file, board and field
+    out = a.out or f"build/{board.name}/memory.bin"
+    if Path(out).is_dir():
+        raise cli.UserError(f"--out {out}", "is a folder, not a file")
+    c = compile_files(a.artifact, board, out)
     n_conv = sum(d["kind"] in ("conv", "linear", "maxpool") for d in c.descriptors)
     print(f"{c.variant}: {len(c.descriptors)} descriptors ({n_conv} conv/linear), "
           f"{c.tensor_base} words of program and constants, {c.words.size} words in all "

@@ -110,6 +110,8 @@ import numpy as np
 from amaranth import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
+from quant.cli import UserError
+
 WORD_BITS = 16
 ADDR_BITS = 24
 
@@ -178,7 +180,7 @@ GATHER_MAX = 256
 LANE_PARAM_WORDS = 4
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A value does not fit the binary layout; the message names the field."""
 
 

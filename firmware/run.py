@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quant import cli
+
 DESCRIPTION = """\
 Run faces through the SeesawFaceNet accelerator on a ULX3S over its USB-UART.
 
@@ -46,11 +48,11 @@ def load_face(path: Path, shape) -> np.ndarray:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m firmware.run", description=DESCRIPTION,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = cli.ArgumentParser(prog="python -m firmware.run", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("faces", nargs="+", type=Path, help="face images (jpg/png) or .npy arrays")
     ap.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
-    ap.add_argument("--baud", type=int, default=3_000_000, help="UART baud rate (default 3000000)")
+    ap.add_argument("--baud", type=cli.count, default=3_000_000, help="UART baud rate (default 3000000)")
     ap.add_argument("--image", type=Path, help="memory image to upload first, e.g. "
                                                 "build/ulx3s/memory.bin")
     ap.add_argument("--load-addr", type=lambda s: int(s, 0), default=0,
@@ -65,15 +67,19 @@ def parse_args(argv=None):
                          "from memory; the shipped engine refuses RUN with UNSUPPORTED)")
     ap.add_argument("--verify", action="store_true", help="read the memory image back and "
                                                          "compare")
-    ap.add_argument("--timeout", type=float, default=1.0, help="seconds per response (default 1)")
-    ap.add_argument("--retries", type=int, default=3, help="resends per frame (default 3)")
-    ap.add_argument("--run-timeout", type=float, default=10.0,
+    ap.add_argument("--timeout", type=cli.positive_float, default=1.0, help="seconds per response (default 1)")
+    ap.add_argument("--retries", type=cli.non_negative, default=3, help="resends per frame (default 3)")
+    ap.add_argument("--run-timeout", type=cli.positive_float, default=10.0,
                     help="seconds to wait for one face (default 10)")
-    ap.add_argument("--show", type=int, default=8, help="embedding values to print (default 8)")
+    ap.add_argument("--show", type=cli.non_negative, default=8, help="embedding values to print (default 8)")
     return ap, ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    return cli.run(_main, argv, prog="python -m firmware.run")
+
+
+def _main(argv) -> int:
     from .driver import Device, DeviceError, ImageHeader, LinkError, cosine
     from .transport import SerialTransport, TransportError
 
@@ -94,13 +100,14 @@ def main(argv=None) -> int:
     if args.face_via == "memory" and args.input_addr is None and header is None:
         ap.error("--face-via memory needs --input-addr or an --image with a header")
     shape = header.input_shape if header else (*(args.input_size or (112, 112)), 3)
-    faces = [load_face(f, shape) for f in args.faces]
+    faces = []
+    for f in args.faces:
+        try:
+            faces.append(load_face(f, shape))
+        except Exception as e:      # a file that is not an image: name it
+            raise cli.UserError(str(f), f"cannot read the face: {cli.one_line(e)}") from e
 
-    try:
-        transport = SerialTransport(args.port, args.baud)
-    except TransportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    transport = SerialTransport(args.port, args.baud)    # TransportError: exit 2
     try:
         with transport:
             dev = Device(transport, timeout=args.timeout, retries=args.retries,
@@ -135,9 +142,8 @@ def main(argv=None) -> int:
                 print(f"link: {st.bad_crc} bad CRC, {st.bad_length} bad length, {st.timeouts} "
                       f"cut frames, {st.framing_errors} framing errors, "
                       f"{dev.stats['resends']} resends")
-    except (LinkError, DeviceError, TransportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (LinkError, DeviceError, TransportError) as e:   # the run failed on the way
+        raise cli.RunFailed(f"--port {args.port}: {e}") from e
     return 0
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import queue
 import time
 
+from quant.cli import UserError
 
-class TransportError(OSError):
+
+class TransportError(UserError, OSError):
     """The transport itself failed (cannot open the port, device unplugged)."""
 
 

@@ -23,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
+from .cli import UserError
 from .fixedpoint import Fmt
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "model.npz"
+ARRAYS_HASH = "arrays_sha256"     # sha256 of model.npz, checked on load
 ROUNDING = {
     "rule": "round half up: floor(v / 2**s + 1/2), arithmetic shift",
     "saturation": "clamp to the output format's range",
@@ -56,7 +59,7 @@ ARRAY_FIELDS = {"conv": ("bias", "multiplier", "shift"),
 N_INPUTS = {"input": 0, "scale_channels": 2, "add": 2}
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """The artifact on disk is inconsistent; the message names file, layer and key."""
 
 
@@ -134,8 +137,12 @@ def save(artifact: Artifact, out) -> Path:
             raise ArtifactError(f"{out / ARRAYS}: array {k!r} does not fit its format "
                                 f"{artifact.array_fmts[k].fxp_dtype}")
     manifest = artifact.manifest()
-    np.savez(out / ARRAYS, **artifact.arrays)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default) + "\n")
+    # Each file is written under a temporary name and renamed (a failed run leaves the old
+    # file or none); the arrays first, their hash in the manifest, the manifest last.
+    with files.atomic(out / ARRAYS) as tmp:
+        np.savez(tmp, **artifact.arrays)
+    manifest[ARRAYS_HASH] = files.sha256(out / ARRAYS)
+    files.write_text(out / MANIFEST, json.dumps(manifest, indent=1, default=_json_default) + "\n")
     # Read back through the validating loader: never leave an artifact that `load` refuses.
     load(out)
     return out
@@ -199,6 +206,10 @@ def load(path) -> Artifact:
         array_meta[key] = (tuple(_need(a, "shape", where)), _need(a, "dtype", where),
                            _fmt(_need(a, "fmt", where), where + " key 'fmt'"))
 
+    recorded = m.get(ARRAYS_HASH)
+    if recorded is not None and files.sha256(apath) != recorded:
+        raise ArtifactError(f"{apath}: content does not match the {ARRAYS_HASH} recorded in "
+                            f"{MANIFEST} (truncated or replaced); quantize again")
     try:
         npz = np.load(apath, allow_pickle=False)
         arrays = {k: npz[k] for k in npz.files}

@@ -7,10 +7,12 @@ the wrong shape stops the load with one error listing all of it: nothing loads p
 """
 from pathlib import Path
 
+from .cli import UserError
+
 import torch
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint does not fit the model; the message names the file and every bad key."""
 
 
@@ -28,6 +30,22 @@ def extract_state_dict(obj, source="checkpoint") -> dict:
     return obj
 
 
+def _why(path, exc) -> str:
+    """A reason a person can act on, instead of torch's raw error (a text file gives
+    ``KeyError(101)``: the first byte read as a pickle opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head[:2] == b"PK":
+        return f"a zip archive that torch.load cannot read, truncated or corrupt: " \
+               f"{str(exc).split('. ')[0]}"
+    if head[:1] != b"\x80":
+        return "neither a zip archive (torch.save) nor a pickle (first bytes " \
+               f"{head!r})"
+    return f"torch.load failed: {type(exc).__name__}: {exc}"
+
+
 def load_checkpoint(model: torch.nn.Module, source) -> torch.nn.Module:
     """Load ``source`` (a path or an already loaded object) into ``model`` strictly."""
     name = str(source)
@@ -35,10 +53,12 @@ def load_checkpoint(model: torch.nn.Module, source) -> torch.nn.Module:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"{path}: checkpoint not found")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_why(path, e)})") from None
     state = extract_state_dict(source, name)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]

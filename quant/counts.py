@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import cli, files
 from .zoo import INPUT_SIZE, VARIANTS, build
 
 # Measured on the public reference implementation (DESIGN.md section 2).
@@ -91,20 +92,20 @@ def table(rows) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m quant.counts", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("variants", nargs="*", metavar="VARIANT",
+    return cli.run(_main, argv, prog="python -m quant.counts")
+
+
+def _main(argv):
+    ap = cli.ArgumentParser(prog="python -m quant.counts", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="*", metavar="VARIANT", type=cli.variant,
                     help=f"variants to count (default: all of {', '.join(VARIANTS)})")
     ap.add_argument("--json", type=Path, default=Path("build/counts.json"),
                     help="where to write the figures as JSON (default: %(default)s)")
     args = ap.parse_args(argv)
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown:
-        ap.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     rows = report(args.variants or list(VARIANTS))
     print(table(rows))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    files.write_text(args.json, json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0 if all(r["matches_reference"] or not r["reference_params"] for r in rows) else 1
 

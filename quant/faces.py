@@ -12,9 +12,12 @@ Files: ``data/faces/calibration.npy`` (50, 112, 112, 3) and ``data/faces/evaluat
 (51, 112, 112, 3), uint8 RGB NHWC.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from . import cli, files
 
 FACE_DIR = Path(__file__).resolve().parent.parent / "data" / "faces"
 SIZE = 112
@@ -92,19 +95,27 @@ def load_images(source, count=None) -> np.ndarray:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m quant.faces", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv, prog="python -m quant.faces")
+
+
+def _main(argv):
+    ap = cli.ArgumentParser(prog="python -m quant.faces", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=FACE_DIR, help="output folder (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        raise cli.UserError(f"--out {args.out}", "exists and is not a folder")
     cal, ev = prepare()
-    args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "calibration.npy", cal)
-    np.save(args.out / "evaluation.npy", ev)
+    for name, arr in (("calibration.npy", cal), ("evaluation.npy", ev)):
+        with files.atomic(args.out / name) as tmp:
+            np.save(tmp, arr)
     from skimage.io import imsave
     montage = np.concatenate([np.concatenate(list(s[:10]), axis=1) for s in (cal, ev[-10:])])
-    imsave(args.out / "montage.png", montage, check_contrast=False)
+    with files.atomic(args.out / "montage.png") as tmp:
+        imsave(tmp, montage, check_contrast=False)
     print(f"wrote {len(cal)} calibration and {len(ev)} evaluation faces to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

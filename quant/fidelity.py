@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import files
 from .golden import GoldenModel
 from .quantize import run_float
 from .zoo import preprocess
@@ -247,7 +248,8 @@ def plot(rep: dict, path: Path):
 def write(rep: dict, out) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(rep, indent=1, default=float) + "\n")
-    (out / "report.md").write_text(markdown(rep))
-    plot(rep, out / "per_layer.png")
+    files.write_text(out / "report.json", json.dumps(rep, indent=1, default=float) + "\n")
+    files.write_text(out / "report.md", markdown(rep))
+    with files.atomic(out / "per_layer.png") as tmp:
+        plot(rep, tmp)
     return {"json": out / "report.json", "md": out / "report.md", "png": out / "per_layer.png"}

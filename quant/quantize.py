@@ -21,6 +21,7 @@ Three stages, each usable on its own:
 :func:`quantize_model` does all three. See ``docs/NUMERICS.md`` for the arithmetic.
 """
 import math
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from . import activation as act
 from .artifact import Artifact
+from .cli import UserError
 from .fixedpoint import Fmt
 from .zoo.layers import ConvBlock, InvertedResidual, LinearBlock, SeesawBlock
 
@@ -50,7 +52,7 @@ DEFAULT_WIDE = ("embedding", "act")
 WIDE_BITS = 16
 
 
-class QuantizeError(ValueError):
+class QuantizeError(UserError, ValueError):
     """The model or a parameter cannot be quantized as asked; the message names the layer."""
 
 
@@ -378,6 +380,48 @@ def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="
     return choose_formats(ops, roles, stats, act_bits, wide, method)
 
 
+# The finest format the hardware takes (the activation unit's input: n_frac 0..24); a tensor
+# whose range is tiny or zero (a dead channel group, a freshly initialised network) would get
+# a finer one from the search above.
+FRAC_MAX = 24
+
+
+class QuantizeWarning(UserWarning):
+    """A tensor's format was clamped into what the hardware accepts."""
+
+
+def hardware_formats(ops, fmts, act_form="lut", cordic_width=24):
+    """``(fmts, notes)``: every tensor's format clamped into what the hardware accepts (n_frac
+    at most :data:`FRAC_MAX`; an activation unit's input n_frac 0..24, and at most the CORDIC's
+    fraction bits), and one note per clamped tensor naming it and its layer."""
+    fmts = dict(fmts)
+    producer = {op["output"]: op["name"] for op in ops}
+    act_in = {op["inputs"][0] for op in ops if op["op"] == "activation"}
+    follows = [op for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")]
+    followers = {op["output"] for op in follows}
+    notes = []
+    for t, fmt in list(fmts.items()):
+        if t in followers:
+            continue
+        lo, hi = None, FRAC_MAX
+        if t in act_in:
+            lo = 0
+            if act_form == "cordic":
+                hi = min(hi, cordic_width - 3)
+        new = min(fmt.n_frac, hi) if lo is None else max(lo, min(fmt.n_frac, hi))
+        if new == fmt.n_frac:
+            continue
+        fmts[t] = Fmt(fmt.signed, fmt.n_word, new)
+        why = ("its calibrated range is tiny or zero (a dead tensor?): values below "
+               f"2**-{new + 1} now round to 0" if new < fmt.n_frac else
+               "its range is wider than the activation unit takes: larger values saturate")
+        notes.append(f"layer {producer.get(t, t)!r} tensor {t!r}: format {fmt.fxp_dtype} "
+                     f"clamped to {fmts[t].fxp_dtype}; {why}")
+    for op in follows:      # formats that follow their input's (see choose_formats)
+        fmts[op["output"]] = fmts[op["inputs"][0]]
+    return fmts, notes
+
+
 # ----------------------------------------------------------------------------------------------
 # Stage 3: integers
 
@@ -469,8 +513,11 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
             put(f"{name}.multiplier", m, Fmt(False, MULT_BITS, 0))
             put(f"{name}.shift", s, Fmt(False, 6, 0))
         elif kind == "activation":
-            spec = act.ActivationSpec(op["function"], act_form, fmts[op["inputs"][0]],
-                                      fmts[op["output"]], cordic_iterations, cordic_width)
+            try:
+                spec = act.ActivationSpec(op["function"], act_form, fmts[op["inputs"][0]],
+                                          fmts[op["output"]], cordic_iterations, cordic_width)
+            except ValueError as e:
+                raise QuantizeError(f"layer {name!r}: {e}") from None
             q["spec"] = spec.to_dict()
         elif kind == "avgpool":
             x = op["inputs"][0]
@@ -515,7 +562,11 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
     shapes = tensor_shapes(ops, params)
     fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
                      progress=progress)
+    fmts, notes = hardware_formats(ops, fmts, act_form, cordic_width)
+    for note in notes:
+        warnings.warn(note, QuantizeWarning, stacklevel=2)
     meta = dict(meta or {})
+    meta["format_clamps"] = notes
     meta.setdefault("variant", model.spec.name)
     meta.update(weight_bits=weight_bits, act_bits=act_bits, activation_form=act_form,
                 wide_roles=list(wide), wide_bits=WIDE_BITS, calibration_method=method,

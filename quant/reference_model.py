@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import cli, files
 from . import faces as face_set
 from .checkpoint import load_checkpoint
 from .zoo import VARIANTS, build, preprocess
@@ -153,7 +154,8 @@ def _train(variant, steps, seed, batch, log, snapshot):
             log(f"[{step + 1}/{steps}] loss {loss.item():.3f} lr {lr:.4f} "
                 f"{time.time() - t0:.0f}s")
         if snapshot and (step + 1) % 100 == 0:
-            torch.save(model.state_dict(), snapshot)
+            with files.atomic(snapshot) as tmp:
+                torch.save(model.state_dict(), tmp)
     model.eval()
     return {"model": model, "steps": steps, "seconds": time.time() - t0, "classes": classes}
 
@@ -178,20 +180,26 @@ def check(model, faces=None, seed=0) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m quant.reference_model", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv, prog="python -m quant.reference_model")
+
+
+def _main(argv):
+    ap = cli.ArgumentParser(prog="python -m quant.reference_model", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train reference weights into models/VARIANT.pt")
-    t.add_argument("--variant", default="seesaw_shuffle", choices=list(VARIANTS))
-    t.add_argument("--steps", type=int, default=600,
+    t.add_argument("--variant", default="seesaw_shuffle", type=cli.variant)
+    t.add_argument("--steps", type=cli.count, default=600,
                    help="SGD steps of 64 augmented images (default %(default)s)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=cli.non_negative, default=0)
     t.add_argument("--out", type=Path, help="default: models/VARIANT.pt")
     c = sub.add_parser("check", help="measure smoothness and spread on the evaluation faces")
-    c.add_argument("--variant", default="seesaw_shuffle", choices=list(VARIANTS))
+    c.add_argument("--variant", default="seesaw_shuffle", type=cli.variant)
     c.add_argument("--weights", type=Path, help="default: models/VARIANT.pt")
     c.add_argument("--json", type=Path, default=Path("build/reference_check.json"))
     args = ap.parse_args(argv)
+    if args.cmd == "check" and args.weights is not None and not args.weights.is_file():
+        raise cli.UserError(f"--weights {args.weights}", "no such file")
     if args.cmd == "train":
         # One thread: the result does not depend on how reductions split across threads, and
         # a busy machine does not stall a thread team (measured: 2 threads under load ran at
@@ -202,8 +210,8 @@ def main(argv=None):
         out = args.out or weights_path(args.variant)
         result = train(args.variant, args.steps, args.seed, log=log,
                        snapshot=out.with_suffix(".partial.pt"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result["model"].state_dict(), out)
+        with files.atomic(out) as tmp:
+            torch.save(result["model"].state_dict(), tmp)
         print(f"wrote {out} ({result['steps']} steps, {result['seconds']:.0f} s)")
         model = result["model"]
     else:
@@ -215,8 +223,7 @@ def main(argv=None):
           f"{r['pairwise_cosine_mean']:.4f} (max {r['pairwise_cosine_max']:.4f}, accept <= "
           f"{SPREAD_MAX}): {'ACCEPTED' if r['accepted'] else 'REJECTED'}")
     if args.cmd == "check":
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=2) + "\n")
+        files.write_text(args.json, json.dumps(r, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0 if r["accepted"] else 1
 

@@ -33,10 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cli, files
+from .cli import UserError
+
 SIZE = 112
 
 
-class BinFormatError(ValueError):
+class BinFormatError(UserError, ValueError):
     """A verification ``.bin`` file is malformed; the message names the file and the entry."""
 
 
@@ -154,7 +157,12 @@ def read_bin(path, resize=False, limit=None, progress=None):
     except BinFormatError:
         raise
     except Exception as e:
-        raise BinFormatError(f"{path}: not a readable verification .bin pickle ({e})") from None
+        with open(path, "rb") as f:
+            head = f.read(2)
+        why = ("the file is empty" if not head else
+               f"not a pickle: first bytes {head!r}" if head[:1] != b"\x80" else
+               f"{type(e).__name__}: {e}")
+        raise BinFormatError(f"{path}: not a readable verification .bin pickle ({why})") from None
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise BinFormatError(f"{path}: expected a pickled pair (images, issame), found "
                              f"{type(obj).__name__}"
@@ -488,35 +496,49 @@ def _progress(label):
         now = time.time()
         if done == total or now - last[0] > 2:
             last[0] = now
-            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"  {label}: {done}/{total}", flush=True)
     return report
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m quant.verification", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv, prog="python -m quant.verification")
+
+
+def _main(argv):
+    ap = cli.ArgumentParser(prog="python -m quant.verification", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--bin", type=Path, help="insightface verification .bin (lfw.bin, ...)")
     src.add_argument("--shipped", action="store_true",
                      help="pairs built from the shipped evaluation faces (see shipped_pairs)")
-    ap.add_argument("--variant", default="seesaw_shuffle")
+    ap.add_argument("--variant", default="seesaw_shuffle", type=cli.variant)
     ap.add_argument("--weights", type=Path, help="float checkpoint (default models/VARIANT.pt)")
     ap.add_argument("--artifact", type=Path, help="quantized artifact folder: also evaluate "
                                                   "the integer golden model")
     ap.add_argument("--peer", action="store_true",
                     help="also evaluate PyTorch's own int8 quantization (quant.peer)")
-    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--folds", type=cli.int_range(2, 100, "folds"), default=10)
     ap.add_argument("--no-flip", action="store_true", help="no flip test")
     ap.add_argument("--resize", action="store_true", help="resize images that are not 112x112")
-    ap.add_argument("--limit", type=int, help="use only the first LIMIT pairs")
-    ap.add_argument("--seed", type=int, default=0, help="seed of --shipped pairs")
+    ap.add_argument("--limit", type=cli.count, help="use only the first LIMIT pairs")
+    ap.add_argument("--seed", type=cli.non_negative, default=0, help="seed of --shipped pairs")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
+    # Inputs are checked before any image is decoded or any model built.
+    if args.bin is not None and not args.bin.is_file():
+        raise cli.UserError(f"--bin {args.bin}", "no such file")
+    if args.weights is not None and not args.weights.is_file():
+        raise cli.UserError(f"--weights {args.weights}", "no such file")
+    if args.artifact is not None:
+        from .artifact import load
+        load(args.artifact)          # ArtifactError names the file and what is wrong
+    if args.json is not None and args.json.is_dir():
+        raise cli.UserError(f"--json {args.json}", "is a folder, not a file")
 
     from . import faces as face_set
     from .reference_model import load_reference
     if args.bin:
-        print(f"reading {args.bin}", file=sys.stderr)
+        print(f"reading {args.bin}", flush=True)
         images, issame = read_bin(args.bin, resize=args.resize, limit=args.limit,
                                   progress=_progress("decoded"))
         source = str(args.bin)
@@ -526,7 +548,7 @@ def main(argv=None):
             a, b, issame = a[:args.limit], b[:args.limit], issame[:args.limit]
         images = interleave(a, b)
         source = f"shipped evaluation faces, seed {args.seed}"
-    print(f"{len(issame)} pairs ({int(issame.sum())} same) from {source}", file=sys.stderr)
+    print(f"{len(issame)} pairs ({int(issame.sum())} same) from {source}", flush=True)
 
     model = load_reference(args.variant, args.weights)
     embedders = {"float": float_embedder(model)}
@@ -534,12 +556,12 @@ def main(argv=None):
         embedders["golden"] = golden_embedder(args.artifact)
     if args.peer:
         from .peer import torch_ao_embedder
-        print("torch.ao: calibrating on the calibration faces", file=sys.stderr)
+        print("torch.ao: calibrating on the calibration faces", flush=True)
         embedders["torch.ao int8"] = torch_ao_embedder(model, face_set.load("calibration"))
 
     results = {}
     for name, fn in embedders.items():
-        print(f"embedding with {name}", file=sys.stderr)
+        print(f"embedding with {name}", flush=True)
         results[name] = evaluate(fn, images, issame, folds=args.folds, flip=not args.no_flip,
                                  progress=_progress(name))
     ref = results["float"]["embeddings"]
@@ -562,11 +584,10 @@ def main(argv=None):
                    weights=str(args.weights) if args.weights else None,
                    artifact=str(args.artifact) if args.artifact else None,
                    results={k: summary(v) for k, v in results.items()})
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.json}", file=sys.stderr)
-    return results
+        files.write_text(args.json, json.dumps(out, indent=2))
+        print(f"wrote {args.json}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

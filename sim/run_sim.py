@@ -10,14 +10,14 @@ the faces through the engine; compare the streamed embedding with
 every stored tensor from the memory model and report the first one that differs, in program
 order. Writes ``build/sim/report.json``; exits 1 if any frame is not bit-exact.
 """
-import argparse
-import json
-import subprocess
 import sys
+import types
 import time
 from pathlib import Path
 
 import numpy as np
+
+from quant import cli, files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,48 +26,56 @@ def random_weights(variant, seed=0, out=None) -> Path:
     """A checkpoint of ``variant`` with **random** weights (PyTorch's default init, seeded) and
     BatchNorm statistics calibrated on the shipped calibration faces (a cumulative average
     over them in training mode), so every activation has a realistic spread. For exercising
-    the hardware on variants that have no trained weights: the embedding means nothing."""
-    import torch
-    from quant import faces as facelib
-    from quant.zoo import build, preprocess
+    the hardware on variants that have no trained weights: the embedding means nothing.
+    Cached while the zoo's source, the calibration faces and torch are unchanged."""
+    from hw.build.flow import Step, StepRunner, _dist_version, _file_hash, _source_hash
     out = Path(out) if out else ROOT / "build" / "random_weights" / f"{variant}_seed{seed}.pt"
-    if out.exists():
-        return out
-    torch.manual_seed(seed)
-    model = build(variant)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None          # cumulative average over the calibration batches
-    cal = facelib.load("calibration")
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(cal), 16):
-            model(preprocess(cal[i:i + 16]))
-    model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+
+    def make(ctx):
+        import torch
+        from quant import faces as facelib
+        from quant.zoo import build, preprocess
+        torch.manual_seed(seed)
+        model = build(variant)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.reset_running_stats()
+                mod.momentum = None          # cumulative average over the calibration batches
+        cal = facelib.load("calibration")
+        model.train()
+        with torch.no_grad():
+            for i in range(0, len(cal), 16):
+                model(preprocess(cal[i:i + 16]))
+        model.eval()
+        with files.atomic(out) as tmp:
+            torch.save(model.state_dict(), tmp)
+        return {"weights": str(out)}
+
+    key = {"variant": variant, "seed": seed, "zoo": _source_hash("quant/zoo"),
+           "faces": _file_hash(ROOT / "data" / "faces" / "calibration.npy"),
+           "torch": _dist_version("torch")}
+    step = Step(out.stem, make, key=lambda ctx: key, outputs=lambda ctx: [out],
+                description="random weights, BatchNorm calibrated")
+    ctx = types.SimpleNamespace(results={}, status={}, seconds={}, built_seconds={})
+    StepRunner([step], out.parent / ".cache", log=lambda t: print(f"    {t}", flush=True)).run(ctx)
     return out
 
 
-def _artifact(variant, weights, artifact_dir, random_seed=None, quick=False, act="lut"):
-    """The artifact folder, quantized if missing; ``act``: the board's activation form (the
-    CORDIC engine computes the quantizer's CORDIC, so it needs an artifact of its own)."""
+def _artifact(board, variant, weights, random_seed=None, quick=False, log=print):
+    """The artifact folder, quantized when missing or stale: the quantize step of
+    ``hw.build`` (same cache record, keyed by the hashes of the weights, the quantizer's source,
+    the calibration faces and the options; a corrupt product is rebuilt). ``board``: its
+    activation form chooses the artifact (a CORDIC engine computes the quantizer's CORDIC)."""
+    from hw.build.flow import STEPS, BuildContext, StepRunner
     name = variant + (f"_random{random_seed}" if random_seed is not None else "") + \
-        ("_cordic" if act == "cordic" else "")
-    if random_seed is not None:
-        weights = random_weights(variant, random_seed)
-    folder = Path(artifact_dir) if artifact_dir else ROOT / "build" / "quant" / name
-    if not (folder / "manifest.json").exists():
-        cmd = [sys.executable, "-m", "quant", "--variant", variant, "--out", str(folder),
-               "--act", act]
-        if weights:
-            cmd += ["--weights", str(weights)]
-        if random_seed is not None or quick:   # the artifact is the same; skip most of the
-            cmd += ["--no-peer", "--no-pairs", "--eval-faces", "4"]   # fidelity report
-        print("quantizing:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    return folder
+        ("_cordic" if board.engine.activation == "cordic" else "")
+    quick_args = ("--no-peer", "--no-pairs", "--eval-faces", "4") \
+        if random_seed is not None or quick else ()   # the same artifact, a shorter report
+    ctx = BuildContext(board=board, variant=variant, weights=weights, design="engine",
+                       out=ROOT / "build", quant_name=name, quant_args=quick_args)
+    quantize = [s for s in STEPS if s.name == "quantize"]
+    StepRunner(quantize, ctx.board_dir / ".cache", log=log).run(ctx)
+    return ctx.quant_dir
 
 
 def first_mismatch(compiled, artifact, dump, golden_tensors, frame):
@@ -87,70 +95,117 @@ def first_mismatch(compiled, artifact, dump, golden_tensors, frame):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m sim.run_sim", description=__doc__.split("\n")[0])
-    p.add_argument("--variant", default="seesaw_shuffle")
-    p.add_argument("--weights", default=None, help="float checkpoint (default: shipped "
-                   "models/<variant>.pt)")
-    p.add_argument("--artifact", default=None, help="use this quantized artifact folder")
+    return cli.run(_main, argv, prog="python -m sim.run_sim")
+
+
+def _main(argv):
+    p = cli.ArgumentParser(prog="python -m sim.run_sim", description=__doc__.split("\n")[0])
+    p.add_argument("--variant", default="seesaw_shuffle", type=cli.variant)
+    p.add_argument("--weights", default=None, type=Path, help="float checkpoint (default: "
+                   "shipped models/<variant>.pt)")
+    p.add_argument("--artifact", default=None, type=Path,
+                   help="use this quantized artifact folder")
     p.add_argument("--quick-quantize", action="store_true", help="if quantizing, skip the "
                    "peer, the pair decisions and most evaluation faces (same artifact, shorter "
                    "fidelity report; for tests)")
-    p.add_argument("--random-weights", type=int, default=None, metavar="SEED",
+    p.add_argument("--random-weights", type=cli.non_negative, default=None, metavar="SEED",
                    help="no trained weights: random weights (seeded) with BatchNorm statistics "
                    "calibrated on the calibration faces (build/random_weights/); exercises the "
                    "hardware only, the embedding means nothing")
-    p.add_argument("--images", default=None, help="folder of images or .npy (default: the "
-                   "shipped evaluation faces)")
-    p.add_argument("--faces", type=int, default=2, help="frames to simulate")
+    p.add_argument("--images", default=None, type=Path, help="folder of images or .npy "
+                   "(default: the shipped evaluation faces)")
+    p.add_argument("--faces", type=cli.count, default=2, help="frames to simulate (>= 1)")
     p.add_argument("--board", default="ulx3s")
+    p.add_argument("--boards-file", default=None, type=Path,
+                   help="another boards.yaml (default: the repository's)")
     p.add_argument("--waves", action="store_true", help="dump an FST trace (slow)")
-    p.add_argument("--report", default=str(ROOT / "build" / "sim" / "report.json"))
+    p.add_argument("--report", default=ROOT / "build" / "sim" / "report.json", type=Path)
     a = p.parse_args(argv)
     import os
     if a.waves:
         os.environ["WAVES"] = "1"
-    from firmware.compiler import compile_artifact
-    from firmware.image import EngineConfig
     from hw.board.boards import get_board
-    from hw.engine.cycles import estimate_cycles
     from quant import faces as facelib
+    t_start = time.perf_counter()
+
+    def step(i, text):
+        print(f"[{i}/6] {text} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    # 1: every input is checked before anything is quantized, compiled or built.
+    step(1, "check the inputs")
+    board = get_board(a.board, a.boards_file)     # BoardError names the file, board, field
+    if a.weights is not None and not a.weights.is_file():
+        raise cli.UserError(f"--weights {a.weights}", "no such file")
+    if a.weights is not None and a.random_weights is not None:
+        raise cli.UserError("--weights", "cannot be combined with --random-weights")
+    if a.report.is_dir():
+        raise cli.UserError(f"--report {a.report}", "is a folder, not a file")
+    if a.images is not None:
+        if not a.images.exists():
+            raise cli.UserError(f"--images {a.images}", "no such file or folder")
+        try:
+            faces = facelib.load_images(a.images, a.faces)
+        except (ValueError, OSError) as e:      # the message names the file
+            raise cli.UserError(cli.one_line(e)) from e
+        source = str(a.images)
+    else:
+        faces = facelib.load("evaluation")[:a.faces]
+        source = "the shipped evaluation faces"
+    if len(faces) < a.faces:
+        raise cli.UserError(f"--faces {a.faces}", f"{source} hold only {len(faces)} faces")
+    if a.artifact is not None:
+        from quant.artifact import load as load_artifact
+        load_artifact(a.artifact)            # ArtifactError names the file and the key
+
+    from firmware.image import EngineConfig
+    from firmware.compiler import compile_artifact
+    from hw.engine.cycles import estimate_cycles
     from quant.artifact import load
     from quant.golden import GoldenModel
     from sim.tb_engine import simulate
 
-    board = get_board(a.board)
-    folder = _artifact(a.variant, a.weights, a.artifact, a.random_weights, a.quick_quantize,
-                       board.engine.activation)
     if a.random_weights is not None:
         a.weights = random_weights(a.variant, a.random_weights)
+    if a.artifact is not None:
+        step(2, f"quantize: using {a.artifact}")
+        folder = a.artifact
+    else:
+        step(2, "quantize (cached while the weights, the quantizer and its options are unchanged)")
+        folder = _artifact(board, a.variant, a.weights, a.random_weights, a.quick_quantize,
+                           log=lambda t: print(f"    {t}", flush=True))
     art = load(folder)
-    faces = facelib.load_images(a.images, a.faces) if a.images else \
-        facelib.load("evaluation")[:a.faces]
+    if art.variant != a.variant:
+        raise cli.UserError(f"--artifact {folder}", f"is a {art.variant} artifact, not "
+                            f"{a.variant} (pass --variant {art.variant})")
+    step(3, f"compile the firmware for {board.name}")
     cfg = EngineConfig.from_board(board)
     comp = compile_artifact(art, cfg)
     est = estimate_cycles(comp)["total"]
-    print(f"{a.variant} on {a.board}: {len(comp.descriptors)} descriptors, image "
+    print(f"    {a.variant} on {board.name}: {len(comp.descriptors)} descriptors, image "
           f"{comp.words.size} words; estimate {est} cycles/frame", flush=True)
+    step(4, f"golden model on {len(faces)} faces")
     gold = GoldenModel(art).run(faces, keep=True)
     cos = [None] * len(faces)
-    try:
+    ref = None
+    w = a.weights or ROOT / "models" / f"{a.variant}.pt"
+    if Path(w).exists():
         import torch
-        from quant.zoo import build
-        model = build(a.variant).eval()
-        w = a.weights or ROOT / "models" / f"{a.variant}.pt"
-        if Path(w).exists():
-            from quant.checkpoint import load_checkpoint
-            load_checkpoint(model, w)
-            from quant.zoo import preprocess
-            with torch.no_grad():
-                ref = model(preprocess(faces)).double().numpy()
-        else:
-            ref = None
-    except Exception as e:      # the float model is a report item, not a failure
-        print(f"float model unavailable: {e}")
-        ref = None
+        from quant.checkpoint import load_checkpoint
+        from quant.zoo import build, preprocess
+        model = load_checkpoint(build(a.variant).eval(), w)
+        with torch.no_grad():
+            ref = model(preprocess(faces)).double().numpy()
+    else:
+        print(f"    no float weights ({w}): no cosine vs float", flush=True)
+    step(5, f"Verilator: build and run {len(faces)} frames (tool output in "
+            f"build/sim/engine_{board.name.replace('-', '_')}/)")
     t0 = time.perf_counter()
-    res = simulate(comp, faces, name=f"engine_{a.board}".replace("-", "_"), depth=None)
+
+    def frame_done(i, cycles, seconds):
+        print(f"    frame {i + 1}/{len(faces)}: {cycles} cycles, {seconds:.1f} s", flush=True)
+
+    res = simulate(comp, faces, name=f"engine_{board.name}".replace("-", "_"), depth=None,
+                   progress=frame_done)
     outs = res["outputs"]
     exact = [bool(np.array_equal(outs[i], gold.embedding[i])) for i in range(len(faces))]
     if ref is not None:
@@ -160,20 +215,19 @@ def main(argv=None):
     mismatch = None
     if res["dump"] is not None:
         mismatch = first_mismatch(comp, art, res["dump"], gold.tensors, len(faces) - 1)
-    report = {"variant": a.variant, "board": a.board, "frames": len(faces),
-              "weights": str(a.weights or ROOT / "models" / f"{a.variant}.pt"),
+    step(6, "report")
+    report = {"variant": a.variant, "board": board.name, "frames": len(faces),
+              "weights": str(w), "artifact": str(folder), "images": source,
               "random_weights": a.random_weights is not None,
               "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
               "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
               "sim_cpu_seconds_per_frame": res.get("cpu_seconds"),
-              "build_seconds": res.get("build_seconds"),
+              "build_seconds": res.get("build_seconds"), "logs": res.get("logs"),
               "load_average": list(os.getloadavg()),
               "total_seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
-    out = Path(a.report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    files.write_json(a.report, report)
     print(f"{'frame':>5} {'bit-exact':>9} {'cos vs float':>12} {'cycles':>10} {'estimate':>10} "
           f"{'fps@clk':>8} {'sim s':>7}")
     for i in range(len(faces)):
@@ -182,8 +236,13 @@ def main(argv=None):
               f"{res['cycles'][i]:10d} {est:10d} {cfg.clock_mhz * 1e6 / res['cycles'][i]:8.2f} "
               f"{res['seconds'][i]:7.1f}")
     print(f"first mismatch: {mismatch}")
-    print(f"wrote {out}")
-    return 0 if all(exact) else 1
+    for what, path in (res.get("logs") or {}).items():
+        print(f"{what} log: {path}")
+    print(f"wrote {a.report}")
+    if not all(exact):
+        raise cli.RunFailed(f"{exact.count(False)} of {len(exact)} frames not bit-exact "
+                            f"(first mismatch: {mismatch}); report {a.report}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ the caller can compare every stored tensor with the golden model.
 """
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,9 @@ if cocotb is not None:
             cycles.append(int(round((t1 - t0) / CLOCK_NS)))
             walls.append(time.perf_counter() - t_wall)
             cpus.append(time.process_time() - t_cpu)
+            if case.get("progress"):            # one line a frame for the driver to show
+                with open(case["progress"], "a") as f:
+                    f.write(json.dumps([i, cycles[-1], walls[-1]]) + "\n")
         dut.dump.value = 1
         await RisingEdge(clk)
         dut.dump.value = 0
@@ -76,11 +81,14 @@ if cocotb is not None:
 
 # ------------------------------------------------------------------ driver side ------------
 def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump=True,
-             depth=None):
+             depth=None, progress=None):
     """Run ``faces`` (uint8 (N, H, W, 3)) through the engine in Verilator.
 
+    ``progress(frame, cycles, seconds)`` is called as each frame finishes. Verilator's and
+    the simulation's output go to log files (``result["logs"]``).
+
     Returns ``{"outputs": int64 (N, D), "cycles": [...], "seconds": [...], "dump": words or
-    None, "build_seconds": float}``."""
+    None, "build_seconds": float, "logs": {"build": path, "run": path}}``."""
     from hw.memory.sim_memory import EngineHarness, write_array_source
     from firmware import image as im
     from sim.runner import SIM_BUILD, run_cocotb
@@ -98,8 +106,12 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
     np.save(folder / "frames.npy", faces)
     n_out = int(np.prod(compiled.tensors[compiled.descriptors[-2]["in_tensors"][0]]["shape"]))
     result = folder / "result.json"
+    progress_file = folder / "progress.jsonl"
+    progress_file.unlink(missing_ok=True)
+    if result.exists():
+        result.unlink()
     case = {"frames": str(folder / "frames.npy"), "n_out": n_out, "idle_prob": idle_prob,
-            "stall_prob": stall_prob, "result": str(result)}
+            "stall_prob": stall_prob, "result": str(result), "progress": str(progress_file)}
     array = write_array_source(folder)
     # Size the model to a power of two so the Verilog text (hence the build) changes rarely.
     depth = depth or 1 << max(10, (need - 1).bit_length())
@@ -126,14 +138,46 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
         build_args = []
     t0 = time.perf_counter()
     t_start = time.time()
-    run_cocotb(top, name=name, test_module="sim.tb_engine", sources=[vlt, array],
-               build_args=build_args, extra_env={"ENGINE_CASE": json.dumps(case)})
+    with _follow(progress_file, progress):
+        logs = run_cocotb(top, name=name, test_module="sim.tb_engine", sources=[vlt, array],
+                          build_args=build_args, extra_env={"ENGINE_CASE": json.dumps(case)},
+                          on_build=lambda: progress and print(
+                              "    simulator built; running", flush=True))["logs"]
     build_seconds = _build_seconds(folder, name, t_start)
     r = json.loads(result.read_text())
     words = im.read_hex(dump_file, compiled.words.size) if dump and dump_file.exists() else None
     return {"outputs": np.array(r["outputs"], dtype=np.int64), "cycles": r["cycles"],
             "seconds": r["seconds"], "cpu_seconds": r.get("cpu_seconds"), "dump": words, "total_seconds": time.perf_counter() - t0,
-            "build_seconds": build_seconds}
+            "build_seconds": build_seconds, "logs": logs}
+
+
+@contextmanager
+def _follow(path, callback, period=0.5):
+    """While the block runs, call ``callback(*line)`` for each JSON line appended to ``path``."""
+    if callback is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll():
+        seen = 0
+        while True:
+            done = stop.is_set()
+            if path.exists():
+                lines = path.read_text().splitlines()
+                for line in lines[seen:]:
+                    callback(*json.loads(line))
+                seen = len(lines)
+            if done:
+                return
+            stop.wait(period)
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _build_seconds(folder, name, t_start):

@@ -51,6 +51,12 @@ def _edit_arrays(folder, fn):
     arrays = dict(np.load(p))
     fn(arrays)
     np.savez(p, **arrays)
+    # Record the new arrays' hash, as a writer would: the loader's deeper checks are tested
+    # here (an unrecorded change is tests/test_cli.py's test_truncated_model_npz_is_detected).
+    import json
+    from quant.files import sha256
+    m = folder / "manifest.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "arrays_sha256": sha256(p)}))
 
 
 def test_round_trip(saved):

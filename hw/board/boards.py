@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from quant.cli import UserError
+
 __all__ = ["BoardError", "Board", "Clock", "PLL", "SDRAM", "Link", "Resources", "Engine",
            "load_boards", "get_board", "default_board_name", "BOARDS_YAML", "RESOURCE_NAMES"]
 
@@ -39,7 +41,7 @@ _PACKAGE_TO_AMARANTH = {"CABGA381": "BG381", "CABGA256": "BG256", "CSFBGA285": "
                         "CABGA554": "BG554", "CABGA756": "BG756"}
 
 
-class BoardError(ValueError):
+class BoardError(UserError, ValueError):
     """A problem in a boards file; the message names the file, the board and the field."""
 
 

@@ -1,3 +1,5 @@
+import sys
+
 from hw.build.flow import main
 
-main()
+sys.exit(main())

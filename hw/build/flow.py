@@ -18,8 +18,10 @@ Steps (``--stop-step NAME`` stops after NAME):
     8 report     build/<board>/report.json and report.md, and a summary on stdout
 
 Every step is cached: its key hashes everything it reads (files by content, parameters, source
-code of the modules it runs, tool versions); when the key and the products are unchanged the
-step is skipped with a message (``--force`` runs everything again). Tool output goes to
+code of the modules it runs, tool versions) and its record keeps the SHA-256 of every product;
+when the key is unchanged and every product still has its recorded hash the step is skipped
+with a message, and a product that is missing, truncated or replaced is rebuilt (``--force``
+runs everything again). Tool output goes to
 ``build/<board>/logs/<step>.log``. quantize's products and cache record are shared between
 boards (``build/quant/<variant>/``).
 
@@ -58,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from quant import cli
+from quant.files import atomic, sha256, write_bytes, write_json, write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["Step", "StepRunner", "StepError", "StepSkipped", "FitError", "BuildContext",
@@ -91,7 +96,8 @@ class Step:
     key : callable(ctx) -> JSON-able, or None
         Everything the step depends on. ``None`` (or a step without ``key``) is never cached.
     outputs : callable(ctx) -> list of Path
-        Files the step makes; a cached record only counts while they all exist.
+        Files the step makes; a cached record only counts while each still has the SHA-256
+        recorded when it was made.
     check : callable(ctx, record), optional
         Runs after the step whether it ran or came from the cache (for example the fit check).
     cache_dir : callable(ctx) -> Path, optional
@@ -105,6 +111,17 @@ class Step:
     check: Optional[Callable] = None
     description: str = ""
     cache_dir: Optional[Callable] = None
+
+
+def _stale_products(recorded, outputs):
+    """The first product that is missing or whose content hash differs from the one recorded
+    when it was built (a record without hashes counts as stale); None when all match."""
+    if not isinstance(recorded, dict):
+        return str(outputs[0]) if outputs else None
+    for p in outputs:
+        if str(p) not in recorded or _file_hash(p) != recorded[str(p)]:
+            return str(p)
+    return None
 
 
 def _digest(obj) -> str:
@@ -153,8 +170,11 @@ class StepRunner:
                     cached = json.loads(cache_file.read_text())
                 except ValueError:
                     cached = {}
-                if cached.get("key") == digest and \
-                        all(Path(p).exists() for p in step.outputs(ctx)):
+                stale = _stale_products(cached.get("products"), step.outputs(ctx))
+                if cached.get("key") == digest and stale:
+                    self.log(f"      cached product {stale} is missing or not the one "
+                             f"recorded (corrupt or replaced): rebuilding")
+                elif cached.get("key") == digest:
                     record = cached["record"]
                     ctx.status[step.name] = "cached"
                     ctx.seconds[step.name] = 0.0
@@ -182,10 +202,10 @@ class StepRunner:
                 ctx.seconds[step.name] = seconds
                 ctx.built_seconds[step.name] = seconds
                 if digest is not None:
-                    cache_file.parent.mkdir(parents=True, exist_ok=True)
-                    cache_file.write_text(json.dumps(
-                        {"step": step.name, "key": digest, "inputs": key, "record": record,
-                         "seconds": seconds}, indent=1, default=str))
+                    products = {str(p): _file_hash(p) for p in step.outputs(ctx)}
+                    write_json(cache_file, {"step": step.name, "key": digest, "inputs": key,
+                                            "record": record, "seconds": seconds,
+                                            "products": products})
                 self.log(f"      done in {seconds:.1f} s")
             ctx.results[step.name] = record
             if step.check is not None:
@@ -205,6 +225,8 @@ class BuildContext:
     variant: str = "seesaw_shuffle"
     weights: Optional[Path] = None
     design: str = "auto"
+    quant_name: Optional[str] = None      # artifact folder name (default: variant[_cordic])
+    quant_args: tuple = ()                # further `python -m quant` options (quick runs)
     probe_mac: str = "engine"
     out: Path = ROOT / "build"
     results: dict = field(default_factory=dict)
@@ -235,7 +257,8 @@ class BuildContext:
         """The artifact: quantized with the board's activation form (a CORDIC engine computes
         the quantizer's CORDIC, so it has an artifact of its own)."""
         act = self.board.engine.activation
-        return self.out / "quant" / (self.variant + ("_cordic" if act == "cordic" else ""))
+        return self.out / "quant" / (self.quant_name or
+                                     self.variant + ("_cordic" if act == "cordic" else ""))
 
     @property
     def bitstream(self) -> Path:
@@ -251,13 +274,7 @@ class BuildContext:
 
 def _file_hash(path) -> Optional[str]:
     path = Path(path)
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256(path) if path.is_file() else None
 
 
 def _source_hash(*packages) -> str:
@@ -315,6 +332,8 @@ def _quantize_key(ctx):
             "weights": str(_weights(ctx)),
             "weights_hash": _file_hash(_weights(ctx)),
             "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
+            "quant_args": list(ctx.quant_args),
+            "calibration_faces": _file_hash(ROOT / "data" / "faces" / "calibration.npy"),
             "has_quant_main": _module_exists("quant.__main__")}
 
 
@@ -329,7 +348,8 @@ def step_quantize(ctx):
                       f"them, or pass --weights)", "the quantized model")
     ctx.quant_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir),
-           "--weights", str(weights), "--act", ctx.board.engine.activation]
+           "--weights", str(weights), "--act", ctx.board.engine.activation,
+           *ctx.quant_args]
     log_path = ctx.logs / "quantize.log"
     _run_logged(cmd, log_path, "quantize (python -m quant)")
     manifest = _manifest_path(ctx)
@@ -344,12 +364,17 @@ def step_quantize(ctx):
 
 def _run_logged(cmd, log_path, what):
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"      {what} output -> {log_path}", flush=True)
     with open(log_path, "w") as log:
         log.write(f"# command: {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    lines = log_path.read_text(errors="replace").splitlines()
+    if proc.returncode == cli.USER_ERROR and lines and ": error: " in lines[-1]:
+        # The command refused its input (one line, the project's convention): so do we.
+        raise cli.UserError(f"{what}: {lines[-1].split(': error: ', 1)[1]} (log: {log_path})")
     if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        tail = "\n".join(lines[-15:])
         raise StepError(f"{what} failed (exit code {proc.returncode}); log: {log_path}\n"
                         f"--- last lines ---\n{tail}")
 
@@ -397,6 +422,8 @@ def step_firmware(ctx):
     try:
         compiled = entry(Path(q["manifest"]).parent, ctx.board.name, image)
     except ValueError as e:   # CompileError / ImageError name the layer or field
+        if isinstance(e, cli.UserError):     # the board's engine cannot hold the network
+            raise cli.UserError(f"firmware compiler: {e}" + _fit_note(ctx)) from None
         raise StepError(f"firmware compiler: {e}" + _fit_note(ctx)) from None
     if not image.exists():
         raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} wrote no {image}")
@@ -527,8 +554,8 @@ def step_elaborate(ctx):
     for name, content in plan.files.items():
         if name.startswith("build_top"):
             continue  # Amaranth's own build scripts: we run the tools step by step instead
-        path = ctx.gateware / name
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        write_bytes(ctx.gateware / name,
+                    content if isinstance(content, bytes) else content.encode())
         written.append(name)
     return {"design": top.info, "files": sorted(written)}
 
@@ -612,9 +639,11 @@ def step_pack(ctx):
     # relative to the tool's working directory: YoWASP's ecppack cannot open an absolute
     # path outside the project (an --out folder in /tmp failed with "Failed to open output
     # file").
-    bit = os.path.relpath(ctx.bitstream.resolve(), ctx.gateware.resolve())
-    run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", bit],
-             cwd=ctx.gateware, log_path=ctx.logs / "pack.log")
+    # Written under a temporary name and renamed: a failed pack leaves no half bitstream.
+    with atomic(ctx.bitstream) as tmp:
+        bit = os.path.relpath(tmp.resolve(), ctx.gateware.resolve())
+        run_tool("ecppack", ["--compress", "--input", "top.config", "--bit", bit],
+                 cwd=ctx.gateware, log_path=ctx.logs / "pack.log")
     return {"bitstream": str(ctx.bitstream), "bytes": ctx.bitstream.stat().st_size,
             "sha256": _file_hash(ctx.bitstream)}
 
@@ -773,9 +802,9 @@ def report_markdown(r) -> str:
 
 def step_report(ctx):
     report = build_report(ctx)
-    (ctx.board_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_text(ctx.board_dir / "report.json", json.dumps(report, indent=1) + "\n")
     md = report_markdown(report)
-    (ctx.board_dir / "report.md").write_text(md)
+    write_text(ctx.board_dir / "report.md", md)
     print()
     print(md)
     print(f"report: {ctx.board_dir / 'report.json'}")
@@ -802,9 +831,13 @@ STEP_NAMES = [s.name for s in STEPS]
 
 
 def main(argv=None) -> int:
-    from hw.board.boards import BoardError, get_board, load_boards
+    return cli.run(_main, argv, prog="python -m hw.build")
+
+
+def _main(argv) -> int:
+    from hw.board.boards import get_board, load_boards
     from hw.board.top import DESIGNS, PROBE_MACS
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m hw.build", epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build the SeesawFaceNet accelerator (or the DSP probe) for one board of "
@@ -814,7 +847,8 @@ def main(argv=None) -> int:
                         help="board of boards.yaml (default: the file's default, ulx3s)")
     parser.add_argument("--boards-file", type=Path, default=None,
                         help="another boards.yaml (default: the repository's)")
-    parser.add_argument("--variant", default="seesaw_shuffle", help="network variant")
+    parser.add_argument("--variant", default="seesaw_shuffle", type=cli.variant,
+                        help="network variant")
     parser.add_argument("--weights", type=Path, default=None,
                         help="float checkpoint for quantize (default: quant's own default)")
     parser.add_argument("--design", choices=DESIGNS, default="auto",
@@ -829,35 +863,29 @@ def main(argv=None) -> int:
                         help="build folder (default: build/)")
     parser.add_argument("--list-boards", action="store_true", help="list the boards and exit")
     args = parser.parse_args(argv)
-
-    try:
-        if args.list_boards:
-            for name, b in load_boards(args.boards_file).items():
-                print(f"{name:<12} {b.device} speed {b.speed_grade}, {b.clock.target_mhz:g} MHz,"
-                      f" {b.engine.macs} MACs, activation {b.engine.activation}: "
-                      f"{b.description}")
-            return 0
-        board = get_board(args.board, args.boards_file)
-    except BoardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # Everything given is checked before any step runs (BoardError names file, board, field).
+    if args.list_boards:
+        for name, b in load_boards(args.boards_file).items():
+            print(f"{name:<12} {b.device} speed {b.speed_grade}, {b.clock.target_mhz:g} MHz,"
+                  f" {b.engine.macs} MACs, activation {b.engine.activation}: "
+                  f"{b.description}")
+        return 0
+    board = get_board(args.board, args.boards_file)
+    if args.weights is not None and not args.weights.is_file():
+        raise cli.UserError(f"--weights {args.weights}", "no such file")
+    if args.out.exists() and not args.out.is_dir():
+        raise cli.UserError(f"--out {args.out}", "exists and is not a folder")
     ctx = BuildContext(board=board, variant=args.variant, weights=args.weights,
                        design=args.design, probe_mac=args.probe_mac, out=args.out)
     print(f"building board {board.name} ({board.device}), design {ctx.design}, "
           f"variant {ctx.variant} -> {ctx.board_dir}")
     runner = StepRunner(STEPS, ctx.board_dir / ".cache")
+    from hw.build.toolchain import ToolError
     try:
         runner.run(ctx, stop_step=args.stop_step, force=args.force)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a tool error or a bug in a step: name the step, keep the trace
-        from hw.build.toolchain import ToolError
+    except (StepError, ToolError) as e:     # the step names its log; exit 1
         failed = next((s for s in STEP_NAMES if s not in ctx.status), "?")
-        if isinstance(e, ToolError):
-            print(f"error in step {failed}: {e}", file=sys.stderr)
-            return 1
-        raise
+        raise cli.RunFailed(f"step {failed}: {e}") from e
     return 0
 
 

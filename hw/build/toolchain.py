@@ -152,6 +152,7 @@ def run_tool(name: str, args, *, cwd, log_path, env=None) -> float:
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [*tool.argv, *map(str, args)]
+    print(f"      {name} output -> {log_path}", flush=True)
     start = time.monotonic()
     with open(log_path, "w") as log:
         log.write(f"# cwd: {cwd}\n# command: {shlex.join(argv)}\n")
