@@ -93,7 +93,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, culprit", [
-    (["--pw", "16by8"], "--pw/--dw"),
+    (["--pw", "16by8"], "--pw"),
     (["--board", "nope"], "nope"),
     (["--artifact", "no/such/dir"], "no/such/dir"),
 ])

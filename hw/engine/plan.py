@@ -36,6 +36,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from quant import cli, files
 from quant.artifact import Artifact
 
 BRAM_BYTES = 2048           # one DP16KD as 2048 x 9 or 1024 x 18: 2 KB of 8/16-bit data
@@ -47,7 +48,7 @@ MIN_WEIGHT_BUFFER = 32       # DP16KD: the weight prefetch FIFO takes what the m
 FUSED = ("activation", "shuffle", "scale_channels", "add", "prelu")   # element-wise
 
 
-class PlanError(ValueError):
+class PlanError(cli.UserError, ValueError):
     """The program does not fit the schedule or the board; the message names what."""
 
 
@@ -416,11 +417,26 @@ def report_md(plans: list, refused=()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    from hw.board.boards import BoardError, get_board, load_boards
-    from quant.artifact import ArtifactError, load
+def _array_shape(text: str) -> tuple[int, int]:
+    """``"16x8"`` -> (16, 16); the option value a user gives."""
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+        if a >= 1 and b >= 1:
+            return a, b
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected two positive integers as AxB, not {text!r}")
 
-    ap = argparse.ArgumentParser(prog="python -m hw.engine.plan", description=__doc__.split(
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv, prog="python -m hw.engine.plan")
+
+
+def _main(argv) -> int:
+    from hw.board.boards import get_board, load_boards
+    from quant.artifact import load
+
+    ap = cli.ArgumentParser(prog="python -m hw.engine.plan", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--board", help="board of boards.yaml (default: its default board)")
     ap.add_argument("--all-boards", action="store_true", help="every board of boards.yaml")
@@ -428,31 +444,20 @@ def main(argv=None) -> int:
     ap.add_argument("--artifact", type=Path,
                     help="quantized artifact folder (default build/quant/VARIANT, made by "
                          "python -m quant)")
-    ap.add_argument("--pw", help="pointwise array, OUTxIN (default: the largest the board's "
-                                 "MULT18X18D hold beside the depthwise array; 85F: 16x8)")
-    ap.add_argument("--dw", help="depthwise array, CHANNELSxTAPS (default: up to 8x3)")
+    ap.add_argument("--pw", type=_array_shape,
+                    help="pointwise array, OUTxIN (default: the largest the board's "
+                         "MULT18X18D hold beside the depthwise array; 85F: 16x8)")
+    ap.add_argument("--dw", type=_array_shape,
+                    help="depthwise array, CHANNELSxTAPS (default: the fastest that fits)")
     ap.add_argument("--clock", type=float, help="MHz (default: the board's target)")
     ap.add_argument("--json", type=Path, help="write the plans here (and a .md beside it)")
     args = ap.parse_args(argv)
     arrays = None
     if args.pw or args.dw:
-        try:
-            pw = [int(v) for v in (args.pw or "16x8").lower().split("x")]
-            dw = [int(v) for v in (args.dw or "8x3").lower().split("x")]
-            if len(pw) != 2 or len(dw) != 2 or min(pw + dw) < 1:
-                raise ValueError
-        except ValueError:
-            print(f"{ap.prog}: error: --pw/--dw: expected two positive integers as AxB, not "
-                  f"{args.pw!r} / {args.dw!r}", file=sys.stderr)
-            return 2
-        arrays = ArrayShape(pw[0], pw[1], dw[0], dw[1])
+        arrays = ArrayShape(*(args.pw or (16, 8)), *(args.dw or (8, 3)))
     art_dir = args.artifact or Path("build/quant") / args.variant
-    try:
-        art = load(art_dir)
-        boards = (list(load_boards().values()) if args.all_boards else [get_board(args.board)])
-    except (ArtifactError, BoardError, FileNotFoundError) as e:
-        print(f"{ap.prog}: error: {e}", file=sys.stderr)
-        return 2
+    art = load(art_dir)
+    boards = list(load_boards().values()) if args.all_boards else [get_board(args.board)]
     plans, refused = [], []
     for b in boards:
         try:
@@ -460,18 +465,16 @@ def main(argv=None) -> int:
         except PlanError as e:
             refused.append(str(e))
     if not plans:
-        print(f"{ap.prog}: error: {'; '.join(refused)}", file=sys.stderr)
-        return 1
+        raise PlanError("; ".join(refused))
     md = report_md(plans, refused)
     print(md)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(
-            {"command": "python -m hw.engine.plan " + " ".join(argv or sys.argv[1:]),
-             "artifact": str(art_dir), "quantizer": art.meta.get("quantizer"),
-             "plans": [pl.summary() | {"runs_detail": pl.runs} for pl in plans],
-             "refused": refused}, indent=1, default=str) + "\n")
-        args.json.with_suffix(".md").write_text(md)
+        files.write_json(args.json, {
+            "command": "python -m hw.engine.plan " + " ".join(argv),
+            "artifact": str(art_dir), "quantizer": art.meta.get("quantizer"),
+            "plans": [pl.summary() | {"runs_detail": pl.runs} for pl in plans],
+            "refused": refused})
+        files.write_text(args.json.with_suffix(".md"), md)
         print(f"wrote {args.json} and {args.json.with_suffix('.md')}")
     return 0
 
