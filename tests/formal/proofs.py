@@ -2,6 +2,7 @@
 from functools import partial
 
 from tests.formal import Mutation, Proof
+from tests.formal.arbiter import WAIT_BOUND, ArbiterHarness
 from tests.formal.fifo import FIFOHarness
 from tests.formal.stream_slice import SliceHarness
 
@@ -39,4 +40,27 @@ PROOFS = [
         mutation=Mutation(FIFO, "inner_r_rdy.eq(inner_level != 0)",
                           "inner_r_rdy.eq(inner_level > 1)",
                           "the last word in the inner memory is never moved to the output")),
+    Proof(
+        name="arbiter_bus_stream_rules", component="MemoryArbiter(2), register_bus=False",
+        prop="bus.cmd valid held until ready, from the same master, payload stable",
+        module=ARBITER, harness=partial(ArbiterHarness, what="rules"), mode="bmc", depth=12,
+        mutation=Mutation(ARBITER, "with m.If(offered):", "with m.If(0):",
+                          "an offered command is withdrawn when another master asks")),
+    Proof(
+        name="arbiter_routing", component="MemoryArbiter(2), register_bus=False",
+        prop="each bus command is one master's; no read or write word lost, duplicated or "
+             "given to or taken from the wrong master; commands in flight bounded",
+        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=12,
+        mutation=Mutation(ARBITER, "Mux(take_q & ~write_q, length_q, 0)",
+                          "Mux(take_q & ~write_q, length_q - 1, 0)",
+                          "one read word too few is counted: the last goes to the next owner")),
+    Proof(
+        name="arbiter_fair", component="MemoryArbiter(2), register_bus=False",
+        prop=f"a waiting master's command is taken within {WAIT_BOUND} cycles (memory always "
+             f"ready, masters move their data at once)",
+        module=ARBITER, harness=partial(ArbiterHarness, what="fair"), mode="bmc",
+        depth=WAIT_BOUND + 8,
+        mutation=Mutation(ARBITER, "others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)",
+                          "others_waiting.eq(0)",
+                          "the owner keeps queuing commands while another master waits")),
 ]

@@ -1,6 +1,6 @@
 """Building blocks of the harnesses: the stream rules as assertions or assumptions, and a
 shadow queue (the reference the data a block moves is checked against)."""
-from amaranth import Module, Signal, Array, Mux
+from amaranth import Array, Mux, Signal, Value
 from amaranth.hdl import Assert, Assume
 
 __all__ = ["stream_rules", "ShadowQueue", "not_first"]
@@ -17,6 +17,7 @@ def stream_rules(m, valid, ready, payload, *, assume=False, name="s"):
     """Once ``valid`` is high without ``ready``, next cycle ``valid`` is still high and
     ``payload`` unchanged. Asserted for a stream the design drives, assumed for one the
     environment drives."""
+    payload = Value.cast(payload)
     stalled = Signal(name=f"{name}_stalled")
     held = Signal.like(payload, name=f"{name}_held")
     m.d.sync += [stalled.eq(valid & ~ready), held.eq(payload)]
