@@ -4,9 +4,11 @@ from functools import partial
 from tests.formal import Mutation, Proof
 from tests.formal.arbiter import WAIT_BOUND, ArbiterHarness
 from tests.formal.fifo import FIFOHarness
+from tests.formal.framing import IDLE_BOUND, MAX_PAYLOAD, LinkHarness
 from tests.formal.stream_slice import SliceHarness
 
 ARBITER = "hw.memory.arbiter"
+FRAMING = "hw.link.framing"
 FIFO = "amaranth.lib.fifo"
 
 PROOFS = [
@@ -63,4 +65,20 @@ PROOFS = [
         mutation=Mutation(ARBITER, "others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)",
                           "others_waiting.eq(0)",
                           "the owner keeps queuing commands while another master waits")),
+    Proof(
+        name="link_no_overrun", component=f"HostLink(max_payload={MAX_PAYLOAD})",
+        prop="any byte sequence: frame-buffer and result-buffer writes stay inside the buffers",
+        module=FRAMING, harness=partial(LinkHarness, what="overrun"), mode="bmc", depth=22,
+        mutation=Mutation(FRAMING, "with m.If(full > self.max_payload):",
+                          "with m.If(full > self.max_payload + 2):",
+                          "a frame two bytes over the limit is taken into the buffer")),
+    Proof(
+        name="link_returns_to_idle", component=f"HostLink(max_payload={MAX_PAYLOAD})",
+        prop=f"any byte sequence, then a quiet line: back in HUNT within {IDLE_BOUND} cycles "
+             f"(host and memory ready, engine idle)",
+        module=FRAMING, harness=partial(LinkHarness, what="idle"), mode="bmc",
+        depth=IDLE_BOUND + 12, quick=False,
+        mutation=Mutation(FRAMING, "with m.If(~i.valid & timed_out):",
+                          "with m.If(~i.valid & timed_out & i.valid):",
+                          "an over-long frame is discarded forever")),
 ]
