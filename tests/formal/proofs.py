@@ -3,13 +3,14 @@ from functools import partial
 
 from tests.formal import Mutation, Proof
 from tests.formal.arbiter import WAIT_BOUND, ArbiterHarness
-from tests.formal.fifo import FIFOHarness
-from tests.formal.framing import IDLE_BOUND, MAX_PAYLOAD, LinkHarness
+from tests.formal.fifo import DEPTH, WIDTH, FIFOHarness
+from tests.formal.framing import IDLE_BOUND, MAX_PAYLOAD, RX_BOUND, LinkHarness
 from tests.formal.stream_slice import SliceHarness
 
 ARBITER = "hw.memory.arbiter"
 FRAMING = "hw.link.framing"
 FIFO = "amaranth.lib.fifo"
+FIFO_NAME = f"SyncFIFOBuffered(width={WIDTH}, depth={DEPTH}) (amaranth.lib.fifo)"
 
 PROOFS = [
     Proof(
@@ -28,7 +29,7 @@ PROOFS = [
                           "o.payload.eq(skid)]",
                           "the skid register is not emptied: its word is sent twice")),
     Proof(
-        name="fifo_no_loss", component="SyncFIFOBuffered(width=4, depth=4) (amaranth.lib.fifo)",
+        name="fifo_no_loss", component=FIFO_NAME,
         prop="reads return the written words in order, none lost or duplicated; never more "
              "than depth words taken; level counts them",
         module=FIFO, harness=partial(FIFOHarness, what="data"), mode="bmc", depth=10,
@@ -36,7 +37,7 @@ PROOFS = [
                           "self.w_rdy.eq(1)",
                           "a full FIFO still takes words (overrun)")),
     Proof(
-        name="fifo_offers_words", component="SyncFIFOBuffered(width=4, depth=4) (amaranth.lib.fifo)",
+        name="fifo_offers_words", component=FIFO_NAME,
         prop="a word held for two cycles is offered (r_rdy); an empty FIFO takes a word",
         module=FIFO, harness=partial(FIFOHarness, what="ready"), mode="bmc", depth=16,
         mutation=Mutation(FIFO, "inner_r_rdy.eq(inner_level != 0)",
@@ -52,7 +53,15 @@ PROOFS = [
         name="arbiter_routing", component="MemoryArbiter(2), register_bus=False",
         prop="each bus command is one master's; no read or write word lost, duplicated or "
              "given to or taken from the wrong master; commands in flight bounded",
-        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=12,
+        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=10,
+        mutation=Mutation(ARBITER, "Mux(take_q & ~write_q, length_q, 0)",
+                          "Mux(take_q & ~write_q, length_q - 1, 0)",
+                          "one read word too few is counted: the last goes to the next owner")),
+    Proof(
+        name="arbiter_routing_deep", component="MemoryArbiter(2), register_bus=False",
+        prop="each bus command is one master's; no read or write word lost, duplicated or "
+             "given to or taken from the wrong master; commands in flight bounded",
+        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=16, quick=False,
         mutation=Mutation(ARBITER, "Mux(take_q & ~write_q, length_q, 0)",
                           "Mux(take_q & ~write_q, length_q - 1, 0)",
                           "one read word too few is counted: the last goes to the next owner")),
@@ -73,12 +82,19 @@ PROOFS = [
                           "with m.If(full > self.max_payload + 2):",
                           "a frame two bytes over the limit is taken into the buffer")),
     Proof(
+        name="link_abandons_frames", component=f"HostLink(max_payload={MAX_PAYLOAD})",
+        prop=f"any byte sequence, then a quiet line: within {RX_BOUND} cycles the parser "
+             f"waits for no byte (cut and over-long frames are abandoned)",
+        module=FRAMING, harness=partial(LinkHarness, what="rx"), mode="bmc", depth=24,
+        mutation=Mutation(FRAMING, "with m.If(~i.valid & timed_out):",
+                          "with m.If(~i.valid & timed_out & i.valid):",
+                          "an over-long frame is discarded forever")),
+    Proof(
         name="link_returns_to_idle", component=f"HostLink(max_payload={MAX_PAYLOAD})",
         prop=f"any byte sequence, then a quiet line: back in HUNT within {IDLE_BOUND} cycles "
              f"(host and memory ready, engine idle)",
         module=FRAMING, harness=partial(LinkHarness, what="idle"), mode="bmc",
         depth=IDLE_BOUND + 12, quick=False,
-        mutation=Mutation(FRAMING, "with m.If(~i.valid & timed_out):",
-                          "with m.If(~i.valid & timed_out & i.valid):",
-                          "an over-long frame is discarded forever")),
+        mutation=Mutation(FRAMING, "m.d.sync += cidx.eq(1)", "m.d.sync += cidx.eq(0)",
+                          "the response's CRC is sent forever")),
 ]
