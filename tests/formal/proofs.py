@@ -61,7 +61,8 @@ PROOFS = [
         name="arbiter_routing_deep", component="MemoryArbiter(2), register_bus=False",
         prop="each bus command is one master's; no read or write word lost, duplicated or "
              "given to or taken from the wrong master; commands in flight bounded",
-        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=16, quick=False,
+        module=ARBITER, harness=partial(ArbiterHarness, what="routing"), mode="bmc", depth=16,
+        quick=False,
         mutation=Mutation(ARBITER, "Mux(take_q & ~write_q, length_q, 0)",
                           "Mux(take_q & ~write_q, length_q - 1, 0)",
                           "one read word too few is counted: the last goes to the next owner")),
