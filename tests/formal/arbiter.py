@@ -2,8 +2,7 @@
 from amaranth import Cat, Elaboratable, Module, Mux, Signal
 from amaranth.hdl import Assert, Assume, ResetSignal
 
-from tests.formal.rules import stream_rules
-from tests.formal.stream_slice import _Queue
+from tests.formal.rules import ShadowQueue, stream_rules
 
 N = 2
 ADDR, LENGTH, DATA = 2, 2, 2        # lengths 1..3 words
@@ -70,8 +69,8 @@ class ArbiterHarness(Elaboratable):
 
         # Shadow of the memory: the read and the write commands it took, oldest first, as
         # (master, length), and the words of the oldest already moved.
-        rq = m.submodules.rq = _Queue(1 + LENGTH, QUEUE)
-        wq = m.submodules.wq = _Queue(1 + LENGTH, QUEUE)
+        rq = m.submodules.rq = ShadowQueue(1 + LENGTH, QUEUE)
+        wq = m.submodules.wq = ShadowQueue(1 + LENGTH, QUEUE)
         r_done, w_done = Signal(LENGTH), Signal(LENGTH)
         cmd_take = bus.cmd.valid & bus.cmd.ready
         who = Signal(range(N))

@@ -3,7 +3,7 @@ the layer engine's weight, residual and write-request queues)."""
 from amaranth import Elaboratable, Module, Signal
 from amaranth.hdl import Assert, Assume, ResetSignal
 
-from tests.formal.stream_slice import _Queue
+from tests.formal.rules import ShadowQueue
 
 WIDTH = 2
 DEPTH = 4          # the inner memory is 3 deep: the wrap of a non-power-of-two pointer is in
@@ -27,7 +27,7 @@ class FIFOHarness(Elaboratable):
         m.submodules.dut = dut = self.module.SyncFIFOBuffered(width=WIDTH, depth=DEPTH)
         m.d.comb += [Assume(~ResetSignal()), dut.w_en.eq(self.w_en),
                      dut.w_data.eq(self.w_data), dut.r_en.eq(self.r_en)]
-        q = m.submodules.q = _Queue(WIDTH, DEPTH + 1)
+        q = m.submodules.q = ShadowQueue(WIDTH, DEPTH + 1)
         w_take = dut.w_en & dut.w_rdy
         r_take = dut.r_en & dut.r_rdy
         m.d.comb += [q.push.eq(w_take), q.value.eq(dut.w_data), q.pop.eq(r_take)]

@@ -31,7 +31,7 @@ class SliceHarness(Elaboratable):
         if self.what == "rules":
             stream_rules(m, dut.o.valid, dut.o.ready, dut.o.payload, name="o")
         else:
-            q = m.submodules.q = _Queue(WIDTH, 3)
+            q = m.submodules.q = ShadowQueue(WIDTH, 3)
             i_take = dut.i.valid & dut.i.ready
             o_take = dut.o.valid & dut.o.ready
             m.d.comb += [q.push.eq(i_take), q.value.eq(dut.i.payload), q.pop.eq(o_take)]
@@ -43,20 +43,3 @@ class SliceHarness(Elaboratable):
             ]
         return m
 
-
-class _Queue(Elaboratable):
-    """Elaboratable wrapper of :class:`ShadowQueue` (so its registers are a submodule's)."""
-
-    def __init__(self, width, depth):
-        self.width, self.depth = width, depth
-        self.push, self.pop = Signal(), Signal()
-        self.value, self.head = Signal(width), Signal(width)
-        self.count = Signal(range(depth + 1))
-
-    def elaborate(self, platform):
-        m = Module()
-        q = ShadowQueue(m, self.width, self.depth)
-        q.push(self.push, self.value)
-        q.pop(self.pop)
-        m.d.comb += [self.head.eq(q.head), self.count.eq(q.count)]
-        return m
