@@ -18,7 +18,7 @@ from quant.golden import GoldenModel
 from tests.engine_nets import S8, TinyNet
 from tests.test_engine import SMALL
 
-QUICK = settings(max_examples=25, deadline=None, derandomize=True,
+QUICK = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -177,7 +177,7 @@ def test_random_networks_compile_to_the_golden_models_numbers(net, fuse):
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None, derandomize=True,
+@settings(max_examples=4, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(networks(batch=1))
 def test_random_networks_run_bit_exact_in_the_engine(net):

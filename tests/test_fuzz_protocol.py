@@ -12,7 +12,7 @@ from firmware.driver import RETRYABLE, Device, DeviceError, LinkError
 from firmware.transport import Transport
 
 # Deterministic (the same examples on every run: CI cannot flake) and bounded.
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 frames = st.builds(lambda kind, seq, payload: (kind, seq, payload),
@@ -122,7 +122,7 @@ RESPONSES = st.sampled_from(["ack", "garbage", "truncated", "corrupt", "stale_se
                              "wrong_kind", "nack"])
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(RESPONSES, st.binary(max_size=24), st.binary(max_size=16), st.integers(0, 255),
        st.data())
 def test_driver_accepts_only_its_own_ack(how, payload, garbage, code, data):
@@ -164,7 +164,7 @@ def test_driver_accepts_only_its_own_ack(how, payload, garbage, code, data):
 
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(st.binary(max_size=24), st.data())
 def test_a_response_cut_short_does_not_swallow_the_next(payload, data):
     """The first answer is cut (a lost tail: UART overrun, unplugged cable), the resend is
