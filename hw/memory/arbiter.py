@@ -170,15 +170,16 @@ class MemoryArbiter(wiring.Component):
         others_waiting = Signal()
         m.d.comb += others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)
         # Who may put a command on the bus this cycle. A command offered and not yet taken
-        # stays offered, from the same master (the stream rule on bus.cmd): requests that
-        # arrive meanwhile, the room check and allow wait until it is taken.
+        # stays offered, from the same master while it holds it (the stream rule on bus.cmd):
+        # requests that arrive meanwhile, the room check and allow wait until it is taken.
         sel = Signal.like(grant)
         sel_ok = Signal()
         offered = Signal()                      # bus.cmd was valid and not ready last cycle
         offered_sel = Signal.like(grant)
         m.d.sync += [offered.eq(bus.cmd.valid & ~bus.cmd.ready), offered_sel.eq(sel)]
+        valids = Cat(*(ms[i].cmd.valid for i in range(n)))
         with m.If(offered):
-            m.d.comb += [sel.eq(offered_sel), sel_ok.eq(1)]
+            m.d.comb += [sel.eq(offered_sel), sel_ok.eq(valids.bit_select(offered_sel, 1))]
         with m.Elif(idle):
             m.d.comb += [sel.eq(pick), sel_ok.eq(req.bit_select(pick, 1))]
         with m.Else():
