@@ -3,15 +3,9 @@ command executor, with any byte sequence from the host."""
 from amaranth import Elaboratable, Module, Signal
 from amaranth.hdl import Assert, Assume, ResetSignal
 
-from firmware import protocol as P
-
 TIMEOUT = 3                  # inter-byte timeout, cycles
 MAX_PAYLOAD = 10             # 4 + 6 data bytes: a 3-word frame buffer (not a power of two)
 N_RESULT = 1
-#: Quiet cycles after which the link is back in HUNT, for every command but STATUS (whose
-#: 28-byte answer makes the proof too deep to finish): the longest answer is READ_MEM's
-#: 2 * buffer words, a byte every four cycles; measured in simulation, 48 cycles. The long proof.
-IDLE_BOUND = 6 + 4 * (MAX_PAYLOAD - 4) + 2 + 24
 #: Quiet cycles after which the parser has left every state that waits for a byte.
 RX_BOUND = TIMEOUT + 3
 #: The states that wait for a byte from the host.
@@ -25,9 +19,8 @@ class LinkHarness(Elaboratable):
     result buffer, whatever bytes arrive (over-long frames, lengths near the limit).
     ``rx``: once the line has been quiet for ``RX_BOUND`` cycles, the parser waits for no byte
     (a cut or over-long frame is abandoned), whatever came before.
-    ``idle``: with a host that takes every response byte and sends no STATUS, a memory that is
-    always ready and answers reads at once and an engine that is never busy, the link is back
-    in HUNT once the line has been quiet for ``IDLE_BOUND`` cycles, whatever came before."""
+    The environment of ``rx`` is cooperative (a host that takes every response byte, a memory
+    that is always ready and answers reads at once, an engine that is never busy)."""
 
     def __init__(self, module, what):
         self.module, self.what = module, what
@@ -50,7 +43,7 @@ class LinkHarness(Elaboratable):
         fsm = dm._generated["fsm"]
         buf_w = dm.submodules.buf.write_ports[0]
         res_w = dm.submodules.results.write_ports[0]
-        idle_run = self.what in ("idle", "rx")
+        rx_run = self.what == "rx"
         m.d.comb += [
             Assume(~ResetSignal()),
             dut.i_stream.valid.eq(f["rx_valid"]), dut.i_stream.payload.eq(f["rx_byte"]),
@@ -59,25 +52,17 @@ class LinkHarness(Elaboratable):
             dut.done.eq(f["done"]), dut.error.eq(f["error"]),
             dut.i_result.valid.eq(f["result_valid"]), dut.i_result.payload.eq(f["result"]),
         ]
-        if idle_run:
+        if rx_run:
             m.d.comb += [dut.o_stream.ready.eq(1), dut.mem.cmd.ready.eq(1), dut.mem.w.ready.eq(1),
                          dut.mem.r.valid.eq(1), dut.busy.eq(0), dut.o_face.ready.eq(1)]
-            bound = IDLE_BOUND if self.what == "idle" else RX_BOUND
-            quiet = Signal(range(bound + 1))
+            quiet = Signal(range(RX_BOUND + 1))
             with m.If(dut.i_stream.valid):
                 m.d.sync += quiet.eq(0)
-            with m.Elif(quiet < bound):
+            with m.Elif(quiet < RX_BOUND):
                 m.d.sync += quiet.eq(quiet + 1)
-            if self.what == "idle":
-                in_kind = fsm.state == fsm.encoding["KIND"]
-                m.d.comb += Assume(~(in_kind & dut.i_stream.valid
-                                     & (dut.i_stream.payload == P.Cmd.STATUS)))
-                m.d.comb += Assert((quiet < bound) | (fsm.state == fsm.encoding["HUNT"]),
-                                   "the link is not back in HUNT after a quiet line")
-            else:
-                for state in RX_STATES:
-                    m.d.comb += Assert((quiet < bound) | (fsm.state != fsm.encoding[state]),
-                                       f"the parser still waits in {state} on a quiet line")
+            for state in RX_STATES:
+                m.d.comb += Assert((quiet < RX_BOUND) | (fsm.state != fsm.encoding[state]),
+                                   f"the parser still waits in {state} on a quiet line")
         else:
             m.d.comb += [dut.o_stream.ready.eq(f["tx_ready"]),
                          dut.mem.cmd.ready.eq(f["cmd_ready"]), dut.mem.w.ready.eq(f["w_ready"]),

@@ -4,7 +4,7 @@ from functools import partial
 from tests.formal import Mutation, Proof
 from tests.formal.arbiter import WAIT_BOUND, ArbiterHarness
 from tests.formal.fifo import DEPTH, WIDTH, FIFOHarness
-from tests.formal.framing import IDLE_BOUND, MAX_PAYLOAD, RX_BOUND, LinkHarness
+from tests.formal.framing import MAX_PAYLOAD, RX_BOUND, LinkHarness
 from tests.formal.stream_slice import SliceHarness
 
 ARBITER = "hw.memory.arbiter"
@@ -90,12 +90,4 @@ PROOFS = [
         mutation=Mutation(FRAMING, "with m.If(~i.valid & timed_out):",
                           "with m.If(~i.valid & timed_out & i.valid):",
                           "an over-long frame is discarded forever")),
-    Proof(
-        name="link_returns_to_idle", component=f"HostLink(max_payload={MAX_PAYLOAD})",
-        prop=f"any byte sequence without STATUS, then a quiet line: back in HUNT within "
-             f"{IDLE_BOUND} cycles (host and memory ready, engine idle)",
-        module=FRAMING, harness=partial(LinkHarness, what="idle"), mode="bmc",
-        depth=IDLE_BOUND + 20, quick=False,
-        mutation=Mutation(FRAMING, "m.d.sync += cidx.eq(1)", "m.d.sync += cidx.eq(0)",
-                          "the response's CRC is sent forever")),
 ]
