@@ -15,8 +15,8 @@ the same master, until the memory takes it (the stream rule), whatever arrives m
 
 ``allow`` (one bit per master, default all ones) keeps a master off the port: a master whose
 bit is low gets no new grant and no new command through, but a command it already has on the
-bus and the data of commands it already issued still move. The board top uses it to give the port to the host link while the engine is
-idle and to the engine while it runs.
+bus and the data of commands it already issued still move. The board top uses it to give the
+port to the host link while the engine is idle and to the engine while it runs.
 """
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
