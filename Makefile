@@ -12,7 +12,7 @@ IMAGES  ?=
 FACES   ?= 2
 WAVES   ?= 0
 
-.PHONY: help setup test test-slow test-synthesis counts faces reference check-reference quantize sim build clean
+.PHONY: help setup test test-slow test-synthesis formal counts faces reference check-reference quantize sim build clean
 
 help:           ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t18
@@ -33,6 +33,9 @@ test-slow: $(STAMP) ## long simulations too
 
 test-synthesis: $(STAMP) ## tests that run yosys/nextpnr
 	$(PY) -m pytest -q -m synthesis
+
+formal: $(STAMP) ## formal proofs of the stream blocks, each against its mutant -> reports/formal.json
+	$(PY) -m tests.formal
 
 counts: $(STAMP) ## parameters and MACs of the zoo vs the paper -> build/counts.json
 	$(PY) -m quant.counts

@@ -171,6 +171,9 @@ class Device:
         for attempt in range(retries + 1):
             if attempt:
                 self.stats["resends"] += 1
+            # A frame cut short by the last answer is no part of the next one: were its header
+            # kept, the decoder would wait for its length in bytes and swallow the next answer.
+            self.parser.buf.clear()
             self.transport.write(frame)
             self.stats["frames"] += 1
             resp = self._await(cmd, seq, seen)

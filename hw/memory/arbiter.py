@@ -10,12 +10,13 @@ data always belongs to the master that holds the grant and a write burst is neve
 While the owner has data outstanding it may queue further commands (back-to-back bursts at
 full speed) unless another allowed master is waiting; then the owner's next command waits, its
 data drains and the grant moves on (round robin from the owner). An idle port is granted in
-the same cycle a command arrives (no added latency).
+the same cycle a command arrives (no added latency). A command on ``bus.cmd`` stays there, from
+the same master, until the memory takes it (the stream rule), whatever arrives meanwhile.
 
 ``allow`` (one bit per master, default all ones) keeps a master off the port: a master whose
-bit is low gets no new grant and no new command through, but the data of commands it already
-issued still moves. The board top uses it to give the port to the host link while the engine is
-idle and to the engine while it runs.
+bit is low gets no new grant and no new command through, but a command it already has on the
+bus and the data of commands it already issued still move. The board top uses it to give the
+port to the host link while the engine is idle and to the engine while it runs.
 """
 from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
@@ -168,10 +169,18 @@ class MemoryArbiter(wiring.Component):
         m.d.sync += room_ok.eq(r_owed + w_owed <= max_words - 3 * max_len)
         others_waiting = Signal()
         m.d.comb += others_waiting.eq((req & ~(Const(1, n) << grant)[:n]) != 0)
-        # Who may put a command on the bus this cycle.
+        # Who may put a command on the bus this cycle. A command offered and not yet taken
+        # stays offered, from the same master while it holds it (the stream rule on bus.cmd):
+        # requests that arrive meanwhile, the room check and allow wait until it is taken.
         sel = Signal.like(grant)
         sel_ok = Signal()
-        with m.If(idle):
+        offered = Signal()                      # bus.cmd was valid and not ready last cycle
+        offered_sel = Signal.like(grant)
+        m.d.sync += [offered.eq(bus.cmd.valid & ~bus.cmd.ready), offered_sel.eq(sel)]
+        valids = Cat(*(ms[i].cmd.valid for i in range(n)))
+        with m.If(offered):
+            m.d.comb += [sel.eq(offered_sel), sel_ok.eq(valids.bit_select(offered_sel, 1))]
+        with m.Elif(idle):
             m.d.comb += [sel.eq(pick), sel_ok.eq(req.bit_select(pick, 1))]
         with m.Else():
             m.d.comb += [sel.eq(grant),
