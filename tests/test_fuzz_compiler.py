@@ -85,8 +85,8 @@ def _check_image(art, comp):
     assert comp.descriptors[-1]["kind"] == "end"
     for i, d in enumerate(comp.descriptors):
         got = im.unpack_descriptor(comp.words[i * im.DESC_WORDS:(i + 1) * im.DESC_WORDS])
-        assert {k: got[k] for k in d if k in im.FIELDS} == {k: v for k, v in d.items()
-                                                            if k in im.FIELDS}, d["name"]
+        assert {k: got[k] for k in d if k in im.FIELD_NAMES} == {k: v for k, v in d.items()
+                                                            if k in im.FIELD_NAMES}, d["name"]
     spans = sorted((t["addr"], t["addr"] + -(-int(np.prod(t["shape"]))
                                              // (2 if t.get("packed") else 1)))
                    for t in comp.tensors.values() if t["stored"])
@@ -155,7 +155,7 @@ def _check_weights_and_params(art, comp, d, c):
             assert (b, m, sh) == (bias[c], mult[c], shift[c]), where
             for tap in range(taps):
                 dy, dx = divmod(tap, k)
-                if d["mode"] == im.MODE_DEPTHWISE:
+                if d["mode"] == im.ConvMode.DEPTHWISE:
                     assert ent[wbase + tap // L, j, tap % L] == w[c, 0, dy, dx], where
                     continue
                 for cig in range(n_cig):
