@@ -21,6 +21,7 @@ Three stages, each usable on its own:
 :func:`quantize_model` does all three. See ``docs/NUMERICS.md`` for the arithmetic.
 """
 import math
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -48,6 +49,9 @@ ROLES = ("input", "preact", "act", "linear", "residual", "se", "gate", "embeddin
 # memory word and multiplies 16 x 8 bits in one 18x18 DSP, so they cost no extra memory traffic.
 DEFAULT_WIDE = ("embedding", "act")
 WIDE_BITS = 16
+# Activation calibration methods and scale kinds (quantizer options, recorded in the manifest).
+CALIBRATIONS = ("mse", "max")
+SCALES = ("pow2", "free")
 
 
 class QuantizeError(ValueError):
@@ -280,32 +284,83 @@ def _last_use(ops):
 # ----------------------------------------------------------------------------------------------
 # Stage 2: calibration
 
-def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse") -> Fmt:
-    """The power-of-two format of ``bits`` bits for these calibration values.
+def _fmt_error(fmt: Fmt, v: np.ndarray) -> float:
+    return float(np.mean((fmt.value(fmt.quantize(v)) - v) ** 2))
+
+
+def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse",
+               scale: float = 1.0) -> Fmt:
+    """The format of ``bits`` bits and scale mantissa ``scale`` for these calibration values.
 
     ``"max"``: the most fraction bits that still hold the largest magnitude. ``"mse"``: from that
     format, try up to six more fraction bits (clipping the largest values harder, resolving the
     bulk finer) and keep the one with the least mean squared quantization error, saturation
     included. Values are rounded half up and saturated exactly as the hardware does.
     """
+    return _choose_fmt(values, bits, signed, method, scale)[0]
+
+
+def _choose_fmt(values, bits, signed, method, scale):
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise QuantizeError("choose_fmt: no calibration values")
+    if method not in CALIBRATIONS:
+        raise QuantizeError(f"calibration method must be one of {CALIBRATIONS}, not {method!r}")
     peak = float(np.abs(v).max())
     int_bits = bits - 1 if signed else bits
-    # n_frac at which `peak` still fits: peak * 2**f <= 2**int_bits - 1
-    f_max = int_bits - 1 if peak == 0 else int(math.floor(math.log2((2 ** int_bits - 1) / peak)))
+    # n_frac at which `peak` still fits: peak / (scale * 2**-f) <= 2**int_bits - 1
+    f_max = int_bits - 1 if peak == 0 else \
+        int(math.floor(math.log2((2 ** int_bits - 1) * scale / peak)))
     if method == "max":
-        return Fmt(signed, bits, f_max)
-    if method != "mse":
-        raise QuantizeError(f"calibration method must be 'mse' or 'max', not {method!r}")
+        fmt = Fmt(signed, bits, f_max, scale)
+        return fmt, _fmt_error(fmt, v)
     best, best_err = None, None
     for f in range(f_max, f_max + 7):
-        fmt = Fmt(signed, bits, f)
-        err = float(np.mean((fmt.value(fmt.quantize(v)) - v) ** 2))
+        fmt = Fmt(signed, bits, f, scale)
+        err = _fmt_error(fmt, v)
         if best_err is None or err < best_err * (1 - 1e-9):
             best, best_err = fmt, err
-    return best
+    return best, best_err
+
+
+# Mantissas tried for a scale that is not a power of two (``scales="free"``): 1 + k/32.
+FREE_MANTISSAS = tuple(1 + k / 32 for k in range(32))
+# Sample size per tensor for the mantissa search (the final format uses the whole sample).
+_SEARCH_SAMPLE = 1 << 15
+
+
+def scale_groups(ops) -> list:
+    """Tensors whose scale mantissas must be equal, as lists in program order.
+
+    The integer ops that do no rescaling tie their operands: ``add`` aligns its inputs with
+    shifts, ``scale_channels``, ``shuffle``, ``maxpool`` and ``prelu`` keep their input's scale
+    up to a power of two. Every other tensor is produced through a requantization multiplier or
+    an activation table, which absorb any scale, and starts a group of its own."""
+    parent = {}
+
+    def find(t):
+        parent.setdefault(t, t)
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for op in ops:
+        find(op["output"])
+        if op["op"] == "add":
+            tied = op["inputs"]
+        elif op["op"] == "scale_channels":
+            tied = op["inputs"][:1]
+        elif op["op"] in ("shuffle", "maxpool", "prelu"):
+            tied = op["inputs"]
+        else:
+            tied = []
+        for t in tied:
+            parent[find(t)] = find(op["output"])
+    groups = defaultdict(list)
+    for op in ops:
+        groups[find(op["output"])].append(op["output"])
+    return list(groups.values())
 
 
 class _Sampler:
@@ -346,36 +401,103 @@ def collect_statistics(ops, params, faces, batch=10, progress=None) -> "_Sampler
     return sampler
 
 
-def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse") -> dict:
-    """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy."""
+class QuantizeWarning(UserWarning):
+    """A tensor's format had to be clamped into the range the hardware accepts."""
+
+
+def frac_limits(ops, act_form="lut", cordic_width=24) -> dict:
+    """``{tensor: (lo, hi)}``: the fraction bits each tensor may have. Activation inputs
+    need ``0..24`` (``0..cordic_width - 3`` for the CORDIC), every other tensor ``-8..24``."""
+    limits = {}
+    for op in ops:
+        limits.setdefault(op["output"], (-8, 24))
+        if op["op"] == "activation":
+            hi = 24 if act_form == "lut" else min(24, cordic_width - 3)
+            limits[op["inputs"][0]] = (0, hi)
+    return limits
+
+
+def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse",
+                   scales="pow2", act_form="lut", cordic_width=24) -> dict:
+    """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy.
+
+    ``scales="free"`` gives each group of :func:`scale_groups` the mantissa (1 <= m < 2) that
+    minimises the summed relative squared error of its tensors. Groups holding the input, the SE
+    gate or (CORDIC form) an activation input or output keep power-of-two scales. A tensor whose
+    range is tiny, dead or huge is clamped into :func:`frac_limits` with a
+    :class:`QuantizeWarning` naming it."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
-    fmts = {}
-    for name, role in roles.items():
-        if role == "input":
-            fmts[name] = INPUT_FMT
-        elif role == "gate":
-            fmts[name] = GATE_FMT
-        else:
-            fmts[name] = choose_fmt(stats.values(name), policy_bits(role, act_bits, wide),
-                                    True, method)
-    # Shuffle and maxpool move values without arithmetic: they keep their input's format.
-    # PReLU keeps its input's format too (quant.ops.prelu rounds only the negative side).
+    if scales not in SCALES:
+        raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
+    fixed = {n: INPUT_FMT for n, r in roles.items() if r == "input"}
+    fixed.update({n: GATE_FMT for n, r in roles.items() if r == "gate"})
+    pow2_only = set(fixed)
+    if act_form != "lut":
+        for op in ops:
+            if op["op"] == "activation":
+                pow2_only.update((op["inputs"][0], op["output"]))
+    limits = frac_limits(ops, act_form, cordic_width)
+    copies = {op["output"] for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")}
+    fmts = dict(fixed)
+    for group in scale_groups(ops):
+        free = [n for n in group if n not in fixed and n not in copies]
+        if not free:
+            continue
+        bits = {n: policy_bits(roles[n], act_bits, wide) for n in free}
+        values = {n: stats.values(n) for n in free}
+        mantissa = 1.0
+        if scales == "free" and not pow2_only.intersection(group):
+            mantissa = _best_mantissa(values, bits, method)
+        for n in free:
+            fmts[n] = _clamped(n, choose_fmt(values[n], bits[n], True, method, mantissa),
+                               limits[n])
+    # Shuffle, maxpool and PReLU move values without arithmetic: they keep their input's format
+    # (quant.ops.prelu rounds only the negative side).
     for op in ops:
         if op["op"] in ("shuffle", "maxpool", "prelu"):
             fmts[op["output"]] = fmts[op["inputs"][0]]
     return fmts
 
 
+def _best_mantissa(values, bits, method):
+    rng = np.random.default_rng(0)
+    sample = {}
+    for n, v in values.items():
+        if v.size > _SEARCH_SAMPLE:
+            v = np.append(rng.choice(v, _SEARCH_SAMPLE, replace=False), np.abs(v).max())
+        sample[n] = (v, max(float(np.mean(v * v)), 1e-300))
+    best, best_err = 1.0, None
+    for m in FREE_MANTISSAS:
+        err = sum(_choose_fmt(v, bits[n], True, method, m)[1] / power
+                  for n, (v, power) in sample.items())
+        if best_err is None or err < best_err * (1 - 1e-9):
+            best, best_err = m, err
+    return best
+
+
+def _clamped(name, fmt, limits):
+    lo, hi = limits
+    if lo <= fmt.n_frac <= hi:
+        return fmt
+    f = min(max(fmt.n_frac, lo), hi)
+    warnings.warn(f"tensor {name!r}: its calibrated range needs {fmt.n_frac} fraction bits; "
+                  f"clamped to {f} (the hardware accepts {lo}..{hi}; the tensor is "
+                  f"{'tiny or dead' if fmt.n_frac > hi else 'huge and saturates'})",
+                  QuantizeWarning, stacklevel=3)
+    return Fmt(fmt.signed, fmt.n_word, f, fmt.scale)
+
+
 def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
-              batch=10, progress=None) -> dict:
+              batch=10, progress=None, scales="pow2", act_form="lut", cordic_width=24) -> dict:
     """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
     stats = collect_statistics(ops, params, faces, batch, progress)
-    return choose_formats(ops, roles, stats, act_bits, wide, method)
+    return choose_formats(ops, roles, stats, act_bits, wide, method, scales, act_form,
+                          cordic_width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,7 +561,6 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
         q = {k: v for k, v in op.items()}
         prm = params.get(name, {})
         if kind in ("conv", "linear"):
-            f_in = fmts[op["inputs"][0]].n_frac
             in_fmt = fmts[op["inputs"][0]]
             out = fmts[op["output"]]
             qs, scales = [], []
@@ -448,9 +569,9 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
                 qs.append(wq)
                 scales.append(sc)
             scale = np.concatenate(scales)
-            acc_lsb = scale * 2.0 ** -f_in
+            acc_lsb = scale * in_fmt.lsb
             bias = np.floor(prm["bias"] / acc_lsb + 0.5).astype(np.int64)
-            m, s = _rescale_arrays(name, acc_lsb * 2.0 ** out.n_frac)
+            m, s = _rescale_arrays(name, acc_lsb / out.lsb)
             in_peak = max(-in_fmt.lo, in_fmt.hi)
             sums = np.concatenate([np.abs(wq).reshape(wq.shape[0], -1).sum(1) for wq in qs])
             acc_bits = max(2, int((sums * in_peak + np.abs(bias)).max()).bit_length() + 1)
@@ -475,8 +596,8 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
         elif kind == "avgpool":
             x = op["inputs"][0]
             hw = shapes[x][1] * shapes[x][2]
-            f_in, out = fmts[x].n_frac, fmts[op["output"]]
-            m, s = multiplier_shift(2.0 ** (out.n_frac - f_in) / hw, f"layer {name!r}")
+            out = fmts[op["output"]]
+            m, s = multiplier_shift(fmts[x].lsb / out.lsb / hw, f"layer {name!r}")
             peak = max(-fmts[x].lo, fmts[x].hi)
             q.update(multiplier=m, shift=s, acc_bits=_bits_signed(hw * peak))
         elif kind == "prelu":
@@ -488,7 +609,10 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
             q.update(slope=f"{name}.slope", slope_frac=frac)
         elif kind == "scale_channels":
             fx, fg = fmts[op["inputs"][0]].n_frac, fmts[op["inputs"][1]].n_frac
+            _same_scale(name, [op["inputs"][0], op["output"]], fmts)
             q["shift"] = fx + fg - fmts[op["output"]].n_frac
+        elif kind in ("add", "shuffle", "maxpool", "prelu"):
+            _same_scale(name, op["inputs"] + [op["output"]], fmts)
         elif kind == "input":
             q.update(scale=2, offset=-255)
         program.append(q)
@@ -500,25 +624,79 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
                     arrays=arrays, array_fmts=array_fmts, meta=meta)
 
 
+def _same_scale(name, tensors, fmts):
+    if len({fmts[t].scale for t in tensors}) > 1:
+        raise QuantizeError(f"layer {name!r}: tensors {tensors} must share one scale mantissa, "
+                            f"not {[fmts[t].scale for t in tensors]}")
+
+
 def tensor_shapes(ops, params, size=112) -> dict:
     """Per-image shape of every tensor (one float run on a blank face)."""
     env = run_float(ops, params, np.full((1, size, size, 3), 128, np.uint8), keep=True)
     return {k: tuple(v.shape[1:]) for k, v in env.items()}
 
 
+def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
+    """Bias correction: ``{layer: per-channel shift}``, the mean over the calibration faces (and
+    over positions) of the output change that rounding the weights causes,
+    ``E[conv(x, W_q * scale - W)]`` with ``x`` the layer's float input. Subtracting it from the
+    float bias before the bias is quantized removes that expected shift."""
+    consumers, error = defaultdict(list), {}
+    for op in ops:
+        if op["op"] in ("conv", "linear"):
+            consumers[op["inputs"][0]].append(op)
+            errs = []
+            for w in params[op["name"]]["weights"]:
+                q, sc = quantize_weights(w, weight_bits)
+                errs.append(q * sc.reshape(-1, *([1] * (w.ndim - 1))) - w)
+            error[op["name"]] = errs
+    sums, counts = {}, defaultdict(int)
+
+    def on_tensor(name, t):
+        for op in consumers.get(name, ()):
+            errs = error[op["name"]]
+            if op["op"] == "conv":
+                zero = np.zeros(sum(e.shape[0] for e in errs))
+                y = _float_conv(op, {"weights": errs, "bias": zero}, t).double()
+                total, n = y.sum((0, 2, 3)), y.shape[0] * y.shape[2] * y.shape[3]
+            else:
+                y = t.flatten(1).double() @ torch.from_numpy(errs[0]).t()
+                total, n = y.sum(0), y.shape[0]
+            sums[op["name"]] = sums.get(op["name"], 0) + total.numpy()
+            counts[op["name"]] += n
+
+    for i in range(0, len(faces), batch):
+        run_float(ops, params, faces[i:i + batch], keep=False, on_tensor=on_tensor)
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
                    wide=DEFAULT_WIDE, method="mse", cordic_iterations=16, cordic_width=24,
-                   meta=None, progress=None) -> Artifact:
-    """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact."""
+                   meta=None, progress=None, scales="free", bias_correction=True) -> Artifact:
+    """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
+
+    ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or
+    ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases."""
     model = model.eval()
+    if scales not in SCALES:
+        raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
+    if not 2 <= weight_bits <= 16:
+        raise QuantizeError(f"weight bits must be 2..16, not {weight_bits!r}")
     ops, params, roles = float_program(model)
     shapes = tensor_shapes(ops, params)
     fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
-                     progress=progress)
+                     progress=progress, scales=scales, act_form=act_form,
+                     cordic_width=cordic_width)
+    if bias_correction:
+        shift = weight_bias_shift(ops, params, calibration_faces, weight_bits)
+        params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
+                  for k, v in params.items()}
     meta = dict(meta or {})
     meta.setdefault("variant", model.spec.name)
     meta.update(weight_bits=weight_bits, act_bits=act_bits, activation_form=act_form,
                 wide_roles=list(wide), wide_bits=WIDE_BITS, calibration_method=method,
-                calibration_faces=int(len(calibration_faces)))
+                calibration_faces=int(len(calibration_faces)), scales=scales,
+                bias_correction=bool(bias_correction),
+                scaled_tensors=sum(1 for f in fmts.values() if f.scale != 1.0))
     return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
                             cordic_iterations, cordic_width, meta)
