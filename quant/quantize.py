@@ -326,7 +326,7 @@ def _choose_fmt(values, bits, signed, method, scale):
 # Mantissas tried for a scale that is not a power of two (``scales="free"``): 1 + k/32.
 FREE_MANTISSAS = tuple(1 + k / 32 for k in range(32))
 # Sample size per tensor for the mantissa search (the final format uses the whole sample).
-_SEARCH_SAMPLE = 1 << 15
+_SEARCH_SAMPLE = 1 << 13
 
 
 def scale_groups(ops) -> list:

@@ -1,38 +1,41 @@
 """Measure each quantizer technique alone and in combination.
 
     python -m quant.techniques [--variant seesaw_shuffle] [--weights PATH] [--out reports]
+                               [--precision default|all-8-bit|all] [--name STEM]
+    python -m quant.techniques --table                      # rewrite STEM.md from STEM.json
+    python -m quant.techniques --compare BEFORE.json AFTER.json   # per-tensor plot
 
-For both precisions of the quantizer issue (the default: 16-bit swish outputs and embedding;
-all activations at 8 bits with a 16-bit embedding) it quantizes the model with every
-combination of
+For each precision of the quantizer issue (``default``: 16-bit swish outputs and embedding;
+``all-8-bit``: all activations at 8 bits, embedding at 16) it quantizes the model with the
+baseline (power-of-two scales, MSE calibration, no bias correction), each technique alone and
+both combined:
 
 * ``scales``: ``pow2`` (power-of-two formats) or ``free`` (a scale mantissa per tensor group,
   absorbed by the requantization multipliers and the activation tables);
-* ``calibration``: ``max`` or ``mse`` (format search per tensor);
 * ``bias correction``: off or on;
+* ``calibration``: ``mse`` or ``max`` (``max`` measured once, against the baseline);
 
 and measures the embedding cosine against the float model on the evaluation faces (mean, min).
 The calibration statistics and the bias shifts are collected once and shared by every
-combination, exactly as :func:`quant.quantize.quantize_model` computes them. It writes
-``quant_techniques.json``, ``quant_techniques.md`` and ``quant_techniques_per_layer.png`` (the
-per-tensor SQNR of the baseline and of the default at the default precision).
+combination, exactly as :func:`quant.quantize.quantize_model` computes them. Each row is merged
+into ``OUT/STEM.json`` as soon as it is measured (so one process per precision can run at a
+time); ``STEM.md`` is the table. ``--compare`` plots the per-tensor SQNR of two
+``python -m quant`` reports into ``STEM_per_layer.png``.
 """
 import argparse
-import itertools
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import faces as face_set
-from .fidelity import _cos_rows, _float_embeddings, layer_errors
+from .fidelity import _cos_rows, _float_embeddings
 from .golden import GoldenModel
-from .quantize import (CALIBRATIONS, DEFAULT_WIDE, SCALES, choose_formats, collect_statistics,
-                       float_program, quantize_program, tensor_shapes, weight_bias_shift)
+from .quantize import (DEFAULT_WIDE, choose_formats, collect_statistics, float_program,
+                       quantize_program, tensor_shapes, weight_bias_shift)
 from .reference_model import load_reference, weights_path
 from .zoo import VARIANTS
 
@@ -40,11 +43,16 @@ from .zoo import VARIANTS
 PRECISIONS = {"default": (8, DEFAULT_WIDE), "all-8-bit": (8, ("embedding",))}
 # The baseline every technique is measured against (the quantizer before these techniques).
 BASELINE = {"scales": "pow2", "calibration": "mse", "bias_correction": False}
+_KEY = ("precision", "scales", "calibration", "bias_correction")
 
 
 def combinations():
-    for scales, cal, bc in itertools.product(SCALES, CALIBRATIONS, (False, True)):
-        yield {"scales": scales, "calibration": cal, "bias_correction": bc}
+    """Baseline, each technique alone, the combination, and the other calibration method."""
+    yield dict(BASELINE)
+    yield dict(BASELINE, scales="free")
+    yield dict(BASELINE, bias_correction=True)
+    yield dict(BASELINE, scales="free", bias_correction=True)
+    yield dict(BASELINE, calibration="max")
 
 
 def label(c: dict) -> str:
@@ -87,61 +95,77 @@ class Bench:
                 "warnings": warned}
 
 
-def run(bench: Bench, log=print) -> dict:
+def run(bench: Bench, precision: str, path: Path, weights: str, log=print) -> list:
+    """Measure every combination at ``precision``; merge each row into ``path`` (JSON)."""
+    act_bits, wide = PRECISIONS[precision]
     rows = []
-    for pname, (act_bits, wide) in PRECISIONS.items():
-        for c in combinations():
-            t0 = time.perf_counter()
-            r = bench.measure(c, act_bits, wide)
-            rows.append({"precision": pname, "act_bits": act_bits, "wide_roles": list(wide),
-                         **c, **r})
-            log(f"  {pname:9} {label(c):60} {r['cosine_mean']:.5f} / {r['cosine_min']:.5f} "
-                f"({time.perf_counter() - t0:.0f} s)")
-    return {"variant": bench.model.spec.name, "evaluation_faces": int(len(bench.ev)),
-            "calibration_faces": int(len(bench.cal)), "weight_bits": bench.weight_bits,
-            "baseline": BASELINE, "rows": rows}
+    for c in combinations():
+        t0 = time.perf_counter()
+        r = bench.measure(c, act_bits, wide)
+        row = {"variant": bench.model.spec.name, "weights": weights, "precision": precision,
+               "act_bits": act_bits, "wide_roles": list(wide), **c, **r,
+               "evaluation_faces": int(len(bench.ev)), "calibration_faces": int(len(bench.cal)),
+               "weight_bits": bench.weight_bits}
+        rows.append(row)
+        merge(path, row)
+        log(f"  {precision:9} {label(c):60} {r['cosine_mean']:.5f} / {r['cosine_min']:.5f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    return rows
 
 
-def markdown(rep: dict, weights: str) -> str:
-    lines = [f"# Quantizer techniques: {rep['variant']}", "",
-             f"Weights `{weights}`, {rep['weight_bits']}-bit weights, calibration on "
-             f"{rep['calibration_faces']} faces, embedding cosine integer vs float on "
-             f"{rep['evaluation_faces']} evaluation faces (`python -m quant.techniques`). "
-             "Baseline: " + label(rep["baseline"]) + " (the quantizer before these techniques).",
-             ""]
+def merge(path: Path, row: dict):
+    """Replace the row of the same precision and combination, keep the others; the file is
+    replaced whole (written to a temporary name, then renamed)."""
+    rep = json.loads(path.read_text()) if path.exists() else {"baseline": BASELINE, "rows": []}
+    rep["rows"] = [r for r in rep["rows"] if any(r[k] != row[k] for k in _KEY)] + [row]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rep, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def markdown(rep: dict) -> str:
+    rows = rep["rows"]
+    r0 = rows[0]
+    lines = [f"# Quantizer techniques: {r0['variant']}", "",
+             f"Weights `{r0['weights']}`, {r0['weight_bits']}-bit weights, calibration on "
+             f"{r0['calibration_faces']} faces, embedding cosine integer vs float on "
+             f"{r0['evaluation_faces']} evaluation faces (`python -m quant.techniques`). "
+             "Baseline: " + label(BASELINE) + " (the quantizer before these techniques).", ""]
     for pname in PRECISIONS:
-        rows = [r for r in rep["rows"] if r["precision"] == pname]
-        base = next(r for r in rows if all(r[k] == v for k, v in rep["baseline"].items()))
-        lines += [f"## {pname} precision (16-bit roles: {', '.join(rows[0]['wide_roles'])})", "",
-                  "| scales | calibration | bias correction | cosine mean | cosine min | "
+        prows = [r for r in rows if r["precision"] == pname]
+        if not prows:
+            continue
+        base = next((r for r in prows if all(r[k] == v for k, v in BASELINE.items())), None)
+        lines += [f"## {pname} precision (16-bit roles: {', '.join(prows[0]['wide_roles'])})",
+                  "", "| scales | calibration | bias correction | cosine mean | cosine min | "
                   "mean vs baseline |", "|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: r["cosine_mean"]):
+        for r in sorted(prows, key=lambda r: r["cosine_mean"]):
+            delta = "" if base is None else f"{r['cosine_mean'] - base['cosine_mean']:+.5f}"
             lines.append(f"| {r['scales']} | {r['calibration']} | "
                          f"{'on' if r['bias_correction'] else 'off'} | {r['cosine_mean']:.5f} | "
-                         f"{r['cosine_min']:.5f} | {r['cosine_mean'] - base['cosine_mean']:+.5f} |")
+                         f"{r['cosine_min']:.5f} | {delta} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot(bench: Bench, default: dict, path: Path):
+def plot_compare(before: dict, after: dict, path: Path):
+    """Per-tensor SQNR of two ``python -m quant`` reports of the same variant."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    act_bits, wide = PRECISIONS["default"]
-    curves = {}
-    for name, c in (("baseline: " + label(BASELINE), BASELINE), ("default: " + label(default),
-                                                                   default)):
-        art, _ = bench.artifact(c, act_bits, wide)
-        curves[name] = layer_errors(GoldenModel(art), bench.ops, bench.params, bench.ev)
     fig, ax = plt.subplots(figsize=(14, 5))
-    for name, rows in curves.items():
-        ax.plot([min(r["sqnr_db"], 99) for r in rows], lw=0.8, label=name)
-    rows = next(iter(curves.values()))
+    for name, rep in (("before", before), ("after", after)):
+        q, e = rep["quantizer"], rep["embedding"]
+        ax.plot([min(r["sqnr_db"], 99) for r in rep["layers"]], lw=0.8,
+                label=f"{name}: scales {q.get('scales', 'pow2')}, bias correction "
+                      f"{'on' if q.get('bias_correction') else 'off'}; embedding cosine "
+                      f"{e['cosine_mean']:.5f} / {e['cosine_min']:.5f}")
+    rows = after["layers"]
     ticks = [i for i, r in enumerate(rows) if r["role"] in ("residual", "embedding")]
     ax.set_xticks(ticks)
     ax.set_xticklabels([rows[i]["tensor"] for i in ticks], rotation=90, fontsize=7)
     ax.set_ylabel("SQNR int vs float (dB)")
-    ax.set_title(f"{bench.model.spec.name}, default precision: per-tensor SQNR before and after")
+    ax.set_title(f"{after['variant']}: per-tensor SQNR before and after (evaluation faces)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -153,30 +177,32 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="seesaw_shuffle", choices=list(VARIANTS))
     ap.add_argument("--weights", type=Path, help="float checkpoint (default: models/VARIANT.pt)")
+    ap.add_argument("--precision", choices=[*PRECISIONS, "all"], default="all")
     ap.add_argument("--out", type=Path, default=Path("reports"))
-    ap.add_argument("--name", default=None,
-                    help="file stem (default: quant_techniques, or quant_techniques_VARIANT)")
+    ap.add_argument("--name", default="quant_techniques", help="file stem (default: %(default)s)")
+    ap.add_argument("--table", action="store_true", help="only rewrite STEM.md from STEM.json")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                    help="only plot the per-tensor SQNR of two python -m quant report.json")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    wpath = args.weights or weights_path(args.variant)
-    model = load_reference(args.variant, wpath)
-    bench = Bench(model, face_set.load("calibration"), face_set.load("evaluation"))
-    rep = run(bench)
-    rep["weights"] = str(wpath)
-    from .quantize import quantize_model
-    import inspect
-    sig = inspect.signature(quantize_model).parameters
-    default = {"scales": sig["scales"].default, "calibration": sig["method"].default,
-               "bias_correction": sig["bias_correction"].default}
-    rep["default"] = default
-    stem = args.name or "quant_techniques"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(rep, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(rep, str(wpath)))
-    plot(bench, default, args.out / f"{stem}_per_layer.png")
-    print(markdown(rep, str(wpath)))
-    print(f"wrote {args.out / stem}.json, .md, _per_layer.png")
+    path = args.out / f"{args.name}.json"
+    if args.compare:
+        before, after = (json.loads(p.read_text()) for p in args.compare)
+        plot_compare(before, after, args.out / f"{args.name}_per_layer.png")
+        print(f"wrote {args.out / args.name}_per_layer.png")
+        return 0
+    if not args.table:
+        torch.set_num_threads(args.threads)
+        wpath = args.weights or weights_path(args.variant)
+        bench = Bench(load_reference(args.variant, wpath), face_set.load("calibration"),
+                      face_set.load("evaluation"))
+        for p in (PRECISIONS if args.precision == "all" else [args.precision]):
+            run(bench, p, path, str(wpath))
+    rep = json.loads(path.read_text())
+    (args.out / f"{args.name}.md").write_text(markdown(rep))
+    print(markdown(rep))
+    print(f"wrote {path} and {args.out / args.name}.md")
     return 0
 
 
