@@ -50,7 +50,7 @@ ROLES = ("input", "preact", "act", "linear", "residual", "se", "gate", "embeddin
 DEFAULT_WIDE = ("embedding", "act")
 WIDE_BITS = 16
 # Activation calibration methods and scale kinds (quantizer options, recorded in the manifest).
-CALIBRATIONS = ("mse", "max")
+CALIBRATIONS = ("mse", "mse-act", "max")
 SCALES = ("pow2", "free")
 
 
@@ -284,23 +284,31 @@ def _last_use(ops):
 # ----------------------------------------------------------------------------------------------
 # Stage 2: calibration
 
-def _fmt_error(fmt: Fmt, v: np.ndarray) -> float:
-    return float(np.mean((fmt.value(fmt.quantize(v)) - v) ** 2))
+def _fmt_error(fmt: Fmt, v: np.ndarray, function=None) -> float:
+    """Mean squared quantization error; with ``function`` (``"swish"``/``"sigmoid"``), of the
+    function's output, which is what an activation input's error costs downstream."""
+    q = fmt.value(fmt.quantize(v))
+    if function is not None:
+        q, v = act.float_function(function, q), act.float_function(function, v)
+    return float(np.mean((q - v) ** 2))
 
 
 def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse",
-               scale: float = 1.0) -> Fmt:
+               scale: float = 1.0, function=None) -> Fmt:
     """The format of ``bits`` bits and scale mantissa ``scale`` for these calibration values.
 
     ``"max"``: the most fraction bits that still hold the largest magnitude. ``"mse"``: from that
     format, try up to six more fraction bits (clipping the largest values harder, resolving the
     bulk finer) and keep the one with the least mean squared quantization error, saturation
     included. Values are rounded half up and saturated exactly as the hardware does.
+    ``"mse-act"``: as ``"mse"``, but for the input of an activation (``function``) the error is
+    measured on the activation's float output: clipping a swish input's negative tail costs
+    little, its positive range a lot.
     """
-    return _choose_fmt(values, bits, signed, method, scale)[0]
+    return _choose_fmt(values, bits, signed, method, scale, function)[0]
 
 
-def _choose_fmt(values, bits, signed, method, scale):
+def _choose_fmt(values, bits, signed, method, scale, function=None):
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise QuantizeError("choose_fmt: no calibration values")
@@ -314,10 +322,11 @@ def _choose_fmt(values, bits, signed, method, scale):
     if method == "max":
         fmt = Fmt(signed, bits, f_max, scale)
         return fmt, _fmt_error(fmt, v)
+    function = function if method == "mse-act" else None
     best, best_err = None, None
     for f in range(f_max, f_max + 7):
         fmt = Fmt(signed, bits, f, scale)
-        err = _fmt_error(fmt, v)
+        err = _fmt_error(fmt, v, function)
         if best_err is None or err < best_err * (1 - 1e-9):
             best, best_err = fmt, err
     return best, best_err
@@ -440,6 +449,7 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
                 pow2_only.update((op["inputs"][0], op["output"]))
     limits = frac_limits(ops, act_form, cordic_width)
     copies = {op["output"] for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")}
+    functions = {op["inputs"][0]: op["function"] for op in ops if op["op"] == "activation"}
     fmts = dict(fixed)
     for group in scale_groups(ops):
         free = [n for n in group if n not in fixed and n not in copies]
@@ -447,11 +457,12 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
             continue
         bits = {n: policy_bits(roles[n], act_bits, wide) for n in free}
         values = {n: stats.values(n) for n in free}
+        fn = {n: functions.get(n) for n in free}
         mantissa = 1.0
         if scales == "free" and not pow2_only.intersection(group):
-            mantissa = _best_mantissa(values, bits, method)
+            mantissa = _best_mantissa(values, bits, method, fn)
         for n in free:
-            fmts[n] = _clamped(n, choose_fmt(values[n], bits[n], True, method, mantissa),
+            fmts[n] = _clamped(n, choose_fmt(values[n], bits[n], True, method, mantissa, fn[n]),
                                limits[n])
     # Shuffle, maxpool and PReLU move values without arithmetic: they keep their input's format
     # (quant.ops.prelu rounds only the negative side).
@@ -461,16 +472,18 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
     return fmts
 
 
-def _best_mantissa(values, bits, method):
+def _best_mantissa(values, bits, method, functions):
     rng = np.random.default_rng(0)
     sample = {}
     for n, v in values.items():
         if v.size > _SEARCH_SAMPLE:
             v = np.append(rng.choice(v, _SEARCH_SAMPLE, replace=False), np.abs(v).max())
-        sample[n] = (v, max(float(np.mean(v * v)), 1e-300))
+        ref = v if method != "mse-act" or functions[n] is None else \
+            act.float_function(functions[n], v)
+        sample[n] = (v, max(float(np.mean(ref * ref)), 1e-300))
     best, best_err = 1.0, None
     for m in FREE_MANTISSAS:
-        err = sum(_choose_fmt(v, bits[n], True, method, m)[1] / power
+        err = sum(_choose_fmt(v, bits[n], True, method, m, functions[n])[1] / power
                   for n, (v, power) in sample.items())
         if best_err is None or err < best_err * (1 - 1e-9):
             best, best_err = m, err

@@ -13,13 +13,14 @@ both combined:
 * ``scales``: ``pow2`` (power-of-two formats) or ``free`` (a scale mantissa per tensor group,
   absorbed by the requantization multipliers and the activation tables);
 * ``bias correction``: off or on;
-* ``calibration``: ``mse`` or ``max`` (``max`` measured once, against the baseline);
+* ``calibration``: ``mse``, ``mse-act`` (activation inputs judged after the activation) or
+  ``max`` (measured once, against the baseline);
 
 and measures the embedding cosine against the float model on the evaluation faces (mean, min).
 The calibration statistics and the bias shifts are collected once and shared by every
 combination, exactly as :func:`quant.quantize.quantize_model` computes them. Each row is merged
-into ``OUT/STEM.json`` as soon as it is measured (so one process per precision can run at a
-time); ``STEM.md`` is the table. ``--compare`` plots the per-tensor SQNR of two
+into ``OUT/STEM.json`` as soon as it is measured, and rows already there (same weights) are not
+measured again (delete the file to start afresh); ``STEM.md`` is the table. ``--compare`` plots the per-tensor SQNR of two
 ``python -m quant`` reports into ``STEM_per_layer.png``.
 """
 import argparse
@@ -47,11 +48,14 @@ _KEY = ("precision", "scales", "calibration", "bias_correction")
 
 
 def combinations():
-    """Baseline, each technique alone, the combination, and the other calibration method."""
+    """Baseline, each technique alone, the combinations, and max calibration."""
     yield dict(BASELINE)
     yield dict(BASELINE, scales="free")
     yield dict(BASELINE, bias_correction=True)
+    yield dict(BASELINE, calibration="mse-act")
     yield dict(BASELINE, scales="free", bias_correction=True)
+    yield dict(BASELINE, scales="free", calibration="mse-act")
+    yield dict(BASELINE, scales="free", calibration="mse-act", bias_correction=True)
     yield dict(BASELINE, calibration="max")
 
 
@@ -96,10 +100,16 @@ class Bench:
 
 
 def run(bench: Bench, precision: str, path: Path, weights: str, log=print) -> list:
-    """Measure every combination at ``precision``; merge each row into ``path`` (JSON)."""
+    """Measure every combination at ``precision`` not yet in ``path`` (JSON, the same weights);
+    merge each row into it as soon as it is measured."""
     act_bits, wide = PRECISIONS[precision]
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = []
     for c in combinations():
+        if any(r["weights"] == weights and all(r[k] == v for k, v in
+                                               dict(c, precision=precision).items())
+               for r in old):
+            continue
         t0 = time.perf_counter()
         r = bench.measure(c, act_bits, wide)
         row = {"variant": bench.model.spec.name, "weights": weights, "precision": precision,
