@@ -49,13 +49,14 @@ def main(argv=None):
     ap.add_argument("--wide", default=",".join(DEFAULT_WIDE),
                     help=f"comma-separated tensor roles held at 16 bits (default: %(default)s; "
                          f"roles: {', '.join(ROLES)}; 'none' for none)")
-    ap.add_argument("--calibration", choices=CALIBRATIONS, default="mse",
-                    help="activation format search (default: %(default)s)")
+    ap.add_argument("--calibration", choices=CALIBRATIONS, default="mse-act",
+                    help="activation format search; mse-act judges an activation's input after "
+                         "the activation (default: %(default)s)")
     ap.add_argument("--scales", choices=SCALES, default="free",
                     help="tensor scales: powers of two, or free mantissas absorbed by the "
                          "requantization multipliers and activation tables (default: "
                          "%(default)s; the CORDIC form keeps its activations power-of-two)")
-    ap.add_argument("--bias-correction", choices=("on", "off"), default="on",
+    ap.add_argument("--bias-correction", choices=("on", "off"), default="off",
                     help="compensate the mean output shift of weight rounding (default: "
                          "%(default)s)")
     ap.add_argument("--cordic-iterations", type=int, default=16)

@@ -684,8 +684,8 @@ def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
 
 
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
-                   wide=DEFAULT_WIDE, method="mse", cordic_iterations=16, cordic_width=24,
-                   meta=None, progress=None, scales="free", bias_correction=True) -> Artifact:
+                   wide=DEFAULT_WIDE, method="mse-act", cordic_iterations=16, cordic_width=24,
+                   meta=None, progress=None, scales="free", bias_correction=False) -> Artifact:
     """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
 
     ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or

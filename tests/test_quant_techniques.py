@@ -74,7 +74,8 @@ def test_scale_groups_tie_the_integer_only_ops(model):
 
 def test_free_scales_in_the_artifact(free_artifact, tmp_path):
     art = free_artifact
-    assert art.meta["scales"] == "free" and art.meta["bias_correction"] is True
+    assert art.meta["scales"] == "free" and art.meta["bias_correction"] is False
+    assert art.meta["calibration_method"] == "mse-act"
     scales = {t: v["fmt"].scale for t, v in art.tensors.items()}
     assert sum(s != 1.0 for s in scales.values()) > len(scales) // 2
     for op in art.program:
