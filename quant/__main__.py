@@ -67,6 +67,9 @@ def main(argv=None):
                     help="use only the first N evaluation faces (quick runs)")
     ap.add_argument("--no-peer", action="store_true", help="skip the torch.ao peer")
     ap.add_argument("--no-pairs", action="store_true", help="skip the pair decisions")
+    ap.add_argument("--offsets", choices=("on", "off"), default="on",
+                    help="activation inputs (LUT form) get an offset chosen after the "
+                         "activation (default: %(default)s)")
     ap.add_argument("--no-check", action="store_true",
                     help="exit 0 even when an acceptance bar is missed (the report says FAIL)")
     ap.add_argument("--threads", type=int, default=2)
@@ -94,6 +97,7 @@ def main(argv=None):
                          cordic_iterations=args.cordic_iterations,
                          cordic_width=args.cordic_width, meta=meta, scales=args.scales,
                          bias_correction=args.bias_correction == "on",
+                         offsets=args.offsets == "on",
                          progress=lambda d, n: print(f"      {d}/{n} faces", flush=True))
     step(3, f"write artifact to {out}")
     save(art, out)

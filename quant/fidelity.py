@@ -44,8 +44,10 @@ def thresholds(meta: dict) -> dict:
 
 
 def fmt_label(fmt) -> str:
-    """The fxpmath dtype, with the scale mantissa when it is not 1 (``fxp-s8/5*1.40625``)."""
-    return fmt.fxp_dtype if fmt.scale == 1.0 else f"{fmt.fxp_dtype}*{fmt.scale:g}"
+    """The fxpmath dtype, with the scale mantissa and offset when not 1 and 0
+    (``fxp-s8/5*1.40625+32``: value ``(q + 32) * 1.40625 * 2**-5``)."""
+    s = fmt.fxp_dtype if fmt.scale == 1.0 else f"{fmt.fxp_dtype}*{fmt.scale:g}"
+    return s if not fmt.offset else f"{s}{fmt.offset:+d}"
 
 
 def _cos_rows(a, b):

@@ -427,14 +427,16 @@ def frac_limits(ops, act_form="lut", cordic_width=24) -> dict:
 
 
 def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse",
-                   scales="pow2", act_form="lut", cordic_width=24) -> dict:
+                   scales="pow2", act_form="lut", cordic_width=24, offsets=False) -> dict:
     """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy.
 
     ``scales="free"`` gives each group of :func:`scale_groups` the mantissa (1 <= m < 2) that
     minimises the summed relative squared error of its tensors. Groups holding the input, the SE
     gate or (CORDIC form) an activation input or output keep power-of-two scales. A tensor whose
     range is tiny, dead or huge is clamped into :func:`frac_limits` with a
-    :class:`QuantizeWarning` naming it."""
+    :class:`QuantizeWarning` naming it. ``offsets``: an activation input of the LUT form gets
+    the offset, scale and fraction bits that minimise the error after the activation
+    (:func:`_table_input_fmt`)."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
@@ -450,6 +452,14 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
     limits = frac_limits(ops, act_form, cordic_width)
     copies = {op["output"] for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")}
     functions = {op["inputs"][0]: op["function"] for op in ops if op["op"] == "activation"}
+    # Offsets (zero points) only on tensors that feed nothing but a table (LUT form): the table
+    # reads the codes whatever they mean, and the producer's bias absorbs the shift.
+    consumers = defaultdict(set)
+    for op in ops:
+        for t in op["inputs"]:
+            consumers[t].add(op["op"])
+    table_inputs = {t for t in functions if consumers[t] == {"activation"}} \
+        if act_form == "lut" else set()
     fmts = dict(fixed)
     for group in scale_groups(ops):
         free = [n for n in group if n not in fixed and n not in copies]
@@ -458,6 +468,11 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
         bits = {n: policy_bits(roles[n], act_bits, wide) for n in free}
         values = {n: stats.values(n) for n in free}
         fn = {n: functions.get(n) for n in free}
+        if offsets and len(free) == 1 and free[0] in table_inputs:
+            n = free[0]
+            fmts[n] = _clamped(n, _table_input_fmt(values[n], bits[n], fn[n],
+                                                   scales == "free"), limits[n])
+            continue
         mantissa = 1.0
         if scales == "free" and not pow2_only.intersection(group):
             mantissa = _best_mantissa(values, bits, method, fn)
@@ -470,6 +485,37 @@ def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse
         if op["op"] in ("shuffle", "maxpool", "prelu"):
             fmts[op["output"]] = fmts[op["inputs"][0]]
     return fmts
+
+
+# Offsets tried for an activation input, in 1/16 of its code range (0 .. 7/16 upwards).
+OFFSET_STEPS = 8
+
+
+def _table_input_fmt(v, bits, function, free):
+    """The format of an activation input (LUT form) with the least squared error of the
+    activation's output: a grid over offset ``k/16`` of the code range (``k = 0..7``: the range
+    moves up, a swish's negative tail costs little), scale mantissa (``1 + j/16`` when
+    ``free``) and seven fraction-bit choices, on 4096 sampled values plus both extremes."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    rng = np.random.default_rng(0)
+    s = v if v.size <= 4096 else np.concatenate([rng.choice(v, 4096, replace=False),
+                                                 [v.min(), v.max()]])
+    ref = act.float_function(function, s)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    codes = np.arange(lo, hi + 1)
+    peak = max(float(s.max()), 1e-30)
+    best, best_err = None, None
+    for k in range(OFFSET_STEPS):
+        z = k * (1 << bits) // 16
+        for m in ((1 + j / 16 for j in range(16)) if free else (1.0,)):
+            f0 = int(math.floor(math.log2((hi + z) * m / peak)))
+            for f in range(f0, f0 + 7):
+                fmt = Fmt(True, bits, f, m, z)
+                out = act.float_function(function, fmt.value(codes))
+                err = float(np.mean((out[fmt.quantize(s) - lo] - ref) ** 2))
+                if best_err is None or err < best_err * (1 - 1e-9):
+                    best, best_err = fmt, err
+    return best
 
 
 def _best_mantissa(values, bits, method, functions):
@@ -499,18 +545,19 @@ def _clamped(name, fmt, limits):
                   f"clamped to {f} (the hardware accepts {lo}..{hi}; the tensor is "
                   f"{'tiny or dead' if fmt.n_frac > hi else 'huge and saturates'})",
                   QuantizeWarning, stacklevel=3)
-    return Fmt(fmt.signed, fmt.n_word, f, fmt.scale)
+    return Fmt(fmt.signed, fmt.n_word, f, fmt.scale, fmt.offset)
 
 
 def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
-              batch=10, progress=None, scales="pow2", act_form="lut", cordic_width=24) -> dict:
+              batch=10, progress=None, scales="pow2", act_form="lut", cordic_width=24,
+              offsets=False) -> dict:
     """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
     stats = collect_statistics(ops, params, faces, batch, progress)
     return choose_formats(ops, roles, stats, act_bits, wide, method, scales, act_form,
-                          cordic_width)
+                          cordic_width, offsets)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -583,7 +630,8 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
                 scales.append(sc)
             scale = np.concatenate(scales)
             acc_lsb = scale * in_fmt.lsb
-            bias = np.floor(prm["bias"] / acc_lsb + 0.5).astype(np.int64)
+            # an output offset z: code = round(y / lsb) - z, so the bias carries - z * lsb
+            bias = np.floor((prm["bias"] - out.offset * out.lsb) / acc_lsb + 0.5).astype(np.int64)
             m, s = _rescale_arrays(name, acc_lsb / out.lsb)
             in_peak = max(-in_fmt.lo, in_fmt.hi)
             sums = np.concatenate([np.abs(wq).reshape(wq.shape[0], -1).sum(1) for wq in qs])
@@ -685,11 +733,13 @@ def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
 
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
                    wide=DEFAULT_WIDE, method="mse-act", cordic_iterations=16, cordic_width=24,
-                   meta=None, progress=None, scales="free", bias_correction=False) -> Artifact:
+                   meta=None, progress=None, scales="free", bias_correction=False,
+                   offsets=True) -> Artifact:
     """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
 
     ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or
-    ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases."""
+    ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases;
+    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`)."""
     model = model.eval()
     if scales not in SCALES:
         raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
@@ -699,7 +749,7 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
     shapes = tensor_shapes(ops, params)
     fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
                      progress=progress, scales=scales, act_form=act_form,
-                     cordic_width=cordic_width)
+                     cordic_width=cordic_width, offsets=offsets)
     if bias_correction:
         shift = weight_bias_shift(ops, params, calibration_faces, weight_bits)
         params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
@@ -710,6 +760,8 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
                 wide_roles=list(wide), wide_bits=WIDE_BITS, calibration_method=method,
                 calibration_faces=int(len(calibration_faces)), scales=scales,
                 bias_correction=bool(bias_correction),
+                offsets=bool(offsets) and act_form == "lut",
+                offset_tensors=sum(1 for f in fmts.values() if f.offset),
                 scaled_tensors=sum(1 for f in fmts.values() if f.scale != 1.0))
     return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
                             cordic_iterations, cordic_width, meta)

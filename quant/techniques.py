@@ -13,6 +13,7 @@ both combined:
 * ``scales``: ``pow2`` (power-of-two formats) or ``free`` (a scale mantissa per tensor group,
   absorbed by the requantization multipliers and the activation tables);
 * ``bias correction``: off or on;
+* ``offsets``: off or on (activation inputs of the LUT form get an offset, needs ``mse-act``);
 * ``calibration``: ``mse``, ``mse-act`` (activation inputs judged after the activation) or
   ``max`` (measured once, against the baseline);
 
@@ -43,8 +44,8 @@ from .zoo import VARIANTS
 # The two precisions of the quantizer issue: {name: (act_bits, wide roles)}.
 PRECISIONS = {"default": (8, DEFAULT_WIDE), "all-8-bit": (8, ("embedding",))}
 # The baseline every technique is measured against (the quantizer before these techniques).
-BASELINE = {"scales": "pow2", "calibration": "mse", "bias_correction": False}
-_KEY = ("precision", "scales", "calibration", "bias_correction")
+BASELINE = {"scales": "pow2", "calibration": "mse", "bias_correction": False, "offsets": False}
+_KEY = ("precision", "scales", "calibration", "bias_correction", "offsets")
 
 
 def combinations():
@@ -57,11 +58,14 @@ def combinations():
     yield dict(BASELINE, scales="free", calibration="mse-act")
     yield dict(BASELINE, scales="free", calibration="mse-act", bias_correction=True)
     yield dict(BASELINE, calibration="max")
+    yield dict(BASELINE, calibration="mse-act", offsets=True)
+    yield dict(BASELINE, scales="free", calibration="mse-act", offsets=True)
 
 
 def label(c: dict) -> str:
     return f"scales {c['scales']}, calibration {c['calibration']}, " \
-           f"bias correction {'on' if c['bias_correction'] else 'off'}"
+           f"bias correction {'on' if c['bias_correction'] else 'off'}, " \
+           f"offsets {'on' if c.get('offsets') else 'off'}"
 
 
 class Bench:
@@ -84,7 +88,8 @@ class Bench:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fmts = choose_formats(self.ops, self.roles, self.stats, act_bits, wide,
-                                  c["calibration"], c["scales"], act_form)
+                                  c["calibration"], c["scales"], act_form,
+                                  offsets=c["offsets"])
         params = self.corrected if c["bias_correction"] else self.params
         meta = {"variant": self.model.spec.name, "act_bits": act_bits, "wide_roles": list(wide),
                 **c}
@@ -106,7 +111,7 @@ def run(bench: Bench, precision: str, path: Path, weights: str, log=print) -> li
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     rows = []
     for c in combinations():
-        if any(r["weights"] == weights and all(r[k] == v for k, v in
+        if any(r["weights"] == weights and all(r.get(k, False) == v for k, v in
                                                dict(c, precision=precision).items())
                for r in old):
             continue
@@ -127,7 +132,7 @@ def merge(path: Path, row: dict):
     """Replace the row of the same precision and combination, keep the others; the file is
     replaced whole (written to a temporary name, then renamed)."""
     rep = json.loads(path.read_text()) if path.exists() else {"baseline": BASELINE, "rows": []}
-    rep["rows"] = [r for r in rep["rows"] if any(r[k] != row[k] for k in _KEY)] + [row]
+    rep["rows"] = [r for r in rep["rows"] if any(r.get(k, False) != row[k] for k in _KEY)] + [row]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(rep, indent=1) + "\n")
     tmp.replace(path)
@@ -145,14 +150,16 @@ def markdown(rep: dict) -> str:
         prows = [r for r in rows if r["precision"] == pname]
         if not prows:
             continue
-        base = next((r for r in prows if all(r[k] == v for k, v in BASELINE.items())), None)
+        base = next((r for r in prows if all(r.get(k, False) == v for k, v in BASELINE.items())),
+                    None)
         lines += [f"## {pname} precision (16-bit roles: {', '.join(prows[0]['wide_roles'])})",
-                  "", "| scales | calibration | bias correction | cosine mean | cosine min | "
-                  "mean vs baseline |", "|---|---|---|---|---|---|"]
+                  "", "| scales | calibration | bias correction | offsets | cosine mean | "
+                  "cosine min | mean vs baseline |", "|---|---|---|---|---|---|---|"]
         for r in sorted(prows, key=lambda r: r["cosine_mean"]):
             delta = "" if base is None else f"{r['cosine_mean'] - base['cosine_mean']:+.5f}"
             lines.append(f"| {r['scales']} | {r['calibration']} | "
-                         f"{'on' if r['bias_correction'] else 'off'} | {r['cosine_mean']:.5f} | "
+                         f"{'on' if r['bias_correction'] else 'off'} | "
+                         f"{'on' if r.get('offsets') else 'off'} | {r['cosine_mean']:.5f} | "
                          f"{r['cosine_min']:.5f} | {delta} |")
         lines.append("")
     return "\n".join(lines)

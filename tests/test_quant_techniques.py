@@ -114,6 +114,7 @@ def test_cordic_artifact_keeps_activations_power_of_two(model, cal):
     for op in art.program:
         if op["op"] == "activation":
             assert art.fmt(op["inputs"][0]).scale == 1.0 and art.fmt(op["output"]).scale == 1.0
+            assert art.fmt(op["inputs"][0]).offset == 0
     assert any(v["fmt"].scale != 1.0 for v in art.tensors.values())   # the others are free
 
 
@@ -126,7 +127,7 @@ def test_bias_shift_is_the_mean_output_change_of_weight_rounding(model, cal):
     want = F.conv2d(float_input(cal[:3]), dw, stride=2, padding=1).double().mean((0, 2, 3))
     assert np.allclose(shift["conv1"], want.numpy(), rtol=1e-5, atol=1e-9)
     assert np.abs(shift["conv1"]).max() > 0
-    on = quantize_model(model, cal[:3], weight_bits=4, scales="pow2")
+    on = quantize_model(model, cal[:3], weight_bits=4, scales="pow2", bias_correction=True)
     off = quantize_model(model, cal[:3], weight_bits=4, scales="pow2", bias_correction=False)
     assert not np.array_equal(on.arrays["conv1.bias"], off.arrays["conv1.bias"])
 
@@ -181,3 +182,43 @@ def test_mse_act_judges_an_activation_input_after_the_activation():
                              - act.float_function("swish", v)) ** 2)
     assert err(after) < err(plain)
     assert choose_fmt(v, 8, method="mse-act") == plain      # not an activation input
+
+
+def test_fmt_offset_shifts_the_range():
+    f = Fmt(True, 8, 4, 1.0, 64)
+    assert f.value(-128) == -64 / 16 and f.value(127) == 191 / 16
+    assert np.array_equal(f.quantize([0.0, 191 / 16, 100.0, -100.0]), [-64, 127, 127, -128])
+    assert Fmt.from_dict(f.to_dict()) == f and f.to_dict()["offset"] == 64
+    with pytest.raises(ValueError, match="offset"):
+        Fmt(True, 8, 4, 1.0, 256)
+    spec = act.ActivationSpec("swish", "lut", f, Fmt(True, 16, 10))
+    want = np.floor(act.float_function("swish", (np.arange(-128, 128) + 64) / 16) * 1024 + 0.5)
+    assert np.array_equal(act.table(spec), want)
+    with pytest.raises(ValueError, match="offset 0"):
+        act.ActivationSpec("swish", "cordic", f, Fmt(True, 16, 10))
+
+
+def test_offsets_only_on_table_inputs_and_the_bias_absorbs_them(free_artifact, model, tmp_path):
+    art = free_artifact
+    ops, params, _ = float_program(model)
+    shifted = [t for t, v in art.tensors.items() if v["fmt"].offset]
+    assert shifted and art.meta["offsets"] is True
+    for op in art.program:
+        if op["op"] != "activation":
+            assert not any(art.fmt(t).offset for t in op["inputs"]), op["name"]
+    # the integer pre-activation means what the float one is, offset included
+    ev = face_set.load("evaluation")[:2]
+    from quant.quantize import run_float
+    name = next(t for t in shifted if t.startswith("conv_23"))
+    ref = run_float(ops, params, ev)[name].double().numpy()
+    got = art.fmt(name).value(GoldenModel(art).run(ev, keep=True, stop_after=name).tensors[name])
+    c = np.sum(got * ref) / np.linalg.norm(got) / np.linalg.norm(ref)
+    assert c > 0.99, (name, c)
+    # a manifest whose offset tensor feeds something else than an activation is refused
+    save(art, tmp_path / "a")
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    conv = next(op for op in man["program"] if op["op"] == "conv" and op["name"] != "conv1")
+    man["tensors"][conv["inputs"][0]]["fmt"]["offset"] = 3
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ArtifactError, match="offset"):
+        load(tmp_path / "a")
