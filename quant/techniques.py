@@ -211,7 +211,8 @@ def main(argv=None):
         return 0
     if not args.table:
         torch.set_num_threads(args.threads)
-        wpath = args.weights or weights_path(args.variant)
+        wpath = Path(args.weights or weights_path(args.variant)).resolve()
+        wpath = wpath.relative_to(Path.cwd()) if wpath.is_relative_to(Path.cwd()) else wpath
         bench = Bench(load_reference(args.variant, wpath), face_set.load("calibration"),
                       face_set.load("evaluation"))
         for p in (PRECISIONS if args.precision == "all" else [args.precision]):
