@@ -201,8 +201,9 @@ def markdown(rep: dict) -> str:
         f"{q.get('weight_bits')}-bit weights, {q.get('act_bits')}-bit activations, "
         f"16-bit roles: {', '.join(q.get('wide_roles', [])) or 'none'}, activation form "
         f"`{q.get('activation_form')}`, calibration `{q.get('calibration_method')}` on "
-        f"{q.get('calibration_faces')} faces, scales `{q.get('scales', 'pow2')}`, bias "
-        f"correction {'on' if q.get('bias_correction') else 'off'}.", "",
+        f"{q.get('calibration_faces')} faces, scales `{q.get('scales', 'pow2')}`, offsets "
+        f"{'on' if q.get('offsets') else 'off'}, bias correction "
+        f"{'on' if q.get('bias_correction') else 'off'}.", "",
         "| measure | value | accept |", "|---|---|---|",
         f"| embedding cosine int vs float, mean ({e['faces']} faces) | {e['cosine_mean']:.5f} | "
         f">= {bars['cosine_mean']} |",
