@@ -21,7 +21,8 @@ and measures the embedding cosine against the float model on the evaluation face
 The calibration statistics and the bias shifts are collected once and shared by every
 combination, exactly as :func:`quant.quantize.quantize_model` computes them. Each row is merged
 into ``OUT/STEM.json`` as soon as it is measured, and rows already there (same weights) are not
-measured again (delete the file to start afresh); ``STEM.md`` is the table. ``--compare`` plots the per-tensor SQNR of two
+measured again (delete the file to start afresh); ``STEM.md`` is the table. ``--compare``
+plots the per-tensor SQNR of two
 ``python -m quant`` reports into ``STEM_per_layer.png``.
 """
 import argparse
