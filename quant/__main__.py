@@ -1,7 +1,8 @@
 """Quantize a zoo model into an integer artifact and measure its fidelity.
 
     python -m quant --variant seesaw_shuffle [--weights PATH] [--act lut|cordic] [--bits 8]
-                    [--out build/quant/seesaw_shuffle]
+                    [--scales free|pow2] [--calibration mse-act|mse|max] [--offsets on|off]
+                    [--bias-correction off|on] [--no-check] [--out build/quant/seesaw_shuffle]
 
 Steps: [1/5] load the float model (shipped weights models/VARIANT.pt by default), [2/5]
 calibrate on the shipped calibration faces, [3/5] quantize and write the artifact

@@ -9,10 +9,13 @@ Three stages, each usable on its own:
    that program in float64; it computes what the zoo model computes (a test checks it), and it
    names every intermediate tensor, which is what calibration and the per-layer fidelity report
    need.
-2. :func:`calibrate` runs the float program on the calibration faces and picks a power-of-two
-   format ``Fmt(signed, n_word, n_frac)`` per tensor by minimising the quantization MSE over
-   ``n_frac`` (:func:`choose_fmt`); the word width comes from the mixed-precision policy
-   (:data:`DEFAULT_WIDE`, by tensor *role*).
+2. :func:`calibrate` runs the float program on the calibration faces and picks a format
+   ``Fmt(signed, n_word, n_frac, scale, offset)`` per tensor by minimising the quantization MSE
+   (:func:`choose_fmt`; for activation inputs judged after the activation with ``"mse-act"``),
+   with scale mantissas shared by the tensors that integer-only ops tie (:func:`scale_groups`)
+   and offsets on activation inputs; the word width comes from the mixed-precision policy
+   (:data:`DEFAULT_WIDE`, by tensor *role*). Bias correction (:func:`weight_bias_shift`) is
+   optional.
 3. :func:`quantize_program` turns weights into per-output-channel symmetric integers, biases into
    integers at accumulator scale, and every real rescale into a requantization multiplier
    ``M < 2**17`` and shift ``s`` (:func:`multiplier_shift`), producing an
