@@ -70,7 +70,7 @@ INV_LN2 = round(2 ** INV_LN2_FRAC / math.log(2))
 REPEATED_SHIFTS = (4, 13, 40)
 
 _SPEC_KEYS = ("function", "form", "in_fmt", "out_fmt", "cordic_iterations", "cordic_width")
-_FMT_KEYS = ("signed", "n_word", "n_frac")
+_FMT_KEYS = ("signed", "n_word", "n_frac")   # + optional "scale" (default 1), "offset" (0)
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,16 @@ class ActivationSpec:
             raise ValueError(f"ActivationSpec.cordic_iterations must be 4..{self.frac_bits} "
                              f"(cordic_width - 3) for cordic_width={self.cordic_width}, "
                              f"not {self.cordic_iterations!r}")
+        if self.out_fmt.offset:
+            raise ValueError(f"ActivationSpec.out_fmt.offset must be 0, not "
+                             f"{self.out_fmt.offset!r}")
+        if self.form == "cordic" and self.in_fmt.offset:
+            raise ValueError(f"ActivationSpec: the CORDIC form needs in_fmt.offset 0, not "
+                             f"{self.in_fmt.offset!r}")
+        if self.form == "cordic" and (self.in_fmt.scale != 1.0 or self.out_fmt.scale != 1.0):
+            raise ValueError(f"ActivationSpec: the CORDIC form needs power-of-two formats "
+                             f"(scale 1), not in_fmt.scale={self.in_fmt.scale!r}, "
+                             f"out_fmt.scale={self.out_fmt.scale!r}")
         if self.form == "cordic" and self.in_fmt.n_frac > self.frac_bits:
             raise ValueError(f"ActivationSpec.in_fmt.n_frac={self.in_fmt.n_frac} exceeds the "
                              f"CORDIC's {self.frac_bits} fraction bits; raise cordic_width")
@@ -205,7 +215,9 @@ class ActivationSpec:
 
 
 def _fmt_tag(f: Fmt) -> str:
-    return f"{'s' if f.signed else 'u'}{f.n_word}f{f.n_frac}".replace("-", "m")
+    tag = f"{'s' if f.signed else 'u'}{f.n_word}f{f.n_frac}".replace("-", "m")
+    tag = tag if f.scale == 1.0 else f"{tag}x{f.scale:.6f}"
+    return tag if not f.offset else f"{tag}o{f.offset}".replace("-", "m")
 
 
 def _fmt_from_dict(d, field: str) -> Fmt:
@@ -221,8 +233,9 @@ def _fmt_from_dict(d, field: str) -> Fmt:
         if isinstance(d[key], bool) or not isinstance(d[key], (int, np.integer)):
             raise ValueError(f"ActivationSpec.{field}.{key} must be an int, not {d[key]!r}")
     try:
-        fmt = Fmt(bool(d["signed"]), int(d["n_word"]), int(d["n_frac"]))
-    except ValueError as e:
+        fmt = Fmt(bool(d["signed"]), int(d["n_word"]), int(d["n_frac"]),
+                  float(d.get("scale", 1.0)), int(d.get("offset", 0)))
+    except (TypeError, ValueError) as e:
         raise ValueError(f"ActivationSpec.{field}: {e}") from None
     if "fxp" in d and d["fxp"] != fmt.fxp_dtype:
         raise ValueError(f"ActivationSpec.{field}.fxp {d['fxp']!r} disagrees with "

@@ -276,6 +276,15 @@ def load(path) -> Artifact:
         for k, ref in refs:
             if ref not in arrays:
                 raise ArtifactError(f"{where}: key {k!r}: array {ref!r} missing from {ARRAYS}")
+        tied = {"add": op["inputs"], "scale_channels": op["inputs"][:1]}.get(
+            kind, op["inputs"] if kind in ("shuffle", "maxpool", "prelu") else [])
+        if any(tensors[t]["fmt"].offset for t in op["inputs"]) and kind != "activation":
+            raise ArtifactError(f"{where}: key 'inputs': a tensor with an offset (key "
+                                f"'fmt.offset') may feed only an activation")
+        if tied and len({tensors[t]["fmt"].scale for t in [*tied, op["output"]]}) > 1:
+            raise ArtifactError(f"{where}: tensors {[*tied, op['output']]} must share one scale "
+                                f"mantissa (key 'fmt.scale'), not "
+                                f"{[tensors[t]['fmt'].scale for t in [*tied, op['output']]]}")
         if kind == "activation":
             from .activation import ActivationSpec
             try:

@@ -1,7 +1,11 @@
 """Fixed-point formats and the two integer primitives every layer is built from.
 
-A format is ``Fmt(signed, n_word, n_frac)``: the value of a raw integer ``q`` is
-``q * 2**-n_frac``, and ``q`` lies in the ``n_word``-bit range. The same triple is an
+A format is ``Fmt(signed, n_word, n_frac, scale=1.0)``: the value of a raw integer ``q`` is
+``(q + offset) * scale * 2**-n_frac``, and ``q`` lies in the ``n_word``-bit range. ``scale``
+(1 <= scale < 2) is the mantissa of a scale that is not a power of two; ``offset`` (0 unless the
+tensor feeds only an activation table) shifts the range. The integer arithmetic never sees
+either (requantization multipliers, biases and activation tables absorb them), only the meaning
+of the codes. The same triple is an
 fxpmath dtype (``Fmt.fxp_dtype``), so reports and the artifact speak fxpmath's language.
 
 Rounding rule (used by the golden model and the hardware alike): **round half up**, i.e.
@@ -18,10 +22,18 @@ class Fmt:
     signed: bool
     n_word: int
     n_frac: int
+    scale: float = 1.0
+    offset: int = 0
 
     def __post_init__(self):
         if not 1 <= self.n_word <= 48:
             raise ValueError(f"n_word must be 1..48, not {self.n_word!r}")
+        if not (isinstance(self.scale, (int, float)) and 1.0 <= self.scale < 2.0):
+            raise ValueError(f"scale must be in [1, 2), not {self.scale!r}")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or \
+                abs(self.offset) >= 1 << self.n_word:
+            raise ValueError(f"offset must be an int below 2**n_word in magnitude, "
+                             f"not {self.offset!r}")
 
     @property
     def lo(self) -> int:
@@ -33,7 +45,7 @@ class Fmt:
 
     @property
     def lsb(self) -> float:
-        return 2.0 ** -self.n_frac
+        return self.scale * 2.0 ** -self.n_frac
 
     @property
     def fxp_dtype(self) -> str:
@@ -41,20 +53,26 @@ class Fmt:
         return f"fxp-{'s' if self.signed else 'u'}{self.n_word}/{self.n_frac}"
 
     def to_dict(self) -> dict:
-        return {"signed": self.signed, "n_word": self.n_word, "n_frac": self.n_frac,
-                "fxp": self.fxp_dtype}
+        d = {"signed": self.signed, "n_word": self.n_word, "n_frac": self.n_frac,
+             "fxp": self.fxp_dtype}
+        if self.scale != 1.0:
+            d["scale"] = float(self.scale)
+        if self.offset:
+            d["offset"] = int(self.offset)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Fmt":
-        return cls(bool(d["signed"]), int(d["n_word"]), int(d["n_frac"]))
+        return cls(bool(d["signed"]), int(d["n_word"]), int(d["n_frac"]),
+                   float(d.get("scale", 1.0)), int(d.get("offset", 0)))
 
     def quantize(self, x) -> np.ndarray:
         """Float -> raw integers: round half up, saturate."""
-        return saturate(np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** self.n_frac + 0.5)
-                        .astype(np.int64), self)
+        q = np.floor(np.asarray(x, dtype=np.float64) / self.lsb + 0.5) - self.offset
+        return saturate(q.astype(np.int64), self)
 
     def value(self, q) -> np.ndarray:
-        return np.asarray(q, dtype=np.float64) * self.lsb
+        return (np.asarray(q, dtype=np.float64) + self.offset) * self.lsb
 
     def holds(self, q) -> bool:
         q = np.asarray(q)

@@ -9,10 +9,13 @@ Three stages, each usable on its own:
    that program in float64; it computes what the zoo model computes (a test checks it), and it
    names every intermediate tensor, which is what calibration and the per-layer fidelity report
    need.
-2. :func:`calibrate` runs the float program on the calibration faces and picks a power-of-two
-   format ``Fmt(signed, n_word, n_frac)`` per tensor by minimising the quantization MSE over
-   ``n_frac`` (:func:`choose_fmt`); the word width comes from the mixed-precision policy
-   (:data:`DEFAULT_WIDE`, by tensor *role*).
+2. :func:`calibrate` runs the float program on the calibration faces and picks a format
+   ``Fmt(signed, n_word, n_frac, scale, offset)`` per tensor by minimising the quantization MSE
+   (:func:`choose_fmt`; for activation inputs judged after the activation with ``"mse-act"``),
+   with scale mantissas shared by the tensors that integer-only ops tie (:func:`scale_groups`)
+   and offsets on activation inputs; the word width comes from the mixed-precision policy
+   (:data:`DEFAULT_WIDE`, by tensor *role*). Bias correction (:func:`weight_bias_shift`) is
+   optional.
 3. :func:`quantize_program` turns weights into per-output-channel symmetric integers, biases into
    integers at accumulator scale, and every real rescale into a requantization multiplier
    ``M < 2**17`` and shift ``s`` (:func:`multiplier_shift`), producing an
@@ -50,6 +53,9 @@ ROLES = ("input", "preact", "act", "linear", "residual", "se", "gate", "embeddin
 # memory word and multiplies 16 x 8 bits in one 18x18 DSP, so they cost no extra memory traffic.
 DEFAULT_WIDE = ("embedding", "act")
 WIDE_BITS = 16
+# Activation calibration methods and scale kinds (quantizer options, recorded in the manifest).
+CALIBRATIONS = ("mse", "mse-act", "max")
+SCALES = ("pow2", "free")
 
 
 class QuantizeError(UserError, ValueError):
@@ -282,32 +288,92 @@ def _last_use(ops):
 # ----------------------------------------------------------------------------------------------
 # Stage 2: calibration
 
-def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse") -> Fmt:
-    """The power-of-two format of ``bits`` bits for these calibration values.
+def _fmt_error(fmt: Fmt, v: np.ndarray, function=None) -> float:
+    """Mean squared quantization error; with ``function`` (``"swish"``/``"sigmoid"``), of the
+    function's output, which is what an activation input's error costs downstream."""
+    q = fmt.value(fmt.quantize(v))
+    if function is not None:
+        q, v = act.float_function(function, q), act.float_function(function, v)
+    return float(np.mean((q - v) ** 2))
+
+
+def choose_fmt(values: np.ndarray, bits: int, signed: bool = True, method: str = "mse",
+               scale: float = 1.0, function=None) -> Fmt:
+    """The format of ``bits`` bits and scale mantissa ``scale`` for these calibration values.
 
     ``"max"``: the most fraction bits that still hold the largest magnitude. ``"mse"``: from that
     format, try up to six more fraction bits (clipping the largest values harder, resolving the
     bulk finer) and keep the one with the least mean squared quantization error, saturation
     included. Values are rounded half up and saturated exactly as the hardware does.
+    ``"mse-act"``: as ``"mse"``, but for the input of an activation (``function``) the error is
+    measured on the activation's float output: clipping a swish input's negative tail costs
+    little, its positive range a lot.
     """
+    return _choose_fmt(values, bits, signed, method, scale, function)[0]
+
+
+def _choose_fmt(values, bits, signed, method, scale, function=None):
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise QuantizeError("choose_fmt: no calibration values")
+    if method not in CALIBRATIONS:
+        raise QuantizeError(f"calibration method must be one of {CALIBRATIONS}, not {method!r}")
     peak = float(np.abs(v).max())
     int_bits = bits - 1 if signed else bits
-    # n_frac at which `peak` still fits: peak * 2**f <= 2**int_bits - 1
-    f_max = int_bits - 1 if peak == 0 else int(math.floor(math.log2((2 ** int_bits - 1) / peak)))
+    # n_frac at which `peak` still fits: peak / (scale * 2**-f) <= 2**int_bits - 1
+    f_max = int_bits - 1 if peak == 0 else \
+        int(math.floor(math.log2((2 ** int_bits - 1) * scale / peak)))
     if method == "max":
-        return Fmt(signed, bits, f_max)
-    if method != "mse":
-        raise QuantizeError(f"calibration method must be 'mse' or 'max', not {method!r}")
+        fmt = Fmt(signed, bits, f_max, scale)
+        return fmt, _fmt_error(fmt, v)
+    function = function if method == "mse-act" else None
     best, best_err = None, None
     for f in range(f_max, f_max + 7):
-        fmt = Fmt(signed, bits, f)
-        err = float(np.mean((fmt.value(fmt.quantize(v)) - v) ** 2))
+        fmt = Fmt(signed, bits, f, scale)
+        err = _fmt_error(fmt, v, function)
         if best_err is None or err < best_err * (1 - 1e-9):
             best, best_err = fmt, err
-    return best
+    return best, best_err
+
+
+# Mantissas tried for a scale that is not a power of two (``scales="free"``): 1 + k/32.
+FREE_MANTISSAS = tuple(1 + k / 32 for k in range(32))
+# Sample size per tensor for the mantissa search (the final format uses the whole sample).
+_SEARCH_SAMPLE = 1 << 13
+
+
+def scale_groups(ops) -> list:
+    """Tensors whose scale mantissas must be equal, as lists in program order.
+
+    The integer ops that do no rescaling tie their operands: ``add`` aligns its inputs with
+    shifts, ``scale_channels``, ``shuffle``, ``maxpool`` and ``prelu`` keep their input's scale
+    up to a power of two. Every other tensor is produced through a requantization multiplier or
+    an activation table, which absorb any scale, and starts a group of its own."""
+    parent = {}
+
+    def find(t):
+        parent.setdefault(t, t)
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for op in ops:
+        find(op["output"])
+        if op["op"] == "add":
+            tied = op["inputs"]
+        elif op["op"] == "scale_channels":
+            tied = op["inputs"][:1]
+        elif op["op"] in ("shuffle", "maxpool", "prelu"):
+            tied = op["inputs"]
+        else:
+            tied = []
+        for t in tied:
+            parent[find(t)] = find(op["output"])
+    groups = defaultdict(list)
+    for op in ops:
+        groups[find(op["output"])].append(op["output"])
+    return list(groups.values())
 
 
 class _Sampler:
@@ -348,78 +414,154 @@ def collect_statistics(ops, params, faces, batch=10, progress=None) -> "_Sampler
     return sampler
 
 
-def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse") -> dict:
-    """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy."""
+class QuantizeWarning(UserWarning):
+    """A tensor's format had to be clamped into the range the hardware accepts."""
+
+
+def frac_limits(ops, act_form="lut", cordic_width=24) -> dict:
+    """``{tensor: (lo, hi)}``: the fraction bits each tensor may have. Activation inputs
+    need ``0..24`` (``0..cordic_width - 3`` for the CORDIC), every other tensor ``-8..24``."""
+    limits = {}
+    for op in ops:
+        limits.setdefault(op["output"], (-8, 24))
+        if op["op"] == "activation":
+            hi = 24 if act_form == "lut" else min(24, cordic_width - 3)
+            limits[op["inputs"][0]] = (0, hi)
+    return limits
+
+
+def choose_formats(ops, roles, stats, act_bits=8, wide=DEFAULT_WIDE, method="mse",
+                   scales="pow2", act_form="lut", cordic_width=24, offsets=False) -> dict:
+    """``{tensor: Fmt}`` from collected statistics and the mixed-precision policy.
+
+    ``scales="free"`` gives each group of :func:`scale_groups` the mantissa (1 <= m < 2) that
+    minimises the summed relative squared error of its tensors. Groups holding the input, the SE
+    gate or (CORDIC form) an activation input or output keep power-of-two scales. A tensor whose
+    range is tiny, dead or huge is clamped into :func:`frac_limits` with a
+    :class:`QuantizeWarning` naming it. ``offsets``: an activation input of the LUT form gets
+    the offset, scale and fraction bits that minimise the error after the activation
+    (:func:`_table_input_fmt`)."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
-    fmts = {}
-    for name, role in roles.items():
-        if role == "input":
-            fmts[name] = INPUT_FMT
-        elif role == "gate":
-            fmts[name] = GATE_FMT
-        else:
-            fmts[name] = choose_fmt(stats.values(name), policy_bits(role, act_bits, wide),
-                                    True, method)
-    # Shuffle and maxpool move values without arithmetic: they keep their input's format.
-    # PReLU keeps its input's format too (quant.ops.prelu rounds only the negative side).
+    if scales not in SCALES:
+        raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
+    fixed = {n: INPUT_FMT for n, r in roles.items() if r == "input"}
+    fixed.update({n: GATE_FMT for n, r in roles.items() if r == "gate"})
+    pow2_only = set(fixed)
+    if act_form != "lut":
+        for op in ops:
+            if op["op"] == "activation":
+                pow2_only.update((op["inputs"][0], op["output"]))
+    limits = frac_limits(ops, act_form, cordic_width)
+    copies = {op["output"] for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")}
+    functions = {op["inputs"][0]: op["function"] for op in ops if op["op"] == "activation"}
+    # Offsets (zero points) only on tensors that feed nothing but a table (LUT form): the table
+    # reads the codes whatever they mean, and the producer's bias absorbs the shift.
+    consumers = defaultdict(set)
+    for op in ops:
+        for t in op["inputs"]:
+            consumers[t].add(op["op"])
+    table_inputs = {t for t in functions if consumers[t] == {"activation"}} \
+        if act_form == "lut" else set()
+    fmts = dict(fixed)
+    for group in scale_groups(ops):
+        free = [n for n in group if n not in fixed and n not in copies]
+        if not free:
+            continue
+        bits = {n: policy_bits(roles[n], act_bits, wide) for n in free}
+        values = {n: stats.values(n) for n in free}
+        fn = {n: functions.get(n) for n in free}
+        if offsets and len(free) == 1 and free[0] in table_inputs:
+            n = free[0]
+            fmts[n] = _clamped(n, _table_input_fmt(values[n], bits[n], fn[n],
+                                                   scales == "free"), limits[n])
+            continue
+        mantissa = 1.0
+        if scales == "free" and not pow2_only.intersection(group):
+            mantissa = _best_mantissa(values, bits, method, fn)
+        for n in free:
+            fmts[n] = _clamped(n, choose_fmt(values[n], bits[n], True, method, mantissa, fn[n]),
+                               limits[n])
+    # Shuffle, maxpool and PReLU move values without arithmetic: they keep their input's format
+    # (quant.ops.prelu rounds only the negative side).
     for op in ops:
         if op["op"] in ("shuffle", "maxpool", "prelu"):
             fmts[op["output"]] = fmts[op["inputs"][0]]
     return fmts
 
 
+# Offsets tried for an activation input, in 1/16 of its code range (0 .. 7/16 upwards).
+OFFSET_STEPS = 8
+
+
+def _table_input_fmt(v, bits, function, free):
+    """The format of an activation input (LUT form) with the least squared error of the
+    activation's output: a grid over offset ``k/16`` of the code range (``k = 0..7``: the range
+    moves up, a swish's negative tail costs little), scale mantissa (``1 + j/16`` when
+    ``free``) and seven fraction-bit choices, on 4096 sampled values plus both extremes."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    rng = np.random.default_rng(0)
+    s = v if v.size <= 4096 else np.concatenate([rng.choice(v, 4096, replace=False),
+                                                 [v.min(), v.max()]])
+    ref = act.float_function(function, s)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    codes = np.arange(lo, hi + 1)
+    peak = max(float(s.max()), 1e-30)
+    best, best_err = None, None
+    for k in range(OFFSET_STEPS):
+        z = k * (1 << bits) // 16
+        for m in ((1 + j / 16 for j in range(16)) if free else (1.0,)):
+            f0 = int(math.floor(math.log2((hi + z) * m / peak)))
+            for f in range(f0, f0 + 7):
+                fmt = Fmt(True, bits, f, m, z)
+                out = act.float_function(function, fmt.value(codes))
+                err = float(np.mean((out[fmt.quantize(s) - lo] - ref) ** 2))
+                if best_err is None or err < best_err * (1 - 1e-9):
+                    best, best_err = fmt, err
+    return best
+
+
+def _best_mantissa(values, bits, method, functions):
+    rng = np.random.default_rng(0)
+    sample = {}
+    for n, v in values.items():
+        if v.size > _SEARCH_SAMPLE:
+            v = np.append(rng.choice(v, _SEARCH_SAMPLE, replace=False), np.abs(v).max())
+        ref = v if method != "mse-act" or functions[n] is None else \
+            act.float_function(functions[n], v)
+        sample[n] = (v, max(float(np.mean(ref * ref)), 1e-300))
+    best, best_err = 1.0, None
+    for m in FREE_MANTISSAS:
+        err = sum(_choose_fmt(v, bits[n], True, method, m, functions[n])[1] / power
+                  for n, (v, power) in sample.items())
+        if best_err is None or err < best_err * (1 - 1e-9):
+            best, best_err = m, err
+    return best
+
+
+def _clamped(name, fmt, limits):
+    lo, hi = limits
+    if lo <= fmt.n_frac <= hi:
+        return fmt
+    f = min(max(fmt.n_frac, lo), hi)
+    warnings.warn(f"tensor {name!r}: its calibrated range needs {fmt.n_frac} fraction bits; "
+                  f"clamped to {f} (the hardware accepts {lo}..{hi}; the tensor is "
+                  f"{'tiny or dead' if fmt.n_frac > hi else 'huge and saturates'})",
+                  QuantizeWarning, stacklevel=3)
+    return Fmt(fmt.signed, fmt.n_word, f, fmt.scale, fmt.offset)
+
+
 def calibrate(ops, params, roles, faces, act_bits=8, wide=DEFAULT_WIDE, method="mse",
-              batch=10, progress=None) -> dict:
+              batch=10, progress=None, scales="pow2", act_form="lut", cordic_width=24,
+              offsets=False) -> dict:
     """``{tensor: Fmt}`` from the float program run on ``faces`` (uint8 NHWC)."""
     for w in wide:
         if w not in ROLES:
             raise QuantizeError(f"wide role {w!r} unknown; known: {', '.join(ROLES)}")
     stats = collect_statistics(ops, params, faces, batch, progress)
-    return choose_formats(ops, roles, stats, act_bits, wide, method)
-
-
-# The finest format the hardware takes (the activation unit's input: n_frac 0..24); a tensor
-# whose range is tiny or zero (a dead channel group, a freshly initialised network) would get
-# a finer one from the search above.
-FRAC_MAX = 24
-
-
-class QuantizeWarning(UserWarning):
-    """A tensor's format was clamped into what the hardware accepts."""
-
-
-def hardware_formats(ops, fmts, act_form="lut", cordic_width=24):
-    """``(fmts, notes)``: every tensor's format clamped into what the hardware accepts (n_frac
-    at most :data:`FRAC_MAX`; an activation unit's input n_frac 0..24, and at most the CORDIC's
-    fraction bits), and one note per clamped tensor naming it and its layer."""
-    fmts = dict(fmts)
-    producer = {op["output"]: op["name"] for op in ops}
-    act_in = {op["inputs"][0] for op in ops if op["op"] == "activation"}
-    follows = [op for op in ops if op["op"] in ("shuffle", "maxpool", "prelu")]
-    followers = {op["output"] for op in follows}
-    notes = []
-    for t, fmt in list(fmts.items()):
-        if t in followers:
-            continue
-        lo, hi = None, FRAC_MAX
-        if t in act_in:
-            lo = 0
-            if act_form == "cordic":
-                hi = min(hi, cordic_width - 3)
-        new = min(fmt.n_frac, hi) if lo is None else max(lo, min(fmt.n_frac, hi))
-        if new == fmt.n_frac:
-            continue
-        fmts[t] = Fmt(fmt.signed, fmt.n_word, new)
-        why = ("its calibrated range is tiny or zero (a dead tensor?): values below "
-               f"2**-{new + 1} now round to 0" if new < fmt.n_frac else
-               "its range is wider than the activation unit takes: larger values saturate")
-        notes.append(f"layer {producer.get(t, t)!r} tensor {t!r}: format {fmt.fxp_dtype} "
-                     f"clamped to {fmts[t].fxp_dtype}; {why}")
-    for op in follows:      # formats that follow their input's (see choose_formats)
-        fmts[op["output"]] = fmts[op["inputs"][0]]
-    return fmts, notes
+    return choose_formats(ops, roles, stats, act_bits, wide, method, scales, act_form,
+                          cordic_width, offsets)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,7 +625,6 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
         q = {k: v for k, v in op.items()}
         prm = params.get(name, {})
         if kind in ("conv", "linear"):
-            f_in = fmts[op["inputs"][0]].n_frac
             in_fmt = fmts[op["inputs"][0]]
             out = fmts[op["output"]]
             qs, scales = [], []
@@ -492,9 +633,10 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
                 qs.append(wq)
                 scales.append(sc)
             scale = np.concatenate(scales)
-            acc_lsb = scale * 2.0 ** -f_in
-            bias = np.floor(prm["bias"] / acc_lsb + 0.5).astype(np.int64)
-            m, s = _rescale_arrays(name, acc_lsb * 2.0 ** out.n_frac)
+            acc_lsb = scale * in_fmt.lsb
+            # an output offset z: code = round(y / lsb) - z, so the bias carries - z * lsb
+            bias = np.floor((prm["bias"] - out.offset * out.lsb) / acc_lsb + 0.5).astype(np.int64)
+            m, s = _rescale_arrays(name, acc_lsb / out.lsb)
             in_peak = max(-in_fmt.lo, in_fmt.hi)
             sums = np.concatenate([np.abs(wq).reshape(wq.shape[0], -1).sum(1) for wq in qs])
             acc_bits = max(2, int((sums * in_peak + np.abs(bias)).max()).bit_length() + 1)
@@ -522,8 +664,8 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
         elif kind == "avgpool":
             x = op["inputs"][0]
             hw = shapes[x][1] * shapes[x][2]
-            f_in, out = fmts[x].n_frac, fmts[op["output"]]
-            m, s = multiplier_shift(2.0 ** (out.n_frac - f_in) / hw, f"layer {name!r}")
+            out = fmts[op["output"]]
+            m, s = multiplier_shift(fmts[x].lsb / out.lsb / hw, f"layer {name!r}")
             peak = max(-fmts[x].lo, fmts[x].hi)
             q.update(multiplier=m, shift=s, acc_bits=_bits_signed(hw * peak))
         elif kind == "prelu":
@@ -535,7 +677,10 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
             q.update(slope=f"{name}.slope", slope_frac=frac)
         elif kind == "scale_channels":
             fx, fg = fmts[op["inputs"][0]].n_frac, fmts[op["inputs"][1]].n_frac
+            _same_scale(name, [op["inputs"][0], op["output"]], fmts)
             q["shift"] = fx + fg - fmts[op["output"]].n_frac
+        elif kind in ("add", "shuffle", "maxpool", "prelu"):
+            _same_scale(name, op["inputs"] + [op["output"]], fmts)
         elif kind == "input":
             q.update(scale=2, offset=-255)
         program.append(q)
@@ -547,29 +692,93 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
                     arrays=arrays, array_fmts=array_fmts, meta=meta)
 
 
+def _same_scale(name, tensors, fmts):
+    if len({fmts[t].scale for t in tensors}) > 1:
+        raise QuantizeError(f"layer {name!r}: tensors {tensors} must share one scale mantissa, "
+                            f"not {[fmts[t].scale for t in tensors]}")
+
+
 def tensor_shapes(ops, params, size=112) -> dict:
     """Per-image shape of every tensor (one float run on a blank face)."""
     env = run_float(ops, params, np.full((1, size, size, 3), 128, np.uint8), keep=True)
     return {k: tuple(v.shape[1:]) for k, v in env.items()}
 
 
+def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
+    """Bias correction: ``{layer: per-channel shift}``, the mean over the calibration faces (and
+    over positions) of the output change that rounding the weights causes,
+    ``E[conv(x, W_q * scale - W)]`` with ``x`` the layer's float input. Subtracting it from the
+    float bias before the bias is quantized removes that expected shift."""
+    consumers, error = defaultdict(list), {}
+    for op in ops:
+        if op["op"] in ("conv", "linear"):
+            consumers[op["inputs"][0]].append(op)
+            errs = []
+            for w in params[op["name"]]["weights"]:
+                q, sc = quantize_weights(w, weight_bits)
+                errs.append(q * sc.reshape(-1, *([1] * (w.ndim - 1))) - w)
+            error[op["name"]] = errs
+    sums, counts = {}, defaultdict(int)
+
+    def on_tensor(name, t):
+        for op in consumers.get(name, ()):
+            errs = error[op["name"]]
+            if op["op"] == "conv":
+                zero = np.zeros(sum(e.shape[0] for e in errs))
+                y = _float_conv(op, {"weights": errs, "bias": zero}, t).double()
+                total, n = y.sum((0, 2, 3)), y.shape[0] * y.shape[2] * y.shape[3]
+            else:
+                y = t.flatten(1).double() @ torch.from_numpy(errs[0]).t()
+                total, n = y.sum(0), y.shape[0]
+            sums[op["name"]] = sums.get(op["name"], 0) + total.numpy()
+            counts[op["name"]] += n
+
+    for i in range(0, len(faces), batch):
+        run_float(ops, params, faces[i:i + batch], keep=False, on_tensor=on_tensor)
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
-                   wide=DEFAULT_WIDE, method="mse", cordic_iterations=16, cordic_width=24,
-                   meta=None, progress=None) -> Artifact:
-    """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact."""
+                   wide=DEFAULT_WIDE, method="mse-act", cordic_iterations=16, cordic_width=24,
+                   meta=None, progress=None, scales="free", bias_correction=False,
+                   offsets=True) -> Artifact:
+    """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
+
+    ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or
+    ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases;
+    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`)."""
     model = model.eval()
+    if scales not in SCALES:
+        raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
+    if not 2 <= weight_bits <= 16:
+        raise QuantizeError(f"weight bits must be 2..16, not {weight_bits!r}")
     ops, params, roles = float_program(model)
     shapes = tensor_shapes(ops, params)
-    fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
-                     progress=progress)
-    fmts, notes = hardware_formats(ops, fmts, act_form, cordic_width)
-    for note in notes:
-        warnings.warn(note, QuantizeWarning, stacklevel=2)
+    # Tensors clamped into what the hardware takes (choose_formats warns per tensor): the
+    # warnings go on to the caller and their texts into the manifest.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizeWarning)
+        fmts = calibrate(ops, params, roles, calibration_faces, act_bits, wide, method,
+                         progress=progress, scales=scales, act_form=act_form,
+                         cordic_width=cordic_width, offsets=offsets)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, QuantizeWarning):
+            notes.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if bias_correction:
+        shift = weight_bias_shift(ops, params, calibration_faces, weight_bits)
+        params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
+                  for k, v in params.items()}
     meta = dict(meta or {})
     meta["format_clamps"] = notes
     meta.setdefault("variant", model.spec.name)
     meta.update(weight_bits=weight_bits, act_bits=act_bits, activation_form=act_form,
                 wide_roles=list(wide), wide_bits=WIDE_BITS, calibration_method=method,
-                calibration_faces=int(len(calibration_faces)))
+                calibration_faces=int(len(calibration_faces)), scales=scales,
+                bias_correction=bool(bias_correction),
+                offsets=bool(offsets) and act_form == "lut",
+                offset_tensors=sum(1 for f in fmts.values() if f.offset),
+                scaled_tensors=sum(1 for f in fmts.values() if f.scale != 1.0))
     return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
                             cordic_iterations, cordic_width, meta)

@@ -411,26 +411,3 @@ def test_hw_build_passes_on_the_quantizer_refusing_its_weights(notes, tmp_path):
     assert not list(tmp_path.rglob(".cache/quantize.json"))
 
 
-# -- the quantizer gives any range a format the hardware takes --------------------------------
-
-def test_tiny_and_dead_tensors_are_clamped_with_a_note_naming_the_layer():
-    from quant.fixedpoint import Fmt
-    from quant.quantize import FRAC_MAX, hardware_formats
-    ops = [{"name": "conv1", "op": "conv", "inputs": ["x"], "output": "pre"},
-           {"name": "act1", "op": "activation", "inputs": ["pre"], "output": "a"},
-           {"name": "pool", "op": "maxpool", "inputs": ["a"], "output": "p"},
-           {"name": "conv2", "op": "conv", "inputs": ["p"], "output": "wide"}]
-    fmts = {"x": Fmt(True, 8, 7), "pre": Fmt(True, 16, 26), "a": Fmt(True, 16, 30),
-            "p": Fmt(True, 16, 30), "wide": Fmt(True, 8, -2)}
-    out, notes = hardware_formats(ops, fmts)
-    assert out["pre"].n_frac == 24 and out["a"].n_frac == FRAC_MAX and out["p"] == out["a"]
-    assert out["x"] == fmts["x"] and out["wide"] == fmts["wide"]   # not an activation input
-    assert len(notes) == 2
-    assert "layer 'conv1' tensor 'pre'" in notes[0] and "fxp-s16/26" in notes[0]
-    assert "layer 'act1' tensor 'a'" in notes[1]
-    fmts["pre"] = Fmt(True, 8, -3)                       # too wide for the activation unit
-    out, notes = hardware_formats(ops, fmts, act_form="cordic", cordic_width=16)
-    assert out["pre"].n_frac == 0 and "saturate" in notes[0]
-    fmts["pre"] = Fmt(True, 16, 20)                      # beyond the CORDIC's 13 fraction bits
-    out, _ = hardware_formats(ops, fmts, act_form="cordic", cordic_width=16)
-    assert out["pre"].n_frac == 13

@@ -200,8 +200,11 @@ def test_cordic_form_close_to_lut(shuffle_artifact, cal):
     """Same formats, only the activation unit differs: the first swish output differs by at
     most one LSB, and a block later the tensors still agree closely. (The embedding of a random
     network is chaotic, so it is not compared.)"""
-    model, lut = shuffle_artifact
-    cordic = quantize_model(model, cal[:4], act_form="cordic", wide=("residual", "embedding"))
+    model, _ = shuffle_artifact
+    lut = quantize_model(model, cal[:4], wide=("residual", "embedding"), scales="pow2",
+                         offsets=False)
+    cordic = quantize_model(model, cal[:4], act_form="cordic", wide=("residual", "embedding"),
+                            scales="pow2")
     assert all(o["spec"]["form"] == "cordic" for o in cordic.program if o["op"] == "activation")
     ev = face_set.load("evaluation")[:2]
     a = GoldenModel(lut).run(ev, keep=True, stop_after="conv_23").tensors
@@ -221,7 +224,7 @@ def test_cli_small_run(tmp_path, cal):
     torch.save(model.state_dict(), weights)
     out = tmp_path / "q"
     rc = main(["--variant", "seesaw_shuffle", "--weights", str(weights), "--out", str(out),
-               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer"])
+               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer", "--no-check"])
     assert rc == 0
     for f in ("manifest.json", "model.npz", "report.json", "report.md", "per_layer.png"):
         assert (out / f).exists(), f
@@ -234,3 +237,28 @@ def test_cli_small_run(tmp_path, cal):
     man = json.loads((out / "manifest.json").read_text())
     assert man["source"]["sha256"] and man["quantizer"]["activation_form"] == "lut"
     assert "| embedding cosine" in (out / "report.md").read_text()
+
+
+def test_cli_exit_status_judges_fidelity_only(tmp_path, cal):
+    """A random network calibrated on 2 faces misses the cosine bars: exit 1 (FAIL) unless
+    --no-check. Speed is reported but never one of the judged items."""
+    from quant.__main__ import main
+    model = calibrated_random_model("seesaw_shuffle", cal[:8])
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    common = ["--variant", "seesaw_shuffle", "--weights", str(weights), "--calibration-faces",
+              "2", "--eval-faces", "2", "--no-peer", "--no-pairs", "--bits", "4"]
+    assert main(common + ["--out", str(tmp_path / "a")]) == 1
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert set(rep["accepted"]) == {"cosine_mean", "cosine_min"}
+    assert not all(rep["accepted"].values()) and rep["golden_fps"] > 0
+    assert main(common + ["--out", str(tmp_path / "b"), "--no-check"]) == 0
+
+
+def test_thresholds_follow_the_precision():
+    from quant.fidelity import ACCEPT, ACCEPT_8BIT, thresholds
+    assert thresholds({"wide_roles": ["embedding", "act"], "act_bits": 8}) == ACCEPT
+    assert thresholds({"wide_roles": ["embedding"], "act_bits": 8}) == ACCEPT_8BIT
+    assert thresholds({"wide_roles": [], "act_bits": 16}) == ACCEPT
+    assert ACCEPT["cosine_mean"] == 0.999 and ACCEPT_8BIT["cosine_mean"] == 0.998
+    assert "golden_fps" not in ACCEPT and "golden_fps" not in ACCEPT_8BIT
