@@ -298,12 +298,22 @@ def detector() -> Detector:
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 3x3 matrix of the similarity transform (rotation, uniform scale, translation) that
-    maps points ``src`` onto ``dst`` with the least squared error (Umeyama's closed form)."""
-    from skimage.transform import SimilarityTransform
-    t = SimilarityTransform()
-    if not t.estimate(np.asarray(src, float), np.asarray(dst, float)):
-        raise ValueError("degenerate landmarks: no similarity transform")
-    return t.params
+    maps points ``src`` onto ``dst`` with the least squared error (Umeyama's closed form, no
+    reflection)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    var = (s ** 2).sum() / len(src)
+    if var < 1e-12:
+        raise ValueError("degenerate landmarks: all at one point")
+    u, sv, vt = np.linalg.svd(d.T @ s / len(src))
+    flip = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ flip @ vt
+    scale = np.trace(np.diag(sv) @ flip) / var
+    m = np.eye(3)
+    m[:2, :2] = scale * rot
+    m[:2, 2] = md - scale * rot @ ms
+    return m
 
 
 def warp(img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
