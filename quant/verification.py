@@ -131,7 +131,8 @@ def read_bin(path, resize=False, limit=None, progress=None):
 
     Returns ``(images, issame)``: uint8 ``(2N, 112, 112, 3)`` RGB NHWC, pair ``i`` being images
     ``2i`` and ``2i+1``, and bool ``(N,)``. ``resize``: resize images that are not 112x112
-    (bicubic, the project's image stage) instead of failing. ``limit``: read only the first ``limit`` pairs.
+    (bicubic, the project's image stage) instead of failing. ``limit``: read only the first
+    ``limit`` pairs.
     ``progress(done, total)`` is called every 1000 images.
     """
     path = Path(path)
