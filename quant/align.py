@@ -35,8 +35,9 @@ cascade, eye boxes, whose centres are a coarse stand-in for the eyes and which m
 and mouth. On the astronaut's copies MTCNN finds exactly one face each time with its five
 points; the cascades (opencv-python-headless 4.14) add false faces on the 2x and mirrored
 copies and find one eye at 0.5x. On the shipped evaluation faces MTCNN finds 51 of 51, the
-cascades 43, with both eyes in 27. The cascades are faster (0.1-1.6 s against 1.7-15 s a photo
-on a loaded 2-core machine), and OpenCV 5 no longer ships them.
+cascades 43, with both eyes in 27. Both take about the same time (0.3-2.7 s a photo for MTCNN,
+0.3-3.2 s for the cascades, on a shared 2-core machine), and OpenCV 5 no longer ships the
+cascades.
 
     python -m quant.align [--show photo.jpg ...] [--out reports]
 
