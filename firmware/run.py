@@ -225,9 +225,9 @@ def open_backend(args, log=print):
 
 def cmd_verify(args, log):
     faces, _ = prepare_faces([args.a, args.b], aligned=args.aligned, show=args.show, log=log)
-    thr = args.threshold if args.threshold is not None else shipped_threshold(args.artifact)
-    backend = open_backend(args, log)
+    backend = open_backend(args, log)            # quantizes the default artifact if missing
     try:
+        thr = args.threshold if args.threshold is not None else shipped_threshold(args.artifact)
         emb = backend.embed([f for _, f in faces])
     finally:
         backend.close()
@@ -270,9 +270,9 @@ def cmd_identify(args, log):
     gallery.check_artifact(artifact_id(args.artifact))
     faces, _ = prepare_faces([args.image], aligned=args.aligned, every_face=args.every_face,
                              show=args.show, log=log)
-    thr = args.threshold if args.threshold is not None else shipped_threshold(args.artifact)
     backend = open_backend(args, log)
     try:
+        thr = args.threshold if args.threshold is not None else shipped_threshold(args.artifact)
         emb = backend.embed([f for _, f in faces])
     finally:
         backend.close()
