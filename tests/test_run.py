@@ -57,10 +57,17 @@ def test_verify_same_and_different(capsys, artifact, photos, tmp_path):
     assert rc == 0, err
     assert "astronaut.jpg: 512x512, 1 face(s); aligned" in out and "eyes at" in out
     assert "SAME person" in out and (tmp_path / "show.png").exists()
+    # The default threshold is the one in the artifact's quantizer report.
+    import shutil
+    art = tmp_path / "art"
+    art.mkdir()
+    for f in ("manifest.json", "model.npz"):
+        shutil.copy(artifact / f, art / f)
+    (art / "report.json").write_text(json.dumps({"decisions": {"float_eer_threshold": 0.7}}))
     rc, out, err = cli(capsys, "verify", photos / "astronaut.jpg", photos / "lfw.png",
-                       "--golden", "--artifact", artifact, "--threshold", THRESHOLD)
+                       "--golden", "--artifact", art)
     assert rc == 0 and "lfw.png: already an aligned 112x112 crop, passed unchanged" in out
-    assert "DIFFERENT people" in out
+    assert "DIFFERENT people (threshold 0.7000, the artifact's float equal-error" in out
 
 
 def test_enroll_identify_remove(capsys, artifact, photos, tmp_path):
