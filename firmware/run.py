@@ -10,7 +10,8 @@
 Where the network runs (one of):
 
 * ``--port /dev/ttyUSB0`` (a ULX3S over its USB-UART; ``--image build/ulx3s/memory.bin``
-  uploads the firmware image first);
+  uploads the memory image first: its header says where it goes and where the face is, or
+  ``--load-addr`` / ``--input-addr`` for an image without one);
 * ``--sim``: the whole board design (``--board``, default ulx3s) in Verilator, driven by the
   same host driver over its UART pins, with the program preloaded into the simulated SDRAM:
   for users without a board (a few minutes a face);
