@@ -609,6 +609,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports"),
                     help="report folder (default: %(default)s)")
     args = ap.parse_args(argv)
+    from .faces import ImageReadError
+    try:
+        return _run(args)
+    except (FaceError, ImageReadError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     if args.show:
         from .faces import read_image
         prepared, images = [], []
