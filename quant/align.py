@@ -385,7 +385,7 @@ def prepare(img: np.ndarray, source="image", *, aligned=False, every_face=False,
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise FaceError(f"{source}: expected an RGB uint8 image, got {img.dtype} {img.shape}")
-    if img.shape[:2] == (SIZE, SIZE) and not every_face:
+    if img.shape[:2] == (SIZE, SIZE):
         return [Prepared(source, img.shape, img, "as given")]
     if aligned:
         return [Prepared(source, img.shape, resize(img), "forced")]
