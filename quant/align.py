@@ -405,7 +405,7 @@ def prepare(img: np.ndarray, source="image", *, aligned=False, every_face=False,
 # ----------------------------------------------------------------------------------------------
 # Pictures
 
-def draw(prepared: list[Prepared], images: list[np.ndarray], path) -> Path:
+def draw(prepared: list[Prepared], images: list[np.ndarray], path, dpi=90) -> Path:
     """One row per image: the photo with every detection (box, score, five landmarks; the
     aligned ones in green) and beside it the 112x112 crops the accelerator is given, with the
     template's points. Written to a temporary name and renamed."""
@@ -446,7 +446,7 @@ def draw(prepared: list[Prepared], images: list[np.ndarray], path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -520,7 +520,7 @@ def report(artifact_dir, out: Path, log=print) -> dict:
     tmp = out / "align.md.tmp"
     tmp.write_text(markdown(rep))
     tmp.replace(out / "align.md")
-    draw(prepared, list(variants.values()), out / "align.png")
+    draw(prepared, list(variants.values()), out / "align.png", dpi=60)
     return rep
 
 
