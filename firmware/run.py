@@ -140,7 +140,7 @@ class Simulated(Golden):
         if res["error"]:
             raise RuntimeError(f"simulated board: {res['error']}")
         self.log(f"simulated board: {len(faces)} face(s) in {time.monotonic() - t:.0f} s, "
-                 f"{sum(res['run_cycles'])} cycles running")
+                 f"{int(sum(res['run_cycles'])):,} cycles running")
         return np.array(res["embeddings"], dtype=np.int64)
 
 
