@@ -17,10 +17,15 @@ WAVES   ?= 0
 help:           ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t18
 
-$(STAMP): pyproject.toml
+# The face detector's weights (MTCNN's P-, R- and O-Net, 2 MB) ship inside the facenet-pytorch
+# wheel; quant/align.py reads them from the installed folder and never imports the package,
+# whose pinned torch would replace ours: hence --no-deps. The stamp depends on this file too,
+# so that a venv made before a change of these lines installs what they add.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 setup: $(STAMP) ## create .venv and install every dependency (from PyPI, nothing from the system)

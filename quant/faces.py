@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cli, files
+from .cli import UserError
 
 FACE_DIR = Path(__file__).resolve().parent.parent / "data" / "faces"
 SIZE = 112
@@ -58,9 +59,74 @@ def load(split: str) -> np.ndarray:
     return np.load(path)
 
 
-def load_images(source, count=None) -> np.ndarray:
-    """Faces from an ``.npy`` of uint8 (N, 112, 112, 3) or a folder of image files (PNG, JPEG,
-    ... resized to 112x112 RGB). Errors name the offending file."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+class ImageReadError(UserError, ValueError):
+    """An image file that cannot be used; the message names the file and the reason."""
+
+
+def decode_image(data, source="image") -> np.ndarray:
+    """Encoded image bytes (or a path) -> RGB uint8 (H, W, 3), whatever the file's mode: grey,
+    grey+alpha, RGB(A), palette, 16-bit grey or colour, CMYK (JPEG included), with the EXIF
+    orientation of phone pictures applied. Transparency is composited on white. Raises
+    :class:`ImageReadError` naming ``source`` and the reason."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+                grey = np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and
+                                                               "transparency" in im.info):
+                im = im.convert("RGBA")
+                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, im)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise ImageReadError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{source}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{source}: not an image file of a known format (PNG, JPEG, BMP, "
+                             f"TIFF, GIF, WebP)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"{source}: cannot decode the image ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{source}: {e}") from None
+
+
+def read_image(path) -> np.ndarray:
+    """An image file -> RGB uint8 (H, W, 3); see :func:`decode_image`. ``.npy`` files hold
+    one uint8 (H, W, 3) or (H, W) array."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            img = np.load(path)
+        except (OSError, ValueError) as e:
+            raise ImageReadError(f"{path}: cannot read the array ({e})") from None
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ImageReadError(f"{path}: expected a uint8 (H, W, 3) image, got {img.dtype} "
+                                 f"{img.shape}")
+        return img
+    return decode_image(path, str(path))
+
+
+def load_images(source, count=None, *, aligned=False, every_face=False) -> np.ndarray:
+    """Faces from an ``.npy`` of uint8 (N, 112, 112, 3) (taken as aligned crops) or a folder of
+    photos (PNG, JPEG, ...; every mode :func:`decode_image` reads), each through
+    :func:`quant.align.prepare`: 112x112 crops pass unchanged, other images have their largest
+    face (``every_face``: all) detected and aligned; ``aligned=True`` only resizes. Errors
+    name the offending file."""
     source = Path(source)
     if source.suffix == ".npy":
         arr = np.load(source)
@@ -68,26 +134,16 @@ def load_images(source, count=None) -> np.ndarray:
             raise ValueError(f"{source}: expected uint8 (N, {SIZE}, {SIZE}, 3), "
                              f"got {arr.dtype} {arr.shape}")
     elif source.is_dir():
-        from skimage.io import imread
-        files = sorted(p for p in source.iterdir()
-                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        from .align import prepare
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{source}: no image files (.png, .jpg, .bmp, .tif) in folder")
+            raise ValueError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in folder")
         imgs = []
-        for f in files[:count]:
-            try:
-                img = imread(f)
-            except Exception as e:
-                raise ValueError(f"{f}: cannot read image: {e}") from None
-            if img.ndim == 2:
-                img = np.repeat(img[..., None], 3, axis=2)
-            img = img[..., :3]
-            if img.dtype != np.uint8:       # 16-bit or float images: scale to 0..255 first
-                img = img.astype(np.float64) * (255 / (65535 if img.max() > 255 else
-                                                       255 if img.max() > 1 else 1))
-            if img.shape[:2] != (SIZE, SIZE) or img.dtype != np.uint8:
-                img = _resize(img)
-            imgs.append(img)
+        for f in files:
+            if count and len(imgs) >= count:
+                break
+            imgs += [p.face for p in prepare(read_image(f), str(f), aligned=aligned,
+                                             every_face=every_face)]
         arr = np.stack(imgs)
     else:
         raise FileNotFoundError(f"{source}: not an .npy file or a folder of images")

@@ -107,37 +107,26 @@ class _BinUnpickler(pickle.Unpickler):
 
 
 def _decode(data, source, index, resize):
-    import imageio.v3 as iio
+    """One entry's encoded bytes -> RGB uint8 112x112 through the project's image stage
+    (:func:`quant.faces.decode_image`: any common mode; the sets' images are aligned crops,
+    so ``resize`` only resizes: :func:`quant.align.prepare` with ``aligned=True``)."""
+    from .align import prepare
+    from .faces import ImageReadError, decode_image
     if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
         data = data.tobytes()
     if not isinstance(data, (bytes, bytearray)):
         raise BinFormatError(f"{source}: entry {index} is {type(data).__name__}, "
                              f"not encoded image bytes")
     try:
-        img = iio.imread(bytes(data), plugin="pillow")    # JPEG and PNG, as the sets ship
-    except Exception as e:
-        raise BinFormatError(f"{source}: entry {index}: cannot decode image ({e})") from None
-    if img.dtype != np.uint8:
-        raise BinFormatError(f"{source}: entry {index}: {img.dtype} pixels, expected 8-bit")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] in (3, 4):
-        img = img[..., :3]
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    else:
-        raise BinFormatError(f"{source}: entry {index}: image of shape {img.shape} is not "
-                             f"grey or RGB")
-    if img.shape[:2] != (SIZE, SIZE):
-        if not resize:
-            raise BinFormatError(f"{source}: entry {index}: image is {img.shape[0]}x"
-                                 f"{img.shape[1]}, expected {SIZE}x{SIZE} (pass resize=True / "
-                                 f"--resize to resize)")
-        from skimage.transform import resize as sk_resize
-        img = sk_resize(img.astype(np.float64), (SIZE, SIZE), order=1, anti_aliasing=True,
-                        preserve_range=True)
-        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return img
+        img = decode_image(bytes(data), f"entry {index}")
+    except ImageReadError as e:
+        raise BinFormatError(f"{source}: entry {index}: cannot decode image "
+                             f"({str(e).split(': ', 1)[1]})") from None
+    if img.shape[:2] != (SIZE, SIZE) and not resize:
+        raise BinFormatError(f"{source}: entry {index}: image is {img.shape[0]}x"
+                             f"{img.shape[1]}, expected {SIZE}x{SIZE} (pass resize=True / "
+                             f"--resize to resize)")
+    return prepare(img, f"{source}: entry {index}", aligned=True)[0].face
 
 
 def read_bin(path, resize=False, limit=None, progress=None):
@@ -145,7 +134,8 @@ def read_bin(path, resize=False, limit=None, progress=None):
 
     Returns ``(images, issame)``: uint8 ``(2N, 112, 112, 3)`` RGB NHWC, pair ``i`` being images
     ``2i`` and ``2i+1``, and bool ``(N,)``. ``resize``: resize images that are not 112x112
-    (bilinear) instead of failing. ``limit``: read only the first ``limit`` pairs.
+    (bicubic, the project's image stage) instead of failing. ``limit``: read only the first
+    ``limit`` pairs.
     ``progress(done, total)`` is called every 1000 images.
     """
     path = Path(path)

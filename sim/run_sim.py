@@ -112,8 +112,9 @@ def _main(argv):
                    help="no trained weights: random weights (seeded) with BatchNorm statistics "
                    "calibrated on the calibration faces (build/random_weights/); exercises the "
                    "hardware only, the embedding means nothing")
-    p.add_argument("--images", default=None, type=Path, help="folder of images or .npy "
-                   "(default: the shipped evaluation faces)")
+    p.add_argument("--images", default=None, type=Path, help="folder of photos (the largest "
+                   "face of each detected and aligned; 112x112 crops pass unchanged) or .npy "
+                   "of aligned faces (default: the shipped evaluation faces)")
     p.add_argument("--faces", type=cli.count, default=2, help="frames to simulate (>= 1)")
     p.add_argument("--board", default="ulx3s")
     p.add_argument("--boards-file", default=None, type=Path,

@@ -15,10 +15,6 @@ faces streamed; the driver's ``face_via="memory"`` path is refused with a clear 
 engine takes its face only as a stream). Slow tier: the whole seesaw_shuffle network on the
 ulx3s (85F) configuration, one real face.
 """
-import dataclasses
-import json
-import os
-
 import numpy as np
 import pytest
 
@@ -26,54 +22,7 @@ from firmware import protocol as P
 from firmware.compiler import compile_artifact
 from firmware.image import EngineConfig
 from quant.golden import GoldenModel
-
-DIVIDER = 4
-INIT_WAIT_NS = 200
-
-
-def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0):
-    """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict."""
-    from hw.board.boards import Link, get_board
-    from hw.board.top import EngineSystem, system_ports
-    from sim.runner import SIM_BUILD, run_cocotb
-    board = get_board(board_name)
-    board = dataclasses.replace(board, link=Link(baud=round(board.clock.target_hz / DIVIDER)))
-    system = EngineSystem(board, sdram_init_wait_ns=INIT_WAIT_NS)
-    name = "board_" + board_name.replace("-", "_")
-    folder = SIM_BUILD / name
-    folder.mkdir(parents=True, exist_ok=True)
-    compiled.words.astype("<u2").tofile(folder / "image.bin")
-    np.save(folder / "faces.npy", np.ascontiguousarray(faces, dtype=np.uint8))
-    result = folder / "result.json"
-    result.unlink(missing_ok=True)
-    cfg = {"clk_hz": board.clock.target_hz, "divider": DIVIDER, "chip": board.sdram.chip,
-           "init_wait_ns": INIT_WAIT_NS, "image": str(folder / "image.bin"), "load_addr": 0,
-           "input_addr": int(compiled.input["addr"]), "input_shape": list(faces.shape[1:]),
-           "n_result": P.N_RESULT, "preload": preload, "faces": str(folder / "faces.npy"),
-           "face_via": list(face_via), "host_timeout": 120.0, "run_timeout": run_timeout,
-           "result": str(result)}
-    # Only the top ports are visible to cocotb, so Verilator optimises the rest (as in
-    # sim/tb_engine.py: several times faster to build and run).
-    vlt = folder / "public_ports.vlt"
-    text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
-    if not vlt.exists() or vlt.read_text() != text:
-        vlt.write_text(text)
-    last = folder / "empty.v"        # cocotb's runner takes the language from the last source
-    if not last.exists():
-        last.write_text("// nothing: the design is the first source\n")
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
-    try:
-        run_cocotb(system, name=name, test_module="sim.tb_board", ports=system_ports(system),
-                   sources=[vlt, last], extra_env={"BOARD_CFG": json.dumps(cfg)},
-                   build_args=["--no-public-flat-rw", "--output-split", "20000",
-                               "--output-split-cfuncs", "20000"])
-    except (AssertionError, SystemExit):    # the cocotb runner exits on a failed test
-        if not result.exists():      # the bench died first (an SDRAM violation): its log says
-            raise
-        # else the driver failed: check() reports its error from the result
-    return json.loads(result.read_text())
+from sim.board_sim import simulate
 
 
 def golden_stream(artifact, faces):
