@@ -26,11 +26,11 @@
                                   ``num``, ``den`` (``F + 3`` bits)
     linear vectoring      Fs + 1  residual ``Y`` (``F + 4``), quotient ``Z`` (``Fs + 2``)
     quotient correction   1       ``S`` (``Fs + 1`` bits)
-    output                2       ``q * S`` (swish) or ``S`` (sigmoid); round by
-                                  ``out_shift``, saturate to ``[lo, hi]``
+    output                4       ``q * S`` (swish) or ``S`` (sigmoid); ``+ 2^(s-1)``;
+                                  ``>> out_shift``; saturate to ``[lo, hi]``
     ====================  ======  ================================================
 
-    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 45 cycles.
+    Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 47 cycles.
 
 Flow control: every register advances together when ``o_stream`` can move
 (``~o_stream.valid | o_stream.ready``), and that same signal is ``i_stream.ready``. A stall
@@ -108,7 +108,7 @@ def cordic_latency(iterations: int = 16, width: int = 24) -> int:
     micro-rotations, three for ``E`` and the operands, ``Fs + 1`` division steps, the
     correction and two output stages."""
     core = ActivationSpec("swish", "cordic", Fmt(True, 8, 0), Fmt(True, 8, 0), iterations, width)
-    return 4 + len(core.shifts) + 3 + (core.quotient_frac + 1) + 1 + 2
+    return 4 + len(core.shifts) + 3 + (core.quotient_frac + 1) + 1 + 4
 
 
 class ActivationCORDIC(wiring.Component):
@@ -262,9 +262,14 @@ class ActivationCORDIC(wiring.Component):
         # and so is the product: a pipelined MULT18X18D.
         v = reg("valid_mul", 1, v)
         prod = reg("prod", signed(n_in + Fs + 2), Mux(cfg.swish, cq["q"], 1) * S)
+        # round half up by out_shift, then saturate: three stages (the add, the variable shift
+        # and the two compares in one stage routed at 64 MHz on the 85F)
         half = Signal(prod.shape(), name="half")       # 2^(out_shift - 1), or 0
         m.d.sync += half.eq((Const(1, prod.shape()) << cfg.out_shift) >> 1)
-        result = (prod + half) >> cfg.out_shift
+        v = reg("valid_half", 1, v)
+        biased = reg("biased", signed(len(prod) + 1), prod + half)
+        v = reg("valid_shift", 1, v)
+        result = reg("result", biased.shape(), biased >> cfg.out_shift)
         v_out = reg("valid_out", 1, v)
         out = reg("out", signed(self.out_width),
                   Mux(result > cfg.hi, cfg.hi, Mux(result < cfg.lo, cfg.lo, result)))
