@@ -208,9 +208,11 @@ def _artifact(args, log):
         return folder
     if folder != DEFAULT_ARTIFACT and folder.resolve() != DEFAULT_ARTIFACT.resolve():
         raise UserError(f"{folder}: no quantized artifact (manifest.json missing)")
+    from hw.board.boards import get_board
     from sim.run_sim import _artifact as quantize
     log(f"{folder} is missing: quantizing seesaw_shuffle first (a few minutes) ...", flush=True)
-    return quantize("seesaw_shuffle", None, folder)
+    return quantize(get_board("ulx3s"), "seesaw_shuffle", None,
+                    log=lambda t: log(f"    {t}", flush=True))
 
 
 def open_backend(args, log=print):
@@ -343,7 +345,7 @@ def _where(p):
                    help="quantized artifact: the model of --sim/--golden, its report's "
                         "threshold, the gallery's model check (default: %(default)s; "
                         "quantized if missing)")
-    g.add_argument("--baud", type=int, default=3_000_000, help="UART baud rate (default "
+    g.add_argument("--baud", type=cli.count, default=3_000_000, help="UART baud rate (default "
                                                               "3000000)")
     g.add_argument("--image", type=Path, help="--port: memory image to upload first, e.g. "
                                               "build/ulx3s/memory.bin")
@@ -351,17 +353,17 @@ def _where(p):
                    help="word address for an image without header (default 0)")
     g.add_argument("--input-addr", type=lambda s: int(s, 0),
                    help="word address of the face input (overrides the image header)")
-    g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+    g.add_argument("--input-size", type=cli.count, nargs=2, metavar=("H", "W"),
                    help="face size when the image has no header (default 112 112)")
     g.add_argument("--face-via", choices=("stream", "memory"), default="stream",
                    help="FACE_DATA to the engine's input stream (default), or WRITE_MEM at "
                         "--input-addr and RUN (the shipped engine refuses RUN)")
     g.add_argument("--verify-upload", action="store_true",
                    help="read the uploaded memory image back and compare")
-    g.add_argument("--timeout", type=float, default=1.0, help="seconds per response "
+    g.add_argument("--timeout", type=cli.positive_float, default=1.0, help="seconds per response "
                                                               "(default 1)")
-    g.add_argument("--retries", type=int, default=3, help="resends per frame (default 3)")
-    g.add_argument("--run-timeout", type=float, default=10.0,
+    g.add_argument("--retries", type=cli.non_negative, default=3, help="resends per frame (default 3)")
+    g.add_argument("--run-timeout", type=cli.positive_float, default=10.0,
                    help="seconds to wait for one face on the board (default 10)")
 
 
@@ -410,7 +412,7 @@ def parser():
     _gallery_opt(p)
     p = sub.add_parser("embed", help="embeddings of faces and the cosine of every pair")
     p.add_argument("faces", nargs="+", type=Path, help="photos, face crops or .npy arrays")
-    p.add_argument("--values", type=int, default=8, help="embedding values to print "
+    p.add_argument("--values", type=cli.non_negative, default=8, help="embedding values to print "
                                                          "(default 8)")
     _photos(p, every=True), _where(p)
     return ap

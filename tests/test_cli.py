@@ -214,7 +214,7 @@ def test_firmware_run_serial_port(tmp_path):
 
 def test_firmware_run_face_not_an_image(notes):
     one_line_error("firmware.run", "--port", "/dev/null", notes,
-                   culprit=(notes, "cannot read the face"))
+                   culprit=(notes, "not an image"))
 
 
 @pytest.mark.parametrize("option,value", [("--baud", "0"), ("--timeout", "0"),
