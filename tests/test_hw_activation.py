@@ -48,7 +48,7 @@ def sampled_codes(spec, n, seed=0):
 def test_latency_and_config_values():
     unit = ActivationCORDIC()
     assert unit.latency == 47
-    assert ActivationCORDIC(20, 28).latency == 4 + 22 + 3 + 21 + 1 + 2
+    assert ActivationCORDIC(20, 28).latency == 4 + 22 + 3 + 21 + 1 + 4
     # swish: f_in + Fs - f_out; sigmoid: Fs - f_out; the output format's range
     assert unit.config_for(cordic("swish", S8_4, S16_11)) == \
         {"swish": 1, "f_in": 4, "out_shift": 4 + 16 - 11, "lo": -32768, "hi": 32767}
