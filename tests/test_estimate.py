@@ -1,5 +1,5 @@
-"""Pre-synthesis estimate: consistent with the unit cycle models the cocotb tests measure, and
-the seesaw_shuffle numbers the board configuration relies on."""
+"""Pre-synthesis estimate of the PE-array units: consistent with the unit cycle models the
+cocotb tests measure, and with the zoo's MAC count."""
 import pytest
 
 from hw.engine import depthwise, pointwise
@@ -47,12 +47,17 @@ def test_resources_follow_the_structure():
     assert bigger["total"]["LUT4"] > r["total"]["LUT4"]
 
 
-def test_seesaw_shuffle_reaches_10_fps_on_the_85f():
+def test_seesaw_shuffle_estimate_counts_every_mac_and_scales_with_lanes():
+    """The estimate's MAC count of seesaw_shuffle (from its layer program) equals the zoo's own
+    count (quant.counts, from the outputs' sizes), and more lanes make the same program
+    faster. (The units' streaming engine is not built yet -- the board runs
+    hw/engine/layer_engine.py, whose cycle model is hw/engine/cycles.py -- so no frame rate
+    of a board is claimed here.)"""
+    from quant.counts import count
+    from quant.zoo import build
     prog = zoo_program("seesaw_shuffle")
-    e = estimate(prog, EngineConfig(pw_lanes=32, vec=8, clock_mhz=100))
-    assert abs(e["macs"] - 145.8e6) < 0.2e6      # the reference count (DESIGN.md)
-    assert e["fps"] >= 10, e["fps"]
-    r = resources(EngineConfig(pw_lanes=32, vec=8))["total"]
-    assert r["MULT18X18D"] <= 156 and r["DP16KD"] <= 208 and r["LUT4"] < 83640
-    # Fewer lanes is slower: the model is not flat.
-    assert estimate(prog, EngineConfig(pw_lanes=16))["fps"] < e["fps"]
+    e = estimate(prog, EngineConfig(pw_lanes=32, vec=8))
+    assert e["macs"] == count(build("seesaw_shuffle"))["macs"]
+    slower = estimate(prog, EngineConfig(pw_lanes=16, vec=8))
+    assert slower["cycles_by_unit"]["pointwise"] > e["cycles_by_unit"]["pointwise"]
+    assert slower["macs"] == e["macs"]
