@@ -213,7 +213,7 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
     try:
         run_cocotb(top, name=name, test_module="sim.tb_engine", sources=[vlt, array],
                    build_args=build_args, extra_env={"ENGINE_CASE": json.dumps(case)})
-    except AssertionError as e:
+    except (AssertionError, SystemExit) as e:    # the cocotb runner may exit on a failure
         error = json.loads(result.read_text()).get("error") if result.exists() else None
         raise BenchError(f"{name}: {error or e}") from None
     build_seconds = _build_seconds(folder, name, t_start)

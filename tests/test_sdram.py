@@ -73,16 +73,18 @@ def test_random_traffic_100mhz():
 # mis-timed for that rule alone must make the model report it by name. tRAS needs tRCD broken
 # too and 133 MHz: at 100 MHz ACT -> READ (tRCD) -> next command -> PRE spans tRAS anyway.
 # tRC at 133 MHz: there tRAS + tRP (5 + 2) < tRC (8), so only the tRC counter keeps them apart.
-# tRRD: this controller cannot issue two ACTs closer than 3 cycles (ACT, a column command, a
-# cycle to see the bank change), so the part gets a 40 ns tRRD (4 cycles) for controller and
-# model alike and the controller is told 1. tMRD: commands queued during init, so the first
+# tRRD: this controller opens one row at a time (ACT, tRCD, at least a column command, a cycle
+# to see the bank change), so with the real 14 ns no two ACTs ever come close; the part gets a
+# 90 ns tRRD (9 cycles, longer than its tRC) for controller and model alike, the controller is
+# told 1, and row-thrashing traffic re-opens rows every tRC (6 cycles). tMRD: commands queued during init, so the first
 # ACT follows the MRS at once when the controller is told tMRD = 1.
 RULES = {
     "tRCD": ({"timing_overrides": {"tRCD": 1}}, {"seed": 2, "ops": 6}),
     "tRP": ({"timing_overrides": {"tRP": 1}}, {"thrash": True}),
     "tRAS": ({"timing_overrides": {"tRAS": 1, "tRCD": 1}}, {"clk_mhz": 133.0, "thrash": True}),
     "tRC": ({"timing_overrides": {"tRC": 1}}, {"clk_mhz": 133.0, "thrash": True}),
-    "tRRD": ({"timing_overrides": {"tRRD": 1}}, {"chip_ns": {"tRRD_ns": 40.0}}),
+    "tRRD": ({"timing_overrides": {"tRRD": 1}}, {"chip_ns": {"tRRD_ns": 90.0},
+                                                 "thrash": True}),
     "tWR": ({"timing_overrides": {"tWR": 1}}, {}),
     "tRFC": ({"timing_overrides": {"tRFC": 1}}, {}),
     "tMRD": ({"timing_overrides": {"tMRD": 1}}, {"early": True, "ops": 4}),
