@@ -45,10 +45,12 @@ if cocotb is not None:
         return f"memory model: {kind} at word address {int(dut.mem_fault_addr.value):#x}"
 
     async def _wait(dut, trigger, limit_cycles, what):
-        """Wait for ``trigger``; fail on a memory fault or after ``limit_cycles`` cycles."""
+        """Wait for ``trigger``; fail on a memory fault or after ``limit_cycles`` cycles.
+        ``what()`` describes the wait in the failure message (called when it fails)."""
         limit = Timer(limit_cycles * CLOCK_NS, unit="ns")
         fired = await First(trigger, RisingEdge(dut.mem_fault), limit)
         fault = _memory_fault(dut)
+        what = what()
         if fault:
             raise AssertionError(f"{what}: {fault}")
         if fired is limit:
@@ -86,8 +88,8 @@ if cocotb is not None:
             done = cocotb.start_soon(_frame_end(dut, src))
             sender = cocotb.start_soon(src.send(words))
             await _wait(dut, RisingEdge(dut.o_stream__valid), limit,
-                        f"frame {i}: no result word (the engine took {src.sent} of "
-                        f"{len(words)} face bytes)")
+                        lambda: f"frame {i}: no result word (the engine took {src.sent} of "
+                                f"{len(words)} face bytes)")
             receiver = cocotb.start_soon(sink.receive(n_out))
             try:
                 got = await with_timeout(receiver, limit * CLOCK_NS, "ns")
@@ -98,7 +100,7 @@ if cocotb is not None:
             await sink.assert_silent(16, f"frame {i}: result stream")
             if not done.done():
                 await _wait(dut, done.complete, limit,
-                            f"frame {i}: no frame_done after the last result word")
+                            lambda: f"frame {i}: no frame_done after the last result word")
             t_done, left = done.result()
             t1 = t_done + CLOCK_NS      # the clock edge that ends the frame
             # The whole face went in before the frame ended (a byte taken later would be
