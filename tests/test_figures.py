@@ -9,8 +9,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 FLAT = " ".join(README.split())          # line breaks inside sentences do not matter
@@ -115,14 +113,6 @@ def test_sim_seesaw_shuffle_row():
     assert not r["random_weights"] and r["board"] == "ulx3s"
     cells = _sim_row(r, "seesaw_shuffle (shipped weights)")
     assert cells[3] == ", ".join(f"{x:.4f}" for x in r["cosine_vs_float"])
-
-
-@pytest.mark.parametrize("variant", ["seesaw_share", "mobilefacenet", "dw_seesaw_v2"])
-def test_sim_random_weight_rows(variant):
-    r = report(f"sim_{variant}_random0.json")
-    assert r["random_weights"] and r["variant"] == variant
-    cells = _sim_row(r, f"{variant} (random weights)")
-    assert cells[3] == "-"
 
 
 def test_board_figures():
