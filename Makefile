@@ -12,7 +12,7 @@ IMAGES  ?=
 FACES   ?= 2
 WAVES   ?= 0
 
-.PHONY: help setup test test-slow test-synthesis formal counts faces reference check-reference quantize sim build clean
+.PHONY: help setup test test-slow test-all test-synthesis formal counts faces reference check-reference quantize sim build reports reports-pnr clean
 
 help:           ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t18
@@ -33,8 +33,11 @@ setup: $(STAMP) ## create .venv and install every dependency (from PyPI, nothing
 test: $(STAMP)  ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q --durations=15
 
-test-slow: $(STAMP) ## long simulations too
-	$(PY) -m pytest -q -m "not board"
+test-slow: $(STAMP) ## only the slow tier (whole frames, SDRAM refresh, peer); records reports/test_slow.xml
+	$(PY) -m pytest -q --durations=15 -m "slow and not synthesis and not board" --junitxml=reports/test_slow.xml
+
+test-all: $(STAMP) ## the default and the slow tier (everything but synthesis and board); records reports/test_all.xml
+	$(PY) -m pytest -q --durations=25 -m "not synthesis and not board" --junitxml=reports/test_all.xml
 
 test-synthesis: $(STAMP) ## tests that run yosys/nextpnr
 	$(PY) -m pytest -q -m synthesis
@@ -64,6 +67,36 @@ sim: $(STAMP)    ## whole engine, whole frames in Verilator vs golden (VARIANT W
 	$(PY) -m sim.run_sim --variant $(VARIANT) --board $(BOARD) --faces $(FACES) \
 	  $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(IMAGES),--images $(IMAGES)) \
 	  $(if $(filter 1,$(WAVES)),--waves)
+
+# Every figure the README quotes, regenerated into reports/ (tests/test_figures.py checks the
+# README against these files). Without place and route; about 45 min on 2 cores.
+QUANT_DIR := build/quant/$(VARIANT)
+reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route; see reports-pnr)
+	$(PY) -m quant.counts --json reports/counts.json
+	$(PY) -m quant.reference_model check --variant $(VARIANT) --json reports/reference_check.json
+	$(PY) -m quant --variant $(VARIANT) --out $(QUANT_DIR)
+	cp $(QUANT_DIR)/report.json reports/quant_$(VARIANT).json
+	cp $(QUANT_DIR)/report.md reports/quant_$(VARIANT).md
+	cp $(QUANT_DIR)/per_layer.png reports/quant_$(VARIANT)_per_layer.png
+	$(PY) -m quant --variant $(VARIANT) --act cordic --out $(QUANT_DIR)_cordic
+	cp $(QUANT_DIR)_cordic/report.json reports/quant_$(VARIANT)_cordic.json
+	$(PY) -m quant.techniques
+	$(PY) -m quant.align --artifact $(QUANT_DIR)
+	$(PY) -m hw.engine.plan --artifact $(QUANT_DIR) --all-boards --json reports/engine_plan.json
+	$(PY) -m quant.activation --json reports/activation_error.json
+	$(PY) -m quant.verification --shipped --artifact $(QUANT_DIR) --peer --json reports/verification_shipped.json
+	$(PY) -m hw.memory.sdram --bench
+	cp build/sdram/throughput.json reports/sdram_throughput.json
+	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
+	for v in seesaw_share mobilefacenet dw_seesaw_v2; do \
+	  $(PY) -m sim.run_sim --variant $$v --random-weights 0 --faces 1 --report reports/sim_$${v}_random0.json || exit 1; done
+
+reports-pnr: $(STAMP) ## the figures that need place and route: board build, SDRAM controller alone
+	$(PY) -m hw.build --board ulx3s --variant $(VARIANT)
+	cp build/ulx3s/report.json reports/board_ulx3s.json
+	cp build/ulx3s/report.md reports/board_ulx3s.md
+	$(PY) -m pytest -q -m synthesis tests/test_sdram.py
+	cp build/sdram/synthesis.json reports/sdram_synthesis.json
 
 clean:          ## remove build products
 	rm -rf build

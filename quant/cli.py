@@ -31,7 +31,7 @@ import sys
 import traceback
 
 __all__ = ["UserError", "RunFailed", "ArgumentParser", "run", "count", "non_negative",
-           "int_range", "known", "one_line"]
+           "int_range", "probability", "known", "one_line"]
 
 USER_ERROR = 2
 RUN_FAILED = 1
@@ -168,6 +168,17 @@ def positive_float(text) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {value:g}")
+    return value
+
+
+def probability(text) -> float:
+    """A float in [0, 1) (random stall and gap rates: 1 would never move)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {value:g}")
     return value
 
 

@@ -2,6 +2,7 @@
 
     python -m sim.run_sim [--variant seesaw_shuffle] [--weights models/seesaw_shuffle.pt]
                           [--images DIR|FILE.npy] [--faces 2] [--board ulx3s] [--waves]
+                          [--idle P] [--stall P] [--mem-jitter N] [--mem-gaps P] [--seed S]
 
 Steps: quantize (``python -m quant``) if ``build/quant/<variant>`` is missing; compile the
 firmware image for the board's engine configuration; preload the memory model with it; run
@@ -9,6 +10,12 @@ the faces through the engine; compare the streamed embedding with
 :class:`quant.golden.GoldenModel` (integer equality) and with the float model (cosine); dump
 every stored tensor from the memory model and report the first one that differs, in program
 order. Writes ``build/sim/report.json``; exits 1 if any frame is not bit-exact.
+
+Stress (all off by default: the cycle figures are for an ideal memory and streams): random
+idle cycles before face bytes (``--idle``), result back-pressure (``--stall``), a random extra
+memory latency of up to N cycles per command (``--mem-jitter``) and memory ready gaps
+(``--mem-gaps``); the frames must stay bit-exact. A stressed memory is its own Verilator build
+(``build/sim/engine_<board>_stress``).
 """
 import sys
 import types
@@ -121,6 +128,16 @@ def _main(argv):
                    help="another boards.yaml (default: the repository's)")
     p.add_argument("--waves", action="store_true", help="dump an FST trace (slow)")
     p.add_argument("--report", default=ROOT / "build" / "sim" / "report.json", type=Path)
+    p.add_argument("--idle", type=cli.probability, default=0.0, metavar="P",
+                   help="probability of an idle cycle before each face byte (default 0)")
+    p.add_argument("--stall", type=cli.probability, default=0.0, metavar="P",
+                   help="probability of a cycle with the result stream not ready (default 0)")
+    p.add_argument("--mem-jitter", type=cli.non_negative, default=0, metavar="N",
+                   help="random extra memory latency, 0..N cycles per command (default 0)")
+    p.add_argument("--mem-gaps", type=cli.probability, default=0.0, metavar="P",
+                   help="probability of a memory data cycle without ready/valid (default 0)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the memory model's "
+                   "randomness (default 1)")
     a = p.parse_args(argv)
     import os
     if a.waves:
@@ -205,7 +222,10 @@ def _main(argv):
     def frame_done(i, cycles, seconds):
         print(f"    frame {i + 1}/{len(faces)}: {cycles} cycles, {seconds:.1f} s", flush=True)
 
-    res = simulate(comp, faces, name=f"engine_{board.name}".replace("-", "_"), depth=None,
+    stressed_memory = a.mem_jitter or a.mem_gaps
+    name = f"engine_{board.name}".replace("-", "_") + ("_stress" if stressed_memory else "")
+    res = simulate(comp, faces, name=name, depth=None, idle_prob=a.idle, stall_prob=a.stall,
+                   mem_jitter=a.mem_jitter, mem_gap_prob=a.mem_gaps, seed=a.seed,
                    progress=frame_done)
     outs = res["outputs"]
     exact = [bool(np.array_equal(outs[i], gold.embedding[i])) for i in range(len(faces))]
@@ -223,6 +243,8 @@ def _main(argv):
               "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
+              "stress": {"idle": a.idle, "stall": a.stall, "mem_jitter": a.mem_jitter,
+                         "mem_gaps": a.mem_gaps, "seed": a.seed},
               "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
               "sim_cpu_seconds_per_frame": res.get("cpu_seconds"),
               "build_seconds": res.get("build_seconds"), "logs": res.get("logs"),

@@ -11,8 +11,9 @@ A *case* is a JSON file (path in ``$CASE``) written by the pytest side::
 
 The testbench drives every input stream with random idle cycles, every output with random
 back-pressure, and writes ``<case>.out.json``: the received payloads, the cycle count from the
-start to the last output transfer, and whether any output beat was left unread. The pytest side
-unpacks and compares against :mod:`quant.ops` (bit-exact integer equality).
+start to the last output transfer, and whether any output beat was left unread; it fails when an
+input word was never taken (``unconsumed``). The pytest side unpacks and compares against
+:mod:`quant.ops` (bit-exact integer equality).
 """
 import json
 import os
@@ -135,9 +136,14 @@ async def run_case(dut):
     idle_after = {}
     for port in case.get("check_idle", []):
         idle_after[port] = int(getattr(dut, port).value)
+    # Every input word was taken (the drain window above gave the device its time).
+    unconsumed = {src.name: src.left for src in sources if src.left}
     with open(path + ".out.json", "w") as f:
         json.dump({"outputs": received, "cycles": total, "extra": extra,
-                   "ports_after": idle_after}, f)
+                   "unconsumed": unconsumed, "ports_after": idle_after}, f)
+    if unconsumed:
+        from sim.streams import DrainError
+        raise DrainError(f"input words not consumed: {unconsumed}")
 
 
 try:

@@ -1,6 +1,6 @@
 """An independent, functional re-statement of the public reference implementation's semantics
-(DESIGN.md section 2), used as a test fixture: it builds a state_dict with the reference key
-names from the architecture tables alone and computes the forward pass with plain
+(the SeesawFaceNets paper's architecture tables and its public code), used as a test fixture:
+it builds a state_dict with the reference key names from the architecture tables alone and computes the forward pass with plain
 torch.nn.functional calls. It shares no code with quant.zoo, so agreement checks both the key
 names and the arithmetic."""
 import torch

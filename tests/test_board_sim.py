@@ -85,7 +85,7 @@ def test_board_12f_face_through_memory_is_refused_clearly():
 
 
 @pytest.mark.slow
-def test_board_85f_whole_seesaw_shuffle_frame():
+def test_board_85f_whole_seesaw_shuffle_frame(seesaw_shuffle_artifact):
     """The whole seesaw_shuffle network on the ulx3s (85F) configuration, one evaluation face
     streamed through the driver, the compiled image preloaded into the SDRAM model (uploading
     its 8.4 MiB over a simulated UART would take hours); bit-exact against the golden model.
@@ -104,14 +104,9 @@ def test_board_85f_whole_seesaw_shuffle_frame():
     UART are at least 1.5 M of them), 292 s wall for the frame, 5 min 42 s for the whole test
     (Verilator build 31 s); SDRAM: 4.75 M READ, 3.62 M WRITE, 37.8 K ACT, 15.2 K REF
     (largest gap 726 cycles), no violation."""
-    from quant.faces import FACE_DIR, load_images
-    from tests.test_engine import _whole_frame_artifact
-    folder = _whole_frame_artifact()
-    if folder is None:
-        pytest.skip("build/quant/seesaw_shuffle is missing: run `python -m sim.run_sim "
-                    "--quick-quantize` (or `make quantize`) first")
     from quant.artifact import load
-    art = load(folder)
+    from quant.faces import FACE_DIR, load_images
+    art = load(seesaw_shuffle_artifact)
     comp = compile_artifact(art, EngineConfig.from_board(_board("ulx3s")))
     faces = load_images(FACE_DIR / "evaluation.npy", count=1)[:1]
     res = simulate("ulx3s", comp, faces, ["stream"], preload=True, run_timeout=6 * 3600.0)

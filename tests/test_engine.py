@@ -74,33 +74,18 @@ def test_blocks_unpacked():
     _check("blocks", pack=False)
 
 
-def _whole_frame_artifact():
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    for folder in (root / "build" / "quant" / "seesaw_shuffle",):
-        if (folder / "manifest.json").exists():
-            return folder
-    if (root / "models" / "seesaw_shuffle.pt").exists():
-        return None          # run_sim quantizes it
-    pytest.skip("no seesaw_shuffle artifact and no shipped weights")
-
-
-def test_whole_frame_seesaw_shuffle(tmp_path):
+def test_whole_frame_seesaw_shuffle(tmp_path, seesaw_shuffle_artifact):
     """One whole seesaw_shuffle frame through the engine at the ULX3S configuration,
     bit-exact, and the simulated cycles within 10 % of the cycle model.
 
     Measured (2 cores, load ~2-4 from other jobs): Verilator build about 50 s, the frame
     about 23 s of simulator CPU (20-110 s wall depending on the load); quantizing the
-    shipped weights first (when build/quant/seesaw_shuffle is missing) adds about a
-    minute."""
+    shipped weights first (the session fixture, when build/quant/seesaw_shuffle is missing)
+    adds about a minute."""
     import json
     from sim.run_sim import main
-    folder = _whole_frame_artifact()
-    args = ["--faces", "1", "--report", str(tmp_path / "report.json")]
-    if folder is not None:
-        args += ["--artifact", str(folder)]
-    else:
-        args += ["--quick-quantize"]
+    args = ["--faces", "1", "--report", str(tmp_path / "report.json"),
+            "--artifact", str(seesaw_shuffle_artifact)]
     assert main(args) == 0
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["bit_exact"] == [True]

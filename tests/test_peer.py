@@ -2,10 +2,10 @@
 
 Random weights make this network chaotic (a small perturbation of an early activation grows
 through the 15 blocks), so int8 tracks float only loosely on them: measured cosine about 0.55
-on seesaw_shuffle with random weights and face-calibrated BatchNorm, versus 0.989 (mean, 51
-evaluation faces) with the partially trained reference weights. The random-weight tests therefore check the mechanics
-(real int8 kernels, finite normalised embeddings, a loose cosine bound); fidelity is checked
-on the reference weights when they exist.
+on seesaw_shuffle with random weights and face-calibrated BatchNorm. The random-weight tests
+therefore check the mechanics (real int8 kernels, finite normalised embeddings, a loose cosine
+bound). On the shipped weights the peer is compared with our quantizer face by face (the
+fidelity report's "accept: >= peer").
 """
 from dataclasses import replace
 from pathlib import Path
@@ -94,16 +94,32 @@ def test_torch_ao_peer_seesaw_shuffle_random_weights(faces):
 
 
 @pytest.mark.slow
-def test_torch_ao_peer_fidelity_on_reference_weights():
-    weights = next((p for p in (MODELS / "seesaw_shuffle.pt", MODELS / "seesaw_shuffle.partial.pt")
-                    if p.exists()), None)
-    if weights is None:
-        pytest.skip("no reference weights in models/ yet")
+def test_torch_ao_peer_against_ours_on_the_shipped_weights(seesaw_shuffle_artifact):
+    """The fidelity report's setting: 50 calibration faces, the 51 evaluation faces, the
+    shipped weights (models/seesaw_shuffle.pt).
+
+    Measured (reports/quant_seesaw_shuffle.json): the peer's cosine vs float is 0.874 mean,
+    0.747 min; ours 0.99766 / 0.98989. (An earlier version of this test required the peer to
+    exceed 0.98: that was measured on earlier, partially trained weights; on the shipped ones
+    per-tensor int8 swish outputs and a per-tensor int8 embedding lose far more.) The bar:
+    ours beats the peer on every face, and the peer is a working int8 network -- its mean
+    lies in 0.80..0.95 (a broken conversion falls far below, an unquantized one reaches
+    0.9999)."""
+    from quant.artifact import load
+    from quant.golden import GoldenModel
     from quant.reference_model import load_reference
-    model = load_reference("seesaw_shuffle", weights)
-    ev = face_set.load("evaluation")[:8]
-    emb = torch_ao_embeddings(model, face_set.load("calibration")[:16], ev)
+    model = load_reference("seesaw_shuffle", MODELS / "seesaw_shuffle.pt")
+    cal, ev = face_set.load("calibration"), face_set.load("evaluation")
+    assert len(cal) == 50 and len(ev) == 51
+    peer = torch_ao_embeddings(model, cal, ev)
     with torch.no_grad():
-        f = model(preprocess(ev)).numpy()
-    cos = np.sum(emb * f, axis=1)
-    assert emb.shape == (8, 512) and cos.mean() > 0.98 and cos.min() > 0.95
+        f = model(preprocess(ev)).double().numpy()
+    peer_cos = np.sum(peer * f, axis=1) / np.linalg.norm(peer, axis=1)
+    ours = GoldenModel(load(seesaw_shuffle_artifact)).run(ev).embedding_value()
+    ours_cos = np.sum(ours * f, axis=1) / np.linalg.norm(ours, axis=1)
+    print(f"peer {peer_cos.mean():.5f} / {peer_cos.min():.5f}, "
+          f"ours {ours_cos.mean():.5f} / {ours_cos.min():.5f}")
+    assert 0.80 <= peer_cos.mean() <= 0.95, peer_cos.mean()
+    worse = np.flatnonzero(ours_cos <= peer_cos)
+    assert worse.size == 0, f"faces {worse.tolist()}: ours {ours_cos[worse]} <= peer " \
+                            f"{peer_cos[worse]}"

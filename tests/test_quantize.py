@@ -210,7 +210,6 @@ def test_cordic_form_close_to_lut(shuffle_artifact, cal):
     a = GoldenModel(lut).run(ev, keep=True, stop_after="conv_23").tensors
     b = GoldenModel(cordic).run(ev, keep=True, stop_after="conv_23").tensors
     assert np.abs(a["conv1"] - b["conv1"]).max() <= 1
-    assert np.abs(a["conv_23"] - b["conv_23"]).max() > 0 or np.array_equal(a["conv1"], b["conv1"])
     fa = a["conv_23"].reshape(2, -1).astype(np.float64)
     fb = b["conv_23"].reshape(2, -1).astype(np.float64)
     c = np.sum(fa * fb, 1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)

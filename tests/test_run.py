@@ -15,12 +15,9 @@ THRESHOLD = "0.7"
 
 
 @pytest.fixture(scope="module")
-def artifact():
-    """build/quant/seesaw_shuffle (quantized quickly if missing, as tests/test_engine.py
-    does)."""
-    from hw.board.boards import get_board
-    from sim.run_sim import _artifact
-    return _artifact(get_board("ulx3s"), "seesaw_shuffle", None, quick=True)
+def artifact(seesaw_shuffle_artifact):
+    """The session's quantized shipped seesaw_shuffle (tests/conftest.py)."""
+    return seesaw_shuffle_artifact
 
 
 @pytest.fixture(scope="module")

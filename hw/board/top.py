@@ -66,8 +66,8 @@ def resolve_design(design: str) -> str:
     return design
 
 
-# Probe datapath widths: the engine's default 8-bit activations and weights (DESIGN.md section
-# 3) and a 32-bit accumulator, which is what one MAC of a pointwise PE holds.
+# Probe datapath widths: the engine's default 8-bit activations and weights (docs/NUMERICS.md)
+# and a 32-bit accumulator, which is what one MAC of a pointwise PE holds.
 PROBE_A_WIDTH = 8
 PROBE_B_WIDTH = 8
 PROBE_ACC_WIDTH = 32

@@ -1,0 +1,136 @@
+"""The README's figures against the reports they come from (reports/*.json, written by the
+commands of ``make reports`` and, for the board, ``make reports-pnr``).
+
+Each test reads a figure where the README states it and formats the report's value the way
+the README does; a README edited without its report, or a report regenerated without the
+README, fails here. Nothing is measured: these are quick.
+"""
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+FLAT = " ".join(README.split())          # line breaks inside sentences do not matter
+
+
+def report(name):
+    path = ROOT / "reports" / name
+    assert path.exists(), f"{path} is missing: `make reports` writes it"
+    return json.loads(path.read_text())
+
+
+def row(first_cell):
+    """The cells of the README table row whose first cell is ``first_cell``."""
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"README: no table row starting with {first_cell!r}")
+
+
+def sentence(pattern):
+    m = re.search(pattern, FLAT)
+    assert m, f"README: nothing matches {pattern!r}"
+    return m.groups()
+
+
+def test_counts_table():
+    for r in report("counts.json"):
+        cells = row(r["variant"])
+        assert cells[1] == f"{r['params']:,}", r["variant"]
+        assert cells[2] == f"{r['macs'] / 1e6:.1f} M", r["variant"]
+
+
+def test_reference_check_table():
+    r = report("reference_check.json")
+    cells = row(f"mean cosine, face vs face + uniform +-1 LSB noise ({r['faces']} faces)")
+    assert cells[1] == f"{r['noise_cosine_mean']:.5f} (min {r['noise_cosine_min']:.5f})"
+    pairs = r["faces"] * (r["faces"] - 1) // 2
+    cells = row(f"mean pairwise cosine between different faces ({pairs} pairs)")
+    assert cells[1] == f"{r['pairwise_cosine_mean']:.3f} (max {r['pairwise_cosine_max']:.3f})"
+
+
+def test_quantizer_table_and_acceptance():
+    r = report("quant_seesaw_shuffle.json")
+    e, p, d, a = r["embedding"], r["peer"], r["decisions"], r["acceptance_thresholds"]
+    assert e["faces"] == 51 and "51 evaluation faces" in FLAT
+    cells = row("embedding cosine vs float, mean / min")
+    assert cells[1] == f"{e['cosine_mean']:.5f} / {e['cosine_min']:.5f}"
+    assert cells[2] == f"{p['cosine_mean']:.5f} / {p['cosine_min']:.5f}"
+    assert cells[3] == f">= {a['cosine_mean']} / >= {a['cosine_min']}, >= peer"
+    cells = row(f"same/different decisions agreeing with float ({d['pairs']} pairs at the "
+                f"float EER threshold)")
+    assert cells[1] == f"{100 * d['agreement']:.2f} % ({d['disagreeing_pairs']} differ)"
+    assert cells[3] == f">= {100 * a['decision_agreement']:.0f} %"
+    cells = row("golden model throughput (batch 32, 2 threads)")
+    assert cells[1] == f"{r['golden_fps']:.1f} frames/s"
+    assert cells[3] == f">= {a['golden_fps']:.0f}"
+    assert all(r["accepted"].values()), r["accepted"]
+
+
+def test_cordic_figures():
+    r = report("quant_seesaw_shuffle_cordic.json")
+    assert r["quantizer"]["activation_form"] == "cordic"
+    mean, low, agree = sentence(r"CORDIC instead of the table \(`--act cordic`[^)]*\): cosine "
+                                r"([\d.]+) / ([\d.]+), agreement ([\d.]+) %")
+    assert (mean, low) == (f"{r['embedding']['cosine_mean']:.5f}",
+                           f"{r['embedding']['cosine_min']:.5f}")
+    assert agree == f"{100 * r['decisions']['agreement']:.2f}"
+
+
+def test_activation_error():
+    (lsb,) = sentence(r"at most ([\d.]+) output LSB, unsaturated")
+    worst = max(x["max_err_lsb_unsaturated"] for x in report("activation_error.json"))
+    assert worst <= float(lsb)
+
+
+def test_sdram_throughput():
+    mbs, share = sentence(r"(\d+) MB/s sustained at 100 MHz \((\d+) % of peak")
+    best = max((x for x in report("sdram_throughput.json") if x["clk_mhz"] == 100.0),
+               key=lambda x: x["mb_per_s"])
+    assert mbs == f"{best['mb_per_s']:.0f}" and share == f"{100 * best['efficiency']:.0f}"
+
+
+def _sim_row(r, first_cell):
+    cells = row(first_cell)
+    cycles = r["cycles_per_frame"]
+    c, est = cycles[0], r["estimated_cycles_per_frame"]
+    assert cells[1] == str(r["frames"])
+    assert cells[2] == ", ".join("yes" if x else "no" for x in r["bit_exact"])
+    assert all(r["bit_exact"])
+    assert cells[4] == ", ".join(f"{x:,}" for x in sorted(set(cycles)))
+    assert cells[7] == f"{max(r['sim_cpu_seconds_per_frame']):.0f}"
+    assert cells[5].split(" (")[0] == f"{est:,}"
+    if "(" in cells[5]:
+        assert cells[5] == f"{est:,} ({100 * (est / c - 1):.1f} %)"
+    assert cells[6] == f"{r['config']['clock_mhz'] * 1e6 / c:.2f}"
+    return cells
+
+
+def test_sim_seesaw_shuffle_row():
+    r = report("sim_seesaw_shuffle.json")
+    assert not r["random_weights"] and r["board"] == "ulx3s"
+    cells = _sim_row(r, "seesaw_shuffle (shipped weights)")
+    assert cells[3] == ", ".join(f"{x:.4f}" for x in r["cosine_vs_float"])
+
+
+def test_board_figures():
+    r = report("board_ulx3s.json")
+    u = r["utilization"]
+    est = r["estimate"]["resources"]
+    got = sentence(r"with ([\d,]+) LUT4, ([\d,]+) FF, (\d+) of (\d+) MULT18X18D and (\d+) of "
+                   r"(\d+) DP16KD \(estimate ([\d,]+) / ([\d,]+) / (\d+) / (\d+)\)")
+    want = (f"{u['LUT4']['used']:,}", f"{u['TRELLIS_FF']['used']:,}",
+            str(u["MULT18X18D"]["used"]), str(u["MULT18X18D"]["available"]),
+            str(u["DP16KD"]["used"]), str(u["DP16KD"]["available"]))
+    assert got[:6] == want
+    assert got[6:] == (f"{est['LUT4']:,}", f"{est['TRELLIS_FF']:,}", str(est["MULT18X18D"]),
+                       str(est["DP16KD"]))
+    assert r["timing_met"]
+    (fmax,) = sentence(r"routed fmax ([\d.]+) MHz")
+    assert fmax == f"{r['fmax_mhz']:.2f}"
+    cycles, fps, mhz = sentence(r"The frame takes ([\d,]+) cycles with the SDRAM's latency, "
+                                r"refresh and row changes: \*\*([\d.]+) frames/s at ([\d.]+) MHz")
+    assert cycles == f"{r['cycles_per_frame']:,}"
+    assert fps == f"{r['fps_at_target_clock']:.2f}" and mhz == f"{r['target_mhz']:g}"
