@@ -237,12 +237,21 @@ def _main(argv):
     if res["dump"] is not None:
         mismatch = first_mismatch(comp, art, res["dump"], gold.tensors, len(faces) - 1)
     step(6, "report")
+    from hw.engine.plan import frame_macs
+    macs = frame_macs(art)
+    port = res.get("port_words") or []
     report = {"variant": a.variant, "board": board.name, "frames": len(faces),
               "weights": str(w), "artifact": str(folder), "images": source,
               "random_weights": a.random_weights is not None,
               "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
               "estimated_cycles_per_frame": est,
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
+              # every word across the memory port (the board's SDRAM), read and written
+              "sdram_words_per_frame": [r + w for r, w in port],
+              "sdram_words_read_written_per_frame": port,
+              # useful multiply-accumulates per multiplier-cycle of the P x L array
+              "macs_per_frame": macs,
+              "pe_utilisation": [macs / (cfg.lanes * cfg.in_lanes * c) for c in res["cycles"]],
               "stress": {"idle": a.idle, "stall": a.stall, "mem_jitter": a.mem_jitter,
                          "mem_gaps": a.mem_gaps, "seed": a.seed},
               "first_mismatch": mismatch, "sim_seconds_per_frame": res["seconds"],
@@ -258,6 +267,9 @@ def _main(argv):
         print(f"{i:5d} {str(exact[i]):>9} {('%.5f' % c) if c is not None else '-':>12} "
               f"{res['cycles'][i]:10d} {est:10d} {cfg.clock_mhz * 1e6 / res['cycles'][i]:8.2f} "
               f"{res['seconds'][i]:7.1f}")
+    for i, (r, w_) in enumerate(port):
+        print(f"frame {i}: {r + w_:,} memory words ({r:,} read, {w_:,} written), multiplier "
+              f"array busy {report['pe_utilisation'][i]:.1%}")
     print(f"first mismatch: {mismatch}")
     for what, path in (res.get("logs") or {}).items():
         print(f"{what} log: {path}")

@@ -86,7 +86,11 @@ if cocotb is not None:
         limit = case["max_cycles"]
         delta = case.get("input_delta", 0)
         n_out = case["n_out"] + case.get("output_delta", 0)
-        outs, cycles, walls, cpus = [], [], [], []
+        outs, cycles, walls, cpus, port = [], [], [], [], []
+
+        def port_words():       # every word that crossed the memory port so far
+            return int(dut.mem_words_read.value), int(dut.mem_words_written.value)
+
         for i, frame in enumerate(frames):
             t_wall = time.perf_counter()
             t_cpu = time.process_time()     # the simulator's own CPU time (load-independent)
@@ -96,6 +100,7 @@ if cocotb is not None:
             sink = StreamSink(dut, "o_stream", clk, stall_prob=case["stall_prob"], seed=23 + i,
                               signed_bits=16)
             t0 = cocotb.utils.get_sim_time(unit="ns")
+            words0 = port_words()
             done = cocotb.start_soon(_frame_end(dut, src))
             sender = cocotb.start_soon(src.send(words))
             await _wait(dut, RisingEdge(dut.o_stream__valid), limit,
@@ -118,6 +123,7 @@ if cocotb is not None:
                 raise DrainError(extra)
             t_done, left = done.result()
             t1 = t_done + CLOCK_NS      # the clock edge that ends the frame
+            port.append([b - a for a, b in zip(words0, port_words())])
             # The whole face went in before the frame ended (a byte taken later would be
             # the start of the next frame).
             if left:
@@ -141,7 +147,7 @@ if cocotb is not None:
         dut.dump.value = 0
         await ClockCycles(clk, 2)
         return {"outputs": outs, "cycles": cycles, "seconds": walls, "cpu_seconds": cpus,
-                "error": None}
+                "port_words": port, "error": None}
 
     @cocotb.test()
     async def run_frames(dut):
@@ -249,7 +255,9 @@ def simulate(compiled, faces, name="engine", idle_prob=0.0, stall_prob=0.0, dump
     r = json.loads(result.read_text())
     words = im.read_hex(dump_file, compiled.words.size) if dump and dump_file.exists() else None
     return {"outputs": np.array(r["outputs"], dtype=np.int64), "cycles": r["cycles"],
-            "seconds": r["seconds"], "cpu_seconds": r.get("cpu_seconds"), "dump": words, "total_seconds": time.perf_counter() - t0,
+            "seconds": r["seconds"], "cpu_seconds": r.get("cpu_seconds"),
+            "port_words": r.get("port_words"), "dump": words,
+            "total_seconds": time.perf_counter() - t0,
             "build_seconds": build_seconds, "logs": logs}
 
 

@@ -40,6 +40,14 @@ def _check(kind, config=SMALL, idle=0.3, stall=0.3, fuse=True, pack=True, **kw):
     if hw:   # the engine streams HWC
         got = got.reshape(len(net.faces), *hw, c).transpose(0, 3, 1, 2).reshape(len(net.faces), -1)
     assert np.array_equal(got, want), f"{kind}: streamed output differs"
+    # the memory port's counters: every frame reads at least its descriptors and writes at
+    # least its stored tensors (packed ones two elements a word)
+    from firmware import image as im
+    stored = sum(np.prod(comp.tensors[t]["shape"]) for t in comp.tensors
+                 if comp.tensors[t]["stored"] and t != "input")
+    for read, written in res["port_words"]:
+        assert read >= len(comp.descriptors) * im.DESC_WORDS, (kind, read)
+        assert stored // 2 <= written, (kind, written, stored)
     return res
 
 

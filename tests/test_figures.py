@@ -118,6 +118,10 @@ def test_sim_seesaw_shuffle_row():
     assert not r["random_weights"] and r["board"] == "ulx3s"
     cells = _sim_row(r, "seesaw_shuffle (shipped weights)")
     assert cells[3] == ", ".join(f"{x:.4f}" for x in r["cosine_vs_float"])
+    (read, written), busy = r["sdram_words_read_written_per_frame"][0], r["pe_utilisation"][0]
+    assert sentence(r"the multiplier array's useful work: ([\d,]+) words a frame \(([\d,]+) "
+                    r"read, ([\d,]+) written\) and ([\d.]+) %") == (
+        f"{read + written:,}", f"{read:,}", f"{written:,}", f"{100 * busy:.1f}")
 
 
 def test_board_figures():

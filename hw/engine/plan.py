@@ -188,6 +188,12 @@ def _weight_bytes(art: Artifact, op) -> int:
     return n + 8 * out_c          # int8 weights; bias (32 bits), multiplier and shift per channel
 
 
+def frame_macs(art: Artifact) -> int:
+    """Multiply-accumulates of one frame: every convolution and linear layer's."""
+    return sum(_compute_cycles(art, op, ArrayShape())[2] for op in art.program
+               if op["op"] in ("conv", "linear"))
+
+
 def _compute_cycles(art: Artifact, op, a: ArrayShape) -> tuple[str, str, int, int]:
     """(kind, array, MACs, cycles) of one compute op."""
     kind = op["op"]

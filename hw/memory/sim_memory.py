@@ -119,6 +119,7 @@ class SimMemory(wiring.Component):
             "port": In(MemoryPort(im.ADDR_BITS)),
             "dump": In(1),
             "fault": Out(1), "fault_write": Out(1), "fault_addr": Out(im.ADDR_BITS),
+            "words_read": Out(32), "words_written": Out(32),
         })
 
     def elaborate(self, platform):
@@ -168,6 +169,10 @@ class SimMemory(wiring.Component):
                                  self.fault_addr.eq(addr)]
                 with m.If(moved):
                     m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+                    with m.If(write):
+                        m.d.sync += self.words_written.eq(self.words_written + 1)
+                    with m.Else():
+                        m.d.sync += self.words_read.eq(self.words_read + 1)
                     with m.If(left == 1):
                         m.next = "IDLE"
         return m
@@ -177,7 +182,8 @@ class EngineHarness(wiring.Component):
     """:class:`hw.engine.layer_engine.Engine` wired to a :class:`SimMemory`: what the simulations run.
 
     Members: ``i_stream``, ``o_stream``, ``frame_done``, ``busy``, ``pc`` (the engine's) and
-    ``dump``, ``mem_fault``, ``mem_fault_write``, ``mem_fault_addr`` (the memory's).
+    ``dump``, ``mem_fault``, ``mem_fault_write``, ``mem_fault_addr``, ``mem_words_read``,
+    ``mem_words_written`` (the memory's: every word that crossed the port, counted).
     ``init_words``, ``jitter``, ``gap_prob``, ``seed``: see :class:`SimMemory`."""
 
     def __init__(self, config, depth, init_file, dump_file, *, init_words=0, jitter=0,
@@ -192,6 +198,7 @@ class EngineHarness(wiring.Component):
             "o_stream": Out(stream.Signature(16)),
             "frame_done": Out(1), "busy": Out(1), "pc": Out(16), "dump": In(1),
             "mem_fault": Out(1), "mem_fault_write": Out(1), "mem_fault_addr": Out(im.ADDR_BITS),
+            "mem_words_read": Out(32), "mem_words_written": Out(32),
         })
 
     def elaborate(self, platform):
@@ -206,5 +213,7 @@ class EngineHarness(wiring.Component):
                      self.frame_done.eq(e.frame_done), self.busy.eq(e.busy),
                      self.pc.eq(e.pc), mem.dump.eq(self.dump),
                      self.mem_fault.eq(mem.fault), self.mem_fault_write.eq(mem.fault_write),
-                     self.mem_fault_addr.eq(mem.fault_addr)]
+                     self.mem_fault_addr.eq(mem.fault_addr),
+                     self.mem_words_read.eq(mem.words_read),
+                     self.mem_words_written.eq(mem.words_written)]
         return m
