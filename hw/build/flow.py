@@ -591,7 +591,10 @@ def _synth_outputs(ctx):
 
 # -- 6 place and route -------------------------------------------------------------------------
 
-PNR_SEED = 1
+# The placer's seed: placement is deterministic per seed, netlist and tool build. On the
+# source of 2026-12-03, seeds 1 / 2 / 3 routed the 85F's engine at 80.33 / 88.21 / 72.51 MHz
+# (target 81.25; docs/BOARD.md).
+PNR_SEED = 2
 
 
 def _pnr_args(ctx):
