@@ -28,7 +28,6 @@ from .fidelity import evaluate, markdown, write
 from .quantize import (CALIBRATIONS, DEFAULT_WIDE, ROLES, SCALES, QuantizeWarning,
                        float_program, quantize_model)
 from .reference_model import load_reference, weights_path
-from .zoo import VARIANTS
 
 
 def _wide_roles(text):

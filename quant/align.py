@@ -49,7 +49,6 @@ and landmarks of the given photos beside their aligned crops (``build/align_show
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

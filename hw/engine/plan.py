@@ -30,7 +30,6 @@ board, before any HDL exists for it:
                              [--pw OUTxIN] [--dw CHANNELSxTAPS] [--json PATH]
 """
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
