@@ -59,3 +59,13 @@ def test_signature_for_integrator():
     layout = link.mem.cmd.payload.shape()
     assert [(name, field.width) for name, field in layout] == [("addr", 24), ("write", 1),
                                                                ("length", 13)]
+
+
+@pytest.mark.parametrize("depth, seed", [(64, 1), (37, 2)])
+def test_face_buffer_cocotb(depth, seed):
+    """The face buffer alone: commit, rollback, overflow, random stalls and back-pressure
+    (sim/tb_face_buffer.py); a depth that is not a power of two wraps its pointers too."""
+    from hw.link.face_buffer import FaceBuffer
+    run_cocotb(FaceBuffer(depth), name=f"face_buffer_{depth}", test_module="sim.tb_face_buffer",
+               extra_env={"FACE_BUFFER_CFG": json.dumps({"depth": depth, "seed": seed,
+                                                         "frames": 40})})
