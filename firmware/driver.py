@@ -27,13 +27,23 @@ offset  bytes  field
 ======  =====  ==============================================================
 
 The face travels as its uint8 bytes in C order (height, width, channel: RGB interleaved), by
-default in FACE_DATA frames straight to the engine's input stream (``face_via="stream"``); with
+default in FACE_DATA frames to the device's face buffer, from which the engine takes it
+(``face_via="stream"``; one frame a face when the buffer holds a face, STATUS's
+``face_payload``); with
 ``face_via="memory"`` it goes to ``input_addr`` instead and a RUN starts the engine (for designs
 that read their face from memory: the shipped engine's link refuses RUN with
 ``Error.UNSUPPORTED``, which :meth:`Device.run` turns into a clear error). In memory,
 the bytes are two pixels a little-endian 16-bit word, padded with a zero byte to an even length.
 The embedding comes back as ``n_result`` signed 16-bit integers (READ_RESULT); its scale is
 the engine's business, cosine similarity does not need it.
+
+Pipelining
+----------
+:meth:`Device.run_faces` sends face N+1 before it reads the embedding of face N: the face
+uploads into the device's face buffer while the engine computes the one before, so the link
+and the engine work at the same time. It keeps at most two faces unread (one computing or
+queued, one uploading), which the device's face buffer (one face) and its two result slots
+always have room for.
 """
 from __future__ import annotations
 
@@ -130,6 +140,7 @@ class Device:
         self.parser = P.FrameParser()
         self.seq = 0
         self._max_payload = None
+        self._face_payload = None
         self.stats = {"frames": 0, "resends": 0, "payload_bytes": 0}
 
     # ---- frames ---------------------------------------------------------------------------
@@ -202,8 +213,17 @@ class Device:
     @property
     def max_payload(self) -> int:
         if self._max_payload is None:
-            self._max_payload = self.status().max_payload
+            st = self.status()
+            self._max_payload, self._face_payload = st.max_payload, st.face_payload
         return self._max_payload
+
+    @property
+    def face_payload(self) -> int:
+        """The longest FACE_DATA payload the device takes."""
+        if self._face_payload is None:
+            st = self.status()
+            self._max_payload, self._face_payload = st.max_payload, st.face_payload
+        return self._face_payload
 
     def write_mem(self, addr: int, data: bytes) -> None:
         """Write bytes (even length) as 16-bit words from word address ``addr``."""
@@ -268,40 +288,44 @@ class Device:
                     return
         raise LinkError(f"RUN never started the engine: {last}")
 
-    def wait_done(self, timeout: float = 10.0, poll: float = 0.01) -> P.Status:
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status()
-            if st.error:
-                raise DeviceError(f"the engine reports an error (last link error "
-                                  f"{st.last_error})")
-            if not st.busy and st.result_ready:
-                return st
-            if time.monotonic() > deadline:
-                raise DeviceError(f"the engine did not finish within {timeout:g} s "
-                                  f"(busy={st.busy}, done={st.done}, "
-                                  f"result words {st.result_words}/{st.n_result})")
-            time.sleep(poll)
-
     def send_face(self, data: bytes) -> None:
-        """Feed the face to the engine's input stream in FACE_DATA chunks (starts a run)."""
-        chunk = self.max_payload - 4
+        """Send the face to the device's face buffer in FACE_DATA frames (as few as its
+        ``face_payload`` allows: one for a whole face on the boards)."""
+        chunk = self.face_payload - 4
         for off in range(0, len(data), chunk):
             self.transact(P.Cmd.FACE_DATA, P.face_payload(off, data[off:off + chunk]))
 
-    def read_result(self) -> np.ndarray:
-        data = self.transact(P.Cmd.READ_RESULT)
-        return np.frombuffer(data, dtype="<i2").astype(np.int64)
+    def read_result(self, timeout: float = 10.0, poll: float = 0.002) -> np.ndarray:
+        """The oldest embedding not read yet; waits up to ``timeout`` seconds for the engine
+        to deliver it (the device answers NO_RESULT until then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data = self.transact(P.Cmd.READ_RESULT)
+                return np.frombuffer(data, dtype="<i2").astype(np.int64)
+            except DeviceError as e:
+                if e.code != P.Error.NO_RESULT:
+                    raise
+            if time.monotonic() > deadline:
+                st = self.status()
+                if st.error:
+                    raise DeviceError(f"the engine reports an error (last link error "
+                                      f"{st.last_error})")
+                raise DeviceError(f"no embedding within {timeout:g} s (busy={st.busy}, "
+                                  f"done={st.done}, embedding words held {st.result_words}, "
+                                  f"{st.n_result} a face)")
+            time.sleep(poll)
 
-    def run_face(self, face, timeout: float = 10.0) -> np.ndarray:
-        """Write ``face`` (uint8, H x W x C) to the input address, run, return the embedding."""
+    def _face_bytes(self, face) -> bytes:
         face = np.asarray(face)
         if face.dtype != np.uint8:
             raise ValueError(f"face must be uint8, not {face.dtype}")
         if self.header is not None and face.shape != self.header.input_shape:
             raise ValueError(f"face shape {face.shape} differs from the image's input shape "
                              f"{self.header.input_shape}")
-        data = np.ascontiguousarray(face).tobytes()
+        return np.ascontiguousarray(face).tobytes()
+
+    def _start_face(self, data: bytes) -> None:
         if self.face_via == "stream":
             self.send_face(data)
         else:
@@ -310,8 +334,35 @@ class Device:
                                  "input_addr")
             self.write_mem(self.input_addr, _pad_even(data))
             self.run()
-        self.wait_done(timeout)
-        return self.read_result()
+
+    def run_face(self, face, timeout: float = 10.0) -> np.ndarray:
+        """Send ``face`` (uint8, H x W x C), return its embedding."""
+        self._start_face(self._face_bytes(face))
+        return self.read_result(timeout)
+
+    def run_faces(self, faces, timeout: float = 10.0, on_result=None) -> list[np.ndarray]:
+        """The embeddings of ``faces``, pipelined (module docstring): face N+1 is sent before
+        the embedding of face N is read. ``on_result(index, embedding)`` is called as each
+        arrives. With ``face_via="memory"`` the faces run one after the other (the input
+        address holds one face)."""
+        out, sent = [], 0
+
+        def take():
+            out.append(self.read_result(timeout))
+            if on_result is not None:
+                on_result(len(out) - 1, out[-1])
+
+        for face in faces:
+            data = self._face_bytes(face)
+            if self.face_via == "memory" and len(out) < sent:
+                take()
+            self._start_face(data)
+            sent += 1
+            if len(out) < sent - 1:
+                take()
+        while len(out) < sent:
+            take()
+        return out
 
 
 def cosine(a, b) -> float:

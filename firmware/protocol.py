@@ -36,21 +36,27 @@ Commands
     ``WRITE_MEM`` at the engine's input address (see :mod:`firmware.driver`). NACK ``BUSY`` while
     the engine runs.
 ``READ_RESULT`` (0x04)
-    empty payload; ACK payload is the ``n_result`` embedding values as signed 16-bit words.
-    NACK ``BUSY`` while the engine runs, ``NO_RESULT`` until it has delivered all of them.
+    empty payload; ACK payload is the oldest complete embedding the device holds, ``n_result``
+    signed 16-bit words. The device holds two (the engine computes the next face while the
+    host reads one): the embedding sent stays until a READ_RESULT with another sequence
+    number frees it, so a READ_RESULT resent after a lost ACK (same sequence number) gets the
+    same embedding again. NACK ``NO_RESULT`` while no complete embedding is left to send.
 ``STATUS`` (0x05)
     empty payload; ACK payload is :data:`STATUS_STRUCT` (see :class:`Status`). Always answered.
 ``FACE_DATA`` (0x06)
-    payload ``offset:u32, bytes`` (1 .. ``max_payload - 4`` bytes, any length): a chunk of the
-    face, fed in order to the engine's input stream once the frame checks. Offset 0 starts a
-    new face (NACK ``BUSY`` while the engine runs) and empties the result buffer; any other
-    offset must continue where the last chunk ended (else NACK ``BAD_ADDRESS``). A chunk resent
-    with the same sequence number and offset after a lost ACK is ACKed and not fed again.
+    payload ``offset:u32, bytes`` (1 .. ``face_payload - 4`` bytes, any length; STATUS gives
+    ``face_payload``, a whole face on the boards): a chunk of the face, into the device's face
+    buffer, from which the engine takes its input stream, once the frame checks. The buffer
+    takes faces while the engine computes: a chunk that finds it full is dropped whole and
+    NACKed ``BUSY``. Offset 0 starts a new face; any other offset must continue where the last
+    chunk ended (else NACK ``BAD_ADDRESS``). A chunk resent with the same sequence number and
+    offset after a lost ACK is ACKed and not fed again.
 
 The face reaches the engine either by ``FACE_DATA`` (the engine takes its input as a stream)
 or by ``WRITE_MEM`` to an input address followed by ``RUN``; :mod:`firmware.driver` does both.
-``WRITE_MEM``, ``READ_MEM`` are refused with ``BUSY`` while the engine runs, so the engine owns
-the memory during a run.
+``WRITE_MEM``, ``READ_MEM`` and ``RUN`` are refused with ``BUSY`` while the engine runs, so the
+engine owns the memory during a run; ``FACE_DATA`` and ``READ_RESULT`` are taken meanwhile, so
+that the host uploads face N+1 while the engine computes face N (:meth:`firmware.driver.Device.run_faces`).
 
 NACK payload: ``code:u8, kind:u8`` (the kind byte the device received, 0 if none). Error codes
 are :class:`Error`.
@@ -76,7 +82,7 @@ CRC_LEN = 2
 OVERHEAD = HEADER_LEN + CRC_LEN
 ACK_FLAG = 0x80
 NACK = 0x15
-VERSION = 1
+VERSION = 2
 #: Default device payload limit: a 4-byte address and 1024 data words (one 18 Kbit block RAM).
 MAX_PAYLOAD = 4 + 2 * 1024
 N_RESULT = 512
@@ -264,10 +270,11 @@ def nack_payload(code: int, kind: int = 0) -> bytes:
     return bytes([code, kind])
 
 
-#: STATUS payload: version, flags, last_error, reserved, then 12 u16 fields (see Status).
-STATUS_STRUCT = struct.Struct("<BBBB" + "H" * 12)
+#: STATUS payload: version, flags, last_error, reserved, then 13 u16 fields (see Status).
+STATUS_STRUCT = struct.Struct("<BBBB" + "H" * 13)
 STATUS_FIELDS = ("max_payload", "n_result", "frames_ok", "bad_crc", "bad_length", "timeouts",
-                 "rejected", "framing_errors", "overruns", "dropped_bytes", "runs", "result_words")
+                 "rejected", "framing_errors", "overruns", "dropped_bytes", "runs", "result_words",
+                 "face_payload")
 FLAG_BUSY, FLAG_DONE, FLAG_ERROR, FLAG_RESULT = 1, 2, 4, 8
 
 
@@ -275,7 +282,10 @@ FLAG_BUSY, FLAG_DONE, FLAG_ERROR, FLAG_RESULT = 1, 2, 4, 8
 class Status:
     """The STATUS payload. Counters are 16 bits and wrap.
 
-    ``frames_ok`` counts frames with a good CRC (answered ACK or a rejecting NACK); ``rejected``
+    ``result_ready``: a complete embedding not sent yet; ``result_words``: embedding words the
+    device holds (complete ones, the one sent last included, and those of the one arriving);
+    ``runs``: faces started (FACE_DATA at offset 0) and RUNs; ``face_payload``: the longest
+    FACE_DATA payload. ``frames_ok`` counts frames with a good CRC (answered ACK or a rejecting NACK); ``rejected``
     those of them that were NACKed (unknown command, wrong length for the command, bad address,
     busy, no result); ``bad_length`` length fields above ``max_payload``; ``timeouts`` frames cut
     short; ``dropped_bytes`` bytes skipped while hunting for the sync pattern; ``framing_errors``
@@ -299,6 +309,7 @@ class Status:
     dropped_bytes: int
     runs: int
     result_words: int
+    face_payload: int
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Status":

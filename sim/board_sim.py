@@ -21,27 +21,35 @@ DIVIDER = 4
 INIT_WAIT_NS = 200
 
 
-def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0):
-    """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict."""
-    from hw.board.boards import Link, get_board
+def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0,
+             pipelined=False, divider=DIVIDER, host_timeout=120.0):
+    """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict.
+
+    ``pipelined``: the driver's :meth:`~firmware.driver.Device.run_faces` (face N+1 uploads
+    while face N computes). ``divider``: UART clock cycles a bit, :data:`DIVIDER` by default;
+    the board's own (:func:`hw.link.uart.uart_divider` of its clock and baud rate) simulates
+    the real bit rate. ``host_timeout``: real seconds the driver waits for a response (a
+    whole face at a real bit rate takes minutes of simulation)."""
+    from hw.board.boards import get_board
     from hw.board.top import EngineSystem, system_ports
     from sim.runner import SIM_BUILD, run_cocotb
     board = get_board(board_name)
-    board = dataclasses.replace(board, link=Link(baud=round(board.clock.target_hz / DIVIDER)))
+    board = dataclasses.replace(board, link=dataclasses.replace(
+        board.link, baud=round(board.clock.target_hz / divider)))
     system = EngineSystem(board, sdram_init_wait_ns=INIT_WAIT_NS)
-    name = "board_" + board_name.replace("-", "_")
+    name = "board_" + board_name.replace("-", "_") + ("" if divider == DIVIDER else f"_d{divider}")
     folder = SIM_BUILD / name
     folder.mkdir(parents=True, exist_ok=True)
     compiled.words.astype("<u2").tofile(folder / "image.bin")
     np.save(folder / "faces.npy", np.ascontiguousarray(faces, dtype=np.uint8))
     result = folder / "result.json"
     result.unlink(missing_ok=True)
-    cfg = {"clk_hz": board.clock.target_hz, "divider": DIVIDER, "chip": board.sdram.chip,
+    cfg = {"clk_hz": board.clock.target_hz, "divider": divider, "chip": board.sdram.chip,
            "init_wait_ns": INIT_WAIT_NS, "image": str(folder / "image.bin"), "load_addr": 0,
            "input_addr": int(compiled.input["addr"]), "input_shape": list(faces.shape[1:]),
            "n_result": P.N_RESULT, "preload": preload, "faces": str(folder / "faces.npy"),
-           "face_via": list(face_via), "host_timeout": 120.0, "run_timeout": run_timeout,
-           "result": str(result)}
+           "face_via": list(face_via), "pipelined": pipelined, "host_timeout": host_timeout,
+           "run_timeout": run_timeout, "result": str(result)}
     # Only the top ports are visible to cocotb, so Verilator optimises the rest (as in
     # sim/tb_engine.py: several times faster to build and run).
     vlt = folder / "public_ports.vlt"

@@ -18,14 +18,19 @@ Configured by ``BOARD_CFG`` (JSON; written by ``tests/test_board_sim.py``)::
                              and the driver is only told the header; false: the driver uploads
                              the image with load_image(verify=True)
     faces, face_via          .npy of uint8 faces (N, H, W, C); "stream"/"memory" per face
+    pipelined                true: Device.run_faces (face N+1 sent before the embedding of
+                             face N is read; every face "stream"); false: run_face per face
     host_timeout             real seconds the driver waits for one response
     run_timeout              real seconds the driver waits for one face
     result                   JSON file written at the end (also when the driver fails)
 
 Result: ``embeddings`` (per face), ``run_cycles`` (simulated clock cycles with ``running``
-high: from the first face byte or RUN to END), ``face_seconds`` (wall time per face),
-``upload_seconds``, ``sdram`` (command counts, refreshes, largest gap between refreshes,
-violations), ``error`` (the driver's exception, or null).
+high: from the first face byte or RUN to END) and ``run_intervals`` (their first and last
+cycles), ``host_frames`` (``[kind, seq, first cycle, last cycle]`` of every frame the host
+sent, on the ``rx`` pin), ``device_frames`` (``[kind, seq, cycle of the last byte]`` of every
+frame the device sent), ``face_seconds`` (wall time per face), ``upload_seconds``, ``sdram``
+(command counts, refreshes, largest gap between refreshes, violations), ``error`` (the
+driver's exception, or null).
 """
 import json
 import os
@@ -39,6 +44,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
+from firmware import protocol as P
 from firmware.driver import Device, ImageHeader
 from firmware.transport import QueueTransport
 from sim.sdram_model import SDRAMModel
@@ -47,14 +53,14 @@ from sim.tb_uart import UartLine
 CFG = json.loads(os.environ.get("BOARD_CFG", "{}"))
 
 
-async def _count_runs(dut, clk_ps, runs):
-    """Append the length in clock cycles of every interval with ``running`` high."""
+async def _count_runs(dut, clk_ps, intervals):
+    """Append ``[first, last]`` cycle of every interval with ``running`` high."""
     now = lambda: get_sim_time(unit="ps") // clk_ps      # noqa: E731
     while True:
         await RisingEdge(dut.running)
         start = now()
         await FallingEdge(dut.running)
-        runs.append(now() - start)
+        intervals.append([start, now()])
 
 
 def _host(cfg, transport, header, body, faces, box, log):
@@ -68,13 +74,22 @@ def _host(cfg, transport, header, body, faces, box, log):
             dev.load_image(header.pack() + body, verify=True)
         box["upload_seconds"] = time.monotonic() - t
         log.info("image of %d bytes %s", len(body), "preloaded" if cfg["preload"] else "uploaded")
-        for face, via in zip(faces, cfg["face_via"]):
-            dev.face_via = via
-            t = time.monotonic()
-            box["embeddings"].append(dev.run_face(face, timeout=cfg["run_timeout"]).tolist())
+        t = time.monotonic()
+
+        def done(k, emb):
+            nonlocal t
+            box["embeddings"].append(emb.tolist())
             box["face_seconds"].append(time.monotonic() - t)
-            log.info("face %d (%s): %.1f s", len(box["face_seconds"]) - 1, via,
-                     box["face_seconds"][-1])
+            t = time.monotonic()
+            log.info("face %d: %.1f s", k, box["face_seconds"][-1])
+
+        if cfg.get("pipelined"):
+            assert set(cfg["face_via"]) == {"stream"}, "pipelined runs stream every face"
+            dev.run_faces(faces, timeout=cfg["run_timeout"], on_result=done)
+        else:
+            for k, (face, via) in enumerate(zip(faces, cfg["face_via"])):
+                dev.face_via = via
+                done(k, dev.run_face(face, timeout=cfg["run_timeout"]))
         box["status"] = repr(dev.status())
     except Exception as e:          # reported by the test
         box["error"] = f"{type(e).__name__}: {e}"
@@ -106,10 +121,19 @@ async def faces_through_the_board(dut):
     runs = []
     cocotb.start_soon(_count_runs(dut, clk_ps, runs))
     await RisingEdge(dut.init_done)
+    now = lambda: get_sim_time(unit="ps") // clk_ps      # noqa: E731
 
     transport = QueueTransport()
-    line = UartLine(dut.rx, dut.tx, cfg["divider"] * clk_ps,
-                    on_byte=lambda b: transport.device_put(bytes([b])))
+    parser = P.FrameParser()
+    host_frames, device_frames = [], []
+
+    def on_byte(b):
+        transport.device_put(bytes([b]))
+        for f in parser.feed(bytes([b])):
+            if isinstance(f, P.Frame):
+                device_frames.append([f.kind, f.seq, now()])
+
+    line = UartLine(dut.rx, dut.tx, cfg["divider"] * clk_ps, on_byte=on_byte)
     box = {"embeddings": [], "face_seconds": [], "error": None}
     thread = threading.Thread(target=_host, daemon=True,
                               args=(cfg, transport, header, body, faces, box, dut._log))
@@ -120,8 +144,12 @@ async def faces_through_the_board(dut):
         if data is None:
             await ClockCycles(dut.clk, 10 * cfg["divider"])
         else:
+            first = now()
             await line.send(data)
-    box.update(run_cycles=runs, wall_seconds=time.monotonic() - t0,
+            host_frames.append([data[2], data[3], first, now()])
+    box.update(run_cycles=[b - a for a, b in runs], run_intervals=runs,
+               host_frames=host_frames, device_frames=device_frames,
+               wall_seconds=time.monotonic() - t0,
                sdram={"commands": sdram.command_counts, "refreshes": len(sdram.ref_cycles),
                       "max_refresh_gap": sdram.max_ref_gap,
                       "violations": [str(v) for v in sdram.violations]})

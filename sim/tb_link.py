@@ -4,8 +4,9 @@ The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word
 behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that
 is too long, crosses a ``max_burst`` boundary or leaves the memory), and an engine model that
 takes its face either from memory on ``start`` or from the ``o_face`` stream (busy from the
-first byte, random back-pressure), then streams an embedding computed from that face
-(:func:`engine_embedding`), then drops ``busy`` and raises ``done``.
+first byte, random back-pressure; ``hold_faces`` stops it taking faces), then streams an
+embedding computed from that face (:func:`engine_embedding`; the link's ``i_result.ready``
+may hold it), then drops ``busy`` and raises ``done``.
 
 The last test runs the host driver (:class:`firmware.driver.Device`, unchanged) in a thread
 over a :class:`firmware.transport.QueueTransport` whose bytes this testbench moves to and from
@@ -54,6 +55,7 @@ class LinkBench:
         self.parser = P.FrameParser()
         self.frames: list = []
         self.on_byte = None
+        self.hold_faces = False
 
     async def start(self):
         dut = self.dut
@@ -111,6 +113,8 @@ class LinkBench:
         dut = self.dut
         n = int(np.prod(CFG["face_shape"]))
         while True:
+            while self.hold_faces:
+                await ClockCycles(dut.clk, 16)
             face = bytes(await self.face_sink.receive(1))
             dut.busy.value, dut.done.value = 1, 0
             face += bytes(await self.face_sink.receive(n - 1))
@@ -307,12 +311,13 @@ async def run_and_result(dut):
     await tb.nack(P.Cmd.RUN, 4, b"", P.Error.BUSY)
     await tb.nack(P.Cmd.WRITE_MEM, 5, P.write_mem_payload(0, b"\0\0"), P.Error.BUSY)
     await tb.nack(P.Cmd.READ_MEM, 6, P.read_mem_payload(0, 1), P.Error.BUSY)
-    await tb.nack(P.Cmd.READ_RESULT, 7, b"", P.Error.BUSY)
+    await tb.nack(P.Cmd.READ_RESULT, 7, b"", P.Error.NO_RESULT)
     assert tb.runs == 1, "a refused RUN pulsed start"
     while (await tb.status(8)).busy:
         await ClockCycles(dut.clk, 500)
     st = await tb.status(9)
     assert st.done and st.result_ready and st.result_words == tb.n_result, st
+    assert st.face_payload == 4 + CFG["face_depth"], st
     data = await tb.ack(P.Cmd.READ_RESULT, 10)
     got = np.frombuffer(data, "<i2").tolist()
     assert got == engine_embedding(tb.mem, tb.input_addr, tb.input_words, tb.n_result)
@@ -321,7 +326,7 @@ async def run_and_result(dut):
 @cocotb.test()
 async def face_stream(dut):
     """FACE_DATA chunks reach o_face in order, odd lengths included; a resent chunk is not fed
-    twice; a gap, a new face while busy and an empty chunk are refused."""
+    twice; a gap and an empty chunk are refused."""
     tb = LinkBench(dut)
     await tb.start()
     n = int(np.prod(CFG["face_shape"]))
@@ -336,7 +341,6 @@ async def face_stream(dut):
             await tb.ack(P.Cmd.FACE_DATA, seq, P.face_payload(a, face[a:b]))
             await tb.nack(P.Cmd.FACE_DATA, seq + 1, P.face_payload(b + 1, face[b + 1:b + 3]),
                           P.Error.BAD_ADDRESS)
-            await tb.nack(P.Cmd.FACE_DATA, seq + 2, P.face_payload(0, face[:4]), P.Error.BUSY)
         seq += 3
     while (await tb.status(seq)).busy:
         await ClockCycles(dut.clk, 300)
@@ -349,6 +353,92 @@ async def face_stream(dut):
     assert got == engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
     await ClockCycles(dut.clk, 100)
     assert int(dut.o_face__valid.value) == 0, "o_face still offers a byte after the face"
+
+
+def _embedding_of(tb, face: bytes):
+    words = np.frombuffer(face + b"\0" * (len(face) % 2), "<u2")
+    mem = {tb.input_addr + k: int(v) for k, v in enumerate(words)}
+    return engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
+async def face_buffer_full_and_long_frames(dut):
+    """Faces queue in the face buffer while the engine does not take them; a face that finds
+    it full is NACKed BUSY and none of its bytes reach the engine (the resent face arrives
+    once, whole); a FACE_DATA frame longer than max_payload (up to the face buffer) is taken,
+    one longer than the face buffer is refused (BAD_LENGTH)."""
+    tb = LinkBench(dut)
+    await tb.start()
+    n, depth = int(np.prod(CFG["face_shape"])), CFG["face_depth"]
+    rng = random.Random(7)
+    faces = [bytes(rng.randrange(256) for _ in range(n)) for _ in range(4)]
+    tb.hold_faces = True
+    await tb.ack(P.Cmd.FACE_DATA, 1, P.face_payload(0, faces[0]))
+    await tb.ack(P.Cmd.FACE_DATA, 2, P.face_payload(0, faces[1]))
+    assert 3 * n > depth >= 2 * n
+    await tb.nack(P.Cmd.FACE_DATA, 3, P.face_payload(0, faces[2]), P.Error.BUSY)
+    await ClockCycles(dut.clk, 200)
+    assert tb.faces_streamed == [] and int(dut.o_face__valid.value) == 1
+    tb.hold_faces = False
+    while len(tb.faces_streamed) < 2:
+        await ClockCycles(dut.clk, 100)
+    # faces 2 and the first 60 bytes of 3 in one frame longer than max_payload
+    long = faces[2] + faces[3][:60]
+    assert CFG["max_payload"] - 4 < len(long) <= depth
+    await tb.ack(P.Cmd.FACE_DATA, 4, P.face_payload(0, long))
+    await tb.ack(P.Cmd.FACE_DATA, 5, P.face_payload(len(long), faces[3][60:]))
+    # one byte beyond the face buffer: dropped until the line is quiet, then BAD_LENGTH
+    await tb.line.send(P.encode_frame(P.Cmd.FACE_DATA, 6, P.face_payload(0, bytes(depth + 1))))
+    resp = await tb.response(cycles=20 * CFG["timeout_cycles"])
+    assert resp.is_nack and resp.nack_code == P.Error.BAD_LENGTH and resp.seq == 6, resp
+    # the results, oldest first (the engine holds the third until a slot is free)
+    for k in range(4):
+        while not (await tb.status(30 + k)).result_ready:
+            await ClockCycles(dut.clk, 100)
+        got = np.frombuffer(await tb.ack(P.Cmd.READ_RESULT, 10 + k), "<i2").tolist()
+        assert got == _embedding_of(tb, faces[k]), f"result of face {k}"
+    assert tb.faces_streamed == faces, "the engine did not get each face exactly once, whole"
+    st = await tb.status(20)
+    # runs counts FACE_DATA frames at offset 0: faces 0 and 1 and the long frame
+    assert st.runs == 3 and st.rejected == 1 and st.bad_length == 1, st
+    assert st.face_payload == 4 + CFG["face_depth"] and st.max_payload == CFG["max_payload"], st
+    await ClockCycles(dut.clk, 100)
+    assert int(dut.o_face__valid.value) == 0, "o_face still offers a byte after the faces"
+
+
+@cocotb.test(timeout_time=100, timeout_unit="ms")
+async def results_queue_and_resend(dut):
+    """Three faces sent without reading: two results wait in the link's slots, the third
+    waits in the engine (i_result.ready low) until READ_RESULT frees a slot; READ_RESULT
+    answers oldest first, the same sequence number gets the same result again, and NO_RESULT
+    comes only when every result has been sent."""
+    tb = LinkBench(dut)
+    await tb.start()
+    n = int(np.prod(CFG["face_shape"]))
+    rng = random.Random(8)
+    faces = [bytes(rng.randrange(256) for _ in range(n)) for _ in range(3)]
+    for k, face in enumerate(faces):
+        await tb.ack(P.Cmd.FACE_DATA, 1 + k, P.face_payload(0, face))
+    while len(tb.faces_streamed) < 3:
+        await ClockCycles(dut.clk, 100)
+    await ClockCycles(dut.clk, 2000)
+    st = await tb.status(5)
+    assert st.busy and st.result_ready and st.result_words == 2 * tb.n_result, st
+    assert int(dut.i_result__ready.value) == 0 and tb.result_src.left > 0, \
+        "the third result was not held back"
+    want = [_embedding_of(tb, f) for f in faces]
+    result = lambda data: np.frombuffer(data, "<i2").tolist()   # noqa: E731
+    assert result(await tb.ack(P.Cmd.READ_RESULT, 10)) == want[0]
+    assert result(await tb.ack(P.Cmd.READ_RESULT, 10)) == want[0], "a resend got another"
+    assert result(await tb.ack(P.Cmd.READ_RESULT, 11)) == want[1]
+    while (await tb.status(12)).busy:
+        await ClockCycles(dut.clk, 200)
+    assert result(await tb.ack(P.Cmd.READ_RESULT, 13)) == want[2]
+    st = await tb.status(14)
+    assert not st.result_ready and st.result_words == tb.n_result, st
+    await tb.nack(P.Cmd.READ_RESULT, 15, b"", P.Error.NO_RESULT)
+    st = await tb.status(16)
+    assert not st.result_ready and st.result_words == 0, st
 
 
 @cocotb.test()
@@ -368,7 +458,7 @@ async def driver_over_simulated_link(dut):
     rng = np.random.default_rng(3)
     body = rng.integers(0, 256, CFG["image_bytes"], dtype=np.uint8).tobytes()
     image = ImageHeader(**{**header.__dict__, "body_size": len(body)}).pack() + body
-    faces = [rng.integers(0, 256, (h, w, c), dtype=np.uint8) for _ in range(2)]
+    faces = [rng.integers(0, 256, (h, w, c), dtype=np.uint8) for _ in range(5)]
     box = {}
 
     def host():
@@ -378,6 +468,9 @@ async def driver_over_simulated_link(dut):
             box["embeddings"] = [dev.run_face(faces[0], timeout=60)]
             dev.face_via = "memory"
             box["embeddings"].append(dev.run_face(faces[1], timeout=60))
+            # pipelined: face N+1 goes out before the embedding of face N is read
+            dev.face_via = "stream"
+            box["embeddings"] += dev.run_faces(faces[2:], timeout=60)
             # A lost response: the driver times out and resends the same sequence number.
             faulty.mute_reads = 1
             box["status"] = dev.status()
@@ -406,7 +499,8 @@ async def driver_over_simulated_link(dut):
         want = engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
         assert emb.tolist() == want, "embedding differs from the engine's"
     st = box["status"]
-    assert tb.faces_streamed == [faces[0].tobytes()], "the streamed face differs"
-    assert st.runs == 2 and st.bad_crc == 1 and st.timeouts == 2, st
+    assert tb.faces_streamed == [f.tobytes() for k, f in enumerate(faces) if k != 1], \
+        "the streamed faces differ"
+    assert st.runs == 5 and st.bad_crc == 1 and st.timeouts == 2, st
     assert box["stats"]["resends"] >= 3, box["stats"]
     dut._log.info("driver stats %s, device status %s", box["stats"], st)

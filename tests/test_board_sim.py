@@ -11,9 +11,11 @@ SDRAM power-up wait is 200 ns, for the design and the chip model alike; both onl
 simulation.
 
 Default tier: a small program on the smallest engine (ulx3s-12f), uploaded through the driver,
-faces streamed; the driver's ``face_via="memory"`` path is refused with a clear error (the
-engine takes its face only as a stream). Slow tier: the whole seesaw_shuffle network on the
-ulx3s (85F) configuration, one real face.
+three faces pipelined (each uploads while the one before computes: :func:`face_overlaps`);
+the driver's ``face_via="memory"`` path is refused with a clear error (the engine takes its
+face only as a stream). Slow tier: the whole seesaw_shuffle network on the ulx3s (85F)
+configuration, two real faces pipelined. The figures at the real bit rate come from
+``python -m sim.link_throughput`` (reports/link_throughput.json).
 """
 import numpy as np
 import pytest
@@ -46,6 +48,17 @@ def check(res, want):
     assert sd["violations"] == [] and sd["refreshes"] > 0, sd
 
 
+def face_overlaps(res):
+    """For every face after the first: the cycles its FACE_DATA frame was on the ``rx`` pin
+    while the engine computed the face before (``running`` high)."""
+    frames = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA]
+    runs = res["run_intervals"]
+    n = len(res["embeddings"])
+    assert len(frames) == len(runs) == n, (f"expected a FACE_DATA frame and a run a face: "
+                                           f"{len(frames)} frames, {len(runs)} runs, {n} faces")
+    return [max(0, min(f[3], r[1]) - max(f[2], r[0])) for f, r in zip(frames[1:], runs)]
+
+
 def _board(name):
     from hw.board.boards import get_board
     return get_board(name)
@@ -61,16 +74,24 @@ def _small_net():
     return net.faces, art, compile_artifact(art, EngineConfig.from_board(_board("ulx3s-12f")))
 
 
-def test_board_12f_small_net_uploaded_and_streamed():
-    """ulx3s-12f: the image uploaded and verified through the driver, then two faces, one
-    after the other, as FACE_DATA to the engine's input stream.
+def test_board_12f_small_net_uploaded_and_pipelined():
+    """ulx3s-12f: the image uploaded and verified through the driver, then three faces
+    pipelined (Device.run_faces): the FACE_DATA frame of each face is on the wire while the
+    engine computes the face before, and every embedding is the golden model's.
 
     Measured (2-core x86_64, load about 2): Verilator build about 30 s, upload + verify of the
     8.8 KB image 13 s wall, each face 9.7 K simulated cycles (about 1.2 s wall); the three
     default-tier tests of this file about 1 min in all, Verilator build included."""
     faces, art, comp = _small_net()
-    res = simulate("ulx3s-12f", comp, faces, ["stream", "stream"], run_timeout=120.0)
+    faces = np.concatenate([faces, faces[:1, :, ::-1]])       # a third: the first mirrored
+    res = simulate("ulx3s-12f", comp, faces, ["stream"] * 3, run_timeout=120.0,
+                   pipelined=True)
     check(res, golden_stream(art, faces))
+    frames = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA]
+    overlaps = face_overlaps(res)
+    print("run intervals", res["run_intervals"], "FACE_DATA frames", frames)
+    # each next face's whole frame while the engine computes (the engine is slower here)
+    assert all(o == f[3] - f[2] for o, f in zip(overlaps, frames[1:])), (overlaps, frames)
 
 
 def test_board_12f_face_through_memory_is_refused_clearly():
@@ -85,10 +106,11 @@ def test_board_12f_face_through_memory_is_refused_clearly():
 
 
 @pytest.mark.slow
-def test_board_85f_whole_seesaw_shuffle_frame(seesaw_shuffle_artifact):
-    """The whole seesaw_shuffle network on the ulx3s (85F) configuration, one evaluation face
-    streamed through the driver, the compiled image preloaded into the SDRAM model (uploading
-    its 8.4 MiB over a simulated UART would take hours); bit-exact against the golden model.
+def test_board_85f_whole_seesaw_shuffle_frames_pipelined(seesaw_shuffle_artifact):
+    """The whole seesaw_shuffle network on the ulx3s (85F) configuration, two evaluation faces
+    pipelined through the driver (the second uploads while the first computes), the compiled
+    image preloaded into the SDRAM model (uploading its 8.4 MiB over a simulated UART would
+    take hours); bit-exact against the golden model.
 
     Measured with the residual fusion, gathered writes and packed 8-bit tensors
     (2026-11-28, 2-core x86_64, a build running beside it; the final design: 9,016,702
@@ -108,7 +130,10 @@ def test_board_85f_whole_seesaw_shuffle_frame(seesaw_shuffle_artifact):
     from quant.faces import FACE_DIR, load_images
     art = load(seesaw_shuffle_artifact)
     comp = compile_artifact(art, EngineConfig.from_board(_board("ulx3s")))
-    faces = load_images(FACE_DIR / "evaluation.npy", count=1)[:1]
-    res = simulate("ulx3s", comp, faces, ["stream"], preload=True, run_timeout=6 * 3600.0)
+    faces = load_images(FACE_DIR / "evaluation.npy", count=2)[:2]
+    res = simulate("ulx3s", comp, faces, ["stream"] * 2, preload=True, pipelined=True,
+                   run_timeout=6 * 3600.0)
     print("run cycles", res["run_cycles"], "wall", res["wall_seconds"], res["sdram"])
     check(res, golden_stream(art, faces))
+    face2 = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA][1]
+    assert face_overlaps(res) == [face2[3] - face2[2]], "face 2 did not upload during face 1"

@@ -11,11 +11,14 @@ from sim.runner import run_cocotb
 # Small enough to simulate quickly; odd memory size so that the address check is not a mask.
 LINK_CFG = dict(divider=8, timeout_cycles=2000, max_payload=4 + 2 * 64, addr_width=12,
                 mem_words=3000, max_burst=16, n_result=32,
+                # two 90-byte faces fit the face buffer, a third does not
+                face_depth=200,
                 # driver test: image and face placement
                 load_addr=64, image_bytes=600, input_addr=1500, face_shape=[6, 5, 3],
                 input_words=45, host_timeout=5.0)
 LINK_TESTS = ["write_read_round_trip", "recovery_from_bad_input", "exact_counters",
-              "run_and_result", "face_stream"]
+              "run_and_result", "face_stream", "face_buffer_full_and_long_frames",
+              "results_queue_and_resend"]
 
 
 def link_harness():
@@ -23,7 +26,7 @@ def link_harness():
     return SerialHostLink(c["divider"], timeout_cycles=c["timeout_cycles"],
                           max_payload=c["max_payload"], addr_width=c["addr_width"],
                           mem_words=c["mem_words"], max_burst=c["max_burst"],
-                          n_result=c["n_result"])
+                          n_result=c["n_result"], face_depth=c["face_depth"])
 
 
 def run_link_tests(testcase):
@@ -42,6 +45,7 @@ def test_link_cocotb():
     (dict(timeout_cycles=100, max_burst=12), "max_burst"),
     (dict(timeout_cycles=100, addr_width=8, mem_words=300), "mem_words"),
     (dict(timeout_cycles=100, n_result=0), "n_result"),
+    (dict(timeout_cycles=100, face_depth=1), "face_depth"),
 ])
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -65,14 +65,14 @@ def test_decode_errors_say_what_is_wrong():
 
 
 def test_status_unpack():
-    fields = dict(zip(P.STATUS_FIELDS, range(100, 112)))
+    fields = dict(zip(P.STATUS_FIELDS, range(100, 113)))
     payload = P.STATUS_STRUCT.pack(P.VERSION, P.FLAG_BUSY | P.FLAG_RESULT, P.Error.BUSY, 0,
                                    *fields.values())
     st = P.Status.unpack(payload)
     assert st.busy and st.result_ready and not st.done and not st.error
     assert st.last_error == P.Error.BUSY and st.frames_ok == 102 and st.result_words == 111
-    assert st.bad_frames == 103 + 104 + 105
-    with pytest.raises(ValueError, match="STATUS payload must be 28 bytes, not 3"):
+    assert st.bad_frames == 103 + 104 + 105 and st.face_payload == 112
+    with pytest.raises(ValueError, match="STATUS payload must be 30 bytes, not 3"):
         P.Status.unpack(b"abc")
 
 

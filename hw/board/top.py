@@ -402,6 +402,10 @@ class BoardTop(Elaboratable):
 LINK_TIMEOUT_S = 0.02
 #: Longest SDRAM command (the link's ``max_burst``; the engine's bursts are shorter).
 SDRAM_BURST = 4096
+#: The link's face buffer (:class:`hw.link.face_buffer.FaceBuffer`): one 112 x 112 x 3 face
+#: (37,632 bytes) rounded up to whole DP16KD of 2048 bytes, 19 of them. The next face uploads
+#: into it while the engine computes (docs/BOARD.md, "Overlapping uploads with compute").
+FACE_BUFFER_BYTES = 19 * 2048
 
 
 def engine_config(board, **overrides):
@@ -421,8 +425,9 @@ class EngineSystem(Elaboratable):
       ``max_burst`` = :data:`SDRAM_BURST` (the same streams as the controller);
     - :class:`hw.engine.layer_engine.Engine` with :func:`engine_config` of the board, in its own reset
       domain ``eng`` (same clock): it is held in reset until a run starts -- the link's RUN
-      (``start``) or the first face byte of a FACE_DATA frame -- and put back into reset when
-      it reaches END (``frame_done``). So it never fetches descriptors from a memory the host
+      (``start``) or a committed face byte in the link's face buffer -- and put back into
+      reset when it reaches END (``frame_done``); a face already waiting in the buffer starts
+      the next run at once. So it never fetches descriptors from a memory the host
       has not loaded yet, and each frame starts at descriptor 0. The memory image (program +
       weights) is written by the host over the link (:mod:`firmware.driver`); the bitstream
       holds no weights.
@@ -461,6 +466,7 @@ class EngineSystem(Elaboratable):
                                    timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
                                    addr_width=port.addr_width, mem_words=chip.words,
                                    max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
+                                   face_depth=FACE_BUFFER_BYTES,
                                    # the engine reads its face from FACE_DATA frames only
                                    run_command=False)
         self.engine = Engine(self.config)

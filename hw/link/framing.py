@@ -6,9 +6,12 @@ recognises (ACK, NACK or data) and never waits forever on the host: an inter-byt
 any partial frame. :class:`SerialHostLink` adds the UART receiver and transmitter.
 
 Whole frames are buffered (one block RAM of ``(max_payload - 4) / 2`` words) and checked before
-anything is written, so a frame with a bad CRC never touches the memory. The link is
-stop-and-wait: while it executes a command or sends a response it does not take bytes (the
-host waits for each response).
+anything is written, so a frame with a bad CRC never touches the memory. FACE_DATA payloads go
+instead straight into the face buffer (:class:`hw.link.face_buffer.FaceBuffer`, ``face_depth``
+bytes), tentatively, and are committed once the frame checks; a FACE_DATA frame may therefore
+be as long as the face buffer (a whole face in one frame), and faces queue there while the
+engine computes. The link is stop-and-wait: while it executes a command or sends a response
+it does not take bytes (the host waits for each response).
 
 Memory port
 -----------
@@ -24,14 +27,21 @@ Memory port
 
 Engine port
 -----------
-The face reaches the engine either as a stream (FACE_DATA frames, fed to ``o_face`` in order;
-a resent chunk is recognised by its sequence number and offset and not fed twice) or through
-memory (WRITE_MEM at the engine's input address, then RUN). ``start`` pulses for one cycle on an
-accepted RUN. ``busy``/``done``/``error`` are reported in
-STATUS; while ``busy`` the link refuses RUN, READ_RESULT and the memory commands (NACK BUSY), so
-the engine may own the memory port during a run. ``i_result`` takes the embedding words at any
-time (always ready) into a result buffer of ``n_result`` words that ``start`` empties; READ_RESULT
-answers once all ``n_result`` words are there.
+The face reaches the engine either as a stream (FACE_DATA frames, committed to the face
+buffer whose bytes leave on ``o_face`` in order; a resent chunk is recognised by its sequence
+number and offset and not fed twice; a chunk that finds the buffer full is NACKed BUSY and
+dropped whole) or through memory (WRITE_MEM at the engine's input address, then RUN).
+``start`` pulses for one cycle on an accepted RUN. ``busy``/``done``/``error`` are reported in
+STATUS; while ``busy`` the link refuses RUN and the memory commands (NACK BUSY), so the engine
+may own the memory port during a run; FACE_DATA and READ_RESULT are taken while it runs.
+
+``i_result`` takes the embedding words into two result slots of ``n_result`` words (one block
+RAM): the engine fills one while the host reads the other. A slot is complete after
+``n_result`` words; with both slots holding results, ``i_result.ready`` is low until the host
+frees one. READ_RESULT answers with the oldest complete result and keeps it: the same
+READ_RESULT again (same sequence number: its ACK was lost) gets it again; a READ_RESULT with
+another sequence number first frees it, then answers with the next complete result (NACK
+NO_RESULT while there is none).
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -39,6 +49,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from firmware import protocol as P
+from hw.link.face_buffer import FaceBuffer
 from hw.link.uart import UARTRx, UARTTx
 from hw.memory.port import MemoryPort
 
@@ -101,6 +112,9 @@ class HostLink(wiring.Component):
         Largest ``length`` of a memory command, a power of two.
     n_result : int
         Embedding words that READ_RESULT returns.
+    face_depth : int
+        Bytes of the face buffer; FACE_DATA payloads may be up to ``4 + face_depth`` bytes
+        (at most 65535).
     run_command : bool
         RUN starts the engine (``start``). False for an engine that takes its face only as
         a stream (FACE_DATA): RUN is then refused with ``Error.UNSUPPORTED`` instead of
@@ -122,13 +136,14 @@ class HostLink(wiring.Component):
     i_result : In(stream.Signature(16))
         The embedding words, in order, after a start.
     o_face : Out(stream.Signature(8))
-        The face bytes of FACE_DATA frames, in order, for an engine that takes its input as a
-        stream.
+        The face bytes of FACE_DATA frames, in order, out of the face buffer, for an engine that
+        takes its input as a stream.
     """
 
     def __init__(self, *, timeout_cycles: int, max_payload: int = P.MAX_PAYLOAD,
                  addr_width: int = 24, mem_words=None, max_burst: int = 256,
-                 n_result: int = P.N_RESULT, run_command: bool = True):
+                 n_result: int = P.N_RESULT, face_depth: int = 2048,
+                 run_command: bool = True):
         if not isinstance(timeout_cycles, int) or timeout_cycles < 2:
             raise ValueError(f"timeout_cycles must be an integer of at least 2, "
                              f"not {timeout_cycles!r}")
@@ -148,6 +163,8 @@ class HostLink(wiring.Component):
                              f"not {max_burst!r}")
         if not 1 <= n_result <= 0x7FFF:
             raise ValueError(f"n_result must be 1..32767, not {n_result!r}")
+        if not isinstance(face_depth, int) or face_depth < 2:
+            raise ValueError(f"face_depth must be an integer of at least 2, not {face_depth!r}")
         self.timeout_cycles = timeout_cycles
         self.max_payload = max_payload
         self.buf_words = (max_payload - 4) // 2
@@ -155,6 +172,9 @@ class HostLink(wiring.Component):
         self.mem_words = mem_words
         self.max_burst = max_burst
         self.n_result = n_result
+        self.face_depth = face_depth
+        #: longest FACE_DATA payload: the offset and a face buffer full of bytes
+        self.face_payload = min(0xFFFF, 4 + face_depth)
         self.run_command = run_command
         super().__init__({
             "i_stream": In(stream.Signature(8)),
@@ -177,7 +197,9 @@ class HostLink(wiring.Component):
         m.submodules.buf = buf = Memory(shape=16, depth=self.buf_words, init=[])
         buf_w = buf.write_port()
         buf_r = buf.read_port()
-        m.submodules.results = results = Memory(shape=16, depth=self.n_result, init=[])
+        m.submodules.results = results = Memory(shape=16, depth=2 * self.n_result, init=[])
+        m.submodules.faces = faces = FaceBuffer(self.face_depth)
+        wiring.connect(m, faces.o_stream, wiring.flipped(self.o_face))
         res_w = results.write_port()
         res_r = results.read_port()
 
@@ -187,7 +209,7 @@ class HostLink(wiring.Component):
         length = Signal(16)
         idx = Signal(16)                  # payload byte index while receiving
         # last indices, registered when the length is known (not length - 1 at each compare)
-        idx_last, fidx_last, tidx_last = Signal(16), Signal(16), Signal(16)
+        idx_last, tidx_last = Signal(16), Signal(16)
         crc = Signal(16, init=0xFFFF)
         addr = Signal(32)
         count = Signal(16)
@@ -213,22 +235,36 @@ class HostLink(wiring.Component):
         last_error = Signal(8)
 
         counters = {name: Signal(16, name=name) for name in _COUNTERS}
-        result_count = Signal(range(self.n_result + 1))
         face_pos = Signal(32)             # face bytes fed since offset 0
         face_seq = Signal(8)              # sequence number of the last chunk fed
-        fidx = Signal(16)
-        f_take, f_wait = Signal(), Signal()
-        m.d.comb += f_take.eq(self.o_face.valid & self.o_face.ready)
-        m.d.sync += f_wait.eq(f_take)
+        is_face = Signal()                # this frame is FACE_DATA: its data go to the buffer
+        face_over = Signal()              # a byte of this frame found the face buffer full
         status_snap = Signal(P.STATUS_STRUCT.size * 8)
 
-        # ---- results: always accepted; the words after n_result are dropped ----
-        m.d.comb += [self.i_result.ready.eq(1),
-                     res_w.addr.eq(result_count), res_w.data.eq(self.i_result.payload),
-                     res_w.en.eq(self.i_result.valid & (result_count < self.n_result))]
-        with m.If(res_w.en):
-            m.d.sync += result_count.eq(result_count + 1)
-        result_ready = result_count == self.n_result
+        # ---- results: two slots; the engine fills wr_slot, the host reads rd_slot ----
+        n_res = self.n_result
+        wr_slot, rd_slot = Signal(), Signal()
+        wr_cnt = Signal(range(n_res))
+        filled = Signal(range(3))         # complete results held (the answered one included)
+        answered = Signal()               # rd_slot was sent; kept until another READ_RESULT
+        answered_seq = Signal(8)
+        send_slot = Signal()
+        release = Signal()                # (comb) a new READ_RESULT frees the answered slot
+        held_words = Signal(range(2 * n_res + 1))
+        res_take = self.i_result.valid & self.i_result.ready
+        fill = res_take & (wr_cnt == n_res - 1)
+        m.d.comb += [self.i_result.ready.eq(filled != 2),
+                     res_w.addr.eq(Mux(wr_slot, n_res, 0) + wr_cnt),
+                     res_w.data.eq(self.i_result.payload), res_w.en.eq(res_take)]
+        with m.If(res_take):
+            m.d.sync += wr_cnt.eq(Mux(fill, 0, wr_cnt + 1))
+        with m.If(fill):
+            m.d.sync += wr_slot.eq(~wr_slot)
+        m.d.sync += [filled.eq(filled + fill - release),
+                     held_words.eq(held_words + res_take - Mux(release, n_res, 0))]
+        with m.If(release):
+            m.d.sync += [rd_slot.eq(~rd_slot), answered.eq(0)]
+        result_ready = filled > answered  # a complete result the host has not been sent
 
         with m.If(self.rx_framing_error):
             m.d.sync += counters["framing_errors"].eq(counters["framing_errors"] + 1)
@@ -300,16 +336,20 @@ class HostLink(wiring.Component):
         ]
 
         n_data = (length - 4)[1:]          # WRITE_MEM data words
+        res_base = Signal(range(2 * n_res))  # the first word of the slot being sent
+        m.d.sync += res_base.eq(Mux(send_slot, n_res, 0))
         # Frame checks that need arithmetic are registered in PREP (sums), PREP2 (compares)
         # and VERDICT (the error code); CHECK acts.
-        crc_bad, wr_out, rd_out, face_dup, face_gap = (Signal(name=n) for n in (
-            "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap"))
+        crc_bad, wr_out, rd_out, face_dup, face_gap, res_again = (Signal(name=n) for n in (
+            "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap", "res_again"))
         frame_error = Signal(8)            # the frame's verdict (VERDICT -> CHECK)
         wr_end, rd_end, face_end = Signal(34), Signal(34), Signal(33)
         m.d.sync += self.start.eq(0)
+        m.d.comb += faces.w_data.eq(i.payload)
         with m.FSM():
             with m.State("HUNT"):
-                m.d.comb += i.ready.eq(1)
+                # the tentative bytes of a FACE_DATA frame that was not committed go
+                m.d.comb += [i.ready.eq(1), faces.rollback.eq(1)]
                 with m.If(i.valid):
                     with m.If(i.payload == P.SYNC[0]):
                         m.next = "SYNC1"
@@ -348,10 +388,11 @@ class HostLink(wiring.Component):
                 m.d.comb += i.ready.eq(1)
                 with m.If(i.valid):
                     full = Cat(length[:8], i.payload)
+                    face = kind == P.Cmd.FACE_DATA
                     m.d.sync += [crc.eq(crc_in), length[8:].eq(i.payload), idx.eq(0),
                                  addr.eq(0), count.eq(0), idx_last.eq(full - 1),
-                                 fidx_last.eq(full - 5)]
-                    with m.If(full > self.max_payload):
+                                 is_face.eq(face), face_over.eq(0)]
+                    with m.If(full > Mux(face, self.face_payload, self.max_payload)):
                         count_up("bad_length")
                         m.next = "DISCARD"
                     with m.Elif(full == 0):
@@ -363,10 +404,14 @@ class HostLink(wiring.Component):
                     nack(P.Error.TIMEOUT)
 
             with m.State("PAYLOAD"):
+                data_byte = i.valid & (idx >= 4)
                 m.d.comb += [i.ready.eq(1),
                              buf_w.addr.eq((idx >> 1) - 2),
                              buf_w.data.eq(Mux(idx[0], Cat(lo, i.payload), i.payload)),
-                             buf_w.en.eq(i.valid & (idx >= 4) & (idx[0] | (idx == idx_last)))]
+                             buf_w.en.eq(data_byte & ~is_face & (idx[0] | (idx == idx_last))),
+                             faces.w_en.eq(data_byte & is_face)]
+                with m.If(faces.w_en & faces.w_full):
+                    m.d.sync += face_over.eq(1)
                 with m.If(i.valid):
                     m.d.sync += [crc.eq(crc_in), idx.eq(idx + 1), lo.eq(i.payload)]
                     with m.Switch(idx):
@@ -395,7 +440,8 @@ class HostLink(wiring.Component):
             with m.State("PREP2"):
                 m.d.sync += [wr_out.eq(wr_end > self.mem_words),
                              rd_out.eq(rd_end > self.mem_words),
-                             face_dup.eq((seq == face_seq) & (face_end == face_pos))]
+                             face_dup.eq((seq == face_seq) & (face_end == face_pos)),
+                             res_again.eq(answered & (seq == answered_seq))]
                 m.next = "VERDICT"
 
             with m.State("VERDICT"):
@@ -421,15 +467,16 @@ class HostLink(wiring.Component):
                                                       P.Error.UNSUPPORTED),
                                                      (self.busy, P.Error.BUSY)))
                     with m.Case(P.Cmd.READ_RESULT):
+                        # after freeing the answered slot, is there a complete result?
                         m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
-                                                     (self.busy, P.Error.BUSY),
-                                                     (~result_ready, P.Error.NO_RESULT)))
+                                                     (res_again, 0),
+                                                     (filled <= answered, P.Error.NO_RESULT)))
                     with m.Case(P.Cmd.STATUS):
                         m.d.sync += frame_error.eq(verdict((length != 0, bad_len)))
                     with m.Case(P.Cmd.FACE_DATA):
                         # a resent chunk whose ACK was lost (face_dup) is acknowledged again
                         m.d.sync += frame_error.eq(verdict((length < 5, bad_len), (face_dup, 0),
-                                                     ((addr == 0) & self.busy, P.Error.BUSY),
+                                                     (face_over, P.Error.BUSY),
                                                      (face_gap, P.Error.BAD_ADDRESS)))
                     with m.Default():
                         m.d.sync += frame_error.eq(P.Error.UNKNOWN_CMD)
@@ -443,8 +490,13 @@ class HostLink(wiring.Component):
                     nack(P.Error.BAD_LENGTH)
 
             with m.State("CHECK"):
-                m.d.sync += [cur_addr.eq(addr), widx.eq(0), fidx.eq(0)]
+                m.d.sync += [cur_addr.eq(addr), widx.eq(0)]
                 m.d.comb += buf_r.addr.eq(0)
+                # A well-formed READ_RESULT with a new sequence number frees the result the
+                # host was sent last (answered or not, the host has moved on).
+                m.d.comb += release.eq(~crc_bad & (kind == P.Cmd.READ_RESULT) & answered
+                                       & ~res_again & ((frame_error == 0)
+                                                       | (frame_error == P.Error.NO_RESULT)))
                 with m.If(crc_bad):
                     count_up("bad_crc")
                     nack(P.Error.BAD_CRC)
@@ -461,10 +513,13 @@ class HostLink(wiring.Component):
                             m.d.sync += remaining.eq(count)
                             m.next = "R_CMD"
                         with m.Case(P.Cmd.RUN):
-                            m.d.sync += [self.start.eq(1), result_count.eq(0)]
+                            m.d.sync += self.start.eq(1)
                             count_up("runs")
                             respond(P.ACK_FLAG | P.Cmd.RUN, 0, _SRC_NACK)
                         with m.Case(P.Cmd.READ_RESULT):
+                            # the answered slot again, or the next one (after the release)
+                            m.d.sync += [answered.eq(1), answered_seq.eq(seq),
+                                         send_slot.eq(rd_slot ^ release)]
                             respond(P.ACK_FLAG | P.Cmd.READ_RESULT, 2 * self.n_result,
                                     _SRC_RESULT)
                         with m.Case(P.Cmd.STATUS):
@@ -474,21 +529,21 @@ class HostLink(wiring.Component):
                             m.d.sync += status_snap.eq(Cat(
                                 C(P.VERSION, 8), flags, last_error, C(0, 8),
                                 C(self.max_payload, 16), C(self.n_result, 16),
-                                *(counters[n] for n in P.STATUS_FIELDS[2:-1]),
-                                result_count, C(0, 16 - len(result_count))))
+                                *(counters[n] for n in P.STATUS_FIELDS[2:-2]),
+                                held_words, C(0, 16 - len(held_words)),
+                                C(self.face_payload, 16)))
                             respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
                                     _SRC_STATUS)
                         with m.Case(P.Cmd.FACE_DATA):
-                            with m.If(face_dup):
-                                # The host resent a chunk whose ACK it lost: already fed.
-                                respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
-                            with m.Else():
+                            # A chunk resent after a lost ACK is already in the buffer: its
+                            # copy is rolled back (HUNT), the others committed.
+                            with m.If(~face_dup):
                                 n_face = length - 4
+                                m.d.comb += faces.commit.eq(1)
                                 m.d.sync += [face_pos.eq(addr + n_face), face_seq.eq(seq)]
                                 with m.If(addr == 0):
-                                    m.d.sync += result_count.eq(0)
                                     count_up("runs")
-                                m.next = "F_DATA"
+                            respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
 
             with m.State("W_CMD"):
                 m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.write.eq(1)]
@@ -526,24 +581,12 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.next = "R_CMD"
 
-            with m.State("F_DATA"):
-                # A byte every other cycle at most (the UART is far slower): after a take the
-                # RAM reads the next word from the registered index (f_wait), so neither the
-                # address nor valid depends on the engine's ready.
-                m.d.comb += [self.o_face.valid.eq(~f_wait),
-                             self.o_face.payload.eq(Mux(fidx[0], buf_r.data[8:], buf_r.data[:8])),
-                             buf_r.addr.eq(fidx >> 1)]
-                with m.If(f_take):
-                    m.d.sync += fidx.eq(fidx + 1)
-                    with m.If(fidx == fidx_last):
-                        respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
-
             with m.State("TX_HDR"):
                 header = Array([C(P.SYNC[0], 8), C(P.SYNC[1], 8), resp_kind, seq,
                                 resp_len[:8], resp_len[8:]])
                 # Both block RAM readers sit at word 0 when the payload starts.
                 m.d.comb += [tx_valid.eq(1), tx_payload.eq(header[hidx]), tx_counted.eq(hidx >= 2),
-                             buf_r.addr.eq(0), res_r.addr.eq(0)]
+                             buf_r.addr.eq(0), res_r.addr.eq(res_base)]
                 with m.If(tx_ready):
                     m.d.sync += hidx.eq(hidx + 1)
                     with m.If(hidx == 5):
@@ -555,7 +598,7 @@ class HostLink(wiring.Component):
             with m.State("TX_PAY"):
                 # A byte in four cycles (the UART takes ten bit times): address the block
                 # RAMs with tidx, register their word, register the byte, offer it.
-                m.d.comb += [buf_r.addr.eq(tidx >> 1), res_r.addr.eq(tidx >> 1)]
+                m.d.comb += [buf_r.addr.eq(tidx >> 1), res_r.addr.eq(res_base + (tidx >> 1))]
                 with m.Switch(pay_phase):
                     with m.Case(0):
                         m.d.sync += pay_phase.eq(1)

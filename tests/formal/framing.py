@@ -6,6 +6,7 @@ from amaranth.hdl import Assert, Assume, ResetSignal
 TIMEOUT = 3                  # inter-byte timeout, cycles
 MAX_PAYLOAD = 10             # 4 + 6 data bytes: a 3-word frame buffer (not a power of two)
 N_RESULT = 1
+FACE_DEPTH = 5               # face buffer bytes
 #: Quiet cycles after which the parser has left every state that waits for a byte.
 RX_BOUND = TIMEOUT + 3
 #: The states that wait for a byte from the host.
@@ -25,7 +26,8 @@ class LinkHarness(Elaboratable):
     def __init__(self, module, what):
         self.module, self.what = module, what
         self.dut = module.HostLink(timeout_cycles=TIMEOUT, max_payload=MAX_PAYLOAD,
-                                   addr_width=4, max_burst=2, n_result=N_RESULT)
+                                   addr_width=4, max_burst=2, n_result=N_RESULT,
+                                   face_depth=FACE_DEPTH)
         self.dut._MustUse__silence = True      # elaborated directly below, not as a submodule
         names = {"rx_valid": 1, "rx_byte": 8, "tx_ready": 1, "cmd_ready": 1, "w_ready": 1,
                  "r_valid": 1, "r_word": 16, "busy": 1, "done": 1, "error": 1,
@@ -70,6 +72,6 @@ class LinkHarness(Elaboratable):
                          dut.o_face.ready.eq(f["face_ready"])]
             m.d.comb += [
                 Assert(~buf_w.en | (buf_w.addr < dut.buf_words), "frame buffer overrun"),
-                Assert(~res_w.en | (res_w.addr < N_RESULT), "result buffer overrun"),
+                Assert(~res_w.en | (res_w.addr < 2 * N_RESULT), "result buffer overrun"),
             ]
         return m

@@ -79,8 +79,9 @@ PROOFS = [
         name="link_no_overrun", component=f"HostLink(max_payload={MAX_PAYLOAD})",
         prop="any byte sequence: frame-buffer and result-buffer writes stay inside the buffers",
         module=FRAMING, harness=partial(LinkHarness, what="overrun"), mode="bmc", depth=22,
-        mutation=Mutation(FRAMING, "with m.If(full > self.max_payload):",
-                          "with m.If(full > self.max_payload + 2):",
+        mutation=Mutation(FRAMING,
+                          "with m.If(full > Mux(face, self.face_payload, self.max_payload)):",
+                          "with m.If(full > Mux(face, self.face_payload, self.max_payload + 2)):",
                           "a frame two bytes over the limit is taken into the buffer")),
     Proof(
         name="link_abandons_frames", component=f"HostLink(max_payload={MAX_PAYLOAD})",
