@@ -136,7 +136,7 @@ class Simulated(Golden):
                  flush=True)
         t = time.monotonic()
         res = simulate(self.board, self.compiled, np.stack(faces), ["stream"] * len(faces),
-                       preload=True, run_timeout=6 * 3600.0)
+                       preload=True, run_timeout=6 * 3600.0, pipelined=True)
         if res["error"]:
             raise cli.RunFailed(f"simulated board: {res['error']}")
         self.log(f"simulated board: {len(faces)} face(s) in {time.monotonic() - t:.0f} s, "
@@ -181,14 +181,24 @@ class Board:
         self.run_timeout = args.run_timeout
 
     def embed(self, faces):
-        out = []
+        """Pipelined (Device.run_faces): face N+1 uploads while the board computes face N."""
         for face in faces:
             if face.shape != tuple(self.shape):
                 raise UserError(f"the memory image expects {self.shape} faces, the aligned "
                                 f"face is {face.shape}")
-            t = time.monotonic()
-            out.append(self.dev.run_face(face, timeout=self.run_timeout))
-            self.log(f"board: face {len(out)} of {len(faces)} in {time.monotonic() - t:.3f} s")
+        t0 = last = time.monotonic()
+
+        def done(k, _):
+            nonlocal last
+            now = time.monotonic()
+            self.log(f"board: face {k + 1} of {len(faces)} back after {now - last:.3f} s")
+            last = now
+
+        out = self.dev.run_faces(faces, timeout=self.run_timeout, on_result=done)
+        dt = time.monotonic() - t0
+        if len(faces) > 1:
+            self.log(f"board: {len(faces)} faces in {dt:.3f} s ({len(faces) / dt:.2f} faces/s "
+                     f"end to end)")
         return np.array(out, dtype=np.int64)
 
     def close(self):

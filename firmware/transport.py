@@ -25,8 +25,9 @@ class Transport:
         raise NotImplementedError
 
     def read(self, n: int, timeout: float) -> bytes:
-        """Up to ``n`` bytes; returns early with what has arrived when ``timeout`` expires
-        (possibly nothing), never blocks longer."""
+        """Up to ``n`` bytes: returns as soon as some have arrived (all that are there, up to
+        ``n``), or with nothing when ``timeout`` expires; never blocks longer. (Waiting for
+        ``n`` bytes would hold every short response, an 8-byte ACK, for the whole timeout.)"""
         raise NotImplementedError
 
     def discard_input(self) -> None:
@@ -77,7 +78,10 @@ class SerialTransport(Transport):
         import serial
         try:
             self.serial.timeout = max(0.0, timeout)
-            return self.serial.read(n)
+            first = self.serial.read(1)
+            if not first or n <= 1:
+                return first
+            return first + self.serial.read(min(n - 1, self.serial.in_waiting))
         except (serial.SerialException, OSError) as e:
             raise TransportError(f"read from serial port {self.port!r} failed: {e}") from e
 
@@ -94,6 +98,9 @@ class QueueTransport(Transport):
     The host side calls :meth:`write`/:meth:`read`; the testbench side takes the host's bytes
     with :meth:`device_take` and delivers the device's bytes with :meth:`device_put`.
     ``time_scale`` multiplies every read timeout: a simulation runs far slower than the board.
+    :attr:`host_waiting` is true while the host is blocked in :meth:`read`: a testbench that
+    advances the simulated clock only then gives the host no turnaround time in simulated
+    cycles (``sim/tb_board.py``), whatever the machine's load.
     """
 
     def __init__(self, time_scale: float = 1.0):
@@ -102,6 +109,7 @@ class QueueTransport(Transport):
         self.time_scale = time_scale
         self._pending = bytearray()
         self.closed = False
+        self.host_waiting = False
 
     # host side
     def write(self, data: bytes) -> None:
@@ -111,14 +119,23 @@ class QueueTransport(Transport):
 
     def read(self, n: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout * self.time_scale
-        while len(self._pending) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                self._pending += self.from_device.get(timeout=left)
-            except queue.Empty:
-                break
+        self.host_waiting = True
+        try:
+            while not self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    self._pending += self.from_device.get(timeout=left)
+                except queue.Empty:
+                    break
+            while len(self._pending) < n:       # what else is there, without waiting
+                try:
+                    self._pending += self.from_device.get_nowait()
+                except queue.Empty:
+                    break
+        finally:
+            self.host_waiting = False
         out = bytes(self._pending[:n])
         del self._pending[:n]
         return out

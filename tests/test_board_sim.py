@@ -90,8 +90,10 @@ def test_board_12f_small_net_uploaded_and_pipelined():
     frames = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA]
     overlaps = face_overlaps(res)
     print("run intervals", res["run_intervals"], "FACE_DATA frames", frames)
-    # each next face's whole frame while the engine computes (the engine is slower here)
-    assert all(o == f[3] - f[2] for o, f in zip(overlaps, frames[1:])), (overlaps, frames)
+    # face 2 goes out right after face 1's ACK: its whole frame while face 1 computes. (Face
+    # 3 follows the read of face 1's embedding, 1 KB at 40 cycles a byte, by which time this
+    # small network's face 2 is long done: no overlap to expect there.)
+    assert overlaps[0] == frames[1][3] - frames[1][2] > 0, (overlaps, frames)
 
 
 def test_board_12f_face_through_memory_is_refused_clearly():

@@ -154,3 +154,21 @@ def test_engine_plan_table_in_the_engine_doc():
     assert table in doc, "docs/ENGINE.md: the plan table differs from reports/engine_plan.md"
     ulx3s = next(p for p in plans if p["board"] == "ulx3s")
     assert f"| {ulx3s['cycles_per_frame']:,} | {ulx3s['fps']:.1f} |" in table
+
+
+def test_running_on_a_ulx3s_figures():
+    """The README's "Running on a ULX3S" table against reports/link_throughput.json."""
+    r = report("link_throughput.json")
+    m = r["measured"]
+    assert m["bit_exact"] and m["faces"] >= 2
+    assert row("end to end, faces pipelined (board simulation)")[1] == \
+        f"{m['faces_per_s_at_3mbaud']:.2f} faces/s"
+    assert row("one face alone, first byte up to last byte of its embedding (board "
+               "simulation)")[1] == f"{m['latency_alone_ms']:.0f} ms"
+    assert row("face 2 uploading while face 1 computes (board simulation)")[1] == \
+        f"{m['overlap_ms']:.0f} ms of {m['compute_ms'][0]:.0f} ms"
+    one_ms = next(x for x in r["model"] if x["turnaround_ms"] == 1)
+    assert row("end to end, host turnaround 1 ms a transaction (model)")[1] == \
+        f"{one_ms['faces_per_s_overlapped']:.2f} faces/s"
+    assert row("one face after the other, no overlap (model)")[1] == \
+        f"{r['model_unbuffered']['faces_per_s_serial']:.2f} faces/s"
