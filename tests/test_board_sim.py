@@ -76,12 +76,14 @@ def _small_net():
 
 def test_board_12f_small_net_uploaded_and_pipelined():
     """ulx3s-12f: the image uploaded and verified through the driver, then three faces
-    pipelined (Device.run_faces): the FACE_DATA frame of each face is on the wire while the
-    engine computes the face before, and every embedding is the golden model's.
+    pipelined (Device.run_faces): face 2's FACE_DATA frame is on the wire while the engine
+    computes face 1, and every embedding is the golden model's. A driver that read an
+    embedding before sending the next face, or a link that refused a face while the engine
+    runs, fails here.
 
-    Measured (2-core x86_64, load about 2): Verilator build about 30 s, upload + verify of the
-    8.8 KB image 13 s wall, each face 9.7 K simulated cycles (about 1.2 s wall); the three
-    default-tier tests of this file about 1 min in all, Verilator build included."""
+    Measured (2-core x86_64, load 13-18 from other jobs): each face 9.1 K simulated cycles
+    running, its 108-byte FACE_DATA frame 4.3 K; the test about 4 min, Verilator build
+    included (about 1 min at load 2)."""
     faces, art, comp = _small_net()
     faces = np.concatenate([faces, faces[:1, :, ::-1]])       # a third: the first mirrored
     res = simulate("ulx3s-12f", comp, faces, ["stream"] * 3, run_timeout=120.0,
@@ -111,23 +113,11 @@ def test_board_12f_face_through_memory_is_refused_clearly():
 def test_board_85f_whole_seesaw_shuffle_frames_pipelined(seesaw_shuffle_artifact):
     """The whole seesaw_shuffle network on the ulx3s (85F) configuration, two evaluation faces
     pipelined through the driver (the second uploads while the first computes), the compiled
-    image preloaded into the SDRAM model (uploading its 8.4 MiB over a simulated UART would
-    take hours); bit-exact against the golden model.
-
-    Measured with the residual fusion, gathered writes and packed 8-bit tensors
-    (2026-11-28, 2-core x86_64, a build running beside it; the final design: 9,016,702
-    cycles, 250 s wall for the frame): 9.00 M simulated cycles with
-    ``running`` high (at least 1.51 M of them the face's 37.6 KB over the UART at 40 cycles
-    a byte), 238 s wall for the frame, 4 min 31 s for the test; SDRAM: 4.02 M READ, 3.03 M
-    WRITE, 29.1 K ACT, 16.0 K REF (largest gap 578 cycles), no violation.
-    Before them, on the design of 2026-11-28 (16 x 4 array, every timing change): 11.35 M
-    simulated cycles with ``running`` high, 362 s wall for the frame, 6 min 36 s for the test;
-    SDRAM: 4.80 M READ, 3.62 M WRITE, 39.0 K ACT, 16.0 K REF (largest gap 726 cycles), no
-    violation. Earlier, at 01d192a (the 16 x 8 array; 2-core x86_64, load about 2): 10.79 M simulated
-    cycles with ``running`` high (first face byte to END; the face's 37.6 KB over the 25 Mbaud
-    UART are at least 1.5 M of them), 292 s wall for the frame, 5 min 42 s for the whole test
-    (Verilator build 31 s); SDRAM: 4.75 M READ, 3.62 M WRITE, 37.8 K ACT, 15.2 K REF
-    (largest gap 726 cycles), no violation."""
+    image preloaded into the SDRAM model (uploading its 7.2 MiB over a simulated UART would
+    take hours); bit-exact against the golden model. The UART runs at 4 cycles a bit, so
+    the engine (about 7.6 M cycles a face) is far slower than a face's upload (1.5 M cycles)
+    here: face 2's FACE_DATA frame lies wholly inside face 1's run. The same two faces at the
+    real bit rate are ``python -m sim.link_throughput`` (reports/link_throughput.json)."""
     from quant.artifact import load
     from quant.faces import FACE_DIR, load_images
     art = load(seesaw_shuffle_artifact)
