@@ -343,8 +343,9 @@ class Device:
     def run_faces(self, faces, timeout: float = 10.0, on_result=None) -> list[np.ndarray]:
         """The embeddings of ``faces``, pipelined (module docstring): face N+1 is sent before
         the embedding of face N is read. ``on_result(index, embedding)`` is called as each
-        arrives. With ``face_via="memory"`` the faces run one after the other (the input
-        address holds one face)."""
+        arrives. The faces run one after the other with ``face_via="memory"`` (the input
+        address holds one face) and when a face is longer than the device's face buffer
+        (STATUS ``face_payload``: it streams through the buffer while the engine takes it)."""
         out, sent = [], 0
 
         def take():
@@ -354,7 +355,8 @@ class Device:
 
         for face in faces:
             data = self._face_bytes(face)
-            if self.face_via == "memory" and len(out) < sent:
+            serial = self.face_via == "memory" or len(data) > self.face_payload - 4
+            if serial and len(out) < sent:
                 take()
             self._start_face(data)
             sent += 1

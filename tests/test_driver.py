@@ -61,6 +61,69 @@ def test_refusal_is_not_retried():
     assert len(dev.transport.received) == 1
 
 
+class PipelineDevice(ScriptedDevice):
+    """A device model for the driver's pipelining: STATUS gives ``face_payload``; FACE_DATA is
+    ACKed; every face's embedding is ready only after ``compute`` READ_RESULTs answered
+    NO_RESULT (the engine still computing); the results come oldest first."""
+
+    def __init__(self, face_payload, compute=1):
+        self.face_payload, self.compute = face_payload, compute
+        self.faces, self.got, self.log = [], bytearray(), []
+        self.polls = 0
+        super().__init__(self.respond)
+
+    def respond(self, f, n):
+        ack = lambda payload=b"": P.encode_frame(P.ACK_FLAG | f.kind, f.seq, payload)  # noqa
+        if f.kind == P.Cmd.STATUS:
+            fields = dict.fromkeys(P.STATUS_FIELDS, 0)
+            fields.update(max_payload=P.MAX_PAYLOAD, n_result=4, face_payload=self.face_payload)
+            return ack(P.STATUS_STRUCT.pack(P.VERSION, 0, 0, 0, *fields.values()))
+        if f.kind == P.Cmd.FACE_DATA:
+            offset, data = int.from_bytes(f.payload[:4], "little"), f.payload[4:]
+            if offset == 0:
+                self.faces.append(bytearray())
+            self.faces[-1] += data
+            self.log.append(("FACE", len(self.faces) - 1, offset))
+            return ack()
+        if f.kind == P.Cmd.READ_RESULT:
+            k = sum(1 for e in self.log if e[0] == "RESULT")
+            if self.polls < self.compute:
+                self.polls += 1
+                return P.encode_frame(P.NACK, f.seq, P.nack_payload(P.Error.NO_RESULT, f.kind))
+            self.polls = 0
+            self.log.append(("RESULT", k))
+            return ack(np.full(4, k + 1, "<i2").tobytes())
+
+
+def test_run_faces_sends_the_next_face_before_reading_a_result():
+    faces = [np.full((4, 4, 3), k, np.uint8) for k in range(4)]
+    dev = Device(PipelineDevice(face_payload=4 + 48, compute=2), timeout=0.5)
+    got = dev.run_faces(faces, timeout=5)
+    assert [int(e[0]) for e in got] == [1, 2, 3, 4]
+    assert dev.transport.log == [("FACE", 0, 0), ("FACE", 1, 0), ("RESULT", 0), ("FACE", 2, 0),
+                                 ("RESULT", 1), ("FACE", 3, 0), ("RESULT", 2), ("RESULT", 3)]
+    assert [bytes(f) for f in dev.transport.faces] == [f.tobytes() for f in faces]
+
+
+def test_run_faces_one_after_the_other_when_a_face_exceeds_the_buffer():
+    """A face buffer smaller than a face (the 12F's one block): the face streams through it
+    in chunks while the engine takes it, so the next face waits for the embedding."""
+    faces = [np.full((4, 4, 3), k, np.uint8) for k in range(3)]
+    dev = Device(PipelineDevice(face_payload=4 + 20), timeout=0.5)
+    got = dev.run_faces(faces, timeout=5)
+    assert [int(e[0]) for e in got] == [1, 2, 3]
+    assert [e for e in dev.transport.log if e[0] == "RESULT" or e[2] == 0] == [
+        ("FACE", 0, 0), ("RESULT", 0), ("FACE", 1, 0), ("RESULT", 1), ("FACE", 2, 0),
+        ("RESULT", 2)]
+    assert [bytes(f) for f in dev.transport.faces] == [f.tobytes() for f in faces]
+
+
+def test_read_result_gives_up_naming_what_the_device_holds():
+    dev = Device(PipelineDevice(face_payload=100, compute=10 ** 9), timeout=0.5)
+    with pytest.raises(DeviceError, match=r"no embedding within 0.05 s .*embedding words held"):
+        dev.read_result(timeout=0.05)
+
+
 def test_image_header_round_trip_and_errors():
     h = ImageHeader(load_addr=0x100, input_addr=0x80000, input_shape=(112, 112, 3),
                     n_result=512, body_size=4)

@@ -349,3 +349,14 @@ def test_engine_system_holds_the_engine_and_refuses_run():
     assert seen["engine_cmd_before_run"] == 0
     assert seen["cmds"] == [] and seen["reads"] == 0     # nothing touched the memory
     assert 1 not in seen["running"] and 1 not in seen["done"]
+
+
+def test_face_buffer_per_board():
+    """A whole face where the device has the block RAM for it; the 12F keeps one block (the
+    driver then runs its faces one after the other) and still fits."""
+    from hw.board.boards import get_board
+    from hw.board.top import FACE_BUFFER_BYTES, face_buffer_bytes
+    assert FACE_BUFFER_BYTES >= 112 * 112 * 3
+    for name in ("ulx3s", "ulx3s-45f", "ulx3s-25f"):
+        assert face_buffer_bytes(get_board(name)) == FACE_BUFFER_BYTES, name
+    assert face_buffer_bytes(get_board("ulx3s-12f")) == 2048

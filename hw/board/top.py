@@ -30,6 +30,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 __all__ = ["BoardTop", "DSPProbe", "DESIGNS", "PROBE_MACS", "ENGINE_WIRED", "resolve_design",
+           "face_buffer_bytes",
            "probe_estimate", "EngineSystem", "engine_config", "engine_estimate",
            "engine_resources", "rtlil_census", "sdram_read_latency", "system_ports",
            "available_components"]
@@ -408,6 +409,15 @@ SDRAM_BURST = 4096
 FACE_BUFFER_BYTES = 19 * 2048
 
 
+def face_buffer_bytes(board) -> int:
+    """The face buffer built for ``board``: a whole face (:data:`FACE_BUFFER_BYTES`) when its
+    19 DP16KD are at most half the device's; otherwise one DP16KD (2048 bytes), through which
+    a face streams in chunks while the engine takes it, faces one after the other (the
+    ulx3s-12f, 32 DP16KD: the engine design needs 26 of them without the buffer)."""
+    blocks = FACE_BUFFER_BYTES // 2048
+    return FACE_BUFFER_BYTES if 2 * blocks <= board.resources.DP16KD else 2048
+
+
 def engine_config(board, **overrides):
     """The :class:`firmware.image.EngineConfig` built for ``board`` (its ``engine`` section)."""
     from firmware.image import EngineConfig
@@ -466,7 +476,7 @@ class EngineSystem(Elaboratable):
                                    timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
                                    addr_width=port.addr_width, mem_words=chip.words,
                                    max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
-                                   face_depth=FACE_BUFFER_BYTES,
+                                   face_depth=face_buffer_bytes(board),
                                    # the engine reads its face from FACE_DATA frames only
                                    run_command=False)
         self.engine = Engine(self.config)
