@@ -98,8 +98,10 @@ def analyse(res, clk_hz, divider):
             "sdram": res["sdram"], "wall_seconds": res["wall_seconds"]}
 
 
-def measure(faces=2, log=print):
-    """The board simulation at the real bit rate (module docstring); returns the report."""
+def measure(faces=2, from_result=None, log=print):
+    """The board simulation at the real bit rate (module docstring); returns the report.
+    ``from_result``: the bench's result file of an earlier run of the same faces (no new
+    simulation; the embeddings are checked all the same)."""
     from firmware.compiler import compile_artifact
     from firmware.image import EngineConfig
     from hw.board.boards import get_board
@@ -121,8 +123,13 @@ def measure(faces=2, log=print):
     log(f"[2/3] {faces} faces through the {board.name} board design at {divider} cycles a "
         f"bit ({clk / divider:,.0f} baud), pipelined (about {faces * 10 + 8} M cycles: "
         f"tens of minutes) ...", flush=True)
-    res = simulate(board.name, comp, batch, ["stream"] * faces, preload=True, pipelined=True,
-                   divider=divider, host_timeout=6 * 3600.0, run_timeout=6 * 3600.0)
+    if from_result is not None:
+        import json
+        res = json.loads(Path(from_result).read_text())
+    else:
+        res = simulate(board.name, comp, batch, ["stream"] * faces, preload=True,
+                       pipelined=True, divider=divider, host_timeout=6 * 3600.0,
+                       run_timeout=6 * 3600.0)
     try:
         check(res, golden_stream(art, batch))
     except AssertionError as e:
@@ -202,10 +209,15 @@ def _main(argv):
                            description=__doc__.split("\n")[0])
     p.add_argument("--faces", type=cli.count, default=2, help="faces to run (>= 2; default 2)")
     p.add_argument("--json", type=Path, default=ROOT / "reports" / "link_throughput.json")
+    p.add_argument("--from-result", type=Path, metavar="JSON",
+                   help="analyse this result of an earlier run (build/sim/board_ulx3s_d27/"
+                        "result.json) instead of simulating again")
     a = p.parse_args(argv)
+    if a.from_result is not None and not a.from_result.exists():
+        raise cli.UserError(f"{a.from_result}: no such result file")
     if a.faces < 2:
         raise cli.UserError(f"--faces {a.faces}: the pipeline needs at least 2 faces")
-    rep = measure(a.faces)
+    rep = measure(a.faces, a.from_result)
     write_json(a.json, rep)
     write_text(a.json.with_suffix(".md"), markdown(rep))
     print(f"wrote {a.json} and {a.json.with_suffix('.md')}: "
