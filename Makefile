@@ -88,6 +88,7 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 	$(PY) -m hw.memory.sdram --bench
 	cp build/sdram/throughput.json reports/sdram_throughput.json
 	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
+	$(PY) -m sim.link_throughput    # two faces over the board design at 3 Mbaud: about 30 M cycles
 	for v in seesaw_share mobilefacenet dw_seesaw_v2; do \
 	  $(PY) -m sim.run_sim --variant $$v --random-weights 0 --faces 1 --report reports/sim_$${v}_random0.json || exit 1; done
 
