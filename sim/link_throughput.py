@@ -193,16 +193,16 @@ def markdown(rep) -> str:
         "| figure | cycles | ms | at 3.000 Mbaud |",
         "|---|---|---|---|",
         f"| upload of a face (FACE_DATA frame, {FACE_BYTES:,} bytes) | "
-        f"{m['upload_cycles'][1]:,} | {m['upload_ms'][1]:.1f} | |",
-        f"| compute of a face (engine running) | {m['compute_cycles'][1]:,} | "
+        f"{int(m['upload_cycles'][1]):,} | {m['upload_ms'][1]:.1f} | |",
+        f"| compute of a face (engine running) | {int(m['compute_cycles'][1]):,} | "
         f"{m['compute_ms'][1]:.1f} | |",
-        f"| period of the pipeline (one face, steady state) | {m['period_cycles']:,} | "
+        f"| period of the pipeline (one face, steady state) | {int(m['period_cycles']):,} | "
         f"{m['period_ms']:.1f} | {m['period_ms_at_3mbaud']:.1f} ms |",
         f"| **throughput, end to end** | | **{m['faces_per_s']:.2f} faces/s** | "
         f"**{m['faces_per_s_at_3mbaud']:.2f} faces/s** |",
         f"| latency of a face alone (upload, compute, embedding back) | "
-        f"{m['latency_alone_cycles']:,} | {m['latency_alone_ms']:.1f} | |",
-        f"| face 2 uploading while face 1 computes | {m['overlap_cycles']:,} | "
+        f"{int(m['latency_alone_cycles']):,} | {m['latency_alone_ms']:.1f} | |",
+        f"| face 2 uploading while face 1 computes | {int(m['overlap_cycles']):,} | "
         f"{m['overlap_ms']:.1f} | {100 * m['overlap_fraction_of_compute']:.0f} % of the "
         f"compute |",
         f"| host turnaround in the simulation (median) | "
