@@ -1,0 +1,229 @@
+"""The USB link (hw/link/usb.py) simulated at the packet level: a USB host model
+(tests/usb_host.py) on the D+/D- lines of LUNA's gateware PHY, the CDC-ACM device, the clock
+domain crossings and the frame parser of hw/link/framing.py, in Amaranth's simulator.
+
+Checked: enumeration (device and configuration descriptors read, address and configuration
+set), a face sent in bulk OUT packets as FACE_DATA frames and an embedding read back over bulk
+IN with READ_RESULT, a data packet with a bad CRC16 not acknowledged and not delivered, a bus
+reset in the middle of a frame (the device answers at address 0 again, is enumerated again,
+and the next frame goes through).
+"""
+import random
+import struct
+
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.sim import Simulator
+
+from firmware import protocol as P
+from hw.link.usb import DATA_ENDPOINT, MAX_PACKET, USB_PID, USB_VID, USBHostLink
+from tests.usb_host import PID_ACK, PID_DATA0, PID_DATA1, PID_NAK, USBHost
+
+N_RESULT = 8
+SYNC_PERIOD = 1 / 50e6          # the link's own clock in these runs (the board: 81.25 MHz)
+
+
+class _Bench(Elaboratable):
+    def __init__(self):
+        self.dut = USBHostLink(timeout_cycles=50_000, addr_width=12, max_burst=16,
+                               n_result=N_RESULT, run_command=False)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        return m
+
+
+def _run(testbench, face_sink=None, result_source=None, deadline_us=4000):
+    bench = _Bench()
+    sim = Simulator(bench)
+    sim.add_clock(1 / 48e6, domain="usb_io")
+    sim.add_clock(1 / 12e6, domain="usb")          # both start at 0: in phase, as the PLL makes
+    sim.add_clock(SYNC_PERIOD, domain="sync")
+    result = {}
+
+    async def host(ctx):
+        result["value"] = await testbench(USBHost(ctx, bench.dut.pins), bench.dut)
+
+    sim.add_testbench(host)
+    if face_sink is not None:
+        sim.add_process(lambda ctx: face_sink(ctx, bench.dut))
+    if result_source is not None:
+        sim.add_process(lambda ctx: result_source(ctx, bench.dut))
+    sim.run_until(deadline_us * 1e-6)
+    assert "value" in result, f"the host model did not finish within {deadline_us} us"
+    return result["value"]
+
+
+async def _bulk_out(host, data, toggle):
+    """All of ``data`` in bulk OUT packets, retrying NAKed ones; returns the next toggle and
+    the number of NAKs."""
+    naks = 0
+    for i in range(0, len(data), MAX_PACKET):
+        while True:
+            pid = PID_DATA1 if toggle else PID_DATA0
+            hs = await host.out_packet(DATA_ENDPOINT, pid, data[i:i + MAX_PACKET])
+            if hs == PID_ACK:
+                toggle ^= 1
+                break
+            assert hs == PID_NAK, f"bulk OUT answered with {hs!r}"
+            naks += 1
+            await host.idle(16)
+    return toggle, naks
+
+
+async def _read_frame(host, toggle, max_polls=400):
+    """Bulk IN until one whole frame of the protocol has come; returns (frame, toggle)."""
+    parser = P.FrameParser()
+    for _ in range(max_polls):
+        got = await host.in_packet(DATA_ENDPOINT, tries=1)
+        if got is None:
+            await host.idle(16)
+            continue
+        pid, chunk = got
+        assert pid == (PID_DATA1 if toggle else PID_DATA0), "bulk IN data toggle"
+        toggle ^= 1
+        events = parser.feed(chunk)
+        if events:
+            assert len(events) == 1 and isinstance(events[0], P.Frame), events
+            return events[0], toggle
+    raise AssertionError("no response frame over bulk IN")
+
+
+async def _face_sink(ctx, dut, store):
+    ctx.set(dut.o_face.ready, 1)
+    async for clk_edge, rst, valid, payload in ctx.tick("sync").sample(dut.o_face.valid,
+                                                                       dut.o_face.payload):
+        if valid:
+            store.append(payload)
+
+
+def test_enumeration_descriptors():
+    async def bench(host, dut):
+        device, config = await host.enumerate(address=7)
+        # a second read at the new address, after SET_ADDRESS
+        again = await host.control_in(0x80, 6, 0x0100, 0, 18)
+        return device, config, again
+
+    device, config, again = _run(bench, deadline_us=3000)
+    assert len(device) == 18 and device == again
+    b_length, b_type, bcd_usb, cls, sub, proto, mps0, vid, pid = struct.unpack_from(
+        "<BBHBBBBHH", device)
+    assert (b_length, b_type, mps0, vid, pid) == (18, 1, 64, USB_VID, USB_PID)
+    # configuration: the CDC data interface (class 0x0A) with bulk IN 0x81 and OUT 0x01
+    assert config[1] == 2 and struct.unpack_from("<H", config, 2)[0] == len(config)
+    endpoints, interfaces, i = [], [], 0
+    while i < len(config):
+        length, kind = config[i], config[i + 1]
+        if kind == 4:
+            interfaces.append(config[i + 5])
+        if kind == 5:
+            endpoints.append((config[i + 2], config[i + 3], struct.unpack_from("<H", config,
+                                                                               i + 4)[0]))
+        i += length
+    assert interfaces == [0x02, 0x0A]
+    assert (0x80 | DATA_ENDPOINT, 2, MAX_PACKET) in endpoints
+    assert (DATA_ENDPOINT, 2, MAX_PACKET) in endpoints
+
+
+def _face_round_trip(face, chunk):
+    """Enumerate, send ``face`` as FACE_DATA frames of ``chunk`` bytes, have a stand-in engine
+    answer N_RESULT words once every face byte reached ``o_face``, read them back."""
+    received = []
+    words = [random.Random(1).randrange(-32768, 32768) for _ in range(N_RESULT)]
+
+    async def result_source(ctx, dut):
+        while len(received) < len(face):
+            await ctx.tick("sync")
+        for w in words:
+            ctx.set(dut.i_result.valid, 1)
+            ctx.set(dut.i_result.payload, w)
+            await ctx.tick("sync").until(dut.i_result.ready)
+        ctx.set(dut.i_result.valid, 0)
+
+    async def bench(host, dut):
+        await host.enumerate()
+        toggle_out = toggle_in = 0
+        naks = 0
+        for seq, off in enumerate(range(0, len(face), chunk)):
+            frame = P.encode_frame(P.Cmd.FACE_DATA, seq & 0xFF,
+                                   P.face_payload(off, face[off:off + chunk]))
+            toggle_out, n = await _bulk_out(host, frame, toggle_out)
+            naks += n
+            resp, toggle_in = await _read_frame(host, toggle_in)
+            assert resp.kind == P.ACK_FLAG | P.Cmd.FACE_DATA and resp.seq == seq & 0xFF, \
+                resp.describe()
+        toggle_out, _ = await _bulk_out(host, P.encode_frame(P.Cmd.READ_RESULT, 0x42),
+                                        toggle_out)
+        resp, toggle_in = await _read_frame(host, toggle_in)
+        return resp, naks
+
+    resp, naks = _run(bench, face_sink=lambda ctx, dut: _face_sink(ctx, dut, received),
+                      result_source=result_source,
+                      deadline_us=3000 + 12 * len(face))
+    assert bytes(received) == face
+    assert resp.kind == P.ACK_FLAG | P.Cmd.READ_RESULT and resp.seq == 0x42, resp.describe()
+    assert list(struct.unpack(f"<{N_RESULT}h", resp.payload)) == words
+    return naks
+
+
+def test_face_bulk_out_embedding_bulk_in():
+    face = bytes(random.Random(0).randrange(256) for _ in range(300))
+    _face_round_trip(face, chunk=200)
+
+
+@pytest.mark.slow
+def test_face_larger_than_the_fifos_flow_control():
+    # frames of 2 KiB: more than the receive FIFO and the OUT buffer hold while the link
+    # checks a frame, so the device must NAK and the host resend
+    face = bytes(random.Random(2).randrange(256) for _ in range(4096))
+    naks = _face_round_trip(face, chunk=2044)
+    assert naks > 0
+
+
+def test_bad_crc_not_acknowledged_and_not_delivered():
+    async def bench(host, dut):
+        await host.enumerate()
+        frame = P.encode_frame(P.Cmd.STATUS, 9)
+        silent = await host.out_packet(DATA_ENDPOINT, PID_DATA0, frame, corrupt_crc=True)
+        await host.idle(100)
+        # nothing reached the frame parser: no response waits on bulk IN
+        nothing = await host.in_packet(DATA_ENDPOINT, tries=3)
+        # the host resends the packet intact (same toggle): ACKed, answered
+        hs = await host.out_packet(DATA_ENDPOINT, PID_DATA0, frame)
+        resp, _ = await _read_frame(host, 0)
+        return silent, nothing, hs, resp
+
+    silent, nothing, hs, resp = _run(bench, deadline_us=3000)
+    assert silent is None            # a corrupted data packet gets no handshake
+    assert nothing is None
+    assert hs == PID_ACK
+    assert resp.kind == P.ACK_FLAG | P.Cmd.STATUS and resp.seq == 9
+    status = P.Status.from_payload(resp.payload) if hasattr(P.Status, "from_payload") else None
+    if status is not None:
+        assert status.bad_crc == 0 and status.frames_ok == 1
+
+
+def test_bus_reset_mid_frame_recovers():
+    async def bench(host, dut):
+        await host.enumerate(address=3)
+        frame = P.encode_frame(P.Cmd.STATUS, 1)
+        # half a frame, then a bus reset
+        assert await host.out_packet(DATA_ENDPOINT, PID_DATA0, frame[:5]) == PID_ACK
+        await host.bus_reset()
+        # the device left address 3: a token to it gets no answer
+        host.addr = 3
+        stale = await host.out_packet(DATA_ENDPOINT, PID_DATA0, frame)
+        # enumerate again; the cut frame ends at the parser's inter-byte timeout
+        await host.enumerate(address=4)
+        for _ in range(250):                     # 50k link cycles at 50 MHz: 1 ms
+            await host.idle(16)
+        timeout_resp, toggle_in = await _read_frame(host, 0)
+        await _bulk_out(host, P.encode_frame(P.Cmd.STATUS, 2), 0)
+        resp, _ = await _read_frame(host, toggle_in)
+        return stale, timeout_resp, resp
+
+    stale, timeout_resp, resp = _run(bench, deadline_us=8000)
+    assert stale is None
+    assert timeout_resp.is_nack and timeout_resp.nack_code == P.Error.TIMEOUT
+    assert resp.kind == P.ACK_FLAG | P.Cmd.STATUS and resp.seq == 2
