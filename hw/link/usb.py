@@ -25,16 +25,15 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from firmware.transport import USB_PID, USB_VID
 from hw.link.framing import HostLink
 
 __all__ = ["us2_resource", "USBPins", "usb_pll", "USBClocking", "CDCACMDevice", "USBHostLink",
            "USB_VID", "USB_PID", "DATA_ENDPOINT", "NOTIFY_ENDPOINT", "MAX_PACKET",
            "USB_IO_MHZ", "USB_MHZ"]
 
-#: pid.codes' VID and its test PID (1209:0001), which pid.codes sets aside for private testing.
-#: :func:`firmware.transport.find_usb_port` looks for them.
-USB_VID = 0x1209
-USB_PID = 0x0001
+# USB_VID, USB_PID: pid.codes' VID and its test PID (1209:0001), set aside for private testing;
+# defined beside the host's firmware.transport.find_usb_port, which looks for them.
 USB_MANUFACTURER = "seesaw-fpga"
 USB_PRODUCT = "SeesawFaceNets accelerator"
 
