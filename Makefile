@@ -72,6 +72,7 @@ sim: $(STAMP)    ## whole engine, whole frames in Verilator vs golden (VARIANT W
 # README against these files). Without place and route; about 45 min on 2 cores.
 QUANT_DIR := build/quant/$(VARIANT)
 reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route; see reports-pnr)
+	$(PY) -m hw.link.usb_model --json reports/usb_link.json --md reports/usb_link.md
 	$(PY) -m quant.counts --json reports/counts.json
 	$(PY) -m quant.reference_model check --variant $(VARIANT) --json reports/reference_check.json
 	$(PY) -m quant --variant $(VARIANT) --out $(QUANT_DIR)
@@ -95,6 +96,9 @@ reports-pnr: $(STAMP) ## the figures that need place and route: board build, SDR
 	$(PY) -m hw.build --board ulx3s --variant $(VARIANT)
 	cp build/ulx3s/report.json reports/board_ulx3s.json
 	cp build/ulx3s/report.md reports/board_ulx3s.md
+	$(PY) -m hw.build --board ulx3s-usb --variant $(VARIANT)
+	cp build/ulx3s-usb/report.json reports/board_ulx3s-usb.json
+	cp build/ulx3s-usb/report.md reports/board_ulx3s-usb.md
 	$(PY) -m pytest -q -m synthesis tests/test_sdram.py
 	cp build/sdram/synthesis.json reports/sdram_synthesis.json
 

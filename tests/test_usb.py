@@ -21,11 +21,14 @@ from tests.usb_host import PID_ACK, PID_DATA0, PID_DATA1, PID_NAK, USBHost
 
 N_RESULT = 8
 SYNC_PERIOD = 1 / 50e6          # the link's own clock in these runs (the board: 81.25 MHz)
+TIMEOUT_CYCLES = 10_000
 
 
 class _Bench(Elaboratable):
     def __init__(self):
-        self.dut = USBHostLink(timeout_cycles=50_000, addr_width=12, max_burst=16,
+        # inter-byte timeout 200 us at 50 MHz: well above the host model's gaps between the
+        # packets of a frame (under 20 us)
+        self.dut = USBHostLink(timeout_cycles=TIMEOUT_CYCLES, addr_width=12, max_burst=16,
                                n_result=N_RESULT, run_command=False)
 
     def elaborate(self, platform):
@@ -34,7 +37,10 @@ class _Bench(Elaboratable):
         return m
 
 
-def _run(testbench, face_sink=None, result_source=None, deadline_us=4000):
+def _run(testbench, extras=()):
+    """Run ``testbench(host, dut)`` to its end (with ``extras(ctx, dut)`` beside it, in the
+    background) and return what it returns. Every loop of the host model is bounded, so a
+    device that stops answering fails an assertion instead of hanging."""
     bench = _Bench()
     sim = Simulator(bench)
     sim.add_clock(1 / 48e6, domain="usb_io")
@@ -46,13 +52,12 @@ def _run(testbench, face_sink=None, result_source=None, deadline_us=4000):
         result["value"] = await testbench(USBHost(ctx, bench.dut.pins), bench.dut)
 
     sim.add_testbench(host)
-    for extra in (face_sink, result_source):
-        if extra is not None:
-            async def run_extra(ctx, extra=extra):
-                await extra(ctx, bench.dut)
-            sim.add_testbench(run_extra, background=True)
-    sim.run_until(deadline_us * 1e-6)
-    assert "value" in result, f"the host model did not finish within {deadline_us} us"
+    for extra in extras:
+        async def run_extra(ctx, extra=extra):
+            await extra(ctx, bench.dut)
+        sim.add_testbench(run_extra, background=True)
+    sim.run()
+    assert "value" in result, "the host model did not finish"
     return result["value"]
 
 
@@ -106,7 +111,7 @@ def test_enumeration_descriptors():
         again = await host.control_in(0x80, 6, 0x0100, 0, 18)
         return device, config, again
 
-    device, config, again = _run(bench, deadline_us=3000)
+    device, config, again = _run(bench)
     assert len(device) == 18 and device == again
     b_length, b_type, bcd_usb, cls, sub, proto, mps0, vid, pid = struct.unpack_from(
         "<BBHBBBBHH", device)
@@ -159,9 +164,8 @@ def _face_round_trip(face, chunk):
         resp, toggle_in = await _read_frame(host, toggle_in)
         return resp, naks
 
-    resp, naks = _run(bench, face_sink=lambda ctx, dut: _face_sink(ctx, dut, received),
-                      result_source=result_source,
-                      deadline_us=3000 + 12 * len(face))
+    resp, naks = _run(bench, extras=[lambda ctx, dut: _face_sink(ctx, dut, received),
+                                     result_source])
     assert bytes(received) == face
     assert resp.kind == P.ACK_FLAG | P.Cmd.READ_RESULT and resp.seq == 0x42, resp.describe()
     assert list(struct.unpack(f"<{N_RESULT}h", resp.payload)) == words
@@ -195,7 +199,7 @@ def test_bad_crc_not_acknowledged_and_not_delivered():
         resp, _ = await _read_frame(host, 0)
         return silent, nothing, hs, resp
 
-    silent, nothing, hs, resp = _run(bench, deadline_us=3000)
+    silent, nothing, hs, resp = _run(bench)
     assert silent is None            # a corrupted data packet gets no handshake
     assert nothing is None
     assert hs == PID_ACK
@@ -217,14 +221,129 @@ def test_bus_reset_mid_frame_recovers():
         stale = await host.out_packet(DATA_ENDPOINT, PID_DATA0, frame)
         # enumerate again; the cut frame ends at the parser's inter-byte timeout
         await host.enumerate(address=4)
-        for _ in range(250):                     # 50k link cycles at 50 MHz: 1 ms
-            await host.idle(16)
+        await host.idle(3600)            # 300 us: past the 200 us inter-byte timeout
         timeout_resp, toggle_in = await _read_frame(host, 0)
         await _bulk_out(host, P.encode_frame(P.Cmd.STATUS, 2), 0)
         resp, _ = await _read_frame(host, toggle_in)
         return stale, timeout_resp, resp
 
-    stale, timeout_resp, resp = _run(bench, deadline_us=8000)
+    stale, timeout_resp, resp = _run(bench)
     assert stale is None
     assert timeout_resp.is_nack and timeout_resp.nack_code == P.Error.TIMEOUT
     assert resp.kind == P.ACK_FLAG | P.Cmd.STATUS and resp.seq == 2
+
+
+# -- the host driver, unchanged, over the simulated USB link ---------------------------------
+
+async def _memory(ctx, dut, mem):
+    """A memory behind the link's port: commands one at a time, one word a cycle."""
+    cmd, w, r = dut.mem.cmd, dut.mem.w, dut.mem.r
+    while True:
+        ctx.set(cmd.ready, 1)
+        _, _, valid, payload = await ctx.tick("sync").sample(cmd.valid, cmd.payload)
+        if not valid:
+            continue
+        ctx.set(cmd.ready, 0)
+        addr, length = payload.addr, payload.length
+        if payload.write:
+            ctx.set(w.ready, 1)
+            got = 0
+            while got < length:
+                _, _, wv, wd = await ctx.tick("sync").sample(w.valid, w.payload)
+                if wv:
+                    mem[addr + got] = wd
+                    got += 1
+            ctx.set(w.ready, 0)
+        else:
+            for k in range(length):
+                ctx.set(r.valid, 1)
+                ctx.set(r.payload, mem.get(addr + k, 0))
+                await ctx.tick("sync").until(r.ready)
+            ctx.set(r.valid, 0)
+
+
+def _stand_in_embedding(face):
+    return [(sum(face[k::N_RESULT]) * (k + 1)) % 65536 - 32768 for k in range(N_RESULT)]
+
+
+async def _stand_in_engine(ctx, dut, face_bytes):
+    """Takes a face of ``face_bytes`` from ``o_face`` (busy meanwhile), answers
+    :func:`_stand_in_embedding` of it on ``i_result``; again for every face."""
+    while True:
+        face = []
+        ctx.set(dut.o_face.ready, 1)
+        while len(face) < face_bytes:
+            _, _, valid, payload = await ctx.tick("sync").sample(dut.o_face.valid,
+                                                                dut.o_face.payload)
+            if valid:
+                face.append(payload)
+                ctx.set(dut.busy, 1)
+                ctx.set(dut.done, 0)
+        ctx.set(dut.o_face.ready, 0)
+        for word in _stand_in_embedding(face):
+            ctx.set(dut.i_result.valid, 1)
+            ctx.set(dut.i_result.payload, word)
+            await ctx.tick("sync").until(dut.i_result.ready)
+        ctx.set(dut.i_result.valid, 0)
+        ctx.set(dut.busy, 0)
+        ctx.set(dut.done, 1)
+
+
+@pytest.mark.slow
+def test_driver_over_usb():
+    """firmware.driver.Device over a QueueTransport whose bytes this host model carries in
+    bulk OUT / IN packets (what the OS's CDC-ACM driver does for pyserial): status, an image
+    written and verified (WRITE_MEM, READ_MEM), a face streamed and its embedding read."""
+    import threading
+
+    import numpy as np
+
+    from firmware.driver import Device, ImageHeader
+    from firmware.transport import QueueTransport
+
+    shape = (6, 5, 3)
+    rng = np.random.default_rng(5)
+    body = rng.integers(0, 256, 300, dtype=np.uint8).tobytes()
+    header = ImageHeader(load_addr=64, input_addr=1024, input_shape=shape, n_result=N_RESULT,
+                         body_size=len(body))
+    face = rng.integers(0, 256, shape, dtype=np.uint8)
+    mem, box = {}, {}
+    qt = QueueTransport(time_scale=1.0)
+
+    def driver():
+        try:
+            dev = Device(qt, timeout=120.0, retries=1)
+            box["status"] = dev.status()
+            dev.load_image(header.pack() + body, verify=True)
+            box["embedding"] = dev.run_face(face, timeout=600).tolist()
+        except Exception as e:          # reported below
+            box["error"] = e
+
+    async def bench(host, dut):
+        await host.enumerate()
+        thread = threading.Thread(target=driver, daemon=True)
+        thread.start()
+        toggle_out = toggle_in = 0
+        while thread.is_alive():
+            data = qt.device_take()
+            if data is not None:
+                toggle_out, _ = await _bulk_out(host, data, toggle_out)
+                continue
+            got = await host.in_packet(DATA_ENDPOINT, tries=1)
+            if got is None:
+                await host.idle(16)
+                continue
+            pid, chunk = got
+            assert pid == (PID_DATA1 if toggle_in else PID_DATA0)
+            toggle_in ^= 1
+            qt.device_put(chunk)
+        return True
+
+    _run(bench, extras=[lambda ctx, dut: _memory(ctx, dut, mem),
+                        lambda ctx, dut: _stand_in_engine(ctx, dut, face.size)])
+    if "error" in box:
+        raise box["error"]
+    assert box["status"].max_payload == P.MAX_PAYLOAD and box["status"].n_result == N_RESULT
+    words = np.frombuffer(body, "<u2").tolist()
+    assert [mem.get(64 + k) for k in range(len(words))] == words
+    assert box["embedding"] == _stand_in_embedding(list(face.tobytes()))
