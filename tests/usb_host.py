@@ -115,7 +115,10 @@ class USBHost:
                 await self._cycle(lv)
         self.bits_sent += 8 * (len(packet) + 1)
 
-    async def bus_reset(self, microseconds=20):
+    async def bus_reset(self, microseconds=40):
+        # A host holds SE0 for at least 10 ms; the device acts after 5 us of it by LUNA's
+        # count, which is in 60 MHz cycles and so 25 us in its 12 MHz domain: 40 us is the
+        # short reset this simulation can afford.
         for _ in range(int(microseconds * 48)):
             await self._cycle(SE0)
         await self.idle(64)
