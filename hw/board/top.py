@@ -6,7 +6,7 @@ and a reset synchroniser that holds ``sync`` in reset until the PLL locks -- and
 designs:
 
 ``"engine"``
-    The accelerator: engine (:mod:`hw.engine.layer_engine`), SDRAM controller (:mod:`hw.memory.sdram`), UART link
+    The accelerator: engine (:mod:`hw.engine.layer_engine`), SDRAM controller (:mod:`hw.memory.sdram`), host link
     (:mod:`hw.link.framing`) and the memory-port arbiter (:mod:`hw.memory.arbiter`), composed by
     :class:`EngineSystem`; :meth:`BoardTop._elaborate_engine` adds the pins. Its estimate is
     :func:`engine_estimate`.
@@ -435,7 +435,10 @@ class EngineSystem(Elaboratable):
 
     - :class:`hw.memory.sdram.SDRAMController` for the board's chip at the engine clock
       (``burst_words`` = :data:`SDRAM_BURST`);
-    - :class:`hw.link.framing.SerialHostLink` at ``link.baud``, memory port 24-bit word addresses and
+    - the host link of ``link.kind``: :class:`hw.link.framing.SerialHostLink` at ``link.baud``
+      (``uart``) or :class:`hw.link.usb.USBHostLink` (``usb``: members ``usb``, the US2 lines
+      for the PHY, and domains ``usb``/``usb_io`` from the board top), memory port 24-bit word
+      addresses and
       ``max_burst`` = :data:`SDRAM_BURST` (the same streams as the controller);
     - :class:`hw.engine.layer_engine.Engine` with :func:`engine_config` of the board, in its own reset
       domain ``eng`` (same clock): it is held in reset until a run starts -- the link's RUN

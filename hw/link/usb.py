@@ -274,8 +274,12 @@ class CDCACMDevice(Elaboratable):
                                         max_packet_size=MAX_PACKET)
         data_in = USBStreamInEndpoint(endpoint_number=DATA_ENDPOINT,
                                       max_packet_size=MAX_PACKET)
+        # A bus reset starts the endpoints afresh: LUNA 0.2.3's stream endpoints return their
+        # data toggle to DATA0 only on CLEAR_FEATURE(ENDPOINT_HALT), while a host enumerating
+        # the device again starts its bulk pipes at DATA0 (USB 2.0 9.1.1.5); a stale toggle
+        # would have the device ACK and drop the host's first packet.
         for ep in (notify, data_out, data_in):
-            dev.add_endpoint(ep)
+            dev.add_endpoint(ResetInserter({"usb": dev.reset_detected})(ep))
         m.d.comb += [
             # The gateware PHY is full speed only: no high-speed chirp after a bus reset.
             dev.full_speed_only.eq(1),
