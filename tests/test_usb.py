@@ -209,6 +209,7 @@ def test_bad_crc_not_acknowledged_and_not_delivered():
     assert status.bad_crc == 0 and status.dropped_bytes == 0 and status.timeouts == 0
 
 
+@pytest.mark.slow
 def test_bus_reset_mid_frame_recovers():
     async def bench(host, dut):
         await host.enumerate(address=3)
