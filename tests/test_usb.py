@@ -348,3 +348,28 @@ def test_driver_over_usb():
     words = np.frombuffer(body, "<u2").tolist()
     assert [mem.get(64 + k) for k in range(len(words))] == words
     assert box["embedding"] == _stand_in_embedding(list(face.tobytes()))
+
+
+def test_board_top_requests_us2_and_makes_the_usb_clocks():
+    """BoardTop for ulx3s-usb: the US2 pins of the ULX3S constraint file with no internal pull,
+    the second PLL's exact 48/12 MHz dividers, no UART pins."""
+    import re
+
+    from hw.board.boards import get_board
+    from hw.board.top import BoardTop
+    from hw.build.flow import _prepare
+    board = get_board("ulx3s-usb")
+    plan = _prepare(board.platform_instance(), BoardTop(board, design="engine"))
+    lpf = plan.files["top.lpf"]
+    for pin, site, drive in (("d_p", "D15", 4), ("d_n", "E15", 4), ("pullup", "B12", 16)):
+        assert f'LOCATE COMP "us2_0__{pin}__io" SITE "{site}";' in lpf
+        assert f'IOBUF PORT "us2_0__{pin}__io" IO_TYPE=LVCMOS33 PULLMODE=NONE DRIVE={drive};' \
+            in lpf
+    assert "uart" not in lpf
+    il = plan.files["top.il"]
+    plls = re.findall(r"cell \\EHXPLLL .*?\n  end", il, re.S)
+    assert len(plls) == 2
+    usb = next(p for p in plls if "CLKOS2_DIV" in p and "40" in p)
+    for name, value in (("CLKI_DIV", 5), ("CLKFB_DIV", 48), ("CLKOP_DIV", 2), ("CLKOS_DIV", 10),
+                        ("CLKOS2_DIV", 40)):
+        assert re.search(rf"parameter \\{name} {value}\n", usb), name
