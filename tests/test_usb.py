@@ -78,9 +78,9 @@ async def _bulk_out(host, data, toggle):
     return toggle, naks
 
 
-async def _read_frame(host, toggle, max_polls=400):
-    """Bulk IN until one whole frame of the protocol has come; returns (frame, toggle)."""
-    parser = P.FrameParser()
+async def _read_frames(host, toggle, count, max_polls=400):
+    """Bulk IN until ``count`` whole frames of the protocol have come; (frames, toggle)."""
+    parser, frames = P.FrameParser(), []
     for _ in range(max_polls):
         got = await host.in_packet(DATA_ENDPOINT, tries=1)
         if got is None:
@@ -89,19 +89,31 @@ async def _read_frame(host, toggle, max_polls=400):
         pid, chunk = got
         assert pid == (PID_DATA1 if toggle else PID_DATA0), "bulk IN data toggle"
         toggle ^= 1
-        events = parser.feed(chunk)
-        if events:
-            assert len(events) == 1 and isinstance(events[0], P.Frame), events
-            return events[0], toggle
-    raise AssertionError("no response frame over bulk IN")
+        for event in parser.feed(chunk):
+            assert isinstance(event, P.Frame), event
+            frames.append(event)
+        if len(frames) >= count:
+            assert len(frames) == count and not parser.buf, (frames, parser.buf)
+            return frames, toggle
+    raise AssertionError(f"{len(frames)} of {count} response frames over bulk IN")
 
 
-async def _face_sink(ctx, dut, store):
-    ctx.set(dut.o_face.ready, 1)
-    async for clk_edge, rst, valid, payload in ctx.tick("sync").sample(dut.o_face.valid,
-                                                                       dut.o_face.payload):
-        if valid:
+async def _read_frame(host, toggle):
+    (frame,), toggle = await _read_frames(host, toggle, 1)
+    return frame, toggle
+
+
+async def _face_sink(ctx, dut, store, every=1):
+    """Takes the face bytes off ``o_face``, ready one cycle in ``every``."""
+    cycle = 0
+    while True:
+        ready = cycle % every == 0
+        ctx.set(dut.o_face.ready, ready)
+        _, _, valid, payload = await ctx.tick("sync").sample(dut.o_face.valid,
+                                                             dut.o_face.payload)
+        if valid and ready:
             store.append(payload)
+        cycle += 1
 
 
 def test_enumeration_descriptors():
@@ -132,9 +144,11 @@ def test_enumeration_descriptors():
     assert (DATA_ENDPOINT, 2, MAX_PACKET) in endpoints
 
 
-def _face_round_trip(face, chunk):
-    """Enumerate, send ``face`` as FACE_DATA frames of ``chunk`` bytes, have a stand-in engine
-    answer N_RESULT words once every face byte reached ``o_face``, read them back."""
+def _face_round_trip(face, chunk, pipelined=False, sink_every=1):
+    """Enumerate, send ``face`` as FACE_DATA frames of ``chunk`` bytes (each waiting for its
+    response, or ``pipelined``: all of them back to back, then the responses), have a
+    stand-in engine take the bytes (one cycle in ``sink_every``) and answer N_RESULT words
+    once every face byte reached ``o_face``, read them back. Returns the NAKs counted."""
     received = []
     words = [random.Random(1).randrange(-32768, 32768) for _ in range(N_RESULT)]
 
@@ -151,20 +165,27 @@ def _face_round_trip(face, chunk):
         await host.enumerate()
         toggle_out = toggle_in = 0
         naks = 0
-        for seq, off in enumerate(range(0, len(face), chunk)):
+        offsets = list(range(0, len(face), chunk))
+        for seq, off in enumerate(offsets):
             frame = P.encode_frame(P.Cmd.FACE_DATA, seq & 0xFF,
                                    P.face_payload(off, face[off:off + chunk]))
             toggle_out, n = await _bulk_out(host, frame, toggle_out)
             naks += n
-            resp, toggle_in = await _read_frame(host, toggle_in)
-            assert resp.kind == P.ACK_FLAG | P.Cmd.FACE_DATA and resp.seq == seq & 0xFF, \
-                resp.describe()
+            if not pipelined:
+                (resp,), toggle_in = await _read_frames(host, toggle_in, 1)
+                assert resp.kind == P.ACK_FLAG | P.Cmd.FACE_DATA and resp.seq == seq & 0xFF, \
+                    resp.describe()
+        if pipelined:
+            resps, toggle_in = await _read_frames(host, toggle_in, len(offsets))
+            assert [(r.kind, r.seq) for r in resps] == \
+                [(P.ACK_FLAG | P.Cmd.FACE_DATA, seq) for seq in range(len(offsets))], resps
         toggle_out, _ = await _bulk_out(host, P.encode_frame(P.Cmd.READ_RESULT, 0x42),
                                         toggle_out)
         resp, toggle_in = await _read_frame(host, toggle_in)
         return resp, naks
 
-    resp, naks = _run(bench, extras=[lambda ctx, dut: _face_sink(ctx, dut, received),
+    resp, naks = _run(bench, extras=[lambda ctx, dut: _face_sink(ctx, dut, received,
+                                                             sink_every),
                                      result_source])
     assert bytes(received) == face
     assert resp.kind == P.ACK_FLAG | P.Cmd.READ_RESULT and resp.seq == 0x42, resp.describe()
@@ -179,10 +200,11 @@ def test_face_bulk_out_embedding_bulk_in():
 
 @pytest.mark.slow
 def test_face_larger_than_the_fifos_flow_control():
-    # frames of 2 KiB: more than the receive FIFO and the OUT buffer hold while the link
-    # checks a frame, so the device must NAK and the host resend
+    # frames of 2 KiB sent back to back to an engine that takes a byte every 8th cycle:
+    # while the link feeds one frame to it, the next frame's bytes fill the receive FIFO and
+    # the OUT endpoint's buffer, so the device must NAK, and the host resend, with no byte lost
     face = bytes(random.Random(2).randrange(256) for _ in range(4096))
-    naks = _face_round_trip(face, chunk=2044)
+    naks = _face_round_trip(face, chunk=2044, pipelined=True, sink_every=8)
     assert naks > 0
 
 
