@@ -117,3 +117,14 @@ def test_usb_port_found_by_vid_pid(monkeypatch):
     with pytest.raises(TransportError, match="2 USB serial devices 1209:0001: /dev/ttyACM3, "
                                              "/dev/ttyACM4"):
         find_usb_port()
+
+
+def test_cli_port_usb_without_the_device(tmp_path):
+    face = tmp_path / "face.npy"
+    np.save(face, np.zeros((112, 112, 3), np.uint8))
+    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", "usb",
+                          "--input-addr", "0", str(face)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "no USB serial device 1209:0001" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
