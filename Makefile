@@ -72,6 +72,7 @@ sim: $(STAMP)    ## whole engine, whole frames in Verilator vs golden (VARIANT W
 # README against these files). Without place and route; about 45 min on 2 cores.
 QUANT_DIR := build/quant/$(VARIANT)
 reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route; see reports-pnr)
+	$(PY) -m hw.link.usb_model --json reports/usb_link.json --md reports/usb_link.md
 	$(PY) -m quant.counts --json reports/counts.json
 	$(PY) -m quant.reference_model check --variant $(VARIANT) --json reports/reference_check.json
 	$(PY) -m quant --variant $(VARIANT) --out $(QUANT_DIR)
@@ -93,7 +94,7 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 
 # Place and route of every board of boards.yaml that gets that far (the 25F and 12F stop at the
 # firmware step, naming the resource); a board whose build stops leaves no report.
-PNR_BOARDS := ulx3s ulx3s-cordic ulx3s-45f
+PNR_BOARDS := ulx3s ulx3s-cordic ulx3s-45f ulx3s-usb
 reports-pnr: $(STAMP) ## the figures that need place and route: board builds, SDRAM controller alone
 	for b in $(PNR_BOARDS); do \
 	  $(PY) -m hw.build --board $$b --variant $(VARIANT) && \

@@ -334,7 +334,8 @@ def cmd_embed(args, log):
 def _where(p):
     g = p.add_argument_group("where the network runs (one of --port, --sim, --golden)")
     m = g.add_mutually_exclusive_group(required=True)
-    m.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
+    m.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0, or usb: the US2 "
+                   "CDC-ACM port of a ulx3s-usb build, found by VID:PID")
     m.add_argument("--sim", action="store_true",
                    help="the whole board design in Verilator (no board needed; minutes a face)")
     m.add_argument("--golden", action="store_true",

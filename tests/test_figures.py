@@ -154,3 +154,15 @@ def test_engine_plan_table_in_the_engine_doc():
     assert table in doc, "docs/ENGINE.md: the plan table differs from reports/engine_plan.md"
     ulx3s = next(p for p in plans if p["board"] == "ulx3s")
     assert f"| {ulx3s['cycles_per_frame']:,} | {ulx3s['fps']:.1f} |" in table
+
+
+def test_usb_link_row():
+    r = report("usb_link.json")
+    sw = r["links"]["usb_full_speed"]["stop_and_wait"]
+    cells = [c for c in row(next(line.split("|")[1].strip() for line in README.splitlines()
+                                 if line.startswith("| USB full-speed host link")))]
+    want = (f"model (`reports/usb_link.json`): {sw['seconds'] * 1e3:.1f} ms a face "
+            f"stop-and-wait, {sw['link_faces_per_s']:.1f} faces/s for the link alone; with the "
+            f"engine's {r['engine']['seconds'] * 1e3:.1f} ms, "
+            f"{sw['overlapped_faces_per_s']:.1f} faces/s overlapped")
+    assert cells[-1] == want, cells[-1]

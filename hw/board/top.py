@@ -3,7 +3,8 @@
 :class:`BoardTop` makes the engine clock (``sync`` domain) from the 25 MHz oscillator with the
 ``EHXPLLL`` dividers of ``boards.yaml``, holds ``sync`` in reset until the PLL locks, and puts
 the pins around :class:`EngineSystem`: the engine (:mod:`hw.engine.layer_engine`), the SDRAM
-controller (:mod:`hw.memory.sdram`), the UART link (:mod:`hw.link.framing`) and the
+controller (:mod:`hw.memory.sdram`), the host link (:mod:`hw.link.framing`, over the UART or
+the USB port: ``boards.yaml`` ``link.kind``) and the
 memory-port arbiter (:mod:`hw.memory.arbiter`). Its pre-synthesis estimate is
 :func:`engine_estimate`.
 """
@@ -35,6 +36,7 @@ class BoardTop(Elaboratable):
         pll = b.clock.pll
         clk25 = platform.request(platform.default_clk, dir="-")
         m.submodules.clk25_buf = clk25_buf = io.Buffer("i", clk25)
+        self._clk25 = clk25_buf.i
 
         m.domains.sync = cd_sync = ClockDomain("sync")
         locked = Signal()
@@ -80,6 +82,20 @@ class BoardTop(Elaboratable):
                                                                              dir="-"))
         return buf.o
 
+    def _usb_pins(self, m, platform, pins):
+        """The US2 port (:func:`hw.link.usb.us2_resource`) to the USB link's PHY, and the
+        second PLL that makes its ``usb_io`` (48 MHz) and ``usb`` (12 MHz) domains."""
+        from hw.link.usb import USBClocking, us2_resource
+        m.submodules.usb_clocking = USBClocking(self._clk25, self.board.clock.oscillator_mhz)
+        platform.add_resources([us2_resource()])
+        us2 = platform.request("us2", 0, dir="-")
+        for name in ("d_p", "d_n"):
+            m.submodules[f"usb_{name}"] = buf = io.Buffer("io", getattr(us2, name))
+            pin = getattr(pins, name)
+            m.d.comb += [buf.o.eq(pin.o), buf.oe.eq(pin.oe), pin.i.eq(buf.i)]
+        m.submodules.usb_pullup = pull = io.Buffer("o", us2.pullup)
+        m.d.comb += pull.o.eq(pins.pullup.o)
+
     def _elaborate_engine(self, m, platform, locked):
         """SDRAM pins, UART pins and LEDs around :class:`EngineSystem` (see there)."""
         m.submodules.system = system = EngineSystem(self.board)
@@ -100,12 +116,15 @@ class BoardTop(Elaboratable):
         m.submodules.sdram_dq = dq = io.Buffer("io", sdram.dq)
         m.d.comb += [dq.o.eq(pads.dq_o), dq.oe.eq(pads.dq_oe), pads.dq_i.eq(dq.i)]
 
-        # FT231X UART (role "dce": rx is the FPGA's input). uart_tx_enable (L3) is left
-        # unrequested, hence undriven: the link does not need it.
-        uart = platform.request("uart", 0, dir="-")
-        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx)]
+        if self.board.link.kind == "usb":
+            self._usb_pins(m, platform, system.usb)
+        else:
+            # FT231X UART (role "dce": rx is the FPGA's input). uart_tx_enable (L3) is left
+            # unrequested, hence undriven: the link does not need it.
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+            m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx)]
 
         # LED 0: SDRAM initialised; LED 1: engine running; LED 2: a frame finished (sticky
         # until the next run); LED 7: PLL lock.
@@ -138,7 +157,10 @@ class EngineSystem(Elaboratable):
 
     - :class:`hw.memory.sdram.SDRAMController` for the board's chip at the engine clock
       (``burst_words`` = :data:`SDRAM_BURST`);
-    - :class:`hw.link.framing.SerialHostLink` at ``link.baud``, memory port 24-bit word addresses and
+    - the host link of ``link.kind``: :class:`hw.link.framing.SerialHostLink` at ``link.baud``
+      (``uart``) or :class:`hw.link.usb.USBHostLink` (``usb``: members ``usb``, the US2 lines
+      for the PHY, and domains ``usb``/``usb_io`` from the board top), memory port 24-bit word
+      addresses and
       ``max_burst`` = :data:`SDRAM_BURST` (the same streams as the controller);
     - :class:`hw.engine.layer_engine.Engine` with :func:`engine_config` of the board, in its own reset
       domain ``eng`` (same clock): it is held in reset until a run starts -- the link's RUN
@@ -178,12 +200,17 @@ class EngineSystem(Elaboratable):
                                      init_wait_ns=sdram_init_wait_ns,
                                      timing_overrides={"cas_latency": board.sdram.cas_latency})
         port = self.sdram.signature.members["port"].signature
-        self.link = SerialHostLink(uart_divider(clk_hz, board.link.baud),
-                                   timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
-                                   addr_width=port.addr_width, mem_words=chip.words,
-                                   max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
-                                   # the engine reads its face from FACE_DATA frames only
-                                   run_command=False)
+        link_args = dict(timeout_cycles=int(LINK_TIMEOUT_S * clk_hz),
+                         addr_width=port.addr_width, mem_words=chip.words,
+                         max_burst=SDRAM_BURST, n_result=protocol.N_RESULT,
+                         # the engine reads its face from FACE_DATA frames only
+                         run_command=False)
+        if board.link.kind == "usb":      # US2 port, CDC-ACM (hw/link/usb.py): pins `usb`
+            from hw.link.usb import USBHostLink
+            self.link = USBHostLink(**link_args)
+            self.usb = self.link.pins
+        else:
+            self.link = SerialHostLink(uart_divider(clk_hz, board.link.baud), **link_args)
         self.engine = Engine(self.config)
         # Register slices toward the controller: its ready (a function of its whole command
         # decision) would otherwise run combinationally through the arbiter into the engine's
@@ -229,8 +256,9 @@ class EngineSystem(Elaboratable):
             m.d.sync += [running.eq(1), self.done.eq(0)]
 
         # Host link: UART pins, engine status, face bytes in, embedding out.
-        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx),
-                     link.busy.eq(running), link.done.eq(self.done), link.error.eq(0),
+        if self.board.link.kind == "uart":
+            m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
+        m.d.comb += [link.busy.eq(running), link.done.eq(self.done), link.error.eq(0),
                      face.i.valid.eq(link.o_face.valid),
                      face.i.payload.eq(link.o_face.payload),
                      link.o_face.ready.eq(face.i.ready),
@@ -258,8 +286,9 @@ class EngineSystem(Elaboratable):
 def system_ports(system):
     """Top-level ports of an :class:`EngineSystem` (for RTLIL/Verilog conversion)."""
     pads = system.pads
-    return [getattr(pads, n) for n in pads.signature.members] + \
-        [system.rx, system.tx, system.init_done, system.running, system.done]
+    link = system.usb.ports() if system.board.link.kind == "usb" else [system.rx, system.tx]
+    return [getattr(pads, n) for n in pads.signature.members] + link + \
+        [system.init_done, system.running, system.done]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -623,6 +623,10 @@ def build_report(ctx) -> dict:
         "fmax_all_clocks": pnr.get("fmax"),
         "critical_paths": pnr.get("critical_paths"),
         "timing_met": timing_met,
+        # every clock nextpnr constrained (the USB link's 48 and 12 MHz domains too)
+        "timing_met_all_clocks": (all(v["achieved"] >= v["constraint"]
+                                      for v in pnr["fmax"].values())
+                                  if pnr.get("fmax") else None),
         "utilization": {r: util.get(r) for r in RESOURCE_NAMES},
         "synth_cells": {r: (ctx.results.get("synth", {}).get("cells") or {}).get(r)
                         for r in RESOURCE_NAMES},
@@ -666,6 +670,9 @@ def report_markdown(r) -> str:
               f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
               f"({r['fps_note']}); at the target clock "
               f"{_fmt(r.get('fps_at_target_clock'), '.2f')}"]
+    for name, v in sorted((r.get("fmax_all_clocks") or {}).items()):
+        lines.append(f"- clock {name}: fmax {v['achieved']:.2f} MHz vs {v['constraint']:.2f} MHz "
+                     f"({'met' if v['achieved'] >= v['constraint'] else 'NOT met'})")
     for cp in r.get("critical_paths") or []:
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in cp["ns_by_type"].items() if v)
         lines.append(f"- critical path ({cp['from']} -> {cp['to']}): {cp['start']} -> "
