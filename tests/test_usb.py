@@ -381,7 +381,7 @@ def test_board_top_requests_us2_and_makes_the_usb_clocks():
     from hw.board.top import BoardTop
     from hw.build.flow import _prepare
     board = get_board("ulx3s-usb")
-    plan = _prepare(board.platform_instance(), BoardTop(board, design="engine"))
+    plan = _prepare(board.platform_instance(), BoardTop(board))
     lpf = plan.files["top.lpf"]
     for pin, site, drive in (("d_p", "D15", 4), ("d_n", "E15", 4), ("pullup", "B12", 16)):
         assert f'LOCATE COMP "us2_0__{pin}__io" SITE "{site}";' in lpf
