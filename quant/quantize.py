@@ -56,6 +56,11 @@ WIDE_BITS = 16
 # Activation calibration methods and scale kinds (quantizer options, recorded in the manifest).
 CALIBRATIONS = ("mse", "mse-act", "max")
 SCALES = ("pow2", "free")
+# Cross-layer equalisation (quant.equalize) and adaptive rounding iterations per layer
+# (quant.adaround, 0 = round to nearest): the quantizer's defaults, measured in
+# docs/NUMERICS.md.
+EQUALIZATION = False
+ADAROUND_ITERATIONS = 100
 
 
 class QuantizeError(UserError, ValueError):
@@ -752,19 +757,32 @@ def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
                    wide=DEFAULT_WIDE, method="mse-act", cordic_iterations=16, cordic_width=24,
                    meta=None, progress=None, scales="free", bias_correction=False,
-                   offsets=True) -> Artifact:
+                   offsets=True, equalization=EQUALIZATION, adaround=ADAROUND_ITERATIONS,
+                   log=None) -> Artifact:
     """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
 
     ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or
     ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases;
-    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`)."""
+    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`);
+    ``equalization``: cross-layer equalisation of the exact pairs (:mod:`quant.equalize`)
+    before calibration; ``adaround``: iterations of adaptive weight rounding per layer
+    (:mod:`quant.adaround`), 0 for round-to-nearest; ``log`` sees its per-layer lines."""
+    from .adaround import adaround as fit_rounding
+    from .equalize import equalize
     model = model.eval()
     if scales not in SCALES:
         raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
     if not 2 <= weight_bits <= 16:
         raise QuantizeError(f"weight bits must be 2..16, not {weight_bits!r}")
+    if act_form not in act.FORMS:
+        raise QuantizeError(f"activation form must be one of {act.FORMS}, not {act_form!r}")
+    if isinstance(adaround, bool) or not isinstance(adaround, int) or adaround < 0:
+        raise QuantizeError(f"adaround iterations must be an int >= 0, not {adaround!r}")
     ops, params, roles = float_program(model)
     shapes = tensor_shapes(ops, params)
+    pairs = []
+    if equalization:
+        params, pairs = equalize(ops, params, shapes, calibration_faces)
     # Tensors clamped into what the hardware takes (choose_formats warns per tensor): the
     # warnings go on to the caller and their texts into the manifest.
     with warnings.catch_warnings(record=True) as caught:
@@ -777,6 +795,10 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
         if issubclass(w.category, QuantizeWarning):
             notes.append(str(w.message))
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    rounding = []
+    if adaround:
+        params, rounding = fit_rounding(ops, params, fmts, calibration_faces, weight_bits,
+                                        iterations=adaround, log=log)
     if bias_correction:
         shift = weight_bias_shift(ops, params, calibration_faces, weight_bits)
         params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
@@ -790,6 +812,9 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
                 bias_correction=bool(bias_correction),
                 offsets=bool(offsets) and act_form == "lut",
                 offset_tensors=sum(1 for f in fmts.values() if f.offset),
+                equalization=bool(equalization), equalized_pairs=len(pairs),
+                adaround_iterations=int(adaround),
+                adaround_layers=sum(1 for r in rounding if r["changed"] > 0),
                 scaled_tensors=sum(1 for f in fmts.values() if f.scale != 1.0))
     return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
                             cordic_iterations, cordic_width, meta)

@@ -39,7 +39,7 @@ def cal():
 @pytest.fixture(scope="module")
 def shuffle_artifact(cal):
     model = calibrated_random_model("seesaw_shuffle", cal[:8])
-    return model, quantize_model(model, cal[:4], wide=("residual", "embedding"))
+    return model, quantize_model(model, cal[:4], adaround=0, wide=("residual", "embedding"))
 
 
 def _random_bn(c, gen):
@@ -189,11 +189,11 @@ def test_integer_parameters_in_range(shuffle_artifact):
 def test_quantize_refuses_bad_settings(cal):
     model = calibrated_random_model("seesaw_shuffle", cal[:4])
     with pytest.raises(QuantizeError, match="weight bits"):
-        quantize_model(model, cal[:2], weight_bits=1)
+        quantize_model(model, cal[:2], adaround=0, weight_bits=1)
     with pytest.raises(QuantizeError, match="wide role 'bogus'"):
-        quantize_model(model, cal[:2], wide=("bogus",))
+        quantize_model(model, cal[:2], adaround=0, wide=("bogus",))
     with pytest.raises(QuantizeError, match="activation form"):
-        quantize_model(model, cal[:2], act_form="table")
+        quantize_model(model, cal[:2], adaround=0, act_form="table")
 
 
 def test_cordic_form_close_to_lut(shuffle_artifact, cal):
@@ -201,9 +201,9 @@ def test_cordic_form_close_to_lut(shuffle_artifact, cal):
     most one LSB, and a block later the tensors still agree closely. (The embedding of a random
     network is chaotic, so it is not compared.)"""
     model, _ = shuffle_artifact
-    lut = quantize_model(model, cal[:4], wide=("residual", "embedding"), scales="pow2",
+    lut = quantize_model(model, cal[:4], adaround=0, wide=("residual", "embedding"), scales="pow2",
                          offsets=False)
-    cordic = quantize_model(model, cal[:4], act_form="cordic", wide=("residual", "embedding"),
+    cordic = quantize_model(model, cal[:4], adaround=0, act_form="cordic", wide=("residual", "embedding"),
                             scales="pow2")
     assert all(o["spec"]["form"] == "cordic" for o in cordic.program if o["op"] == "activation")
     ev = face_set.load("evaluation")[:2]
