@@ -223,13 +223,15 @@ def test_cli_small_run(tmp_path, cal):
     torch.save(model.state_dict(), weights)
     out = tmp_path / "q"
     rc = main(["--variant", "seesaw_shuffle", "--weights", str(weights), "--out", str(out),
-               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer", "--no-check"])
+               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer", "--no-check",
+               "--adaround", "5", "--equalization", "on"])
     assert rc == 0
     for f in ("manifest.json", "model.npz", "report.json", "report.md", "per_layer.png"):
         assert (out / f).exists(), f
     rep = json.loads((out / "report.json").read_text())
     assert rep["peer"]["cosine_mean"] is None
     assert 0.5 < rep["embedding"]["cosine_mean"] <= 1
+    assert rep["quantizer"]["adaround_iterations"] == 5 and rep["quantizer"]["equalization"]
     assert rep["decisions"]["pairs"] == 9 and rep["decisions"]["same_pairs"] == 3   # all 3x3 pairs
     assert len(rep["layers"]) == len(rep["formats"]) - 1
     assert all(math.isfinite(r["sqnr_db"]) for r in rep["layers"] if r["role"] != "gate")
@@ -246,7 +248,7 @@ def test_cli_exit_status_judges_fidelity_only(tmp_path, cal):
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
     common = ["--variant", "seesaw_shuffle", "--weights", str(weights), "--calibration-faces",
-              "2", "--eval-faces", "2", "--no-peer", "--no-pairs", "--bits", "4"]
+              "2", "--eval-faces", "2", "--no-peer", "--no-pairs", "--bits", "4", "--adaround", "0"]
     assert main(common + ["--out", str(tmp_path / "a")]) == 1
     rep = json.loads((tmp_path / "a" / "report.json").read_text())
     assert set(rep["accepted"]) == {"cosine_mean", "cosine_min"}
