@@ -94,13 +94,13 @@ def test_adaround_without_iterations_is_round_to_nearest(model, cal):
 
 @pytest.fixture(scope="module")
 def rounded_artifact(model, cal):
-    return quantize_model(model, cal[:3], wide=("embedding",), equalization=True, adaround=20)
+    return quantize_model(model, cal[:3], wide=("embedding",), equalization=True, adaround=10)
 
 
 def test_options_in_the_manifest(rounded_artifact, model, cal, tmp_path):
     save(rounded_artifact, tmp_path / "a")
     meta = load(tmp_path / "a").meta
-    assert meta["equalization"] is True and meta["adaround_iterations"] == 20
+    assert meta["equalization"] is True and meta["adaround_iterations"] == 10
     assert meta["equalized_pairs"] == len(pairs(float_program(model)[0]))
     assert 0 < meta["adaround_layers"] <= 80
     plain = quantize_model(model, cal[:3], wide=("embedding",), equalization=False, adaround=0)
