@@ -70,10 +70,10 @@ def combinations():
     yield dict(BASELINE, scales="free", calibration="mse-act", offsets=True)
     best = dict(BASELINE, scales="free", calibration="mse-act", offsets=True)
     yield dict(BASELINE, equalization=True)
-    yield dict(BASELINE, adaround=ADAROUND_ITERATIONS)
     yield dict(best, equalization=True)
     yield dict(best, adaround=ADAROUND_ITERATIONS)
     yield dict(best, equalization=True, adaround=ADAROUND_ITERATIONS)
+    yield dict(BASELINE, adaround=ADAROUND_ITERATIONS)
 
 
 def label(c: dict) -> str:
