@@ -2,7 +2,8 @@
 
 The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word memory model
 behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that
-is too long, crosses a ``max_burst`` boundary or leaves the memory), and an engine model that
+is too long, crosses a ``max_burst`` boundary or leaves the memory, and on a read of a word
+never written), and an engine model that
 takes its face either from memory on ``start`` or from the ``o_face`` stream (busy from the
 first byte, random back-pressure), then streams an embedding computed from that face
 (:func:`engine_embedding`), then drops ``busy`` and raises ``done``.
@@ -13,7 +14,8 @@ out (no memory command or write word, no face byte, no byte on ``tx``, no respon
 not read). ``LINK_FAULT`` (tests of the bench itself, with :func:`drain_checks_bite`) breaks the
 models so that each check must fail: ``extra_read_word`` (the memory answers a read with a word
 too many), ``short_face`` (the engine model's face is one byte shorter than the link's) and
-``unread_response`` (the host sends a frame without reading its answer).
+``unread_response`` (the host sends a frame without reading its answer); ``unwritten_read``
+(a read of a word never written) shows the memory model failing.
 
 The last test runs the host driver (:class:`firmware.driver.Device`, unchanged) in a thread
 over a :class:`firmware.transport.QueueTransport` whose bytes this testbench moves to and from
@@ -105,9 +107,10 @@ class LinkBench:
                 for k, w in enumerate(await self.wdata_sink.receive(length)):
                     self.mem[addr + k] = w
             else:
+                unset = [a for a in range(addr, addr + length) if a not in self.mem]
+                assert not unset, f"memory model: read of word {unset[0]} never written"
                 extra = [0xBAD] if FAULT == "extra_read_word" else []
-                await self.rdata_src.send([self.mem.get(addr + k, 0) for k in range(length)]
-                                          + extra)
+                await self.rdata_src.send([self.mem[addr + k] for k in range(length)] + extra)
             self.mem_pending = None
 
     async def _engine(self):
@@ -217,7 +220,7 @@ async def write_read_round_trip(dut):
     for addr, n in [(0, 1), (5, maxw), (tb.max_burst - 4, 9), (1000, 20), (tb.mem_words - 4, 4)]:
         seq += 1
         data = await tb.ack(P.Cmd.READ_MEM, seq, P.read_mem_payload(addr, n))
-        want = b"".join(ref.get(addr + k, 0).to_bytes(2, "little") for k in range(n))
+        want = b"".join(ref[addr + k].to_bytes(2, "little") for k in range(n))
         assert data == want, f"READ_MEM {addr}+{n}: {data.hex()} != {want.hex()}"
     assert any(length < tb.max_burst and (addr + length) % tb.max_burst == 0
                for addr, _, length in tb.commands), "no command was split at a burst boundary"
@@ -462,7 +465,8 @@ async def drain_checks_bite(dut):
     tb = LinkBench(dut)
     await tb.start()
     await tb.ack(P.Cmd.WRITE_MEM, 1, P.write_mem_payload(8, bytes(range(6))))
-    assert await tb.ack(P.Cmd.READ_MEM, 2, P.read_mem_payload(8, 3)) == bytes(range(6))
+    n_read = 4 if FAULT == "unwritten_read" else 3
+    assert await tb.ack(P.Cmd.READ_MEM, 2, P.read_mem_payload(8, n_read)) == bytes(range(6))
     n = int(np.prod(CFG["face_shape"]))
     face = bytes(random.Random(8).randrange(256) for _ in range(n))
     await tb.ack(P.Cmd.FACE_DATA, 3, P.face_payload(0, face[:40]))

@@ -40,11 +40,13 @@ def test_link_cocotb():
                         r"input words not consumed"),
     ("short_face", r"DrainError: o_face: a face byte beyond the last face \(1 whole face\(s\)\)"),
     ("unread_response", r"DrainError: tx: [1-9]\d* byte\(s\) after the last response"),
+    ("unwritten_read", r"AssertionError: memory model: read of word 11 never written"),
 ])
 def test_link_bench_drain_checks_bite(fault, message):
     """Each drain check of the link bench fails when its stream does not end where it should:
     a read word the link never takes, a face byte beyond the engine's face, a response nobody
-    read (the same session passes without the fault, in test_link_cocotb)."""
+    read; and its memory model fails on a read of a word never written (the same session
+    passes without a fault, in test_link_cocotb)."""
     import re
     from sim.runner import SIM_BUILD
     with pytest.raises((AssertionError, SystemExit)):    # (the cocotb runner exits)
