@@ -88,8 +88,7 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 	$(PY) -m hw.memory.sdram --bench
 	cp build/sdram/throughput.json reports/sdram_throughput.json
 	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
-	for v in seesaw_share mobilefacenet dw_seesaw_v2; do \
-	  $(PY) -m sim.run_sim --variant $$v --random-weights 0 --faces 1 --report reports/sim_$${v}_random0.json || exit 1; done
+	$(PY) -m sim.variants
 
 reports-pnr: $(STAMP) ## the figures that need place and route: board build, SDRAM controller alone
 	$(PY) -m hw.build --board ulx3s --variant $(VARIANT)
