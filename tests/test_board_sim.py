@@ -69,7 +69,7 @@ def test_board_12f_small_net_uploaded_and_streamed():
     after the other, as FACE_DATA to the engine's input stream.
 
     Measured (2-core x86_64, load about 2): Verilator build about 30 s, upload + verify of the
-    8.8 KB image 13 s wall, each face 9.7 K simulated cycles (about 1.2 s wall); the three
+    8.8 KB image 13 s wall, each face 9.7 K simulated cycles (about 1.2 s wall); the first three
     default-tier tests of this file about 1 min in all, Verilator build included."""
     faces, art, comp = _small_net()
     res = simulate("ulx3s-12f", comp, faces, ["stream", "stream"], run_timeout=120.0)
