@@ -89,8 +89,7 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 	$(PY) -m hw.memory.sdram --bench
 	cp build/sdram/throughput.json reports/sdram_throughput.json
 	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
-	for v in seesaw_share mobilefacenet dw_seesaw_v2; do \
-	  $(PY) -m sim.run_sim --variant $$v --random-weights 0 --faces 1 --report reports/sim_$${v}_random0.json || exit 1; done
+	$(PY) -m sim.variants
 
 # Place and route of every board of boards.yaml that gets that far (the 25F and 12F stop at the
 # firmware step, naming the resource); a board whose build stops leaves no report.

@@ -137,8 +137,9 @@ class Simulated(Golden):
         t = time.monotonic()
         res = simulate(self.board, self.compiled, np.stack(faces), ["stream"] * len(faces),
                        preload=True, run_timeout=6 * 3600.0)
-        if res["error"]:
-            raise cli.RunFailed(f"simulated board: {res['error']}")
+        for what in ("error", "drain_error"):
+            if res[what]:
+                raise cli.RunFailed(f"simulated board: {res[what]}")
         self.log(f"simulated board: {len(faces)} face(s) in {time.monotonic() - t:.0f} s, "
                  f"{int(sum(res['run_cycles'])):,} cycles running")
         return np.array(res["embeddings"], dtype=np.int64)

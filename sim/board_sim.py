@@ -21,8 +21,10 @@ DIVIDER = 4
 INIT_WAIT_NS = 200
 
 
-def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0):
-    """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict."""
+def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0,
+             fault=None):
+    """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict.
+    ``fault``: a fault of the bench's host (``BOARD_CFG`` in :mod:`sim.tb_board`)."""
     from hw.board.boards import Link, get_board
     from hw.board.top import EngineSystem, system_ports
     from sim.runner import SIM_BUILD, run_cocotb
@@ -41,7 +43,7 @@ def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeou
            "input_addr": int(compiled.input["addr"]), "input_shape": list(faces.shape[1:]),
            "n_result": P.N_RESULT, "preload": preload, "faces": str(folder / "faces.npy"),
            "face_via": list(face_via), "host_timeout": 120.0, "run_timeout": run_timeout,
-           "result": str(result)}
+           "result": str(result), "fault": fault}
     # Only the top ports are visible to cocotb, so Verilator optimises the rest (as in
     # sim/tb_engine.py: several times faster to build and run).
     vlt = folder / "public_ports.vlt"
