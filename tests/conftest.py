@@ -24,3 +24,17 @@ def seesaw_shuffle_artifact() -> Path:
     folder = _artifact(get_board("ulx3s"), "seesaw_shuffle", weights, quick=True)
     assert (folder / "manifest.json").exists(), f"{folder}: quantization left no manifest"
     return folder
+
+
+@pytest.fixture(scope="module")
+def cal():
+    """The shipped calibration faces."""
+    from quant import faces
+    return faces.load("calibration")
+
+
+@pytest.fixture(scope="module")
+def model(cal):
+    """seesaw_shuffle with seeded random weights, BatchNorm calibrated on 8 faces."""
+    from tests.test_quantize import calibrated_random_model
+    return calibrated_random_model("seesaw_shuffle", cal[:8])

@@ -85,17 +85,6 @@ def test_cli_help():
         assert word in out.stdout, f"--help does not mention {word!r}"
 
 
-def test_cli_missing_port(tmp_path):
-    face = tmp_path / "face.npy"
-    np.save(face, np.zeros((112, 112, 3), np.uint8))
-    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", "/dev/ttyNOPE",
-                          "--input-addr", "0", str(face)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert "cannot open serial port '/dev/ttyNOPE'" in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr
-
-
 class _Port:
     def __init__(self, device, vid, pid):
         self.device, self.vid, self.pid = device, vid, pid
@@ -119,12 +108,16 @@ def test_usb_port_found_by_vid_pid(monkeypatch):
         find_usb_port()
 
 
-def test_cli_port_usb_without_the_device(tmp_path):
+@pytest.mark.parametrize("port, message", [
+    ("/dev/ttyNOPE", "cannot open serial port '/dev/ttyNOPE'"),
+    ("usb", "no USB serial device 1209:0001"),
+])
+def test_cli_missing_port(tmp_path, port, message):
     face = tmp_path / "face.npy"
     np.save(face, np.zeros((112, 112, 3), np.uint8))
-    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", "usb",
+    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", port,
                           "--input-addr", "0", str(face)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert "no USB serial device 1209:0001" in out.stderr, out.stderr
+    assert message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from quant import faces as face_set
 from quant import ops
 from quant.adaround import fake_quant, fit
 from quant.artifact import load, save
@@ -15,19 +14,8 @@ from quant.golden import GoldenModel
 from quant.quantize import (choose_fmt, float_program, quantize_model, quantize_weights,
                             run_float, tensor_shapes)
 
-from .test_quantize import calibrated_random_model
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def cal():
-    return face_set.load("calibration")
-
-
-@pytest.fixture(scope="module")
-def model(cal):
-    return calibrated_random_model("seesaw_shuffle", cal[:8])
 
 
 def test_cle_pairs_are_the_exact_ones(model):

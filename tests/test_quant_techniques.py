@@ -18,19 +18,8 @@ from quant.quantize import (QuantizeError, QuantizeWarning, choose_fmt, float_in
                             weight_bias_shift)
 from quant.zoo import build
 
-from .test_quantize import calibrated_random_model
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def cal():
-    return face_set.load("calibration")
-
-
-@pytest.fixture(scope="module")
-def model(cal):
-    return calibrated_random_model("seesaw_shuffle", cal[:8])
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,6 @@ def calibrated_random_model(variant, faces, seed=0):
 
 
 @pytest.fixture(scope="module")
-def cal():
-    return face_set.load("calibration")
-
-
-@pytest.fixture(scope="module")
 def shuffle_artifact(cal):
     model = calibrated_random_model("seesaw_shuffle", cal[:8])
     return model, quantize_model(model, cal[:4], adaround=0, wide=("residual", "embedding"))

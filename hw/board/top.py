@@ -11,10 +11,12 @@ memory-port arbiter (:mod:`hw.memory.arbiter`). Its pre-synthesis estimate is
 import math
 import re
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Mux, Signal
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, Mux, Signal
 from amaranth import signed
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
+
+from hw.board.pll import ehxplll
 
 __all__ = ["BoardTop", "EngineSystem", "engine_config", "engine_estimate", "engine_resources",
            "rtlil_census", "sdram_read_latency", "system_ports"]
@@ -42,25 +44,12 @@ class BoardTop(Elaboratable):
         locked = Signal()
         # Feedback from CLKOP; the dividers and CLKOP_CPHASE are boards.yaml's (the values
         # yowasp-ecppll gives for the target), checked against the VCO range on load.
-        m.submodules.pll = Instance(
-            "EHXPLLL",
+        m.submodules.pll = ehxplll(
+            clk25_buf.i, cd_sync.clk, locked,
             a_FREQUENCY_PIN_CLKI=f"{b.clock.oscillator_mhz:g}",
             a_FREQUENCY_PIN_CLKOP=f"{b.clock.target_mhz:g}",
-            a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
-            a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
-            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-            p_DPHASE_SOURCE="DISABLED",
-            p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB", p_OUTDIVIDER_MUXC="DIVC",
-            p_OUTDIVIDER_MUXD="DIVD",
-            p_CLKI_DIV=pll.clki_div, p_CLKFB_DIV=pll.clkfb_div,
-            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=pll.clkop_div,
-            p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0,
-            p_FEEDBK_PATH="CLKOP",
-            i_RST=0, i_STDBY=0, i_CLKI=clk25_buf.i, i_CLKFB=cd_sync.clk,
-            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-            i_PLLWAKESYNC=0, i_ENCLKOP=0,
-            o_CLKOP=cd_sync.clk, o_LOCK=locked,
-        )
+            p_CLKI_DIV=pll.clki_div, p_CLKFB_DIV=pll.clkfb_div, p_CLKOP_DIV=pll.clkop_div,
+            p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0)
         # No FREQUENCY NET for the PLL output: Amaranth would name the net by one of its
         # hierarchical aliases, which nextpnr does not find after flattening. nextpnr derives
         # the constraint itself from the 25 MHz input constraint and the dividers ("Derived

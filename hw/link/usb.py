@@ -26,7 +26,8 @@ from amaranth.lib.fifo import AsyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from firmware.transport import USB_PID, USB_VID
-from hw.link.framing import HostLink
+from hw.board.pll import ehxplll
+from hw.link.framing import HostLink, connect_passed_members, passed_members
 
 __all__ = ["us2_resource", "USBPins", "usb_pll", "USBClocking", "CDCACMDevice", "USBHostLink",
            "USB_VID", "USB_PID", "DATA_ENDPOINT", "NOTIFY_ENDPOINT", "MAX_PACKET",
@@ -167,30 +168,19 @@ class USBClocking(Elaboratable):
         m.domains.usb_io = cd_io = ClockDomain("usb_io")
         m.domains.usb = cd_usb = ClockDomain("usb")
         feedback = Signal()
-        m.submodules.usb_pll = Instance(
-            "EHXPLLL",
+        m.submodules.usb_pll = ehxplll(
+            self.clk_in, feedback, self.locked,
             a_FREQUENCY_PIN_CLKI=f"{self.oscillator_mhz:g}",
             a_FREQUENCY_PIN_CLKOP=f"{d['clkop_mhz']:g}",
             a_FREQUENCY_PIN_CLKOS=f"{USB_IO_MHZ:g}",
             a_FREQUENCY_PIN_CLKOS2=f"{USB_MHZ:g}",
-            a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
-            a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
-            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-            p_DPHASE_SOURCE="DISABLED",
-            p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB", p_OUTDIVIDER_MUXC="DIVC",
-            p_OUTDIVIDER_MUXD="DIVD",
-            p_CLKI_DIV=d["clki_div"], p_CLKFB_DIV=d["clkfb_div"],
-            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=d["clkop_div"],
+            p_CLKI_DIV=d["clki_div"], p_CLKFB_DIV=d["clkfb_div"], p_CLKOP_DIV=d["clkop_div"],
             p_CLKOP_CPHASE=0, p_CLKOP_FPHASE=0,
             p_CLKOS_ENABLE="ENABLED", p_CLKOS_DIV=d["clkos_div"],
             p_CLKOS_CPHASE=0, p_CLKOS_FPHASE=0,
             p_CLKOS2_ENABLE="ENABLED", p_CLKOS2_DIV=d["clkos2_div"],
             p_CLKOS2_CPHASE=0, p_CLKOS2_FPHASE=0,
-            p_FEEDBK_PATH="CLKOP",
-            i_RST=0, i_STDBY=0, i_CLKI=self.clk_in, i_CLKFB=feedback,
-            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-            i_PLLWAKESYNC=0, i_ENCLKOP=0, i_ENCLKOS=0, i_ENCLKOS2=0,
-            o_CLKOP=feedback, o_CLKOS=cd_io.clk, o_CLKOS2=cd_usb.clk, o_LOCK=self.locked)
+            i_ENCLKOS=0, i_ENCLKOS2=0, o_CLKOS=cd_io.clk, o_CLKOS2=cd_usb.clk)
         m.submodules.usb_io_reset = ResetSynchronizer(~self.locked, domain="usb_io")
         m.submodules.usb_reset = ResetSynchronizer(~self.locked, domain="usb")
         return m
@@ -315,11 +305,7 @@ class USBHostLink(wiring.Component):
         self.pins = USBPins() if pins is None else pins
         self.device = CDCACMDevice(self.pins)
         self.link = HostLink(**kwargs)
-        members = {}
-        for name, member in self.link.signature.members.items():
-            if name not in ("i_stream", "o_stream", "rx_framing_error", "rx_overrun"):
-                members[name] = member
-        super().__init__(members)
+        super().__init__(passed_members(self.link))
 
     def elaborate(self, platform):
         m = Module()
@@ -343,8 +329,5 @@ class USBHostLink(wiring.Component):
                      dev.tx.first.eq(0), dev.tx.last.eq(0),
                      tx.r_en.eq(dev.tx.ready), dev.flush.eq(~tx.r_rdy),
                      link.rx_framing_error.eq(0), link.rx_overrun.eq(0)]
-        for name in ("mem", "i_result", "o_face"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
-        m.d.comb += [self.start.eq(link.start), link.busy.eq(self.busy),
-                     link.done.eq(self.done), link.error.eq(self.error)]
+        connect_passed_members(m, self, link)
         return m
