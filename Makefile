@@ -72,6 +72,7 @@ sim: $(STAMP)    ## whole engine, whole frames in Verilator vs golden (VARIANT W
 # README against these files). Without place and route; about 45 min on 2 cores.
 QUANT_DIR := build/quant/$(VARIANT)
 reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route; see reports-pnr)
+	$(PY) -m hw.link.usb_model --json reports/usb_link.json --md reports/usb_link.md
 	$(PY) -m quant.counts --json reports/counts.json
 	$(PY) -m quant.reference_model check --variant $(VARIANT) --json reports/reference_check.json
 	$(PY) -m quant --variant $(VARIANT) --out $(QUANT_DIR)
@@ -89,13 +90,16 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 	cp build/sdram/throughput.json reports/sdram_throughput.json
 	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
 	$(PY) -m sim.link_throughput    # two faces over the board design at 3 Mbaud: about 30 M cycles
-	for v in seesaw_share mobilefacenet dw_seesaw_v2; do \
-	  $(PY) -m sim.run_sim --variant $$v --random-weights 0 --faces 1 --report reports/sim_$${v}_random0.json || exit 1; done
+	$(PY) -m sim.variants
 
-reports-pnr: $(STAMP) ## the figures that need place and route: board build, SDRAM controller alone
-	$(PY) -m hw.build --board ulx3s --variant $(VARIANT)
-	cp build/ulx3s/report.json reports/board_ulx3s.json
-	cp build/ulx3s/report.md reports/board_ulx3s.md
+# Place and route of every board of boards.yaml that gets that far (the 25F and 12F stop at the
+# firmware step, naming the resource); a board whose build stops leaves no report.
+PNR_BOARDS := ulx3s ulx3s-cordic ulx3s-45f ulx3s-usb
+reports-pnr: $(STAMP) ## the figures that need place and route: board builds, SDRAM controller alone
+	for b in $(PNR_BOARDS); do \
+	  $(PY) -m hw.build --board $$b --variant $(VARIANT) && \
+	  cp build/$$b/report.json reports/board_$$b.json && \
+	  cp build/$$b/report.md reports/board_$$b.md || exit 1; done
 	$(PY) -m pytest -q -m synthesis tests/test_sdram.py
 	cp build/sdram/synthesis.json reports/sdram_synthesis.json
 

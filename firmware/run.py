@@ -137,8 +137,9 @@ class Simulated(Golden):
         t = time.monotonic()
         res = simulate(self.board, self.compiled, np.stack(faces), ["stream"] * len(faces),
                        preload=True, run_timeout=6 * 3600.0, pipelined=True)
-        if res["error"]:
-            raise cli.RunFailed(f"simulated board: {res['error']}")
+        for what in ("error", "drain_error"):
+            if res[what]:
+                raise cli.RunFailed(f"simulated board: {res[what]}")
         self.log(f"simulated board: {len(faces)} face(s) in {time.monotonic() - t:.0f} s, "
                  f"{int(sum(res['run_cycles'])):,} cycles running")
         return np.array(res["embeddings"], dtype=np.int64)
@@ -344,7 +345,8 @@ def cmd_embed(args, log):
 def _where(p):
     g = p.add_argument_group("where the network runs (one of --port, --sim, --golden)")
     m = g.add_mutually_exclusive_group(required=True)
-    m.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0")
+    m.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB0, or usb: the US2 "
+                   "CDC-ACM port of a ulx3s-usb build, found by VID:PID")
     m.add_argument("--sim", action="store_true",
                    help="the whole board design in Verilator (no board needed; minutes a face)")
     m.add_argument("--golden", action="store_true",

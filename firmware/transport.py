@@ -1,4 +1,10 @@
-"""Byte transports under the host driver: the board's USB-UART, or a simulated link.
+"""Byte transports under the host driver: the board's USB-UART or its US2 USB port, or a
+simulated link.
+
+Both board links are serial ports to the host: the FT231X USB-UART on US1, and on a board
+built with ``link: {kind: usb}`` the accelerator's own CDC-ACM device on US2
+(:mod:`hw.link.usb`, VID:PID :data:`USB_VID`:``USB_PID``), which :func:`find_usb_port` finds
+and ``SerialTransport("usb")`` opens (a CDC-ACM port ignores the baud rate).
 
 The driver (:mod:`firmware.driver`) only calls :meth:`Transport.write`, :meth:`Transport.read`
 and :meth:`Transport.discard_input`, so the same driver code talks to the ULX3S through
@@ -16,6 +22,30 @@ from quant.cli import UserError
 
 class TransportError(UserError, OSError):
     """The transport itself failed (cannot open the port, device unplugged)."""
+
+
+#: The CDC-ACM device of the USB link (hw/link/usb.py): pid.codes' VID and its test PID.
+USB_VID = 0x1209
+USB_PID = 0x0001
+
+
+def find_usb_port(vid: int = USB_VID, pid: int = USB_PID) -> str:
+    """The serial port of the accelerator's USB link (a CDC-ACM device ``vid:pid``).
+
+    Raises
+    ------
+    TransportError
+        If there is none, or more than one (naming them: pick one with its path).
+    """
+    from serial.tools import list_ports
+    ports = sorted(p.device for p in list_ports.comports() if (p.vid, p.pid) == (vid, pid))
+    if not ports:
+        raise TransportError(f"no USB serial device {vid:04x}:{pid:04x} (the board's US2 port, "
+                             f"a bitstream built with link kind 'usb') is connected")
+    if len(ports) > 1:
+        raise TransportError(f"{len(ports)} USB serial devices {vid:04x}:{pid:04x}: "
+                             f"{', '.join(ports)}; give the port's path")
+    return ports[0]
 
 
 class Transport:
@@ -44,7 +74,8 @@ class Transport:
 
 
 class SerialTransport(Transport):
-    """The FT231X USB-UART (any pyserial port): 8N1 at ``baud``.
+    """The FT231X USB-UART (any pyserial port): 8N1 at ``baud``; ``port="usb"``: the
+    board's US2 CDC-ACM port (:func:`find_usb_port`).
 
     Raises
     ------
@@ -54,6 +85,8 @@ class SerialTransport(Transport):
 
     def __init__(self, port: str, baud: int = 3_000_000):
         import serial
+        if port == "usb":               # the US2 CDC-ACM device, found by VID:PID
+            port = find_usb_port()
         self.port, self.baud = port, baud
         try:
             self.serial = serial.Serial(port, baud, timeout=0.1, write_timeout=5.0)

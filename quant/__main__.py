@@ -2,6 +2,7 @@
 
     python -m quant --variant seesaw_shuffle [--weights PATH] [--act lut|cordic] [--bits 8]
                     [--scales free|pow2] [--calibration mse-act|mse|max] [--offsets on|off]
+                    [--equalization off|on] [--adaround ITERATIONS]
                     [--bias-correction off|on] [--no-check] [--out build/quant/seesaw_shuffle]
 
 Steps: [1/5] load the float model (shipped weights models/VARIANT.pt by default), [2/5]
@@ -25,8 +26,8 @@ from . import cli, files
 from . import faces as face_set
 from .artifact import save
 from .fidelity import evaluate, markdown, write
-from .quantize import (CALIBRATIONS, DEFAULT_WIDE, ROLES, SCALES, QuantizeWarning,
-                       float_program, quantize_model)
+from .quantize import (ADAROUND_ITERATIONS, CALIBRATIONS, DEFAULT_WIDE, EQUALIZATION, ROLES,
+                       SCALES, QuantizeWarning, float_program, quantize_model)
 from .reference_model import load_reference, weights_path
 
 
@@ -83,6 +84,14 @@ def _main(argv):
     ap.add_argument("--offsets", choices=("on", "off"), default="on",
                     help="activation inputs (LUT form) get an offset chosen after the "
                          "activation (default: %(default)s)")
+    ap.add_argument("--equalization", choices=("on", "off"),
+                    default="on" if EQUALIZATION else "off",
+                    help="cross-layer equalisation of the pairs where it is exact (SE fc1/fc2, "
+                         "GDConv/linear) (default: %(default)s)")
+    ap.add_argument("--adaround", type=cli.int_range(0, 100000, "AdaRound iterations"),
+                    default=ADAROUND_ITERATIONS, metavar="ITERATIONS",
+                    help="adaptive rounding of the weights, Adam iterations per layer on the "
+                         "calibration faces; 0 rounds to nearest (default: %(default)s)")
     ap.add_argument("--no-check", action="store_true",
                     help="exit 0 even when an acceptance bar is missed (the report says FAIL)")
     ap.add_argument("--threads", type=cli.count, default=2)
@@ -123,6 +132,8 @@ def _main(argv):
                              cordic_width=args.cordic_width, meta=meta, scales=args.scales,
                              bias_correction=args.bias_correction == "on",
                              offsets=args.offsets == "on",
+                             equalization=args.equalization == "on", adaround=args.adaround,
+                             log=lambda s: print(f"  {s}", flush=True),
                              progress=lambda d, n: print(f"      {d}/{n} faces", flush=True))
     for note in art.meta.get("format_clamps", []):
         print(f"      warning: {note}", flush=True)

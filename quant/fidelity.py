@@ -204,7 +204,9 @@ def markdown(rep: dict) -> str:
         f"`{q.get('activation_form')}`, calibration `{q.get('calibration_method')}` on "
         f"{q.get('calibration_faces')} faces, scales `{q.get('scales', 'pow2')}`, offsets "
         f"{'on' if q.get('offsets') else 'off'}, bias correction "
-        f"{'on' if q.get('bias_correction') else 'off'}.", "",
+        f"{'on' if q.get('bias_correction') else 'off'}, cross-layer equalisation "
+        f"{'on' if q.get('equalization') else 'off'}, AdaRound "
+        f"{q.get('adaround_iterations', 0)} iterations.", "",
         "| measure | value | accept |", "|---|---|---|",
         f"| embedding cosine int vs float, mean ({e['faces']} faces) | {e['cosine_mean']:.5f} | "
         f">= {bars['cosine_mean']} |",

@@ -56,6 +56,11 @@ WIDE_BITS = 16
 # Activation calibration methods and scale kinds (quantizer options, recorded in the manifest).
 CALIBRATIONS = ("mse", "mse-act", "max")
 SCALES = ("pow2", "free")
+# Cross-layer equalisation (quant.equalize) and adaptive rounding iterations per layer
+# (quant.adaround, 0 = round to nearest): the quantizer's defaults, measured in
+# docs/NUMERICS.md.
+EQUALIZATION = False
+ADAROUND_ITERATIONS = 100
 
 
 class QuantizeError(UserError, ValueError):
@@ -237,31 +242,8 @@ def run_float(ops, params, faces_uint8_nhwc, keep=True, on_tensor=None,
     env = {}
     last_use = _last_use(ops)
     for i, op in enumerate(ops):
-        kind, prm = op["op"], params.get(op["name"], {})
-        xs = [env[t] for t in op["inputs"]]
-        if kind == "input":
-            y = float_input(faces_uint8_nhwc, dtype)
-        elif kind == "conv":
-            y = _float_conv(op, prm, xs[0])
-        elif kind == "activation":
-            y = torch.sigmoid(xs[0]) if op["function"] == "sigmoid" else xs[0] * torch.sigmoid(xs[0])
-        elif kind == "shuffle":
-            y = _shuffle(xs[0], op["groups"])
-        elif kind == "avgpool":
-            y = xs[0].mean((2, 3))
-        elif kind == "linear":
-            y = xs[0].flatten(1) @ torch.from_numpy(prm["weights"][0]).to(dtype).t() + \
-                torch.from_numpy(prm["bias"]).to(dtype)
-        elif kind == "prelu":
-            y = torch.where(xs[0] >= 0, xs[0], xs[0] * torch.from_numpy(prm["slope"]).to(dtype))
-        elif kind == "scale_channels":
-            y = xs[0] * xs[1].view(*xs[1].shape, 1, 1)
-        elif kind == "add":
-            y = xs[0] + xs[1]
-        elif kind == "maxpool":
-            y = F.max_pool2d(xs[0], op["kernel"], op["stride"])
-        else:
-            raise QuantizeError(f"layer {op['name']!r}: unknown op {kind!r}")
+        y = float_op(op, params.get(op["name"], {}), [env[t] for t in op["inputs"]],
+                     faces_uint8_nhwc, dtype)
         env[op["output"]] = y
         if on_tensor:
             on_tensor(op["output"], y)
@@ -270,6 +252,34 @@ def run_float(ops, params, faces_uint8_nhwc, keep=True, on_tensor=None,
                 if last_use[t] == i:
                     del env[t]
     return env if keep else {"embedding": env["embedding"]}
+
+
+def float_op(op, prm, xs, faces_uint8_nhwc=None, dtype=torch.float32):
+    """One op of the float program on its input tensors ``xs`` (``faces_uint8_nhwc`` feeds the
+    ``input`` op)."""
+    kind = op["op"]
+    if kind == "input":
+        return float_input(faces_uint8_nhwc, dtype)
+    if kind == "conv":
+        return _float_conv(op, prm, xs[0])
+    if kind == "activation":
+        return torch.sigmoid(xs[0]) if op["function"] == "sigmoid" else xs[0] * torch.sigmoid(xs[0])
+    if kind == "shuffle":
+        return _shuffle(xs[0], op["groups"])
+    if kind == "avgpool":
+        return xs[0].mean((2, 3))
+    if kind == "linear":
+        return xs[0].flatten(1) @ torch.from_numpy(prm["weights"][0]).to(dtype).t() + \
+            torch.from_numpy(prm["bias"]).to(dtype)
+    if kind == "prelu":
+        return torch.where(xs[0] >= 0, xs[0], xs[0] * torch.from_numpy(prm["slope"]).to(dtype))
+    if kind == "scale_channels":
+        return xs[0] * xs[1].view(*xs[1].shape, 1, 1)
+    if kind == "add":
+        return xs[0] + xs[1]
+    if kind == "maxpool":
+        return F.max_pool2d(xs[0], op["kernel"], op["stride"])
+    raise QuantizeError(f"layer {op['name']!r}: unknown op {kind!r}")
 
 
 def _shuffle(x, groups):
@@ -582,14 +592,19 @@ def multiplier_shift(real: float, what: str = "requantize") -> tuple:
     return m, s
 
 
-def quantize_weights(w: np.ndarray, bits: int):
+def quantize_weights(w: np.ndarray, bits: int, up=None):
     """Per-output-channel symmetric: ``(q int, scale float64 per channel)`` with
-    ``w ~= q * scale``, ``|q| <= 2**(bits-1) - 1``, rounded half up."""
+    ``w ~= q * scale``, ``|q| <= 2**(bits-1) - 1``, rounded half up; or, with ``up`` (0/1 per
+    weight, adaptive rounding: :mod:`quant.adaround`), ``floor(w / scale) + up``."""
     qmax = (1 << (bits - 1)) - 1
     flat = w.reshape(w.shape[0], -1)
     peak = np.abs(flat).max(1)
     scale = np.where(peak > 0, peak / qmax, 1.0)
-    q = np.clip(np.floor(flat / scale[:, None] + 0.5), -qmax, qmax).astype(np.int64)
+    if up is None:
+        q = np.floor(flat / scale[:, None] + 0.5)
+    else:
+        q = np.floor(flat / scale[:, None]) + np.asarray(up).reshape(flat.shape)
+    q = np.clip(q, -qmax, qmax).astype(np.int64)
     return q.reshape(w.shape), scale
 
 
@@ -628,8 +643,8 @@ def quantize_program(ops, params, roles, fmts, shapes, weight_bits=8, act_form="
             in_fmt = fmts[op["inputs"][0]]
             out = fmts[op["output"]]
             qs, scales = [], []
-            for w in prm["weights"]:
-                wq, sc = quantize_weights(w, weight_bits)
+            for w, up in zip(prm["weights"], prm.get("round_up", [None] * len(prm["weights"]))):
+                wq, sc = quantize_weights(w, weight_bits, up)
                 qs.append(wq)
                 scales.append(sc)
             scale = np.concatenate(scales)
@@ -714,8 +729,9 @@ def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
         if op["op"] in ("conv", "linear"):
             consumers[op["inputs"][0]].append(op)
             errs = []
-            for w in params[op["name"]]["weights"]:
-                q, sc = quantize_weights(w, weight_bits)
+            prm = params[op["name"]]
+            for w, up in zip(prm["weights"], prm.get("round_up", [None] * len(prm["weights"]))):
+                q, sc = quantize_weights(w, weight_bits, up)
                 errs.append(q * sc.reshape(-1, *([1] * (w.ndim - 1))) - w)
             error[op["name"]] = errs
     sums, counts = {}, defaultdict(int)
@@ -741,19 +757,32 @@ def weight_bias_shift(ops, params, faces, weight_bits=8, batch=10) -> dict:
 def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form="lut",
                    wide=DEFAULT_WIDE, method="mse-act", cordic_iterations=16, cordic_width=24,
                    meta=None, progress=None, scales="free", bias_correction=False,
-                   offsets=True) -> Artifact:
+                   offsets=True, equalization=EQUALIZATION, adaround=ADAROUND_ITERATIONS,
+                   log=None) -> Artifact:
     """The whole quantizer: float zoo model (eval mode) + calibration faces -> Artifact.
 
     ``scales``: ``"free"`` (a scale mantissa per tensor group, :func:`choose_formats`) or
     ``"pow2"``; ``bias_correction``: fold :func:`weight_bias_shift` into the biases;
-    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`)."""
+    ``offsets``: activation inputs (LUT form) get an offset (:func:`choose_formats`);
+    ``equalization``: cross-layer equalisation of the exact pairs (:mod:`quant.equalize`)
+    before calibration; ``adaround``: iterations of adaptive weight rounding per layer
+    (:mod:`quant.adaround`), 0 for round-to-nearest; ``log`` sees its per-layer lines."""
+    from .adaround import adaround as fit_rounding
+    from .equalize import equalize
     model = model.eval()
     if scales not in SCALES:
         raise QuantizeError(f"scales must be one of {SCALES}, not {scales!r}")
     if not 2 <= weight_bits <= 16:
         raise QuantizeError(f"weight bits must be 2..16, not {weight_bits!r}")
+    if act_form not in act.FORMS:
+        raise QuantizeError(f"activation form must be one of {act.FORMS}, not {act_form!r}")
+    if isinstance(adaround, bool) or not isinstance(adaround, int) or adaround < 0:
+        raise QuantizeError(f"adaround iterations must be an int >= 0, not {adaround!r}")
     ops, params, roles = float_program(model)
     shapes = tensor_shapes(ops, params)
+    pairs = []
+    if equalization:
+        params, pairs = equalize(ops, params, shapes, calibration_faces)
     # Tensors clamped into what the hardware takes (choose_formats warns per tensor): the
     # warnings go on to the caller and their texts into the manifest.
     with warnings.catch_warnings(record=True) as caught:
@@ -766,6 +795,10 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
         if issubclass(w.category, QuantizeWarning):
             notes.append(str(w.message))
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    rounding = []
+    if adaround:
+        params, rounding = fit_rounding(ops, params, fmts, calibration_faces, weight_bits,
+                                        iterations=adaround, log=log)
     if bias_correction:
         shift = weight_bias_shift(ops, params, calibration_faces, weight_bits)
         params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
@@ -779,6 +812,9 @@ def quantize_model(model, calibration_faces, weight_bits=8, act_bits=8, act_form
                 bias_correction=bool(bias_correction),
                 offsets=bool(offsets) and act_form == "lut",
                 offset_tensors=sum(1 for f in fmts.values() if f.offset),
+                equalization=bool(equalization), equalized_pairs=len(pairs),
+                adaround_iterations=int(adaround),
+                adaround_layers=sum(1 for r in rounding if r["changed"] > 0),
                 scaled_tensors=sum(1 for f in fmts.values() if f.scale != 1.0))
     return quantize_program(ops, params, roles, fmts, shapes, weight_bits, act_form,
                             cordic_iterations, cordic_width, meta)

@@ -16,6 +16,9 @@ both combined:
 * ``offsets``: off or on (activation inputs of the LUT form get an offset, needs ``mse-act``);
 * ``calibration``: ``mse``, ``mse-act`` (activation inputs judged after the activation) or
   ``max`` (measured once, against the baseline);
+* ``equalization``: off or on (cross-layer equalisation of the exact pairs, before
+  calibration);
+* ``adaround``: iterations of adaptive weight rounding per layer (0: round to nearest);
 
 and measures the embedding cosine against the float model on the evaluation faces (mean, min).
 The calibration statistics and the bias shifts are collected once and shared by every
@@ -37,16 +40,20 @@ import torch
 from . import faces as face_set
 from .fidelity import _cos_rows, _float_embeddings
 from .golden import GoldenModel
-from .quantize import (DEFAULT_WIDE, choose_formats, collect_statistics, float_program,
-                       quantize_program, tensor_shapes, weight_bias_shift)
+from .adaround import adaround as fit_rounding
+from .equalize import equalize
+from .quantize import (ADAROUND_ITERATIONS, DEFAULT_WIDE, choose_formats, collect_statistics,
+                       float_program, quantize_program, tensor_shapes, weight_bias_shift)
 from .reference_model import load_reference, weights_path
 from .zoo import VARIANTS
 
 # The two precisions of the quantizer issue: {name: (act_bits, wide roles)}.
 PRECISIONS = {"default": (8, DEFAULT_WIDE), "all-8-bit": (8, ("embedding",))}
 # The baseline every technique is measured against (the quantizer before these techniques).
-BASELINE = {"scales": "pow2", "calibration": "mse", "bias_correction": False, "offsets": False}
-_KEY = ("precision", "scales", "calibration", "bias_correction", "offsets")
+BASELINE = {"scales": "pow2", "calibration": "mse", "bias_correction": False, "offsets": False,
+            "equalization": False, "adaround": 0}
+_KEY = ("precision", "scales", "calibration", "bias_correction", "offsets", "equalization",
+        "adaround")
 
 
 def combinations():
@@ -61,12 +68,19 @@ def combinations():
     yield dict(BASELINE, calibration="max")
     yield dict(BASELINE, calibration="mse-act", offsets=True)
     yield dict(BASELINE, scales="free", calibration="mse-act", offsets=True)
+    best = dict(BASELINE, scales="free", calibration="mse-act", offsets=True)
+    yield dict(BASELINE, equalization=True)
+    yield dict(best, equalization=True)
+    yield dict(best, adaround=ADAROUND_ITERATIONS)
+    yield dict(best, equalization=True, adaround=ADAROUND_ITERATIONS)
+    yield dict(BASELINE, adaround=ADAROUND_ITERATIONS)
 
 
 def label(c: dict) -> str:
     return f"scales {c['scales']}, calibration {c['calibration']}, " \
            f"bias correction {'on' if c['bias_correction'] else 'off'}, " \
-           f"offsets {'on' if c.get('offsets') else 'off'}"
+           f"offsets {'on' if c.get('offsets') else 'off'}, " \
+           f"CLE {'on' if c.get('equalization') else 'off'}, AdaRound {c.get('adaround', 0)}"
 
 
 class Bench:
@@ -77,32 +91,49 @@ class Bench:
         self.ops, self.params, self.roles = float_program(self.model)
         self.shapes = tensor_shapes(self.ops, self.params)
         self.cal, self.ev, self.weight_bits = calibration_faces, evaluation_faces, weight_bits
-        log("  calibration statistics ...")
-        self.stats = collect_statistics(self.ops, self.params, calibration_faces)
-        log("  bias shifts ...")
-        shift = weight_bias_shift(self.ops, self.params, calibration_faces, weight_bits)
-        self.corrected = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
-                          for k, v in self.params.items()}
+        self.log = log
+        self._stats = {}
         self.float_emb = _float_embeddings(self.model, evaluation_faces)
 
+    def stats(self, equalization: bool):
+        """``(params, statistics)`` without or with cross-layer equalisation (computed once)."""
+        if equalization not in self._stats:
+            params = self.params
+            if equalization:
+                self.log("  cross-layer equalisation ...")
+                params, _ = equalize(self.ops, self.params, self.shapes, self.cal)
+            self.log("  calibration statistics ...")
+            self._stats[equalization] = (params, collect_statistics(self.ops, params, self.cal))
+        return self._stats[equalization]
+
     def artifact(self, c: dict, act_bits, wide, act_form="lut"):
+        params, stats = self.stats(bool(c.get("equalization")))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fmts = choose_formats(self.ops, self.roles, self.stats, act_bits, wide,
+            fmts = choose_formats(self.ops, self.roles, stats, act_bits, wide,
                                   c["calibration"], c["scales"], act_form,
                                   offsets=c["offsets"])
-        params = self.corrected if c["bias_correction"] else self.params
+        seconds = None
+        if c.get("adaround"):
+            t0 = time.perf_counter()
+            params, _ = fit_rounding(self.ops, params, fmts, self.cal, self.weight_bits,
+                                     iterations=c["adaround"])
+            seconds = time.perf_counter() - t0
+        if c["bias_correction"]:
+            shift = weight_bias_shift(self.ops, params, self.cal, self.weight_bits)
+            params = {k: dict(v, bias=v["bias"] - shift[k]) if k in shift else v
+                      for k, v in params.items()}
         meta = {"variant": self.model.spec.name, "act_bits": act_bits, "wide_roles": list(wide),
                 **c}
         art = quantize_program(self.ops, params, self.roles, fmts, self.shapes,
                                self.weight_bits, act_form, meta=meta)
-        return art, [str(w.message) for w in caught]
+        return art, [str(w.message) for w in caught], seconds
 
     def measure(self, c: dict, act_bits, wide) -> dict:
-        art, warned = self.artifact(c, act_bits, wide)
+        art, warned, seconds = self.artifact(c, act_bits, wide)
         cos = _cos_rows(GoldenModel(art).embed(self.ev, normalize=False), self.float_emb)
         return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-                "warnings": warned}
+                "warnings": warned, "adaround_seconds": seconds}
 
 
 def run(bench: Bench, precision: str, path: Path, weights: str, log=print) -> list:
@@ -154,13 +185,16 @@ def markdown(rep: dict) -> str:
         base = next((r for r in prows if all(r.get(k, False) == v for k, v in BASELINE.items())),
                     None)
         lines += [f"## {pname} precision (16-bit roles: {', '.join(prows[0]['wide_roles'])})",
-                  "", "| scales | calibration | bias correction | offsets | cosine mean | "
-                  "cosine min | mean vs baseline |", "|---|---|---|---|---|---|---|"]
+                  "", "| scales | calibration | bias correction | offsets | CLE | AdaRound "
+                  "iterations | cosine mean | cosine min | mean vs baseline |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(prows, key=lambda r: r["cosine_mean"]):
             delta = "" if base is None else f"{r['cosine_mean'] - base['cosine_mean']:+.5f}"
             lines.append(f"| {r['scales']} | {r['calibration']} | "
                          f"{'on' if r['bias_correction'] else 'off'} | "
-                         f"{'on' if r.get('offsets') else 'off'} | {r['cosine_mean']:.5f} | "
+                         f"{'on' if r.get('offsets') else 'off'} | "
+                         f"{'on' if r.get('equalization') else 'off'} | {r.get('adaround', 0)} | "
+                         f"{r['cosine_mean']:.5f} | "
                          f"{r['cosine_min']:.5f} | {delta} |")
         lines.append("")
     return "\n".join(lines)
@@ -175,8 +209,11 @@ def plot_compare(before: dict, after: dict, path: Path):
     for name, rep in (("before", before), ("after", after)):
         q, e = rep["quantizer"], rep["embedding"]
         ax.plot([min(r["sqnr_db"], 99) for r in rep["layers"]], lw=0.8,
-                label=f"{name}: scales {q.get('scales', 'pow2')}, bias correction "
-                      f"{'on' if q.get('bias_correction') else 'off'}; embedding cosine "
+                label=f"{name}: scales {q.get('scales', 'pow2')}, calibration "
+                      f"{q.get('calibration_method', 'mse')}, offsets "
+                      f"{'on' if q.get('offsets') else 'off'}, CLE "
+                      f"{'on' if q.get('equalization') else 'off'}, AdaRound "
+                      f"{q.get('adaround_iterations', 0)}; embedding cosine "
                       f"{e['cosine_mean']:.5f} / {e['cosine_min']:.5f}")
     rows = after["layers"]
     ticks = [i for i, r in enumerate(rows) if r["role"] in ("residual", "embedding")]

@@ -22,15 +22,16 @@ INIT_WAIT_NS = 200
 
 
 def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0,
-             pipelined=False, divider=DIVIDER, host_timeout=120.0):
+             pipelined=False, divider=DIVIDER, host_timeout=120.0, fault=None):
     """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict.
 
     ``pipelined``: the driver's :meth:`~firmware.driver.Device.run_faces` (face N+1 uploads
     while face N computes). ``divider``: UART clock cycles a bit, :data:`DIVIDER` by default;
     the board's own (:func:`hw.link.uart.uart_divider` of its clock and baud rate) simulates
     the real bit rate. ``host_timeout``: real seconds the driver waits for a response (a
-    whole face at a real bit rate takes minutes of simulation)."""
-    from hw.board.boards import get_board
+    whole face at a real bit rate takes minutes of simulation). ``fault``: a fault of the
+    bench's host (``BOARD_CFG`` in :mod:`sim.tb_board`)."""
+    from hw.board.boards import Link, get_board
     from hw.board.top import EngineSystem, system_ports
     from sim.runner import SIM_BUILD, run_cocotb
     board = get_board(board_name)
@@ -49,7 +50,7 @@ def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeou
            "input_addr": int(compiled.input["addr"]), "input_shape": list(faces.shape[1:]),
            "n_result": P.N_RESULT, "preload": preload, "faces": str(folder / "faces.npy"),
            "face_via": list(face_via), "pipelined": pipelined, "host_timeout": host_timeout,
-           "run_timeout": run_timeout, "result": str(result)}
+           "run_timeout": run_timeout, "result": str(result), "fault": fault}
     # Only the top ports are visible to cocotb, so Verilator optimises the rest (as in
     # sim/tb_engine.py: several times faster to build and run).
     vlt = folder / "public_ports.vlt"

@@ -78,7 +78,7 @@ def _artifact(board, variant, weights, random_seed=None, quick=False, log=print)
         ("_cordic" if board.engine.activation == "cordic" else "")
     quick_args = ("--no-peer", "--no-pairs", "--eval-faces", "4") \
         if random_seed is not None or quick else ()   # the same artifact, a shorter report
-    ctx = BuildContext(board=board, variant=variant, weights=weights, design="engine",
+    ctx = BuildContext(board=board, variant=variant, weights=weights,
                        out=ROOT / "build", quant_name=name, quant_args=quick_args)
     quantize = [s for s in STEPS if s.name == "quantize"]
     StepRunner(quantize, ctx.board_dir / ".cache", log=log).run(ctx)

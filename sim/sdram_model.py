@@ -32,6 +32,8 @@ Rules enforced (each violation names the rule, the cycle and the bank):
 ``banks open``         REF or MRS while a bank may be open
 ``bus contention``     controller drives DQ in or next to a cycle in which the chip drives it
 ``write data``         WRITE beat without ``dq_oe``
+``undefined read``     read data driven for a word never written nor loaded (the chip's
+                       content is then random bits, which the data also are)
 =====================  ======================================================================
 
 Bursts: BL 1, 2, 4, 8 with sequential order (READ/WRITE/PRE interrupt a burst as in the
@@ -135,7 +137,8 @@ class SDRAMModel:
         self.ref_cycles = []
         self.max_ref_gap = 0
         self.command_counts = {name: 0 for name in _NAMES.values()}
-        self.read_beats = {}     # cycle -> (bank, word) the chip drives at that falling edge
+        self.read_beats = {}     # cycle -> (bank, word, (row, col) if never written) driven
+                                 # at that falling edge
         self.write_burst = None  # (bank, row, col0, beat, length)
         self._last_beat = None
         self._task = None
@@ -202,6 +205,9 @@ class SDRAMModel:
             beat = self.read_beats.pop(n, None)
             self.dq_i.value = beat[1] if beat is not None else self.rng.getrandbits(
                 self.chip.data_bits)
+            if beat is not None and beat[2] is not None:
+                self._violate("undefined read", beat[0], f"READ of (row {beat[2][0]}, column "
+                                                         f"{beat[2][1]}), never written nor loaded")
             # The chip holds read data from the edge it launches it until tOH after the next
             # one, so the controller may not drive DQ in the beat's cycle or either neighbour.
             if int(self.dq_oe.value) and (beat is not None or self._last_beat == n - 1
@@ -291,9 +297,11 @@ class SDRAMModel:
                 for i in range(bl):
                     c = (col & ~(bl - 1)) | ((col + i) & (bl - 1))
                     word = self.mem.get((ba, bank.row, c))
+                    undefined = None
                     if word is None:
                         word = self.rng.getrandbits(self.chip.data_bits)
-                    self.read_beats[n + cl + i] = (ba, word)
+                        undefined = (bank.row, c)
+                    self.read_beats[n + cl + i] = (ba, word, undefined)
                 self.write_burst = None
             else:
                 self.write_burst = (ba, bank.row, col, 0, bl)
@@ -311,7 +319,7 @@ class SDRAMModel:
                     bank.t_pre = n
                 bank.active = False
                 # Read beats of this bank later than CL - 1 cycles after the PRE are lost.
-                for k in [k for k, (bb, _) in self.read_beats.items()
+                for k in [k for k, (bb, *_) in self.read_beats.items()
                           if bb == b and k >= n + (self.cas_latency or 0)]:
                     del self.read_beats[k]
             if a >> 10 & 1:

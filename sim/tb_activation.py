@@ -46,8 +46,10 @@ class ActivationTB:
         await RisingEdge(self.dut.clk)
         await RisingEdge(self.dut.clk)
 
-    async def run(self, codes):
-        send = cocotb.start_soon(self.source.send(self.words(codes)))
+    async def run(self, codes, extra=0):
+        """Send ``codes`` (and ``extra`` codes more: a test of the bench's own drain check);
+        receive as many results as ``codes``."""
+        send = cocotb.start_soon(self.source.send(self.words(codes + codes[:extra])))
         got = await self.sink.receive(len(codes))
         await send
         return got
@@ -76,7 +78,7 @@ async def test_random_stalls(dut):
     await tb.reset()
     for part in case["parts"]:
         await tb.configure(part["config"])
-        got = await tb.run(part["codes"])
+        got = await tb.run(part["codes"], case.get("extra_codes", 0))
         check(got, part["expected"], part["codes"])
         await tb.assert_drained()
 

@@ -25,6 +25,8 @@ Configured by ``BOARD_CFG`` (JSON; written by ``tests/test_board_sim.py``)::
     host_timeout             real seconds the driver waits for one response
     run_timeout              real seconds the driver waits for one face
     result                   JSON file written at the end (also when the driver fails)
+    fault                    (optional; a test of the bench) "unread_status": after the last
+                             face the host sends a STATUS frame and does not read the answer
 
 Result: ``embeddings`` (per face), ``run_cycles`` (simulated clock cycles with ``running``
 high: from the first face byte or RUN to END) and ``run_intervals`` (their first and last
@@ -32,7 +34,9 @@ cycles), ``host_frames`` (``[kind, seq, first cycle, last cycle]`` of every fram
 sent, on the ``rx`` pin), ``device_frames`` (``[kind, seq, cycle of the last byte]`` of every
 frame the device sent), ``face_seconds`` (wall time per face), ``upload_seconds``, ``sdram``
 (command counts, refreshes, largest gap between refreshes, violations), ``error`` (the
-driver's exception, or null).
+driver's exception, or null), ``drain_error`` (the drain checks of :func:`_drained`, once the
+driver is done: every byte the driver wrote reached the pins, the design sends nothing more,
+every byte it sent was read, the engine is not running; or null).
 """
 import json
 import os
@@ -93,8 +97,30 @@ def _host(cfg, transport, header, body, faces, box, log):
                 dev.face_via = via
                 done(k, dev.run_face(face, timeout=cfg["run_timeout"]))
         box["status"] = repr(dev.status())
+        if cfg.get("fault") == "unread_status":
+            transport.write(P.encode_frame(P.Cmd.STATUS, 0))
+            while not transport.to_device.empty():      # the bench takes it to the pins
+                time.sleep(0.01)
     except Exception as e:          # reported by the test
         box["error"] = f"{type(e).__name__}: {e}"
+
+
+async def _drained(dut, transport, line, divider):
+    """The drain checks, once the driver is done: its message, or None."""
+    left = 0
+    while (data := transport.device_take()) is not None:
+        left += len(data)
+    if left:
+        return f"rx: {left} byte(s) the driver wrote never reached the device"
+    n_tx = len(line.received)
+    await ClockCycles(dut.clk, 1000 * divider)             # a hundred byte times
+    unread = transport.read(1 << 20, timeout=0.001)
+    if unread:
+        return (f"tx: {len(unread)} byte(s) from the device the driver never read "
+                f"({len(line.received) - n_tx} of them after it finished)")
+    if int(dut.running.value):
+        return "the engine is still running after the driver finished"
+    return None
 
 
 @cocotb.test()
@@ -154,6 +180,7 @@ async def faces_through_the_board(dut):
             first = now()
             await line.send(data)
             host_frames.append([data[2], data[3], first, now()])
+    box["drain_error"] = await _drained(dut, transport, line, cfg["divider"])
     box.update(run_cycles=[b - a for a, b in runs], run_intervals=runs,
                host_frames=host_frames, device_frames=device_frames,
                wall_seconds=time.monotonic() - t0,
@@ -162,3 +189,4 @@ async def faces_through_the_board(dut):
                       "violations": [str(v) for v in sdram.violations]})
     Path(cfg["result"]).write_text(json.dumps(box, indent=1))
     assert box["error"] is None, f"the host driver failed: {box['error']}"
+    assert box["drain_error"] is None, box["drain_error"]

@@ -2,11 +2,21 @@
 
 The testbench owns: the host's UART line (:class:`sim.tb_uart.UartLine`), a word memory model
 behind the three memory streams (random back-pressure and idle cycles; it fails on a burst that
-is too long, crosses a ``max_burst`` boundary or leaves the memory), and an engine model that
+is too long, crosses a ``max_burst`` boundary or leaves the memory, and on a read of a word
+never written), and an engine model that
 takes its face either from memory on ``start`` or from the ``o_face`` stream (busy from the
 first byte, random back-pressure; ``hold_faces`` stops it taking faces), then streams an
 embedding computed from that face (:func:`engine_embedding`; the link's ``i_result.ready``
 may hold it), then drops ``busy`` and raises ``done``.
+
+Every test ends with :meth:`LinkBench.finish`, the drain checks: the link took every read word
+the memory model offered and every result word, and after the last response nothing more comes
+out (no memory command or write word, no face byte, no byte on ``tx``, no response the test did
+not read). ``LINK_FAULT`` (tests of the bench itself, with :func:`drain_checks_bite`) breaks the
+models so that each check must fail: ``extra_read_word`` (the memory answers a read with a word
+too many), ``short_face`` (the engine model's face is one byte shorter than the link's) and
+``unread_response`` (the host sends a frame without reading its answer); ``unwritten_read``
+(a read of a word never written) shows the memory model failing.
 
 The last test runs the host driver (:class:`firmware.driver.Device`, unchanged) in a thread
 over a :class:`firmware.transport.QueueTransport` whose bytes this testbench moves to and from
@@ -23,10 +33,11 @@ from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from firmware import protocol as P
 from firmware.transport import FaultyTransport, QueueTransport
-from sim.streams import StreamSink, StreamSource, to_signed
+from sim.streams import DrainError, StreamSink, StreamSource, to_signed
 from sim.tb_uart import CLK_PS, UartLine, start_bench
 
 CFG = json.loads(os.environ.get("LINK_CFG", "{}"))
+FAULT = os.environ.get("LINK_FAULT", "")
 
 
 def engine_embedding(mem: dict, input_addr: int, input_words: int, n_result: int) -> list[int]:
@@ -54,8 +65,10 @@ class LinkBench:
         self.input_addr, self.input_words = CFG["input_addr"], CFG["input_words"]
         self.parser = P.FrameParser()
         self.frames: list = []
-        self.on_byte = None
-        self.hold_faces = False
+        self.on_byte = None           # set: the device's bytes go there instead of ``frames``
+        self.hold_faces = False       # set: the engine model takes no face
+        self.mem_pending = None       # the memory command being served
+        self.face_open = False        # the engine model has taken part of a face
 
     async def start(self):
         dut = self.dut
@@ -76,9 +89,10 @@ class LinkBench:
         cocotb.start_soon(self._engine_stream())
 
     def _byte(self, byte):
-        self.frames += self.parser.feed(bytes([byte]))
-        if self.on_byte:
+        if self.on_byte:          # a host driver reads the responses itself
             self.on_byte(byte)
+        else:
+            self.frames += self.parser.feed(bytes([byte]))
 
     async def _memory(self):
         while True:
@@ -87,6 +101,7 @@ class LinkBench:
             write = (word >> self.aw) & 1
             length = word >> (self.aw + 1)
             self.commands.append((addr, write, length))
+            self.mem_pending = (addr, write, length)
             assert 1 <= length <= self.max_burst, f"burst length {length} at {addr}"
             assert addr // self.max_burst == (addr + length - 1) // self.max_burst, \
                 f"burst {addr}+{length} crosses a {self.max_burst}-word boundary"
@@ -95,7 +110,11 @@ class LinkBench:
                 for k, w in enumerate(await self.wdata_sink.receive(length)):
                     self.mem[addr + k] = w
             else:
-                await self.rdata_src.send([self.mem.get(addr + k, 0) for k in range(length)])
+                unset = [a for a in range(addr, addr + length) if a not in self.mem]
+                assert not unset, f"memory model: read of word {unset[0]} never written"
+                extra = [0xBAD] if FAULT == "extra_read_word" else []
+                await self.rdata_src.send([self.mem[addr + k] for k in range(length)] + extra)
+            self.mem_pending = None
 
     async def _engine(self):
         dut = self.dut
@@ -111,13 +130,15 @@ class LinkBench:
 
     async def _engine_stream(self):
         dut = self.dut
-        n = int(np.prod(CFG["face_shape"]))
+        n = int(np.prod(CFG["face_shape"])) - (FAULT == "short_face")
         while True:
             while self.hold_faces:
                 await ClockCycles(dut.clk, 16)
             face = bytes(await self.face_sink.receive(1))
+            self.face_open = True
             dut.busy.value, dut.done.value = 1, 0
             face += bytes(await self.face_sink.receive(n - 1))
+            self.face_open = False
             self.faces_streamed.append(face)
             words = np.frombuffer(face + b"\0" * (n % 2), "<u2")
             mem = {self.input_addr + k: int(v) for k, v in enumerate(words)}
@@ -126,6 +147,28 @@ class LinkBench:
             await self.result_src.send([v & 0xFFFF for v in emb])
             await ClockCycles(dut.clk, 5)
             dut.busy.value, dut.done.value = 0, 1
+
+    async def finish(self):
+        """The drain checks, at the end of a test (after its last response): every word the
+        models offered the link was taken, and for twenty byte times nothing more comes out."""
+        window = 200 * CFG["divider"]
+        await self.rdata_src.assert_consumed(window, "mem__r (read words the link did not take)")
+        await self.result_src.assert_consumed(window, "i_result")
+        n_cmd, n_tx = len(self.commands), len(self.line.received)
+        await ClockCycles(self.dut.clk, window)
+        if len(self.commands) > n_cmd:
+            raise DrainError(f"mem__cmd: {len(self.commands) - n_cmd} memory command(s) after "
+                             f"the last response: {self.commands[n_cmd:]}")
+        if self.mem_pending:
+            raise DrainError(f"mem__w: the write burst {self.mem_pending} is missing words")
+        await self.wdata_sink.assert_silent(16, "mem__w")
+        if self.face_open:
+            raise DrainError(f"o_face: a face byte beyond the last face ({len(self.faces_streamed)}"
+                             f" whole face(s)): the engine model holds an unfinished face")
+        if len(self.line.received) > n_tx or self.frames:
+            raise DrainError(f"tx: {len(self.line.received) - n_tx} byte(s) after the last "
+                             f"response, {len(self.frames)} response frame(s) the test did not "
+                             f"read: {[str(f) for f in self.frames]}")
 
     # ---- host side ----
     async def response(self, cycles=None):
@@ -182,7 +225,7 @@ async def write_read_round_trip(dut):
     for addr, n in [(0, 1), (5, maxw), (tb.max_burst - 4, 9), (1000, 20), (tb.mem_words - 4, 4)]:
         seq += 1
         data = await tb.ack(P.Cmd.READ_MEM, seq, P.read_mem_payload(addr, n))
-        want = b"".join(ref.get(addr + k, 0).to_bytes(2, "little") for k in range(n))
+        want = b"".join(ref[addr + k].to_bytes(2, "little") for k in range(n))
         assert data == want, f"READ_MEM {addr}+{n}: {data.hex()} != {want.hex()}"
     assert any(length < tb.max_burst and (addr + length) % tb.max_burst == 0
                for addr, _, length in tb.commands), "no command was split at a burst boundary"
@@ -190,6 +233,7 @@ async def write_read_round_trip(dut):
     assert (st.frames_ok, st.bad_crc, st.bad_length, st.timeouts, st.rejected) == (10, 0, 0, 0, 0), st
     assert st.max_payload == CFG["max_payload"] and st.n_result == CFG["n_result"], st
     assert st.version == P.VERSION and st.dropped_bytes == 0, st
+    await tb.finish()
 
 
 @cocotb.test()
@@ -265,6 +309,7 @@ async def recovery_from_bad_input(dut):
                                                    P.Error.BAD_ADDRESS), st
     assert st.rejected >= 8 and st.dropped_bytes >= dropped, st
     await tb.ack(P.Cmd.WRITE_MEM, 15, good)
+    await tb.finish()
 
 
 @cocotb.test()
@@ -291,6 +336,7 @@ async def exact_counters(dut):
     assert got == {"frames_ok": 1, "bad_crc": 1, "bad_length": 1, "timeouts": 1, "rejected": 1,
                    "framing_errors": 1, "dropped_bytes": 3, "runs": 0,
                    "last_error": P.Error.BAD_LENGTH}, got
+    await tb.finish()
 
 
 def struct_addr(addr):
@@ -321,6 +367,7 @@ async def run_and_result(dut):
     data = await tb.ack(P.Cmd.READ_RESULT, 10)
     got = np.frombuffer(data, "<i2").tolist()
     assert got == engine_embedding(tb.mem, tb.input_addr, tb.input_words, tb.n_result)
+    await tb.finish()
 
 
 @cocotb.test()
@@ -351,8 +398,7 @@ async def face_stream(dut):
     words = np.frombuffer(face + b"\0" * (n % 2), "<u2")
     mem = {tb.input_addr + k: int(v) for k, v in enumerate(words)}
     assert got == engine_embedding(mem, tb.input_addr, tb.input_words, tb.n_result)
-    await ClockCycles(dut.clk, 100)
-    assert int(dut.o_face__valid.value) == 0, "o_face still offers a byte after the face"
+    await tb.finish()
 
 
 def _embedding_of(tb, face: bytes):
@@ -402,8 +448,7 @@ async def face_buffer_full_and_long_frames(dut):
     # runs counts FACE_DATA frames at offset 0: faces 0 and 1 and the long frame
     assert st.runs == 3 and st.rejected == 1 and st.bad_length == 1, st
     assert st.face_payload == 4 + CFG["face_depth"] and st.max_payload == CFG["max_payload"], st
-    await ClockCycles(dut.clk, 100)
-    assert int(dut.o_face__valid.value) == 0, "o_face still offers a byte after the faces"
+    await tb.finish()
 
 
 @cocotb.test(timeout_time=100, timeout_unit="ms")
@@ -439,6 +484,7 @@ async def results_queue_and_resend(dut):
     await tb.nack(P.Cmd.READ_RESULT, 15, b"", P.Error.NO_RESULT)
     st = await tb.status(16)
     assert not st.result_ready and st.result_words == 0, st
+    await tb.finish()
 
 
 @cocotb.test()
@@ -504,3 +550,32 @@ async def driver_over_simulated_link(dut):
     assert st.runs == 5 and st.bad_crc == 1 and st.timeouts == 2, st
     assert box["stats"]["resends"] >= 3, box["stats"]
     dut._log.info("driver stats %s, device status %s", box["stats"], st)
+    await tb.finish()
+
+
+@cocotb.test()
+async def drain_checks_bite(dut):
+    """A short session touching every stream (a write, a read, a streamed face, its result),
+    then the drain checks: passes as it is; with ``LINK_FAULT`` set it must fail."""
+    tb = LinkBench(dut)
+    await tb.start()
+    await tb.ack(P.Cmd.WRITE_MEM, 1, P.write_mem_payload(8, bytes(range(6))))
+    n_read = 4 if FAULT == "unwritten_read" else 3
+    assert await tb.ack(P.Cmd.READ_MEM, 2, P.read_mem_payload(8, n_read)) == bytes(range(6))
+    n = int(np.prod(CFG["face_shape"]))
+    face = bytes(random.Random(8).randrange(256) for _ in range(n))
+    await tb.ack(P.Cmd.FACE_DATA, 3, P.face_payload(0, face[:40]))
+    await tb.ack(P.Cmd.FACE_DATA, 4, P.face_payload(40, face[40:]))
+    for _ in range(20):
+        st = await tb.status(5)
+        if not st.busy:
+            break
+        await ClockCycles(dut.clk, 300)
+    # (short_face: the byte the engine model did not count as the face's starts a next face,
+    # which keeps the model busy)
+    assert not st.busy or FAULT == "short_face", st
+    if not st.busy:
+        assert len(await tb.ack(P.Cmd.READ_RESULT, 6)) == 2 * tb.n_result
+    if FAULT == "unread_response":
+        await tb.line.send(P.encode_frame(P.Cmd.STATUS, 7))
+    await tb.finish()

@@ -149,6 +149,8 @@ async def random_traffic(dut):
     await tb.start()
     ops, expected, ref = random_ops(rng, tb.chip, CASE.get("ops", 40), CASE.get("max_len", 600),
                                      CASE.get("thrash", False))
+    if CASE.get("read_unwritten"):      # then a word never written: the model must catch it
+        ops.append((0, next(a for a in range(tb.chip.words) if a not in ref), 1))
     got = await tb.run(ops)
     await tb.drain()
     expect = CASE.get("expect")

@@ -17,6 +17,8 @@ face only as a stream). Slow tier: the whole seesaw_shuffle network on the ulx3s
 configuration, two real faces pipelined. The figures at the real bit rate come from
 ``python -m sim.link_throughput`` (reports/link_throughput.json).
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,7 @@ def golden_stream(artifact, faces):
 
 def check(res, want):
     assert res["error"] is None, res["error"]
+    assert res["drain_error"] is None, res["drain_error"]
     got = np.array(res["embeddings"], dtype=np.int64)
     assert got.shape == want.shape == (len(want), P.N_RESULT), (got.shape, want.shape)
     assert all(np.any(w != 0) for w in want), "a golden embedding is all zero: nothing compared"
@@ -107,6 +110,20 @@ def test_board_12f_face_through_memory_is_refused_clearly():
     res = simulate("ulx3s-12f", comp, faces[:1], ["memory"], preload=True, run_timeout=15.0)
     assert res["error"] is not None and "RUN refused" in res["error"], res["error"]
     assert "face_via='stream'" in res["error"] and res["embeddings"] == []
+    assert res["drain_error"] is None, res["drain_error"]
+
+
+def test_board_bench_fails_on_an_unread_response():
+    """The bench's drain check bites: after a face, the host sends a STATUS frame and never
+    reads the answer; the bytes the design sends back must fail the run."""
+    faces, art, comp = _small_net()
+    res = simulate("ulx3s-12f", comp, faces[:1], ["stream"], preload=True, run_timeout=120.0,
+                   fault="unread_status")
+    assert res["error"] is None, res["error"]
+    assert res["embeddings"] == golden_stream(art, faces[:1]).tolist()
+    assert res["drain_error"] is not None and re.fullmatch(
+        r"tx: \d+ byte\(s\) from the device the driver never read \(\d+ of them after it "
+        r"finished\)", res["drain_error"]), res["drain_error"]
 
 
 @pytest.mark.slow

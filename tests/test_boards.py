@@ -11,7 +11,8 @@ import yaml
 from hw.board.boards import (BOARDS_YAML, PFD_MHZ, VCO_MHZ, BoardError, default_board_name,
                        get_board, load_boards)
 
-EXPECTED = {"ulx3s": "LFE5U-85F", "ulx3s-cordic": "LFE5U-85F", "ulx3s-45f": "LFE5U-45F",
+EXPECTED = {"ulx3s": "LFE5U-85F", "ulx3s-usb": "LFE5U-85F", "ulx3s-cordic": "LFE5U-85F",
+            "ulx3s-45f": "LFE5U-45F",
             "ulx3s-25f": "LFE5U-25F", "ulx3s-12f": "LFE5U-12F"}
 
 
@@ -92,6 +93,7 @@ def test_missing_field(tmp_path, doc, field_path):
     ("engine.pointwise_in_lanes", 4.5, "expected int, not float"),
     ("link", 3000000, "expected a mapping"),
     ("engine.activation", "tanh", "'tanh' is not one of 'lut', 'cordic'"),
+    ("link.kind", "ethernet", "'ethernet' is not one of 'uart', 'usb'"),
     ("sdram.cas_latency", 4, "not one of 2, 3"),
     ("clock.pll.clki_div", 0, "out of range"),
 ])
@@ -225,3 +227,36 @@ def test_pll_dividers_are_what_ecppll_gives(name, tmp_path):
     expected = {"clki_div": p.clki_div, "clkfb_div": p.clkfb_div, "clkop_div": p.clkop_div,
                 "clkop_cphase": p.clkop_cphase}
     assert _ecppll(b.clock.target_mhz, tmp_path) == expected
+
+
+def test_link_kind_usb_takes_no_baud_and_uart_needs_one(tmp_path, doc):
+    assert get_board("ulx3s-usb").link.kind == "usb" and get_board("ulx3s").link.kind == "uart"
+    doc["boards"]["ulx3s-usb"]["link"]["baud"] = 3_000_000
+    expect_error(write(tmp_path, doc), "ulx3s-usb", "link.baud", "kind 'uart'", "12 Mbit/s")
+    doc["boards"]["ulx3s"]["link"] = {"kind": "uart"}
+    expect_error(write(tmp_path, doc), "ulx3s", "link.baud", "missing")
+
+
+def test_usb_pll_makes_exactly_48_and_12_mhz():
+    from hw.link.usb import usb_pll
+    # 25 MHz: 25 / 5 * 48 = 240 MHz (CLKOP, the feedback), VCO 480 = 48 * 10 = 12 * 40
+    assert usb_pll(25) == {"clki_div": 5, "clkfb_div": 48, "clkop_div": 2, "clkos_div": 10,
+                           "clkos2_div": 40, "clkop_mhz": 240.0, "vco_mhz": 480.0}
+    with pytest.raises(ValueError, match="exactly 48 and 12 MHz from a 7.3 MHz"):
+        usb_pll(7.3)
+
+
+@pytest.mark.synthesis
+def test_usb_pll_is_what_ecppll_gives(tmp_path):
+    from hw.link.usb import usb_pll
+    exe = Path(sys.executable).parent / "yowasp-ecppll"
+    if not exe.exists():
+        pytest.skip("yowasp-ecppll not installed")
+    subprocess.run([str(exe), "-i", "25", "-o", "240", "--clkout1", "48", "--clkout2", "12",
+                    "-f", "pll.v"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                   check=True)
+    got = {k.lower(): int(v) for k, v in re.findall(
+        r"\.(CLKI_DIV|CLKFB_DIV|CLKOP_DIV|CLKOS_DIV|CLKOS2_DIV)\((\d+)\)",
+        (tmp_path / "pll.v").read_text())}
+    d = usb_pll(25)
+    assert got == {k: d[k] for k in got} and len(got) == 5

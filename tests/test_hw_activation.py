@@ -18,8 +18,10 @@ def cordic(function, in_fmt, out_fmt, **kw):
     return ActivationSpec(function, "cordic", in_fmt, out_fmt, **kw)
 
 
-def run_case(name, parts, *, seed=1, idle_prob=0.3, stall_prob=0.3, iterations=16, width=24):
-    """``parts``: (spec, codes) run one after another on one unit, reconfigured between."""
+def run_case(name, parts, *, seed=1, idle_prob=0.3, stall_prob=0.3, iterations=16, width=24,
+             testcase=None, extra_codes=0):
+    """``parts``: (spec, codes) run one after another on one unit, reconfigured between.
+    ``extra_codes``: send that many codes more than the results the bench expects."""
     unit = ActivationCORDIC(iterations, width)
     layout = activation_config_layout(unit.out_width)
     case = {"parts": [{"config": layout.const(unit.config_for(spec)).as_value().value,
@@ -28,8 +30,8 @@ def run_case(name, parts, *, seed=1, idle_prob=0.3, stall_prob=0.3, iterations=1
                       for spec, codes in parts],
             "in_bits": unit.in_width, "out_bits": unit.out_width, "out_signed": True,
             "latency": unit.latency, "idle_prob": idle_prob, "stall_prob": stall_prob,
-            "seed": seed}
-    run_cocotb(unit, name=name, test_module="sim.tb_activation",
+            "seed": seed, "extra_codes": extra_codes}
+    run_cocotb(unit, name=name, test_module="sim.tb_activation", testcase=testcase,
                extra_env={"CASE": json.dumps(case)})
 
 
@@ -84,6 +86,18 @@ def test_engine_formats_all_8bit_codes_reconfigured():
 def test_cordic_swish_12bit_sample():
     spec = cordic("swish", Fmt(True, 12, 7), Fmt(True, 12, 8))
     run_case("cordic_swish_12bit", [(spec, sampled_codes(spec, 400))], seed=5)
+
+
+def test_bench_fails_on_an_extra_result():
+    """The bench's drain check bites: one code more than the results it expects leaves a result
+    that must fail the run."""
+    from sim.runner import SIM_BUILD
+    spec = cordic("swish", Fmt(True, 12, 7), Fmt(True, 12, 8))
+    with pytest.raises((AssertionError, SystemExit)):    # (the cocotb runner exits)
+        run_case("cordic_swish_12bit", [(spec, sampled_codes(spec, 20))], seed=5,
+                 testcase="test_random_stalls", extra_codes=1)
+    log = (SIM_BUILD / "cordic_swish_12bit" / "run.log").read_text()
+    assert "AssertionError: output beyond the expected count" in log
 
 
 @pytest.mark.slow

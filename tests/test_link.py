@@ -35,7 +35,29 @@ def run_link_tests(testcase):
 
 
 def test_link_cocotb():
-    run_link_tests(LINK_TESTS)
+    run_link_tests(LINK_TESTS + ["drain_checks_bite"])
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("extra_read_word", r"DrainError: mem__r \(read words the link did not take\): 1 of \d+ "
+                        r"input words not consumed"),
+    ("short_face", r"DrainError: o_face: a face byte beyond the last face \(1 whole face\(s\)\)"),
+    ("unread_response", r"DrainError: tx: [1-9]\d* byte\(s\) after the last response"),
+    ("unwritten_read", r"AssertionError: memory model: read of word 11 never written"),
+])
+def test_link_bench_drain_checks_bite(fault, message):
+    """Each drain check of the link bench fails when its stream does not end where it should:
+    a read word the link never takes, a face byte beyond the engine's face, a response nobody
+    read; and its memory model fails on a read of a word never written (the same session
+    passes without a fault, in test_link_cocotb)."""
+    import re
+    from sim.runner import SIM_BUILD
+    with pytest.raises((AssertionError, SystemExit)):    # (the cocotb runner exits)
+        run_cocotb(link_harness(), name="link_d8", test_module="sim.tb_link",
+                   testcase="drain_checks_bite",
+                   extra_env={"LINK_CFG": json.dumps(LINK_CFG), "LINK_FAULT": fault})
+    log = (SIM_BUILD / "link_d8" / "run.log").read_text()
+    assert re.search(message, log), log[-3000:]
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -10,7 +10,7 @@ from hw.engine import plan as P
 from quant.artifact import save
 from tests.engine_nets import build
 
-ARRAYS = P.ArrayShape(pw_out=16, pw_in=8, dw_channels=8, dw_taps=3)
+ARRAYS = P.ArrayShape(pw_out=16, pw_in=4, dw_channels=4, dw_taps=3, post_lanes=8)
 
 
 def _board(**resources):
@@ -35,9 +35,9 @@ def test_expand_streams_into_the_depthwise_line_buffer():
     # one run: stem, pointwise and depthwise convs overlap through the line buffers
     assert len({l.run for l in pl.layers if l.kind != "input"}) == 1
     cyc = {l.name: l.cycles for l in pl.layers}
-    # parts (in 0:4 -> out 0:8) and (in 4:16 -> out 8:24) on a 16 x 8 array, 8 x 8 pixels
-    assert cyc["pw"] == (1 * 1 + 1 * 2) * 64
-    assert cyc["dw"] == math.ceil(24 / 8) * math.ceil(9 / 3) * 64
+    # parts (in 0:4 -> out 0:8) and (in 4:16 -> out 8:24) on a 16 x 4 array, 8 x 8 pixels
+    assert cyc["pw"] == (1 * 1 + 1 * 3) * 64
+    assert cyc["dw"] == math.ceil(24 / 4) * math.ceil(9 / 3) * 64
 
 
 def test_se_and_residual_hold_whole_maps():
@@ -56,7 +56,7 @@ def test_small_block_ram_spills_the_largest_whole_map_to_sdram():
     art = build("se_block").artifact()
     full = P.plan(art, get_board("ulx3s"), ARRAYS)
     peak = full.peak_brams()[0]
-    budget = peak + P.MIN_WEIGHT_BUFFER + P.FIXED_BRAM - 1
+    budget = peak + P.MIN_WEIGHT_BUFFER + full.fixed_brams - 1
     pl = P.plan(art, _board(DP16KD=budget), ARRAYS)
     spilled = [b for b in pl.buffers if b.storage == "spilled"]
     assert spilled and pl.brams <= budget
@@ -70,8 +70,8 @@ def test_refusals_name_the_resource_and_the_overrun():
     art = build("se_block").artifact()
     with pytest.raises(P.PlanError, match=r"DP16KD \d+ needed .* 3 available: overrun \d+"):
         P.plan(art, _board(DP16KD=3), ARRAYS)
-    big = P.ArrayShape(16, 8, 16, 9)
-    with pytest.raises(P.PlanError, match=r"ulx3s: MULT18X18D 275 needed .* overrun 119"):
+    big = P.ArrayShape(16, 8, 16, 9, post_lanes=4)      # 128 + 144 + 4 x 2 x 2 + 1
+    with pytest.raises(P.PlanError, match=r"ulx3s: MULT18X18D 289 needed .* overrun 133"):
         P.plan(art, get_board("ulx3s"), big)
 
 
@@ -79,8 +79,25 @@ def test_default_arrays_are_the_fastest_that_fit():
     art = build("pointwise_parts_shuffle_dw").artifact()
     board = get_board("ulx3s")
     best = P.plan(art, board)
-    assert best.arrays.multipliers + P.POST_MULTIPLIERS <= board.resources.MULT18X18D
+    assert best.dsp == best.arrays.dsp("lut") <= board.resources.MULT18X18D
     assert all(best.cycles <= P.plan(art, board, a).cycles for a in P.candidate_arrays(board))
+
+
+def test_post_lanes_bound_a_layer_that_emits_more_than_it_computes():
+    """A 1x1 conv with few input channels emits more elements a pixel than the array needs
+    cycles for it: the post lanes, not the multipliers, set its cycles."""
+    art = build("pointwise_parts_shuffle_dw").artifact()
+    board = get_board("ulx3s")
+    c, oh, ow = art.tensors["pw"]["shape"]
+    one = {l.name: l.cycles for l in P.plan(
+        art, board, dataclasses.replace(ARRAYS, post_lanes=1)).layers}
+    wide = {l.name: l.cycles for l in P.plan(art, board, ARRAYS).layers}
+    assert one["pw"] == c * oh * ow                       # 24 elements a pixel, one a cycle
+    assert wide["pw"] == (1 * 1 + 1 * 3) * oh * ow        # the array's 4 cycles a pixel
+    # each lane costs two MULT18X18D per array
+    assert ARRAYS.dsp("lut") - dataclasses.replace(ARRAYS, post_lanes=7).dsp("lut") == 2 * 2
+    # and with the CORDIC, one unit per lane: 2 arrays x 8 lanes
+    assert ARRAYS.dsp("cordic") - ARRAYS.dsp("lut") == 2 * 8 * P.CORDIC_MULTIPLIERS
 
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
@@ -94,6 +111,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, culprit", [
     (["--pw", "16by8"], "--pw"),
+    (["--post-lanes", "0"], "--post-lanes"),
     (["--board", "nope"], "nope"),
     (["--artifact", "no/such/dir"], "no/such/dir"),
 ])

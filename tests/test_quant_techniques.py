@@ -18,24 +18,13 @@ from quant.quantize import (QuantizeError, QuantizeWarning, choose_fmt, float_in
                             weight_bias_shift)
 from quant.zoo import build
 
-from .test_quantize import calibrated_random_model
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def cal():
-    return face_set.load("calibration")
-
-
-@pytest.fixture(scope="module")
-def model(cal):
-    return calibrated_random_model("seesaw_shuffle", cal[:8])
-
-
-@pytest.fixture(scope="module")
 def free_artifact(model, cal):
-    return quantize_model(model, cal[:4], act_bits=8, wide=("embedding",))
+    return quantize_model(model, cal[:4], adaround=0, act_bits=8, wide=("embedding",))
 
 
 def test_fmt_scale_means_a_mantissa():
@@ -110,7 +99,7 @@ def test_lut_table_reads_codes_at_their_scale():
 
 
 def test_cordic_artifact_keeps_activations_power_of_two(model, cal):
-    art = quantize_model(model, cal[:2], act_form="cordic")
+    art = quantize_model(model, cal[:2], adaround=0, act_form="cordic")
     for op in art.program:
         if op["op"] == "activation":
             assert art.fmt(op["inputs"][0]).scale == 1.0 and art.fmt(op["output"]).scale == 1.0
@@ -127,8 +116,8 @@ def test_bias_shift_is_the_mean_output_change_of_weight_rounding(model, cal):
     want = F.conv2d(float_input(cal[:3]), dw, stride=2, padding=1).double().mean((0, 2, 3))
     assert np.allclose(shift["conv1"], want.numpy(), rtol=1e-5, atol=1e-9)
     assert np.abs(shift["conv1"]).max() > 0
-    on = quantize_model(model, cal[:3], weight_bits=4, scales="pow2", bias_correction=True)
-    off = quantize_model(model, cal[:3], weight_bits=4, scales="pow2", bias_correction=False)
+    on = quantize_model(model, cal[:3], adaround=0, weight_bits=4, scales="pow2", bias_correction=True)
+    off = quantize_model(model, cal[:3], adaround=0, weight_bits=4, scales="pow2", bias_correction=False)
     assert not np.array_equal(on.arrays["conv1.bias"], off.arrays["conv1.bias"])
 
 
@@ -141,7 +130,7 @@ def test_bias_correction_reduces_the_mean_error(model, cal):
     ref = run_float(ops, params, ev)["conv_23.expand.pre"].double().numpy()
     err = {}
     for bc in (False, True):
-        art = quantize_model(model, cal[:8], weight_bits=4, scales="pow2", bias_correction=bc)
+        art = quantize_model(model, cal[:8], adaround=0, weight_bits=4, scales="pow2", bias_correction=bc)
         t = GoldenModel(art).run(ev, keep=True, stop_after="conv_23.expand.pre")
         v = art.fmt("conv_23.expand.pre").value(t.tensors["conv_23.expand.pre"])
         err[bc] = np.abs((v - ref).mean((0, 2, 3))).mean()
@@ -156,7 +145,7 @@ def test_tiny_tensor_is_clamped_with_a_warning_naming_it(cal):
     model = build("seesaw_shuffle_mobi").eval()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        art = quantize_model(model, cal[:2])
+        art = quantize_model(model, cal[:2], adaround=0)
     msgs = [str(w.message) for w in caught if issubclass(w.category, QuantizeWarning)]
     assert msgs and all(m.startswith("tensor '") and "clamped" in m for m in msgs)
     assert art.meta["format_clamps"] == msgs            # and recorded in the manifest
@@ -168,7 +157,7 @@ def test_tiny_tensor_is_clamped_with_a_warning_naming_it(cal):
 
 def test_bad_scales_option(model, cal):
     with pytest.raises(QuantizeError, match="scales"):
-        quantize_model(model, cal[:2], scales="log")
+        quantize_model(model, cal[:2], adaround=0, scales="log")
 
 
 def test_mse_act_judges_an_activation_input_after_the_activation():

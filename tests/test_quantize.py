@@ -32,14 +32,9 @@ def calibrated_random_model(variant, faces, seed=0):
 
 
 @pytest.fixture(scope="module")
-def cal():
-    return face_set.load("calibration")
-
-
-@pytest.fixture(scope="module")
 def shuffle_artifact(cal):
     model = calibrated_random_model("seesaw_shuffle", cal[:8])
-    return model, quantize_model(model, cal[:4], wide=("residual", "embedding"))
+    return model, quantize_model(model, cal[:4], adaround=0, wide=("residual", "embedding"))
 
 
 def _random_bn(c, gen):
@@ -189,11 +184,11 @@ def test_integer_parameters_in_range(shuffle_artifact):
 def test_quantize_refuses_bad_settings(cal):
     model = calibrated_random_model("seesaw_shuffle", cal[:4])
     with pytest.raises(QuantizeError, match="weight bits"):
-        quantize_model(model, cal[:2], weight_bits=1)
+        quantize_model(model, cal[:2], adaround=0, weight_bits=1)
     with pytest.raises(QuantizeError, match="wide role 'bogus'"):
-        quantize_model(model, cal[:2], wide=("bogus",))
+        quantize_model(model, cal[:2], adaround=0, wide=("bogus",))
     with pytest.raises(QuantizeError, match="activation form"):
-        quantize_model(model, cal[:2], act_form="table")
+        quantize_model(model, cal[:2], adaround=0, act_form="table")
 
 
 def test_cordic_form_close_to_lut(shuffle_artifact, cal):
@@ -201,9 +196,9 @@ def test_cordic_form_close_to_lut(shuffle_artifact, cal):
     most one LSB, and a block later the tensors still agree closely. (The embedding of a random
     network is chaotic, so it is not compared.)"""
     model, _ = shuffle_artifact
-    lut = quantize_model(model, cal[:4], wide=("residual", "embedding"), scales="pow2",
+    lut = quantize_model(model, cal[:4], adaround=0, wide=("residual", "embedding"), scales="pow2",
                          offsets=False)
-    cordic = quantize_model(model, cal[:4], act_form="cordic", wide=("residual", "embedding"),
+    cordic = quantize_model(model, cal[:4], adaround=0, act_form="cordic", wide=("residual", "embedding"),
                             scales="pow2")
     assert all(o["spec"]["form"] == "cordic" for o in cordic.program if o["op"] == "activation")
     ev = face_set.load("evaluation")[:2]
@@ -223,13 +218,15 @@ def test_cli_small_run(tmp_path, cal):
     torch.save(model.state_dict(), weights)
     out = tmp_path / "q"
     rc = main(["--variant", "seesaw_shuffle", "--weights", str(weights), "--out", str(out),
-               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer", "--no-check"])
+               "--calibration-faces", "3", "--eval-faces", "3", "--no-peer", "--no-check",
+               "--adaround", "5", "--equalization", "on"])
     assert rc == 0
     for f in ("manifest.json", "model.npz", "report.json", "report.md", "per_layer.png"):
         assert (out / f).exists(), f
     rep = json.loads((out / "report.json").read_text())
     assert rep["peer"]["cosine_mean"] is None
     assert 0.5 < rep["embedding"]["cosine_mean"] <= 1
+    assert rep["quantizer"]["adaround_iterations"] == 5 and rep["quantizer"]["equalization"]
     assert rep["decisions"]["pairs"] == 9 and rep["decisions"]["same_pairs"] == 3   # all 3x3 pairs
     assert len(rep["layers"]) == len(rep["formats"]) - 1
     assert all(math.isfinite(r["sqnr_db"]) for r in rep["layers"] if r["role"] != "gate")
@@ -246,7 +243,7 @@ def test_cli_exit_status_judges_fidelity_only(tmp_path, cal):
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
     common = ["--variant", "seesaw_shuffle", "--weights", str(weights), "--calibration-faces",
-              "2", "--eval-faces", "2", "--no-peer", "--no-pairs", "--bits", "4"]
+              "2", "--eval-faces", "2", "--no-peer", "--no-pairs", "--bits", "4", "--adaround", "0"]
     assert main(common + ["--out", str(tmp_path / "a")]) == 1
     rep = json.loads((tmp_path / "a" / "report.json").read_text())
     assert set(rep["accepted"]) == {"cosine_mean", "cosine_min"}

@@ -102,6 +102,13 @@ def test_violation_is_caught(rule):
     run(f"sdram_bad_{rule}", "random_traffic", case(expect=rule, **kw), **ctrl)
 
 
+def test_read_of_a_word_never_written_is_caught():
+    """The chip model fails on read data for a word never written nor loaded (the controller
+    reads one word per READ, so such a read is the design's, not a burst's)."""
+    run("sdram_is42_100", "random_traffic", case(expect="undefined read", seed=1, ops=6,
+                                                 read_unwritten=True))
+
+
 def test_commands_queued_during_init_are_legal():
     """The tMRD case's traffic with the true timings: clean, data read back."""
     run("sdram_is42_100", "random_traffic", case(seed=3, ops=4, early=True))

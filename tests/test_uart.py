@@ -25,3 +25,16 @@ def test_uart_cocotb():
     from sim.tb_uart import UARTBench
     run_cocotb(UARTBench(6), name="uart_d6", test_module="sim.tb_uart",
                extra_env={"DIVIDER": "6"})
+
+
+def test_uart_bench_fails_on_an_extra_byte():
+    """The bench's drain check bites: one byte more through the loopback than the test expects
+    must fail it, naming the stream and the byte."""
+    from sim.runner import SIM_BUILD
+    from sim.tb_uart import UARTBench
+    with pytest.raises((AssertionError, SystemExit)):    # (the cocotb runner exits)
+        run_cocotb(UARTBench(6), name="uart_d6", test_module="sim.tb_uart",
+                   testcase="loopback_with_stalls",
+                   extra_env={"DIVIDER": "6", "UART_FAULT": "extra_byte"})
+    log = (SIM_BUILD / "uart_d6" / "run.log").read_text()
+    assert "DrainError: o_stream: an extra output word 0x5a after the expected count" in log

@@ -20,7 +20,8 @@ import yaml
 from quant.cli import UserError
 
 __all__ = ["BoardError", "Board", "Clock", "PLL", "SDRAM", "Link", "Resources", "Engine",
-           "load_boards", "get_board", "default_board_name", "BOARDS_YAML", "RESOURCE_NAMES"]
+           "load_boards", "get_board", "default_board_name", "BOARDS_YAML", "RESOURCE_NAMES",
+           "LINK_KINDS"]
 
 BOARDS_YAML = Path(__file__).resolve().parents[2] / "boards.yaml"
 
@@ -88,9 +89,17 @@ class SDRAM:
     cas_latency: int = field(metadata=_rng(choices=(2, 3)))
 
 
+#: Host links a board can carry (``link.kind``): the FT231X UART, or USB full speed on the
+#: ULX3S's US2 port (:mod:`hw.link.usb`).
+LINK_KINDS = ("uart", "usb")
+
+
 @dataclass(frozen=True)
 class Link:
-    baud: int = field(metadata=_rng(9600, 12_000_000))
+    """``kind: uart`` (the default) needs ``baud``; ``kind: usb`` takes none (USB full speed,
+    12 Mbit/s, its own 48/12 MHz clocks from the oscillator: :mod:`hw.link.usb`)."""
+    kind: str = field(default="uart", metadata=_rng(choices=LINK_KINDS))
+    baud: int = field(default=None, metadata=_rng(9600, 12_000_000))
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,9 @@ def _build(cls, data, path, board, prefix):
     for f in yaml_fields:
         fpath = prefix + f.name
         if f.name not in data:
+            if f.default is not dataclasses.MISSING:     # optional field: its default
+                values[f.name] = f.default
+                continue
             raise BoardError(f"{_where(path, board, fpath)}: missing")
         value = data[f.name]
         if f.name in _NESTED:
@@ -276,11 +288,22 @@ def _check_board(b: Board, path):
             raise err("sdram.cas_latency", f"CAS latency {b.sdram.cas_latency} needs a clock "
                       f"period of at least {tck_min} ns on {chip.name}; target_mhz="
                       f"{c.target_mhz:g} gives {1e3 / c.target_mhz:.2f} ns")
+    if b.link.kind == "usb":
+        if b.link.baud is not None:
+            raise err("link.baud", f"{b.link.baud!r}: a baud rate is for kind 'uart'; the USB "
+                                   f"link (kind 'usb') runs at full speed, 12 Mbit/s")
+        from hw.link.usb import usb_pll
+        try:
+            usb_pll(c.oscillator_mhz)
+        except ValueError as e:
+            raise err("link.kind", str(e)) from None
+    elif b.link.baud is None:
+        raise err("link.baud", "missing (kind 'uart' needs the UART's baud rate)")
     try:
         from hw.link.uart import uart_divider
     except ImportError:
         uart_divider = None
-    if uart_divider is not None:
+    if uart_divider is not None and b.link.kind == "uart":
         try:
             uart_divider(c.target_hz, b.link.baud)
         except ValueError as e:

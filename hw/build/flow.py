@@ -32,24 +32,15 @@ programs named by YOSYS, NEXTPNR_ECP5, ECPPACK (see hw/build/toolchain.py). NEXT
 arguments to nextpnr (for example ``--seed 2 --placer-heap-beta 0.6``); they are part of the
 step's cache key and of report.json's ``pnr_args``.
 
-Which design is built (``--design``): ``engine`` is the accelerator (engine + SDRAM controller +
-UART host link + memory-port arbiter; the memory image is loaded by the host over the link,
-the bitstream holds no weights); ``dsp-probe`` a MAC array timing probe (see :mod:`hw.board.top`).
-``auto`` (the default) builds the engine. For the probe, ``quantize`` and ``firmware`` run when
-their modules and inputs (the float weights) exist and are skipped, with a message naming what
-is missing, when they do not (the probe does not need them); for the engine anything missing
-is an error.
-
-Adapters to the other modules (the integrator's contract, kept small): ``python -m quant
---variant V --weights W --out build/quant/V``; ``firmware.compiler.compile_files(artifact_dir,
-board_name, out)`` writing ``build/<board>/memory.bin`` + ``memory.json``;
-``hw.board.top.engine_estimate(board, firmware_record)`` returning ``resources`` and
-``cycles_per_frame`` (the probe: ``hw.board.top.probe_estimate``).
+The design is the accelerator (:mod:`hw.board.top`: engine + SDRAM controller + UART host link
++ memory-port arbiter); the memory image is loaded by the host over the link, the bitstream
+holds no weights. The steps call ``python -m quant --variant V --weights W --out
+build/quant/V``, ``firmware.compiler.compile_files(artifact_dir, board_name, out)`` (writing
+``build/<board>/memory.bin`` + ``memory.json``) and ``hw.board.top.engine_estimate(board,
+firmware_record)`` (``resources`` and ``cycles_per_frame``).
 """
 import argparse
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shlex
@@ -65,7 +56,7 @@ from quant.files import atomic, sha256, write_bytes, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["Step", "StepRunner", "StepError", "StepSkipped", "FitError", "BuildContext",
+__all__ = ["Step", "StepRunner", "StepError", "FitError", "BuildContext",
            "STEPS", "STEP_NAMES", "fit_check", "main"]
 
 
@@ -74,10 +65,6 @@ __all__ = ["Step", "StepRunner", "StepError", "StepSkipped", "FitError", "BuildC
 
 class StepError(RuntimeError):
     """A step failed; the message says what to do about it."""
-
-
-class StepSkipped(Exception):
-    """Raised by a step that has nothing to do in this build; the message says why."""
 
 
 class FitError(StepError):
@@ -183,19 +170,7 @@ class StepRunner:
                              f"; --force rebuilds)")
             if record is None:
                 start = time.monotonic()
-                try:
-                    record = step.run(ctx)
-                except StepSkipped as e:
-                    seconds = time.monotonic() - start
-                    ctx.status[step.name] = "skipped"
-                    ctx.seconds[step.name] = seconds
-                    ctx.results[step.name] = {"skipped": str(e)}
-                    self.log(f"      skipped: {e}")
-                    cache_file.unlink(missing_ok=True)
-                    if step.name == stop_step:
-                        self.log(f"stopped after {step.name!r} (--stop-step)")
-                        break
-                    continue
+                record = step.run(ctx)
                 seconds = time.monotonic() - start
                 record = record if record is not None else {}
                 ctx.status[step.name] = "ran"
@@ -224,10 +199,8 @@ class BuildContext:
     board: object                 # hw.board.boards.Board
     variant: str = "seesaw_shuffle"
     weights: Optional[Path] = None
-    design: str = "auto"
     quant_name: Optional[str] = None      # artifact folder name (default: variant[_cordic])
     quant_args: tuple = ()                # further `python -m quant` options (quick runs)
-    probe_mac: str = "engine"
     out: Path = ROOT / "build"
     results: dict = field(default_factory=dict)
     status: dict = field(default_factory=dict)
@@ -236,9 +209,7 @@ class BuildContext:
     _versions: Optional[dict] = None
 
     def __post_init__(self):
-        from hw.board.top import resolve_design
         self.out = Path(self.out)
-        self.design = resolve_design(self.design)
 
     @property
     def board_dir(self) -> Path:
@@ -287,27 +258,12 @@ def _source_hash(*packages) -> str:
     return h.hexdigest()
 
 
-def _module_exists(name) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _dist_version(name):
     from importlib import metadata
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _missing(ctx, what, needed_for):
-    """A module the step needs is not there: an error for the engine, a skip for the probe."""
-    msg = f"{what} does not exist yet"
-    if ctx.design == "engine":
-        raise StepError(f"{msg}; the engine design needs it for {needed_for}")
-    raise StepSkipped(f"{msg} (the dsp-probe design does not need {needed_for})")
 
 
 # -- 1 quantize --------------------------------------------------------------------------------
@@ -333,19 +289,16 @@ def _quantize_key(ctx):
             "weights_hash": _file_hash(_weights(ctx)),
             "quant_sources": _source_hash("quant"), "torch": _dist_version("torch"),
             "quant_args": list(ctx.quant_args),
-            "calibration_faces": _file_hash(ROOT / "data" / "faces" / "calibration.npy"),
-            "has_quant_main": _module_exists("quant.__main__")}
+            "calibration_faces": _file_hash(ROOT / "data" / "faces" / "calibration.npy")}
 
 
 def step_quantize(ctx):
-    if not _module_exists("quant.__main__"):
-        _missing(ctx, "quant/__main__.py (python -m quant)", "the quantized model")
     weights = _weights(ctx)
     if not weights.exists():
         if ctx.weights:
             raise StepError(f"--weights {ctx.weights}: no such file")
-        _missing(ctx, f"the float weights {weights.relative_to(ROOT)} (make reference trains "
-                      f"them, or pass --weights)", "the quantized model")
+        raise StepError(f"the float weights {weights.relative_to(ROOT)} do not exist (make "
+                        f"reference trains them, or pass --weights)")
     ctx.quant_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "quant", "--variant", ctx.variant, "--out", str(ctx.quant_dir),
            "--weights", str(weights), "--act", ctx.board.engine.activation, "--no-check",
@@ -388,45 +341,32 @@ def _quantize_outputs(ctx):
 
 # -- 2 firmware --------------------------------------------------------------------------------
 
-FIRMWARE_ENTRY = "compile_files"
-
-
 def _firmware_key(ctx):
     q = ctx.results.get("quantize", {})
     manifest = q.get("manifest")
     return {"manifest_hash": _file_hash(manifest) if manifest else None,
             "model_hash": _file_hash(q.get("model")) if q.get("model") else None,
-            "board": ctx.board.as_dict(), "sources": _source_hash("firmware"),
-            "has_compiler": _module_exists("firmware.compiler")}
+            "board": ctx.board.as_dict(), "sources": _source_hash("firmware")}
 
 
 def step_firmware(ctx):
     """Adapter to ``firmware.compiler.compile_files(artifact_dir, board_name, out)``, which
     writes the memory image ``out`` (uint16 words) and its map ``out.json`` beside it and
     returns the compiled program (``words``, ``descriptors``)."""
-    if not _module_exists("firmware.compiler"):
-        _missing(ctx, "firmware/compiler.py", "the layer program and weight image")
+    from firmware.compiler import compile_files
     q = ctx.results.get("quantize", {})
     if "manifest" not in q:
-        if ctx.design == "engine":
-            raise StepError("no quantized model: step quantize did not make one")
-        raise StepSkipped("no quantized model (step quantize was skipped); the dsp-probe "
-                          "design does not need the layer program")
-    compiler = importlib.import_module("firmware.compiler")
-    entry = getattr(compiler, FIRMWARE_ENTRY, None)
-    if entry is None:
-        raise StepError(f"firmware/compiler.py has no {FIRMWARE_ENTRY}(artifact_dir, board, "
-                        f"out); hw/build/flow.py step_firmware calls that")
+        raise StepError("no quantized model: step quantize did not make one")
     image = ctx.board_dir / "memory.bin"
     image.parent.mkdir(parents=True, exist_ok=True)
     try:
-        compiled = entry(Path(q["manifest"]).parent, ctx.board.name, image)
+        compiled = compile_files(Path(q["manifest"]).parent, ctx.board.name, image)
     except ValueError as e:   # CompileError / ImageError name the layer or field
         if isinstance(e, cli.UserError):     # the board's engine cannot hold the network
             raise cli.UserError(f"firmware compiler: {e}" + _fit_note(ctx)) from None
         raise StepError(f"firmware compiler: {e}" + _fit_note(ctx)) from None
     if not image.exists():
-        raise StepError(f"firmware.compiler.{FIRMWARE_ENTRY} wrote no {image}")
+        raise StepError(f"firmware.compiler.compile_files wrote no {image}")
     descriptors = getattr(compiled, "descriptors", [])
     return {"image": str(image), "map": str(image.with_suffix(".json")),
             "bytes": image.stat().st_size, "descriptors": len(descriptors)}
@@ -435,8 +375,6 @@ def step_firmware(ctx):
 def _fit_note(ctx) -> str:
     """When the program does not compile for the board, the estimate step never runs: say
     whether the engine would fit the device at all (the resources need no program)."""
-    if ctx.design != "engine":
-        return ""
     from hw.board.top import engine_resources
     try:
         fit_check(ctx.board, engine_resources(ctx.board)["resources"])
@@ -457,39 +395,19 @@ def _firmware_outputs(ctx):
 
 def _estimate_key(ctx):
     fw = ctx.results.get("firmware", {})
-    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(),
+    return {"board": ctx.board.as_dict(),
             "variant": ctx.variant,
             "firmware": {k: v for k, v in fw.items() if k != "seconds"},
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
             "hw_sources": _source_hash("hw"), "firmware_sources": _source_hash("firmware")}
 
 
-def _network_macs(variant):
-    from quant.counts import count
-    from quant.zoo import build
-    return count(build(variant))["macs"]
-
-
 def step_estimate(ctx):
-    """The dsp-probe is estimated from its own structure (:func:`hw.board.top.probe_estimate`); the
-    engine by :func:`hw.board.top.engine_estimate` (board, firmware record) -> ``{"resources":
+    """:func:`hw.board.top.engine_estimate` (board, firmware record) -> ``{"resources":
     {LUT4, TRELLIS_FF, MULT18X18D, DP16KD}, "cycles_per_frame": int, ...}``: resources counted
     from the RTLIL of the engine design as built, cycles from the engine's cycle model
     (:mod:`hw.engine.cycles`) on the compiled program."""
     from hw.board.boards import RESOURCE_NAMES
-    if ctx.design == "dsp-probe":
-        from hw.board.top import probe_estimate
-        resources = probe_estimate(ctx.board, ctx.probe_mac)
-        macs = _network_macs(ctx.variant)
-        lanes = ctx.board.engine.macs
-        return {"source": "hw.board.top.probe_estimate (the dsp-probe's own structure)",
-                "resources": resources, "cycles_per_frame": None,
-                "compute_bound": {
-                    "network_macs": macs, "mac_lanes": lanes,
-                    "cycles_per_frame": -(-macs // lanes),
-                    "basis": f"{ctx.variant} MACs / engine MAC lanes of boards.yaml: a lower "
-                             f"bound with every multiplier busy every cycle, not a simulated or "
-                             f"estimated engine figure"}}
     from hw.board.top import engine_estimate
     try:
         record = dict(engine_estimate(ctx.board, ctx.results.get("firmware", {})))
@@ -534,7 +452,7 @@ def _estimate_check(ctx, record):
 
 def _elaborate_key(ctx):
     fw = ctx.results.get("firmware", {})
-    return {"design": ctx.design, "probe_mac": ctx.probe_mac, "board": ctx.board.as_dict(),
+    return {"board": ctx.board.as_dict(),
             "hw_sources": _source_hash("hw"),
             "image_hash": _file_hash(fw["image"]) if fw.get("image") else None,
             "amaranth": _dist_version("amaranth"),
@@ -543,7 +461,7 @@ def _elaborate_key(ctx):
 
 def step_elaborate(ctx):
     from hw.board.top import BoardTop
-    top = BoardTop(ctx.board, design=ctx.design, probe_mac=ctx.probe_mac)
+    top = BoardTop(ctx.board)
     platform = ctx.board.platform_instance()
     try:
         plan = _prepare(platform, top)
@@ -557,7 +475,7 @@ def step_elaborate(ctx):
         write_bytes(ctx.gateware / name,
                     content if isinstance(content, bytes) else content.encode())
         written.append(name)
-    return {"design": top.info, "files": sorted(written)}
+    return {"files": sorted(written)}
 
 
 def _prepare(platform, top):
@@ -695,23 +613,20 @@ def build_report(ctx) -> dict:
     achieved = min(b.clock.target_mhz, fmax) if fmax is not None else None
     cycles = est.get("cycles_per_frame")
     fps = (achieved * 1e6 / cycles) if cycles and achieved else None
-    bound = est.get("compute_bound")
-    if bound and achieved:
-        bound = {**bound, "fps_at_achieved_clock": round(achieved * 1e6 /
-                                                         bound["cycles_per_frame"], 1)}
     util = pnr.get("utilization", {})
     report = {
         "board": b.name, "device": b.device, "package": b.package,
         "speed_grade": b.speed_grade,
-        "design": (ctx.results.get("elaborate", {}).get("design") or {}).get("design",
-                                                                              ctx.design),
-        "design_info": ctx.results.get("elaborate", {}).get("design"),
         "variant": ctx.variant,
         "target_mhz": b.clock.target_mhz,
         "fmax_mhz": fmax, "fmax_clock": clock_name, "achieved_clock_mhz": achieved,
         "fmax_all_clocks": pnr.get("fmax"),
         "critical_paths": pnr.get("critical_paths"),
         "timing_met": timing_met,
+        # every clock nextpnr constrained (the USB link's 48 and 12 MHz domains too)
+        "timing_met_all_clocks": (all(v["achieved"] >= v["constraint"]
+                                      for v in pnr["fmax"].values())
+                                  if pnr.get("fmax") else None),
         "utilization": {r: util.get(r) for r in RESOURCE_NAMES},
         "synth_cells": {r: (ctx.results.get("synth", {}).get("cells") or {}).get(r)
                         for r in RESOURCE_NAMES},
@@ -723,11 +638,9 @@ def build_report(ctx) -> dict:
         "cycles_source": est.get("source") if cycles else None,
         "fps": fps,
         "fps_at_target_clock": (b.clock.target_mhz * 1e6 / cycles) if cycles else None,
-        "fps_note": ("no cycles_per_frame: the dsp-probe computes no frames" if cycles is None
-                     else "no fmax: place and route did not run" if achieved is None
+        "fps_note": ("no fmax: place and route did not run" if achieved is None
                      else f"at the achieved clock {achieved:g} MHz" + (
                          "" if timing_met else " (fmax below target: rebuild at that clock)")),
-        "compute_bound": bound,
         "bitstream": ctx.results.get("pack", {}).get("bitstream"),
         "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
         "quantizer_acceptance": _quantizer_acceptance(ctx),
@@ -739,15 +652,9 @@ def build_report(ctx) -> dict:
         "seconds_per_step": {k: round(v, 2) for k, v in ctx.seconds.items()},
         "steps": {k: {"status": ctx.status.get(k), "seconds": round(ctx.seconds.get(k, 0), 2),
                       "seconds_when_built": (round(ctx.built_seconds[k], 2)
-                                             if ctx.built_seconds.get(k) is not None else None),
-                      **({"skipped": ctx.results[k]["skipped"]}
-                         if isinstance(ctx.results.get(k), dict)
-                         and "skipped" in ctx.results[k] else {})}
+                                             if ctx.built_seconds.get(k) is not None else None)}
                   for k in ctx.status},
     }
-    if report["design"] == "dsp-probe":
-        report["warning"] = ("dsp-probe: a MAC-array timing probe, NOT the accelerator; "
-                             "fmax and utilisation describe the probe")
     return report
 
 
@@ -756,27 +663,21 @@ def _fmt(v, spec=""):
 
 
 def report_markdown(r) -> str:
-    lines = [f"# Build report: {r['board']} ({r['device']}), design {r['design']}", ""]
-    if r.get("warning"):
-        lines += [f"**{r['warning']}**", ""]
+    lines = [f"# Build report: {r['board']} ({r['device']})", ""]
     timing = {True: "met", False: "NOT met", None: "-"}[r["timing_met"]]
     lines += [f"- fmax {_fmt(r['fmax_mhz'], '.2f')} MHz vs target {r['target_mhz']:g} MHz: "
               f"timing {timing}",
               f"- cycles per frame {_fmt(r['cycles_per_frame'])}, fps {_fmt(r['fps'], '.1f')} "
               f"({r['fps_note']}); at the target clock "
               f"{_fmt(r.get('fps_at_target_clock'), '.2f')}"]
+    for name, v in sorted((r.get("fmax_all_clocks") or {}).items()):
+        lines.append(f"- clock {name}: fmax {v['achieved']:.2f} MHz vs {v['constraint']:.2f} MHz "
+                     f"({'met' if v['achieved'] >= v['constraint'] else 'NOT met'})")
     for cp in r.get("critical_paths") or []:
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in cp["ns_by_type"].items() if v)
         lines.append(f"- critical path ({cp['from']} -> {cp['to']}): {cp['start']} -> "
                      f"{cp['end']}, {cp['delay_ns']:.2f} ns in {cp['segments']} segments "
                      f"({kinds} ns)")
-    if r.get("compute_bound"):
-        cb = r["compute_bound"]
-        clock = r.get("achieved_clock_mhz") or r["target_mhz"]
-        lines.append(f"- compute bound: {cb['cycles_per_frame']} cycles/frame "
-                     f"({cb['network_macs']} MACs / {cb['mac_lanes']} lanes) = "
-                     f"{clock * 1e6 / cb['cycles_per_frame']:.1f} frames/s at "
-                     f"{clock:.1f} MHz ({cb['basis']})")
     lines += ["", "| resource | estimate | synthesis | place & route | available | used % |",
               "|---|---|---|---|---|---|"]
     est = (r.get("estimate") or {}).get("resources") or {}
@@ -789,8 +690,7 @@ def report_markdown(r) -> str:
     lines += ["", "| step | status | seconds (this run) | seconds (when built) |",
               "|---|---|---|---|"]
     for name, s in r["steps"].items():
-        lines.append(f"| {name} | {s['status']}{': ' + s['skipped'] if s.get('skipped') else ''}"
-                     f" | {s['seconds']:.1f} | {_fmt(s['seconds_when_built'], '.1f')} |")
+        lines.append(f"| {name} | {s['status']} | {s['seconds']:.1f} | {_fmt(s['seconds_when_built'], '.1f')} |")
     lines += ["", "Toolchain: " + "; ".join(f"{k}: {v['version']}"
                                              for k, v in r["toolchain"].items()), ""]
     if r.get("quantizer_acceptance") is not None:
@@ -840,11 +740,10 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from hw.board.boards import get_board, load_boards
-    from hw.board.top import DESIGNS, PROBE_MACS
     parser = cli.ArgumentParser(
         prog="python -m hw.build", epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Build the SeesawFaceNet accelerator (or the DSP probe) for one board of "
+        description="Build the SeesawFaceNet accelerator for one board of "
                     "boards.yaml: " + " -> ".join(STEP_NAMES) + ". Products and logs in "
                     "OUT/BOARD/.")
     parser.add_argument("--board", default=None,
@@ -855,11 +754,6 @@ def _main(argv) -> int:
                         help="network variant")
     parser.add_argument("--weights", type=Path, default=None,
                         help="float checkpoint for quantize (default: quant's own default)")
-    parser.add_argument("--design", choices=DESIGNS, default="auto",
-                        help="engine, dsp-probe, or auto: the engine once wired (default)")
-    parser.add_argument("--probe-mac", choices=PROBE_MACS, default="engine",
-                        help="MAC of the dsp-probe: engine (hw.engine.mac.MAC, default) or primitive "
-                             "(explicit MULT18X18D with its own registers)")
     parser.add_argument("--stop-step", choices=STEP_NAMES, default=None,
                         help="stop after this step")
     parser.add_argument("--force", action="store_true", help="ignore every cached step")
@@ -880,8 +774,8 @@ def _main(argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise cli.UserError(f"--out {args.out}", "exists and is not a folder")
     ctx = BuildContext(board=board, variant=args.variant, weights=args.weights,
-                       design=args.design, probe_mac=args.probe_mac, out=args.out)
-    print(f"building board {board.name} ({board.device}), design {ctx.design}, "
+                       out=args.out)
+    print(f"building board {board.name} ({board.device}), "
           f"variant {ctx.variant} -> {ctx.board_dir}")
     runner = StepRunner(STEPS, ctx.board_dir / ".cache")
     from hw.build.toolchain import ToolError

@@ -25,6 +25,12 @@ board, before any HDL exists for it:
   previous run, spills) at one word a cycle. Runs follow each other. Pointwise and dense
   convolutions and the SE linears use the ``pw_out x pw_in`` array (``ceil`` per group of
   channels), depthwise convolutions the ``dw_channels x dw_taps`` array.
+- **Post lanes.** Every element a convolution stores leaves through a requantize lane
+  (``acc * M >> s``: two MULT18X18D), then the activation and the residual add. Each array
+  has ``post_lanes`` of them, so a layer takes at least ``ceil(output elements / post_lanes)``
+  cycles: a 64 -> 128 expand on a 16 x 8 array computes a pixel in 64 cycles but emits 128
+  elements. The DSP budget pays for the lanes of both arrays and the SE gate's multiplier on
+  load.
 
     python -m hw.engine.plan [--board NAME | --all-boards] [--variant V] [--artifact DIR]
                              [--pw OUTxIN] [--dw CHANNELSxTAPS] [--json PATH]
@@ -41,8 +47,10 @@ from quant.artifact import Artifact
 BRAM_BYTES = 2048           # one DP16KD as 2048 x 9 or 1024 x 18: 2 KB of 8/16-bit data
 WORD_BYTES = 2              # the SDRAM word
 PORT_EFFICIENCY = 0.95      # measured SDRAM reads: 194.7 MB/s of 200 (reports/sdram_throughput.json)
-FIXED_BRAM = 6              # the activation table, write and residual FIFOs, SE vectors
-POST_MULTIPLIERS = 3        # requantize product (2) and the SE gate on load (1), as today
+FIXED_BRAM = 5              # write and residual FIFOs, SE vectors (tables: Plan.fixed_brams)
+LANE_MULTIPLIERS = 2        # one requantize lane: acc * M as two 17/18-bit products
+CORDIC_MULTIPLIERS = 2      # one CORDIC swish/sigmoid unit (a table needs none)
+GATE_MULTIPLIERS = 1        # the SE gate applied on the projection's load
 MIN_WEIGHT_BUFFER = 32       # DP16KD: the weight prefetch FIFO takes what the maps leave, at least this
 FUSED = ("activation", "shuffle", "scale_channels", "add", "prelu")   # element-wise
 
@@ -58,11 +66,22 @@ class ArrayShape:
     pw_in: int = 8          # ... x input channels a cycle
     dw_channels: int = 8    # depthwise array: channels ...
     dw_taps: int = 3        # ... x kernel taps a cycle (it works beside the expand conv, so
-                            # a small one is enough: 16x9 gains 2 % on seesaw_shuffle)
+                            # a small one is enough)
+    post_lanes: int = 4     # requantize lanes behind each array: output elements a cycle
 
     @property
     def multipliers(self) -> int:
+        """Of the two arrays."""
         return self.pw_out * self.pw_in + self.dw_channels * self.dw_taps
+
+    def post_multipliers(self, activation: str) -> int:
+        """Of the post lanes of both arrays (with a CORDIC unit each when the activation is
+        the CORDIC) and the SE gate."""
+        per_lane = LANE_MULTIPLIERS + (CORDIC_MULTIPLIERS if activation == "cordic" else 0)
+        return 2 * self.post_lanes * per_lane + GATE_MULTIPLIERS
+
+    def dsp(self, activation: str) -> int:
+        return self.multipliers + self.post_multipliers(activation)
 
 
 @dataclass
@@ -101,6 +120,15 @@ class Plan:
     buffers: list = field(default_factory=list)
     runs: list = field(default_factory=list)        # per run: cycles and what bounds it
     bram_budget: int = 0
+    dsp: int = 0                                    # MULT18X18D: arrays, post lanes, gate
+    activation: str = "lut"
+
+    @property
+    def fixed_brams(self) -> int:
+        """FIFOs and SE vectors, and with ``activation: lut`` one table (two read ports) for
+        every two post lanes."""
+        lanes = 2 * self.arrays.post_lanes
+        return FIXED_BRAM + (math.ceil(lanes / 2) if self.activation == "lut" else 0)
 
     @property
     def cycles(self) -> int:
@@ -125,11 +153,11 @@ class Plan:
     @property
     def weight_brams(self) -> int:
         """The weight prefetch FIFO: every DP16KD the feature maps and fixed blocks leave."""
-        return max(MIN_WEIGHT_BUFFER, self.bram_budget - self.peak_brams()[0] - FIXED_BRAM)
+        return max(MIN_WEIGHT_BUFFER, self.bram_budget - self.peak_brams()[0] - self.fixed_brams)
 
     @property
     def brams(self) -> int:
-        return self.peak_brams()[0] + self.weight_brams + FIXED_BRAM
+        return self.peak_brams()[0] + self.weight_brams + self.fixed_brams
 
     @property
     def sdram_words(self) -> int:
@@ -139,12 +167,13 @@ class Plan:
         peak, at = self.peak_brams()
         return {
             "variant": self.variant, "board": self.board, "arrays": asdict(self.arrays),
-            "multipliers": self.arrays.multipliers, "clock_mhz": self.clock_mhz,
+            "multipliers": self.arrays.multipliers, "mult18x18d": self.dsp,
+            "clock_mhz": self.clock_mhz,
             "cycles_per_frame": self.cycles, "fps": round(self.fps, 2),
             "pw_utilisation": round(self.pw_utilisation, 4),
             "sdram_words_per_frame": self.sdram_words,
             "dp16kd": {"feature_maps_peak": peak, "peak_at": self.layers[at].name,
-                       "weight_buffer": self.weight_brams, "fixed": FIXED_BRAM,
+                       "weight_buffer": self.weight_brams, "fixed": self.fixed_brams,
                        "total": self.brams, "budget": self.bram_budget},
             "spilled": [b.tensor for b in self.buffers if b.storage == "spilled"],
             "runs": len(self.runs),
@@ -152,20 +181,21 @@ class Plan:
 
 
 def candidate_arrays(board) -> list:
-    """For each depthwise array of 1 to 16 channels x 1, 3 or 9 taps, the largest pointwise
-    array (powers of two, most input channels first) that the board's MULT18X18D hold beside
-    it and the post pipeline."""
-    budget = (board.resources.MULT18X18D - POST_MULTIPLIERS
-              - (2 if board.engine.activation == "cordic" else 0))
+    """For each number of post lanes (1 to 8) and depthwise array of 1 to 16 channels x 1, 3
+    or 9 taps, the largest pointwise array (powers of two, most input channels first) that
+    the board's MULT18X18D hold beside them."""
     out = []
-    for dc in (16, 8, 4, 2, 1):
-        for dt in (9, 3, 1):
-            left = budget - dc * dt
-            pws = [(o, i) for o in (32, 16, 8, 4, 2, 1) for i in (16, 8, 4, 2, 1)
-                   if i <= o and o * i <= left]
-            if pws:
-                o, i = max(pws, key=lambda s: (s[0] * s[1], s[1]))
-                out.append(ArrayShape(o, i, dc, dt))
+    for lanes in (8, 4, 2, 1):
+        budget = board.resources.MULT18X18D - ArrayShape(
+            0, 0, 0, 0, lanes).post_multipliers(board.engine.activation)
+        for dc in (16, 8, 4, 2, 1):
+            for dt in (9, 3, 1):
+                left = budget - dc * dt
+                pws = [(o, i) for o in (32, 16, 8, 4, 2, 1) for i in (16, 8, 4, 2, 1)
+                       if i <= o and o * i <= left]
+                if pws:
+                    o, i = max(pws, key=lambda s: (s[0] * s[1], s[1]))
+                    out.append(ArrayShape(o, i, dc, dt, lanes))
     if not out:
         raise PlanError(f"board {board.name}: MULT18X18D {board.resources.MULT18X18D} cannot "
                         f"hold a pointwise and a depthwise array")
@@ -194,7 +224,8 @@ def frame_macs(art: Artifact) -> int:
 
 
 def _compute_cycles(art: Artifact, op, a: ArrayShape) -> tuple[str, str, int, int]:
-    """(kind, array, MACs, cycles) of one compute op."""
+    """(kind, array, MACs, cycles) of one compute op: its array's cycles, or its output
+    elements through the post lanes when they take longer."""
     kind = op["op"]
     if kind == "input":
         return "input", "-", 0, 0
@@ -208,20 +239,22 @@ def _compute_cycles(art: Artifact, op, a: ArrayShape) -> tuple[str, str, int, in
         w = art.arrays[op["weight"]]
         out_c, in_c = w.shape[0], w.shape[1]
         macs = out_c * in_c
-        return "linear", "pw", macs, math.ceil(out_c / a.pw_out) * math.ceil(in_c / a.pw_in)
+        return "linear", "pw", macs, max(math.ceil(out_c / a.post_lanes), math.ceil(
+            out_c / a.pw_out) * math.ceil(in_c / a.pw_in))
     c, oh, ow = art.tensors[op["output"]]["shape"]
     k = op["kernel"]
+    post = math.ceil(c / a.post_lanes) * oh * ow
     if op["depthwise"]:
         macs = c * oh * ow * k * k
         cyc = math.ceil(c / a.dw_channels) * math.ceil(k * k / a.dw_taps) * oh * ow
-        return "depthwise", "dw", macs, cyc
+        return "depthwise", "dw", macs, max(cyc, post)
     macs, cyc = 0, 0
     for part in op["parts"]:
         n_in = part["in"][1] - part["in"][0]
         n_out = part["out"][1] - part["out"][0]
         macs += n_out * n_in * k * k * oh * ow
         cyc += math.ceil(n_out / a.pw_out) * math.ceil(n_in * k * k / a.pw_in) * oh * ow
-    return ("stem" if k > 1 else "pointwise"), "pw", macs, cyc
+    return ("stem" if k > 1 else "pointwise"), "pw", macs, max(cyc, post)
 
 
 def _dataflow(prog):
@@ -283,14 +316,15 @@ def plan(art: Artifact, board, arrays: ArrayShape | None = None,
     compute, stored, reads = _dataflow(art.program)
     pos = {op["name"]: i for i, op in enumerate(compute)}
     a = arrays
-    dsp = a.multipliers + POST_MULTIPLIERS + (2 if board.engine.activation == "cordic" else 0)
+    dsp = a.dsp(board.engine.activation)
     if dsp > board.resources.MULT18X18D:
         raise PlanError(f"board {board.name}: MULT18X18D {dsp} needed (arrays "
-                        f"{a.multipliers}, post pipeline {dsp - a.multipliers}), "
+                        f"{a.multipliers}, post lanes and SE gate {dsp - a.multipliers}), "
                         f"{board.resources.MULT18X18D} available: overrun "
                         f"{dsp - board.resources.MULT18X18D}")
     p = Plan(art.variant, board.name, a, float(clock_mhz or board.clock.target_mhz),
-             bram_budget=board.resources.DP16KD)
+             bram_budget=board.resources.DP16KD, dsp=dsp,
+             activation=board.engine.activation)
     for op in compute:
         kind, arr, macs, cyc = _compute_cycles(art, op, a)
         wb = _weight_bytes(art, op) if op["op"] in ("conv", "linear") else 0
@@ -389,7 +423,7 @@ def report_md(plans: list, refused=()) -> str:
     lines = ["# Streaming schedule plan", "",
              "Model of the on-chip streaming engine (`python -m hw.engine.plan`, "
              "`hw/engine/plan.py`); figures are the model's, not a simulation.", "",
-             "| board | arrays (pw + dw multipliers) | clock MHz | cycles/frame | frames/s "
+             "| board | arrays: pw + dw, post lanes (MULT18X18D) | clock MHz | cycles/frame | frames/s "
              "| pw busy | SDRAM words/frame | DP16KD maps (peak at) + weights + fixed = total "
              "/ budget | spilled |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -398,8 +432,9 @@ def report_md(plans: list, refused=()) -> str:
         d = s["dp16kd"]
         a = s["arrays"]
         lines.append(
-            f"| {s['board']} | {a['pw_out']}x{a['pw_in']} + {a['dw_channels']}x{a['dw_taps']} "
-            f"({s['multipliers']}) | {s['clock_mhz']:g} | {s['cycles_per_frame']:,} | "
+            f"| {s['board']} | {a['pw_out']}x{a['pw_in']} + {a['dw_channels']}x{a['dw_taps']}, "
+            f"{a['post_lanes']} ({s['mult18x18d']}) | {s['clock_mhz']:g} | "
+            f"{s['cycles_per_frame']:,} | "
             f"{s['fps']:.1f} | {100 * s['pw_utilisation']:.0f} % | "
             f"{s['sdram_words_per_frame']:,} | {d['feature_maps_peak']} ({d['peak_at']}) + "
             f"{d['weight_buffer']} + {d['fixed']} = {d['total']} / {d['budget']} | "
@@ -454,12 +489,14 @@ def _main(argv) -> int:
                          "MULT18X18D hold beside the depthwise array; 85F: 16x8)")
     ap.add_argument("--dw", type=_array_shape,
                     help="depthwise array, CHANNELSxTAPS (default: the fastest that fits)")
+    ap.add_argument("--post-lanes", type=cli.count,
+                    help="requantize lanes behind each array (default: the fastest that fits)")
     ap.add_argument("--clock", type=float, help="MHz (default: the board's target)")
     ap.add_argument("--json", type=Path, help="write the plans here (and a .md beside it)")
     args = ap.parse_args(argv)
     arrays = None
-    if args.pw or args.dw:
-        arrays = ArrayShape(*(args.pw or (16, 8)), *(args.dw or (8, 3)))
+    if args.pw or args.dw or args.post_lanes:
+        arrays = ArrayShape(*(args.pw or (16, 8)), *(args.dw or (8, 3)), args.post_lanes or 4)
     art_dir = args.artifact or Path("build/quant") / args.variant
     art = load(art_dir)
     boards = list(load_boards().values()) if args.all_boards else [get_board(args.board)]

@@ -640,6 +640,25 @@ class HostLink(wiring.Component):
         return m
 
 
+#: :class:`HostLink` members that a transport (UART, USB) drives itself: the byte streams and
+#: the receiver's error flags. The others pass through the transport's wrapper unchanged.
+TRANSPORT_MEMBERS = ("i_stream", "o_stream", "rx_framing_error", "rx_overrun")
+
+
+def passed_members(link) -> dict:
+    """The members of a transport wrapper around ``link`` that are ``link``'s own."""
+    return {name: member for name, member in link.signature.members.items()
+            if name not in TRANSPORT_MEMBERS}
+
+
+def connect_passed_members(m, wrapper, link):
+    """Join the wrapper's :func:`passed_members` to ``link``'s."""
+    for name in ("mem", "i_result", "o_face"):
+        wiring.connect(m, wiring.flipped(getattr(wrapper, name)), getattr(link, name))
+    m.d.comb += [wrapper.start.eq(link.start), link.busy.eq(wrapper.busy),
+                 link.done.eq(wrapper.done), link.error.eq(wrapper.error)]
+
+
 class SerialHostLink(wiring.Component):
     """:class:`HostLink` behind an 8N1 UART: the board top's view of the host link.
 
@@ -663,11 +682,8 @@ class SerialHostLink(wiring.Component):
         self.uart_rx = UARTRx(divider)
         self.uart_tx = UARTTx(divider)
         self.link = HostLink(**kwargs)
-        members = {"rx": In(1, init=1), "tx": Out(1, init=1)}
-        for name, member in self.link.signature.members.items():
-            if name not in ("i_stream", "o_stream", "rx_framing_error", "rx_overrun"):
-                members[name] = member
-        super().__init__(members)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          **passed_members(self.link)})
 
     def elaborate(self, platform):
         m = Module()
@@ -679,8 +695,5 @@ class SerialHostLink(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
                      link.rx_framing_error.eq(rx.framing_error),
                      link.rx_overrun.eq(rx.overrun)]
-        for name in ("mem", "i_result", "o_face"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(link, name))
-        m.d.comb += [self.start.eq(link.start), link.busy.eq(self.busy),
-                     link.done.eq(self.done), link.error.eq(self.error)]
+        connect_passed_members(m, self, link)
         return m

@@ -1,0 +1,153 @@
+"""Model of the USB full-speed link's throughput, and of faces/s end to end with the engine.
+
+    python -m hw.link.usb_model --json reports/usb_link.json --md reports/usb_link.md
+
+The bulk ceiling is USB 2.0's (table 5-9): at full speed a 1 ms frame holds at most 19 bulk
+transactions of 64 bytes, 1,216,000 bytes/s, each transaction a token, a data packet and a
+handshake with their SYNC, PID, CRC, EOP and turnarounds. The host link's protocol
+(:mod:`firmware.protocol`) adds 8 bytes a frame and is stop-and-wait: each command waits for
+its response, which a host controller returns at the earliest in the next scheduling pass;
+the model charges ``turnaround_ms`` (default one 1 ms USB frame) a command. A face of
+``H x W x C`` bytes goes as FACE_DATA frames of ``MAX_PAYLOAD - 4`` bytes, then READ_RESULT
+returns ``N_RESULT`` 16-bit words.
+
+The engine's time per face comes from the board report (``reports/board_ulx3s.json``:
+cycles per frame at the achieved clock). With upload and compute overlapped (issue 15 item 1)
+the slower of the two bounds the rate; without, their sum does.
+"""
+import json
+import math
+from pathlib import Path
+
+from firmware import protocol as P
+from quant import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USB_FS_BIT_RATE = 12e6
+#: USB 2.0 table 5-9: full-speed bulk, 64-byte packets, at most 19 transactions a 1 ms frame.
+BULK_TRANSACTIONS_PER_FRAME = 19
+BULK_PACKET = 64
+FRAME_S = 1e-3
+FACE_SHAPE = (112, 112, 3)
+UART_BAUD = 3_000_000
+UART_BITS_PER_BYTE = 10
+
+
+def bulk_ceiling_bytes_per_s() -> float:
+    return BULK_TRANSACTIONS_PER_FRAME * BULK_PACKET / FRAME_S
+
+
+def face_frames(face_bytes=math.prod(FACE_SHAPE), max_payload=P.MAX_PAYLOAD):
+    """Sizes of the FACE_DATA payloads a face travels in."""
+    chunk = max_payload - 4
+    return [4 + min(chunk, face_bytes - off) for off in range(0, face_bytes, chunk)]
+
+
+def link_face_time(bytes_per_s, turnaround_s, face_bytes=math.prod(FACE_SHAPE),
+                   n_result=P.N_RESULT, max_payload=P.MAX_PAYLOAD, pipelined=False) -> dict:
+    """Seconds to upload one face and read its embedding back over a link of ``bytes_per_s``
+    (each direction), stop-and-wait (``turnaround_s`` a command) or ``pipelined`` (frames
+    back to back, responses overlapped)."""
+    frames = face_frames(face_bytes, max_payload)
+    up = sum(p + P.OVERHEAD for p in frames) + P.OVERHEAD        # + READ_RESULT
+    down = len(frames) * P.OVERHEAD + 2 * n_result + P.OVERHEAD   # ACKs + the embedding
+    commands = len(frames) + 1
+    wire = up / bytes_per_s
+    if not pipelined:
+        wire += down / bytes_per_s + commands * turnaround_s
+    else:
+        wire += (2 * n_result + P.OVERHEAD) / bytes_per_s + turnaround_s
+    return {"frames": commands, "bytes_up": up, "bytes_down": down, "seconds": wire}
+
+
+def engine_seconds(board_report=ROOT / "reports" / "board_ulx3s.json") -> dict:
+    r = json.loads(Path(board_report).read_text())
+    return {"cycles_per_frame": r["cycles_per_frame"], "clock_mhz": r["achieved_clock_mhz"],
+            "seconds": r["cycles_per_frame"] / (r["achieved_clock_mhz"] * 1e6),
+            "source": str(Path(board_report).relative_to(ROOT))}
+
+
+def model(turnaround_ms=1.0, board_report=ROOT / "reports" / "board_ulx3s.json") -> dict:
+    eng = engine_seconds(board_report)
+    t_eng = eng["seconds"]
+    links = {
+        "usb_full_speed": {"bytes_per_s": bulk_ceiling_bytes_per_s(),
+                           "turnaround_s": turnaround_ms / 1e3,
+                           "basis": "USB 2.0 table 5-9: 19 x 64-byte bulk transactions a 1 ms "
+                                    "frame; turnaround one USB frame a command"},
+        "uart_3mbaud": {"bytes_per_s": UART_BAUD / UART_BITS_PER_BYTE, "turnaround_s": 0.0,
+                        "basis": "8N1 at 3 Mbaud, 10 bits a byte; the response follows on the "
+                                 "other wire"},
+    }
+    out = {"engine": eng, "face_bytes": math.prod(FACE_SHAPE), "links": {}}
+    for name, link in links.items():
+        rows = {}
+        for mode in ("stop_and_wait", "pipelined"):
+            t = link_face_time(link["bytes_per_s"], link["turnaround_s"],
+                               pipelined=mode == "pipelined")
+            t_link = t["seconds"]
+            rows[mode] = {**t, "link_faces_per_s": 1 / t_link,
+                          "sequential_faces_per_s": 1 / (t_link + t_eng),
+                          "overlapped_faces_per_s": 1 / max(t_link, t_eng),
+                          "bound_by": "engine" if t_eng >= t_link else "link"}
+        out["links"][name] = {**link, **rows}
+    usb = out["links"]["usb_full_speed"]
+    out["note"] = ("over USB, faces/s end to end is bounded by the engine (%.1f ms a face at "
+                   "%g MHz): with the upload overlapped, %.1f faces/s, the engine's own rate. "
+                   "The issue's >= 20 faces/s needs the next engine (under 50 ms a face) and "
+                   "pipelined frames: the USB link alone carries %.1f faces/s stop-and-wait "
+                   "(%g ms turnaround a command), %.1f pipelined"
+                   % (t_eng * 1e3, eng["clock_mhz"], usb["stop_and_wait"]["overlapped_faces_per_s"],
+                      usb["stop_and_wait"]["link_faces_per_s"], turnaround_ms,
+                      usb["pipelined"]["link_faces_per_s"]))
+    return out
+
+
+def markdown(m) -> str:
+    lines = ["# Host link model: faces/s end to end", "",
+             f"Face {m['face_bytes']} bytes; engine {m['engine']['seconds'] * 1e3:.1f} ms a face "
+             f"({m['engine']['cycles_per_frame']} cycles at {m['engine']['clock_mhz']:g} MHz, "
+             f"{m['engine']['source']}). Model: `python -m hw.link.usb_model`.", "",
+             "| link | mode | link ms/face | link faces/s | sequential faces/s | "
+             "overlapped faces/s | bound by |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for name, link in m["links"].items():
+        for mode in ("stop_and_wait", "pipelined"):
+            r = link[mode]
+            lines.append(f"| {name} | {mode} | {r['seconds'] * 1e3:.1f} | "
+                         f"{r['link_faces_per_s']:.1f} | {r['sequential_faces_per_s']:.1f} | "
+                         f"{r['overlapped_faces_per_s']:.1f} | {r['bound_by']} |")
+    lines += ["", m["note"] + ".", ""]
+    return "\n".join(lines)
+
+
+def _main(argv):
+    parser = cli.ArgumentParser(prog="python -m hw.link.usb_model",
+                                description="USB full-speed / UART link model: faces/s")
+    parser.add_argument("--turnaround-ms", type=float, default=1.0,
+                        help="host turnaround a stop-and-wait command (default 1 ms)")
+    parser.add_argument("--board-report", type=Path,
+                        default=ROOT / "reports" / "board_ulx3s.json")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--md", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not args.board_report.is_file():
+        raise cli.UserError(f"--board-report {args.board_report}", "no such file")
+    if args.turnaround_ms < 0:
+        raise cli.UserError(f"--turnaround-ms {args.turnaround_ms}", "must be >= 0")
+    m = model(args.turnaround_ms, args.board_report)
+    if args.json:
+        args.json.write_text(json.dumps(m, indent=2) + "\n")
+    if args.md:
+        args.md.write_text(markdown(m))
+    print(markdown(m))
+    return 0
+
+
+def main(argv=None):
+    return cli.run(_main, argv, prog="python -m hw.link.usb_model")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

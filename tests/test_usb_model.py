@@ -1,0 +1,39 @@
+"""The USB link model (hw/link/usb_model.py) and its report."""
+import json
+import math
+
+import pytest
+
+from firmware import protocol as P
+from hw.link import usb_model as U
+
+
+def test_face_frames_cover_the_face():
+    frames = U.face_frames()
+    assert sum(p - 4 for p in frames) == 112 * 112 * 3
+    assert len(frames) == math.ceil(112 * 112 * 3 / (P.MAX_PAYLOAD - 4)) == 19
+
+
+def test_usb_figures_from_first_principles():
+    m = U.model(turnaround_ms=1.0)
+    usb = m["links"]["usb_full_speed"]
+    assert usb["bytes_per_s"] == 19 * 64 * 1000
+    sw = usb["stop_and_wait"]
+    # 19 FACE_DATA frames + READ_RESULT: 20 commands, 20 ms of turnarounds
+    up = 112 * 112 * 3 + 19 * (4 + 8) + 8
+    down = 19 * 8 + 1024 + 8
+    assert sw["seconds"] == pytest.approx((up + down) / 1.216e6 + 20e-3)
+    assert sw["overlapped_faces_per_s"] == pytest.approx(1 / m["engine"]["seconds"])
+    assert sw["bound_by"] == "engine"
+    # the UART's 3 Mbaud carries a face in about 130 ms: the link bounds it
+    assert m["links"]["uart_3mbaud"]["stop_and_wait"]["bound_by"] == "link"
+
+
+def test_report_is_what_the_model_gives():
+    rep = json.loads((U.ROOT / "reports" / "usb_link.json").read_text())
+    assert rep == json.loads(json.dumps(U.model()))
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert U.main(["--turnaround-ms", "-1"]) == 2
+    assert "--turnaround-ms -1.0: must be >= 0" in capsys.readouterr().err
