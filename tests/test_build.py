@@ -429,7 +429,56 @@ def test_report_has_the_required_fields(tmp_path):
 
 
 def test_report_when_timing_fails(tmp_path):
-    r = hwbuild.build_report(_fake_ctx(tmp_path, cycles=1_000_000, achieved=80.0))
+    ctx = _fake_ctx(tmp_path, cycles=1_000_000, achieved=80.0)
+    ctx.results["pnr"].update(seed=1, sweep=[{"seed": 2, "met": False, "fmax": {"clk": 79.5}},
+                                             {"seed": 1, "met": False, "fmax": {"clk": 80.0}}])
+    r = hwbuild.build_report(ctx)
+    assert r["pnr_seed"] == 1 and len(r["seed_sweep"]) == 2
+    assert ("- placer seed 1 (tried in order: seed 2: 79.50 MHz (not met); seed 1: 80.00 MHz "
+            "(not met))") in hwbuild.report_markdown(r)
     assert r["timing_met"] is False and r["fmax_mhz"] == 80.0
     assert r["fps"] == pytest.approx(80.0) and "below target" in r["fps_note"]
     assert "timing NOT met" in hwbuild.report_markdown(r)
+
+
+@pytest.mark.synthesis
+def test_place_and_route_sweeps_seeds_until_timing_is_met(tmp_path):
+    """A multiply-accumulate through yosys and nextpnr (25F): at 20 MHz the first seed meets
+    timing and no other runs; at 900 MHz none can, so every seed runs and the best one's
+    products become top.config / pnr_report.json / logs/pnr.log. About 25 s of CPU."""
+    (tmp_path / "top.v").write_text(
+        "module top(input clk, input [15:0] a, input [15:0] b, output reg [31:0] acc);\n"
+        "  always @(posedge clk) acc <= acc + a * b;\nendmodule\n")
+    subprocess.run([*find_tool("yosys").argv, "-q", "-p",
+                    "read_verilog top.v; synth_ecp5 -top top -json top.json"],
+                   cwd=tmp_path, check=True)
+    base = ["--25k", "--package", "CABGA381", "--speed", "6", "--json", "top.json",
+            "--timing-allow-fail"]
+    met = hwbuild.place_and_route([*base, "--freq", "20"], (5, 6), cwd=tmp_path,
+                                  logs=tmp_path / "logs")
+    assert met["seed"] == 5 and [x["seed"] for x in met["sweep"]] == [5]
+    assert met["sweep"][0]["met"] and hwbuild.timing_met_all_clocks(met)
+    failed = hwbuild.place_and_route([*base, "--freq", "900"], (5, 6, 7), cwd=tmp_path,
+                                     logs=tmp_path / "logs")
+    assert [x["seed"] for x in failed["sweep"]] == [5, 6, 7]
+    assert not any(x["met"] for x in failed["sweep"])
+    best = max(failed["sweep"], key=lambda x: min(x["fmax"].values()))
+    assert failed["seed"] == best["seed"]
+    assert (tmp_path / "pnr_report.json").read_bytes() == \
+        (tmp_path / f"pnr_report_seed{best['seed']}.json").read_bytes()
+    assert (tmp_path / "logs" / "pnr.log").read_text() == \
+        (tmp_path / "logs" / f"pnr_seed{best['seed']}.log").read_text()
+    assert (tmp_path / "top.config").read_bytes() == \
+        (tmp_path / f"top_seed{best['seed']}.config").read_bytes()
+
+
+def test_seeds_option_refuses_bad_lists(capsys):
+    for bad in ("1,x", "2,2", "-1", ""):
+        assert hwbuild.main(["--board", "ulx3s", "--seeds", bad, "--stop-step", "quantize"]) == 2
+        assert "--seeds" in capsys.readouterr().err
+
+
+def test_nextpnr_seed_in_the_environment_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("NEXTPNR_ARGS", "--seed 3")
+    assert hwbuild.main(["--board", "ulx3s", "--stop-step", "quantize"]) == 2
+    assert "NEXTPNR_ARGS: has --seed" in capsys.readouterr().err
