@@ -95,13 +95,16 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 # Place and route of every board of boards.yaml that gets that far (the 25F and 12F stop at the
 # firmware step, naming the resource); a board whose build stops leaves no report.
 PNR_BOARDS := ulx3s ulx3s-cordic ulx3s-45f ulx3s-usb
-reports-pnr: $(STAMP) ## the figures that need place and route: board builds, SDRAM controller alone
+reports-pnr: $(STAMP) ## the figures that need place and route: board builds, SDRAM controller and CORDIC unit alone
 	for b in $(PNR_BOARDS); do \
 	  $(PY) -m hw.build --board $$b --variant $(VARIANT) && \
 	  cp build/$$b/report.json reports/board_$$b.json && \
 	  cp build/$$b/report.md reports/board_$$b.md || exit 1; done
 	$(PY) -m pytest -q -m synthesis tests/test_sdram.py
 	cp build/sdram/synthesis.json reports/sdram_synthesis.json
+	$(PY) -m pytest -q -m synthesis tests/test_hw_activation.py
+	cp build/activation/synthesis.json reports/activation_synthesis.json
+	cp build/activation/synthesis.md reports/activation_synthesis.md
 
 clean:          ## remove build products
 	rm -rf build

@@ -130,6 +130,15 @@ def test_sdram_synthesis():
         f"{r['fmax_mhz']:.1f}", str(r["cells"]["LUT4"]), str(r["cells"]["TRELLIS_FF"]))
 
 
+def test_cordic_unit_synthesis():
+    r = report("activation_synthesis.json")
+    pnr = r["nextpnr"]
+    assert sentence(r"CORDIC: ([\d.]+) MHz, (\d+) TRELLIS_COMB \(LUT4 and carry cells\), "
+                    r"(\d+) flip-flops, (\d+) MULT18X18D, alone on the 85F") == (
+        f"{r['fmax_mhz']:.1f}", str(pnr["LUT4"]), str(pnr["TRELLIS_FF"]),
+        str(pnr["MULT18X18D"]))
+
+
 def test_sim_variant_rows():
     """Every variant of ``python -m sim.variants`` (reports/sim_variants.json) has its row,
     bit-exact, from its own report."""

