@@ -21,9 +21,10 @@ rollback : In(1)
     ``commit`` stays tentative.
 o_stream : Out(stream.Signature(8))
     The committed bytes in order, one a cycle at most; ``valid`` and ``payload`` come from
-    registers (the block RAM's output register).
+    an output register behind the block RAMs' own data register (two cycles from a commit to
+    the first byte; up to two bytes wait in the two registers).
 level : Out(range(depth + 1))
-    Committed bytes not yet read.
+    Committed bytes not yet read out of the RAM.
 """
 from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -67,19 +68,26 @@ class FaceBuffer(wiring.Component):
 
         o = self.o_stream
         write = Signal()
-        load = Signal()
+        load = Signal()     # read the next committed byte into the RAM's data register
+        move = Signal()     # the RAM's data register -> the output register
+        ram_valid = Signal()
         m.d.comb += [
             self.w_full.eq(used == depth),
             write.eq(self.w_en & ~self.w_full),
             wp.addr.eq(w_ptr), wp.data.eq(self.w_data), wp.en.eq(write),
-            # The read port's data register is the output register: it loads the next
-            # committed byte when the output is empty or being taken.
-            load.eq((avail != 0) & (~o.valid | o.ready)),
+            # Two register stages: the read port's data register (the block RAMs' outputs and
+            # the multiplexer between them) and the output register, so that no RAM output
+            # reaches the consumer combinationally.
+            move.eq(ram_valid & (~o.valid | o.ready)),
+            load.eq((avail != 0) & (~ram_valid | move)),
             rp.addr.eq(r_ptr), rp.en.eq(load),
-            o.payload.eq(rp.data),
         ]
         with m.If(load):
-            m.d.sync += [o.valid.eq(1), r_ptr.eq(inc(r_ptr))]
+            m.d.sync += [ram_valid.eq(1), r_ptr.eq(inc(r_ptr))]
+        with m.Elif(move):
+            m.d.sync += ram_valid.eq(0)
+        with m.If(move):
+            m.d.sync += [o.valid.eq(1), o.payload.eq(rp.data)]
         with m.Elif(o.ready):
             m.d.sync += o.valid.eq(0)
 
