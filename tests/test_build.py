@@ -413,7 +413,10 @@ def _fake_ctx(tmp_path, cycles, achieved):
 
 
 def test_report_has_the_required_fields(tmp_path):
-    r = hwbuild.build_report(_fake_ctx(tmp_path, cycles=1_000_000, achieved=120.0))
+    ctx = _fake_ctx(tmp_path, cycles=1_000_000, achieved=120.0)
+    ctx.source = hwbuild.source_revision()
+    assert ctx.source and ctx.source.split("+")[0].isalnum()   # this checkout's commit
+    r = hwbuild.build_report(ctx)
     for key in ("board", "device", "fmax_mhz", "target_mhz", "timing_met", "utilization",
                 "estimate", "cycles_per_frame", "fps", "toolchain", "seconds_per_step"):
         assert key in r, key
@@ -425,7 +428,7 @@ def test_report_has_the_required_fields(tmp_path):
                                       "seconds_when_built": 3.0}
     md = hwbuild.report_markdown(r)
     assert "| MULT18X18D | 148 | 148 | 148 | 1000 | 14.8 |" in md
-    assert "timing met" in md
+    assert "timing met" in md and f"Source: commit {ctx.source}" in md
 
 
 def test_report_when_timing_fails(tmp_path):

@@ -212,6 +212,7 @@ class BuildContext:
     quant_args: tuple = ()                # further `python -m quant` options (quick runs)
     out: Path = ROOT / "build"
     seeds: tuple = PNR_SEEDS              # nextpnr placer seeds, tried in order (place_and_route)
+    source: Optional[str] = None          # git commit when the build started (source_revision)
     results: dict = field(default_factory=dict)
     status: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
@@ -274,6 +275,21 @@ def _dist_version(name):
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def source_revision() -> Optional[str]:
+    """The git commit of the source (``+dirty`` when tracked files differ from it), or None
+    outside a git checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 # -- 1 quantize --------------------------------------------------------------------------------
@@ -665,6 +681,7 @@ def build_report(ctx) -> dict:
         "board": b.name, "device": b.device, "package": b.package,
         "speed_grade": b.speed_grade,
         "variant": ctx.variant,
+        "source": ctx.source,
         "target_mhz": b.clock.target_mhz,
         "fmax_mhz": fmax, "fmax_clock": clock_name, "achieved_clock_mhz": achieved,
         "fmax_all_clocks": pnr.get("fmax"),
@@ -711,6 +728,8 @@ def _fmt(v, spec=""):
 
 def report_markdown(r) -> str:
     lines = [f"# Build report: {r['board']} ({r['device']})", ""]
+    if r.get("source"):
+        lines.insert(1, f"\nSource: commit {r['source']}")
     timing = {True: "met", False: "NOT met", None: "-"}[r["timing_met"]]
     lines += [f"- fmax {_fmt(r['fmax_mhz'], '.2f')} MHz vs target {r['target_mhz']:g} MHz: "
               f"timing {timing}",
@@ -841,7 +860,7 @@ def _main(argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise cli.UserError(f"--out {args.out}", "exists and is not a folder")
     ctx = BuildContext(board=board, variant=args.variant, weights=args.weights,
-                       out=args.out, seeds=args.seeds)
+                       out=args.out, seeds=args.seeds, source=source_revision())
     _pnr_base_args(ctx)             # NEXTPNR_ARGS checked before any step runs
     print(f"building board {board.name} ({board.device}), "
           f"variant {ctx.variant} -> {ctx.board_dir}")
