@@ -49,49 +49,15 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
-from hw.engine.activation import ActivationCORDIC
 from hw.engine.dsp import LATENCY as DSP_LATENCY
 from hw.engine.dsp import RegisteredMultiplier
+from hw.engine.post import PostPipeline
 from hw.engine.replicate import replicated
+from hw.engine.stages import decoded, delay_line, delayed, lane_select, last_of, log2
 from hw.memory.port import MemoryPort
 
 ACC_W = 32
 RES_DEPTH = 4
-
-
-def _log2(v):
-    return v.bit_length() - 1
-
-
-def _delay_line(m, value, cycles, name, reset_less=False):
-    """``[value after 1 register, ..., after cycles registers]``."""
-    line = []
-    for i in range(cycles):
-        nxt = Signal(value.shape(), name=f"{name}_d{i + 1}", reset_less=reset_less)
-        m.d.sync += nxt.eq(value)
-        line.append(value := nxt)
-    return line
-
-
-def _lane_select(m, words, j, name):
-    """``words[j]`` one cycle late: a registered 4-way level by ``j``'s low bits, then a 4-way
-    level by its registered high bits (every register loads each cycle: no enable)."""
-    quads = []
-    for q in range(0, len(words), 4):
-        r = Signal(len(words[q]), name=f"{name}_q{q // 4}", reset_less=True)
-        m.d.sync += r.eq(Array(words[q:q + 4])[j[:2]] if len(words) > 1 else words[q])
-        quads.append(r)
-    if len(quads) == 1:
-        return quads[0]
-    hi = Signal(len(j) - 2, name=f"{name}_hi")
-    m.d.sync += hi.eq(j[2:])
-    return Array(quads)[hi]
-
-
-def _delayed(m, value, cycles, name, reset_less=False):
-    """``value`` through ``cycles`` registers (``reset_less`` for data: the engine's reset
-    reaches every flip-flop that has one, and a net that wide is slow)."""
-    return _delay_line(m, value, cycles, name, reset_less)[-1] if cycles else value
 
 
 class Engine(wiring.Component):
@@ -135,7 +101,7 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         P, L = cfg.lanes, cfg.in_lanes
-        lP, lL = _log2(P), _log2(L)
+        lP, lL = log2(P), log2(L)
         m = Module()
 
         # ---------------- descriptor registers --------------------------------------------
@@ -153,35 +119,22 @@ class Engine(wiring.Component):
         pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
-        # CONV: input rows / output / residual packed two 8-bit elements a word (P >= 2)
-        pack_in, pack_out, pack_res = ((getattr(flags, f) if P > 1 else Const(0, 1))
-                                       for f in ("pack_in", "pack_out", "pack_res"))
-        # Decoded descriptor fields, as registers (the descriptor is written a few cycles
-        # before DISPATCH, and every pipeline has drained before the next one is fetched).
-        def decoded(name, expr):
-            flag = Signal(name=name)
-            m.d.sync += flag.eq(expr)
-            return flag
-
-        # field - 1 for the loop counters' "last" compares (registers, no subtractor there)
-        def last_of(name, field):
-            last = Signal(len(field), name=name)
-            m.d.sync += last.eq(field - 1)
-            return last
-
-        C_last, OW_last = last_of("C_last", C), last_of("OW_last", OW)
-        g_last_n, ne_last = last_of("groups_last", n_groups), last_of("elems_last", n_elems)
+        # CONV: input rows / output packed two 8-bit elements a word (P >= 2)
+        pack_in, pack_out = ((getattr(flags, f) if P > 1 else Const(0, 1))
+                             for f in ("pack_in", "pack_out"))
+        C_last, OW_last = last_of(m, "C_last", C), last_of(m, "OW_last", OW)
+        g_last_n, ne_last = last_of(m, "groups_last", n_groups), last_of(m, "elems_last", n_elems)
 
         # row slots: k, or k + 1 with the prefetch (registers)
         nslots, nslots_last = Signal(5), Signal(5)
         m.d.sync += [nslots.eq(k + prefetch_en), nslots_last.eq(k + prefetch_en - 1)]
-        is_conv = decoded("is_conv", opcode == im.Opcode.CONV)
-        is_input = decoded("is_input", opcode == im.Opcode.INPUT)
-        is_dense = decoded("is_dense", mode.conv == im.ConvMode.DENSE)
-        is_max = decoded("is_max", mode.conv == im.ConvMode.MAX)
+        is_conv = decoded(m, "is_conv", opcode == im.Opcode.CONV)
+        is_input = decoded(m, "is_input", opcode == im.Opcode.INPUT)
+        is_dense = decoded(m, "is_dense", mode.conv == im.ConvMode.DENSE)
+        is_max = decoded(m, "is_max", mode.conv == im.ConvMode.MAX)
         is_vec = opcode == im.Opcode.VEC
         v_add, v_scale, v_prelu, v_act, v_pool = (
-            decoded(f"vec_{n}", is_vec & (mode.vec == code)) for n, code in (
+            decoded(m, f"vec_{n}", is_vec & (mode.vec == code)) for n, code in (
                 ("add", im.VecOp.ADD), ("scale", im.VecOp.SCALE), ("prelu", im.VecOp.PRELU),
                 ("act", im.VecOp.ACT), ("pool", im.VecOp.AVGPOOL)))
 
@@ -190,14 +143,11 @@ class Engine(wiring.Component):
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
         hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
         lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
-        # the activation table (boards.yaml activation: lut; the CORDIC form needs none)
-        lut = Memory(shape=unsigned(16), depth=cfg.lut_depth if cfg.activation == "lut" else 1,
-                     init=[])
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
         accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
         bbuf = Memory(shape=unsigned(16), depth=cfg.chunk, init=[])
         for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr), ("lanep", lanep),
-                          ("lut", lut), ("chan", chan), ("accram", accram), ("bbuf", bbuf)):
+                          ("chan", chan), ("accram", accram), ("bbuf", bbuf)):
             m.submodules[name] = mem
         rb_w = rb.write_port(granularity=16)
         rb_r = rb.read_port()
@@ -208,8 +158,6 @@ class Engine(wiring.Component):
         hdr_r = hdr.read_port(domain="comb")
         lanep_w = lanep.write_port(granularity=16)
         lanep_r = lanep.read_port()
-        lut_w = lut.write_port()
-        lut_r = lut.read_port()
         chan_w = chan.write_port()
         chan_r = chan.read_port()
         acc_w = accram.write_port()
@@ -307,109 +255,19 @@ class Engine(wiring.Component):
         with m.Elif(rx):
             m.d.sync += rx_cnt.eq(rx_cnt + 1)
 
-        # ---------------- post pipeline: ((x << sa) + (y << sb)) * m >> s, round, saturate,
-        # table. Stage 0 registers the selected operands (below, per opcode); every later
-        # stage is one register deep. The 34 x 18 product is two registered DSP products
-        # (low 17 bits of t unsigned, high 17 bits signed) added in the fabric.
-        pv, pflag, p_lut = Signal(), Signal(), Signal()
-        px, py = Signal(signed(33)), Signal(signed(33))
-        psa, psb = Signal(4), Signal(4)
-        pm = Signal(signed(18))
-        ps = Signal(6)
-        x0, y0 = Signal(signed(33), reset_less=True), Signal(signed(33), reset_less=True)
-        sa0, sb0, m0, s0 = Signal(4), Signal(4), Signal(signed(18)), Signal(6)
-        v0, f0, u0 = Signal(), Signal(), Signal()
-        m.d.sync += [x0.eq(px), y0.eq(py), sa0.eq(psa), sb0.eq(psb), m0.eq(pm), s0.eq(ps),
-                     v0.eq(pv), f0.eq(pflag), u0.eq(p_lut)]
-        t1 = Signal(signed(34), reset_less=True)
-        m1, s1, v1, f1, u1 = Signal(signed(18)), Signal(6), Signal(), Signal(), Signal()
-        m.d.sync += [t1.eq((x0 << sa0) + (y0 << sb0)), m1.eq(m0), s1.eq(s0), v1.eq(v0),
-                     f1.eq(f0), u1.eq(u0)]
-        mul_lo = m.submodules.post_mul_lo = RegisteredMultiplier(18, 18)
-        mul_hi = m.submodules.post_mul_hi = RegisteredMultiplier(17, 18)
-        m.d.comb += [mul_lo.a.eq(Cat(t1[:17], Const(0, 1))), mul_lo.b.eq(m1),
-                     mul_hi.a.eq(t1[17:34]), mul_hi.b.eq(m1)]
-        vline = _delay_line(m, v1, DSP_LATENCY, "post_v")
-        vP = vline[-1]
-        sP, fP, uP = (_delayed(m, sig, DSP_LATENCY, nm) for sig, nm in
-                      ((s1, "post_s"), (f1, "post_f"), (u1, "post_u")))
-        p2, s2, v2, f2, u2 = (Signal(signed(53), reset_less=True), Signal(6), Signal(),
-                              Signal(), Signal())
-        m.d.sync += [p2.eq((mul_hi.p << 17) + mul_lo.p), s2.eq(sP), v2.eq(vP), f2.eq(fP),
-                     u2.eq(uP)]
-        q3, z3, v3, f3, u3 = (Signal(signed(53), reset_less=True), Signal(), Signal(),
-                              Signal(), Signal())
-        m.d.sync += [q3.eq(Mux(s2 == 0, p2, p2 >> (s2 - 1)[:6])), z3.eq(s2 == 0), v3.eq(v2),
-                     f3.eq(f2), u3.eq(u2)]
-        r4, v4, f4, u4 = Signal(signed(53), reset_less=True), Signal(), Signal(), Signal()
-        m.d.sync += [r4.eq(Mux(z3, q3, (q3 + 1) >> 1)), v4.eq(v3), f4.eq(f3), u4.eq(u3)]
-        sat_lo, sat_hi = dsc.sat_lo, dsc.sat_hi
-        y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
-        m.d.sync += [y5.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v5.eq(v4),
-                     f5.eq(f4), u5.eq(u4)]
-        # the activation: the loaded table (address register, RAM: 2 stages) or the CORDIC
-        # (its latency, formats from the descriptor); y7..u7 are stage 5 as many cycles late
-        if cfg.activation == "cordic":
-            unit = m.submodules.activation = ActivationCORDIC(cfg.cordic_iterations,
-                                                              cfg.cordic_width)
-            cfg_bits = len(unit.config.as_value())
-            m.d.comb += [unit.config.eq(dsc.act_cfg[:cfg_bits]), unit.o_stream.ready.eq(1),
-                         unit.i_stream.valid.eq(v5), unit.i_stream.payload.eq(y5)]
-            act_data = unit.o_stream.payload[:16]
-            act_delay = unit.latency
-        else:
-            la6 = Signal(len(lut_r.addr))
-            m.d.sync += la6.eq((y5 - dsc.lut_off)[:len(lut_r.addr)])
-            m.d.comb += lut_r.addr.eq(la6)
-            act_data = lut_r.data
-            act_delay = 2
-        act_vline = _delay_line(m, v5, act_delay, "act_v")
-        v7 = act_vline[-1]
-        y7, f7, u7 = (_delayed(m, sig, act_delay, nm) for sig, nm in
-                      ((y5, "act_y"), (f5, "act_f"), (u5, "act_u")))
-        # the fused residual add (CONV with the residual flag; every other value passes):
-        # z = (y << sa) + (residual << sb), round half up by shift, saturate (ops.add)
-        y8, rr8 = Signal(signed(16)), Signal(signed(16))
-        v8, f8 = Signal(), Signal()
-        # (a packed residual word holds two elements: low byte first, popped after the high)
-        r_phase = Signal()
+        # ---------------- post pipeline (hw/engine/post.py) ----------------------------------
+        post = m.submodules.post = PostPipeline(cfg)
+        m.d.comb += post.desc.eq(dsc)
+        pv = post.i.valid
+        op = post.i.payload
+        px, py, psa, psb, pm, ps, pflag, p_lut = (op.x, op.y, op.sa, op.sb, op.m, op.s,
+                                                  op.last, op.act)
         if cfg.res_depth:
-            rword = resq.r_data
-            m.d.sync += rr8.eq(Mux(pack_res, Mux(r_phase, rword[8:].as_signed(),
-                                                 rword[:8].as_signed()), rword))
-            m.d.comb += resq.r_en.eq(v7 & resid_en & (~pack_res | r_phase))
-            with m.If(v7 & resid_en & pack_res):
-                m.d.sync += r_phase.eq(~r_phase)
-        m.d.sync += [y8.eq(Mux(u7, act_data, y7)), v8.eq(v7), f8.eq(f7)]
-        r_sa, r_sb = dsc.sa[:4], dsc.sb[:4]
-        r_shift1 = last_of("r_shift1", dsc.shift[:6])
-        r_zero = decoded("r_zero", dsc.shift == 0)
-        z9, y9 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v9, f9 = Signal(), Signal()
-        m.d.sync += [z9.eq((y8 << r_sa) + (rr8 << r_sb)), y9.eq(y8), v9.eq(v8), f9.eq(f8)]
-        q10, y10 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v10, f10 = Signal(), Signal()
-        m.d.sync += [q10.eq(Mux(r_zero, z9, z9 >> r_shift1[:4])), y10.eq(y9), v10.eq(v9),
-                     f10.eq(f9)]
-        q11, y11 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v11, f11 = Signal(), Signal()
-        m.d.sync += [q11.eq(Mux(r_zero, q10, (q10 + 1) >> 1)), y11.eq(y10), v11.eq(v10),
-                     f11.eq(f10)]
-        r_lo, r_hi = dsc.r_lo, dsc.r_hi
-        out_word = Signal(signed(16))
-        out_v, out_f = Signal(), Signal()
-        m.d.sync += [out_word.eq(Mux(resid_en, Mux(q11 > r_hi, r_hi,
-                                                   Mux(q11 < r_lo, r_lo, q11)), y11)),
-                     out_v.eq(v11), out_f.eq(f11)]
-        # packed output: an even channel waits in pk_lo for the odd one, then both are a word
-        pk_lo, pk_phase = Signal(8), Signal()
-        with m.If(out_v & pack_out):
-            m.d.sync += [pk_lo.eq(out_word[:8]), pk_phase.eq(~pk_phase)]
-        post_busy = Signal()
-        m.d.comb += [wfifo.w_data.eq(Mux(pack_out, Cat(pk_lo, out_word[:8]), out_word)),
-                     wfifo.w_en.eq(out_v & (~pack_out | pk_phase)),
-                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, *act_vline, v8, v9,
-                                      v10, v11, out_v).any())]
+            m.d.comb += [post.res.payload.eq(resq.r_data), post.res.valid.eq(resq.r_rdy),
+                         resq.r_en.eq(post.res.ready)]
+        out_v, out_word, out_f = post.o.valid, post.o.payload.data, post.o.payload.last
+        post_busy = post.busy
+        m.d.comb += [wfifo.w_data.eq(post.w.payload), wfifo.w_en.eq(post.w.valid)]
 
         # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
         # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
@@ -421,14 +279,15 @@ class Engine(wiring.Component):
         req_px = Signal(16)        # pixel of the row (CONV)
         req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
         req_init = Signal()
-        gather = decoded("gather", is_conv & (dsc.n_out == OC))
+        gather = decoded(m, "gather", is_conv & (dsc.n_out == OC))
         gather_lim = Signal(16)    # the open request takes another pixel below this length
         gather_max = cfg.gather_words
         m.d.sync += gather_lim.eq(Mux(dsc.n_out >= gather_max, 0, gather_max - dsc.n_out))
         pool_first = Signal()      # fused pool: the descriptor's first output pixel
+        m.d.comb += post.init.eq(req_init)
         with m.If(req_init):
             m.d.sync += [req_addr.eq(dsc.out_addr), req_cnt.eq(0), req_len.eq(0),
-                         req_px.eq(0), pool_first.eq(1), pk_phase.eq(0), r_phase.eq(0)]
+                         req_px.eq(0), pool_first.eq(1)]
         with m.Elif(out_v):
             with m.If(out_f):
                 row_end = req_px == OW_last
@@ -474,7 +333,6 @@ class Engine(wiring.Component):
                      hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
                      lanep_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
                      lanep_w.data.eq(Cat(*([rxd] * 4))),
-                     lut_w.addr.eq(rx_cnt), lut_w.data.eq(rxd),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
                      bbuf_w.addr.eq(rx_cnt), bbuf_w.data.eq(rxd)]
         with m.If(rx):
@@ -488,7 +346,8 @@ class Engine(wiring.Component):
                     for i in range(4):
                         m.d.comb += lanep_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
                 with m.Case(4):
-                    m.d.comb += lut_w.en.eq(1)
+                    if cfg.activation == "lut":     # (the table is the post pipeline's)
+                        m.d.comb += post.lut_w.en.eq(1)
                 with m.Case(5):
                     m.d.comb += chan_w.en.eq(1)
                 with m.Case(7):
@@ -498,6 +357,8 @@ class Engine(wiring.Component):
                         m.d.comb += resq.w_en.eq(1)
         if cfg.res_depth:
             m.d.comb += resq.w_data.eq(rxd)
+        if cfg.activation == "lut":
+            m.d.comb += [post.lut_w.addr.eq(rx_cnt), post.lut_w.data.eq(rxd)]
 
         # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
         CE = Signal(12)          # row-buffer entries of one pixel
@@ -525,14 +386,14 @@ class Engine(wiring.Component):
         gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
         m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
         l_lat = DSP_LATENCY + 4          # product, shift, round, compare, saturate
-        l_vline = _delay_line(m, l1_v, l_lat, "ld_v")
-        l_addr = _delayed(m, l1_addr, l_lat, "ld_addr")
-        l_lane = _delayed(m, l1_lane, l_lat, "ld_lane")
-        lP_x = _delayed(m, l1_x, DSP_LATENCY, "ld_x")
+        l_vline = delay_line(m, l1_v, l_lat, "ld_v")
+        l_addr = delayed(m, l1_addr, l_lat, "ld_addr")
+        l_lane = delayed(m, l1_lane, l_lat, "ld_lane")
+        lP_x = delayed(m, l1_x, DSP_LATENCY, "ld_x")
         lsh = Signal(signed(32))
         l_round = Signal()
-        ls_shift1 = last_of("ls_shift1", ls_shift)       # the shift before the rounding bit
-        ls_zero = decoded("ls_zero", ls_shift == 0)
+        ls_shift1 = last_of(m, "ls_shift1", ls_shift)       # the shift before the rounding bit
+        ls_zero = decoded(m, "ls_zero", ls_shift == 0)
         m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_zero, gate_mul.p,
                                               gate_mul.p >> ls_shift1[:5]), lP_x)),
                      l_round.eq(scale_en & ~ls_zero)]
@@ -629,7 +490,7 @@ class Engine(wiring.Component):
         # end, and the issue stage then waits h_stale cycles).
         dx_last, dy_last, cig_last, g_last, ox_last = (
             Signal(name=n) for n in ("dx_last", "dy_last", "cig_last", "g_last", "ox_last"))
-        k_one = decoded("k_one", k == 1)
+        k_one = decoded(m, "k_one", k == 1)
         k_last2 = Signal(4)
         m.d.sync += [k_last2.eq(k - 2), g_last.eq(g == g_last_n), ox_last.eq(ox == OW_last)]
         last_tap = dx_last & dy_last
@@ -660,23 +521,23 @@ class Engine(wiring.Component):
         # R2 beside the RAMs and R3 beside the multipliers, before any logic), to the
         # accumulator below
         to_r = 6
-        rv_line = _delay_line(m, issue, to_r, "mac_v")
+        rv_line = delay_line(m, issue, to_r, "mac_v")
         rv = rv_line[-1]
-        rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
+        rfirst, rlast, rpend = (delayed(m, sig, to_r, nm) for sig, nm in
                                 ((s_first, "mac_first"), (s_last, "mac_last"),
                                  (pix_end, "mac_pend")))
         # the dense input-channel select, one copy per lane, at R2 (it picks R3's contents)
-        rsel = replicated(m, platform, _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
+        rsel = replicated(m, platform, delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
                                                 to_r - 2, "mac_rsel", True), P, "mac_rsel")
         # the operand selects, one register copy per lane (hw/engine/replicate.py): each copy drives
         # its lane's L operand registers only
-        rwslot = replicated(m, platform, _delayed(m, tap[:lL] if lL else Const(0, 1),
+        rwslot = replicated(m, platform, delayed(m, tap[:lL] if lL else Const(0, 1),
                                                   to_r - 1, "mac_wslot", True), P, "mac_wslot")
         lane_dense = replicated(m, platform, is_dense, P, "lane_dense")
         lane_max = replicated(m, platform, is_max, P, "lane_max")
-        rnv = _delayed(m, h_nvalid, to_r, "mac_nv", True)
-        rg = _delayed(m, g, to_r, "mac_g", True)
-        rvalid_tap = replicated(m, platform, _delayed(m, q2_valid_tap, to_r - 3, "mac_vt"), P,
+        rnv = delayed(m, h_nvalid, to_r, "mac_nv", True)
+        rg = delayed(m, g, to_r, "mac_g", True)
+        rvalid_tap = replicated(m, platform, delayed(m, q2_valid_tap, to_r - 3, "mac_vt"), P,
                                 "mac_vt")
 
         rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
@@ -732,19 +593,19 @@ class Engine(wiring.Component):
                 nxt.append(pair)
             sums = nxt
         to_m = 1 + DSP_LATENCY + lL
-        mv_line = _delay_line(m, rv, to_m, "acc_v")
+        mv_line = delay_line(m, rv, to_m, "acc_v")
         mv = mv_line[-1]
-        mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
+        mlast, mpend = (delayed(m, sig, to_m, nm) for sig, nm in
                         ((rlast, "acc_last"), (rpend, "acc_pend")))
         # the accumulators' controls, one register copy per lane (hw/engine/replicate.py): each
         # drives 32 accumulator bits, not 32 P
         lane_mv = replicated(m, platform, mv_line[-2], P, "acc_v")
-        lane_mfirst = replicated(m, platform, _delayed(m, rfirst, to_m - 1, "acc_first_e"), P,
+        lane_mfirst = replicated(m, platform, delayed(m, rfirst, to_m - 1, "acc_first_e"), P,
                                  "acc_first")
         lane_acc_max = replicated(m, platform, is_max, P, "acc_max")
-        mnv = _delayed(m, rnv, to_m, "acc_nv", True)
-        mg = _delayed(m, rg, to_m, "acc_g", True)
-        lane0 = [_delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
+        mnv = delayed(m, rnv, to_m, "acc_nv", True)
+        mg = delayed(m, rg, to_m, "acc_g", True)
+        lane0 = [delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
         # the accumulator (max mode: the running maximum of the operands)
         accs = [Signal(signed(ACC_W), name=f"acc{j}", reset_less=True) for j in range(P)]
         for j in range(P):
@@ -797,7 +658,7 @@ class Engine(wiring.Component):
                 m.d.sync += ser_j.eq(ser_j + 1)
         lane_v, lane_flag = Signal(), Signal()
         m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
-        lane_acc = _lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
+        lane_acc = lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
                                 "ser_acc").as_signed()
         m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
         lane_rec = lanep_r.data
