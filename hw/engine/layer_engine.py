@@ -51,13 +51,11 @@ from firmware.image import EngineConfig
 
 from hw.engine.dsp import LATENCY as DSP_LATENCY
 from hw.engine.dsp import RegisteredMultiplier
+from hw.engine.mac_array import ACC_W, MACArray
 from hw.engine.post import PostPipeline
-from hw.engine.replicate import replicated
 from hw.engine.stages import decoded, delay_line, delayed, lane_select, last_of, log2
 from hw.memory.port import MemoryPort
 
-ACC_W = 32
-RES_DEPTH = 4
 
 
 class Engine(wiring.Component):
@@ -426,13 +424,11 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += lc.eq(lc + 1 + pack_in)
 
-        # ---------------- MAC array ----------------------------------------------------------
+        # ---------------- issue addressing and the MAC array (hw/engine/mac_array.py) ---------
         # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
         # validity, slot base + channel) -> Q3 (row-buffer and weight addresses) -> R (RAM
-        # data) -> F (operand registers) -> DSP (RegisteredMultiplier, DSP_LATENCY) -> a
-        # register level per halving of the L products -> the accumulator. No multiplier
-        # touches an address: the pixel's row-buffer offset (ix * CE) and the slot bases
-        # (slot * row_entries) are kept by adders.
+        # data) -> the array. No multiplier touches an address: the pixel's row-buffer offset
+        # (ix * CE) and the slot bases (slot * row_entries) are kept by adders.
         oy = Signal(16)
         ox = Signal(16)
         g = Signal(range(cfg.groups + 1))
@@ -449,8 +445,6 @@ class Engine(wiring.Component):
         dx_ce = Signal(16)            # dx * CE
         issue = Signal()             # a step is issued this cycle
         in_issue, pix_end_q, row_end_q = Signal(), Signal(), Signal()
-        res_reserved = Signal(range(RES_DEPTH + 1))
-        res_pop = Signal()
 
         # products of descriptor fields, as registers ready long before the rows start
         pad_ce, stride_ce = Signal(16), Signal(16)
@@ -517,119 +511,16 @@ class Engine(wiring.Component):
         m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
         m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
 
-        # the step's tags, from I to R3 (six registers: the RAM outputs pass two registers,
-        # R2 beside the RAMs and R3 beside the multipliers, before any logic), to the
-        # accumulator below
-        to_r = 6
-        rv_line = delay_line(m, issue, to_r, "mac_v")
-        rv = rv_line[-1]
-        rfirst, rlast, rpend = (delayed(m, sig, to_r, nm) for sig, nm in
-                                ((s_first, "mac_first"), (s_last, "mac_last"),
-                                 (pix_end, "mac_pend")))
-        # the dense input-channel select, one copy per lane, at R2 (it picks R3's contents)
-        rsel = replicated(m, platform, delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
-                                                to_r - 2, "mac_rsel", True), P, "mac_rsel")
-        # the operand selects, one register copy per lane (hw/engine/replicate.py): each copy drives
-        # its lane's L operand registers only
-        rwslot = replicated(m, platform, delayed(m, tap[:lL] if lL else Const(0, 1),
-                                                  to_r - 1, "mac_wslot", True), P, "mac_wslot")
-        lane_dense = replicated(m, platform, is_dense, P, "lane_dense")
-        lane_max = replicated(m, platform, is_max, P, "lane_max")
-        rnv = delayed(m, h_nvalid, to_r, "mac_nv", True)
-        rg = delayed(m, g, to_r, "mac_g", True)
-        rvalid_tap = replicated(m, platform, delayed(m, q2_valid_tap, to_r - 3, "mac_vt"), P,
-                                "mac_vt")
-
-        rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
-        wram_q2, wram_q = (Signal.like(wram_r.data, reset_less=True, name=n)
-                           for n in ("wram_q2", "wram_q"))
-        m.d.sync += [rb_q2.eq(rb_r.data), wram_q2.eq(wram_r.data), wram_q.eq(wram_q2)]
-        # R3 holds the operands: dense, lane i the input channel i % L of the selected L
-        # (each of the L repeated P / L times, so that every lane takes its operands from a
-        # register of its own lane group); depthwise and max, lane i's own element
-        elems2 = [rb_q2[16 * i:16 * i + 16] for i in range(P)]
-        for i in range(P):
-            dense_pick = Array(elems2[s * L + i % L] for s in range(P // L))[rsel[i]] \
-                if P > L else elems2[i % L]
-            m.d.sync += rb_q[16 * i:16 * i + 16].eq(Mux(lane_dense[i], dense_pick, elems2[i]))
-        elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
-        wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
-               for j in range(P)]
-        # F: operand registers in the fabric (the RAM outputs go through a multiplexer)
-        a_f = [[Signal(signed(16), name=f"a_{j}_{l}", reset_less=True) for l in range(L)]
-               for j in range(P)]
-        b_f = [[Signal(signed(8), name=f"b_{j}_{l}", reset_less=True) for l in range(L)]
-               for j in range(P)]
-        wsel = [Array(wts[j])[rwslot[j]] for j in range(P)]
-        for j in range(P):
-            for l in range(L):
-                a_dense = elems[j - j % L + l]
-                a_dw = elems[j] if l == 0 else Const(0, signed(16))
-                b_dw = wsel[j] if l == 0 else Const(0, signed(8))
-                # max mode: the product with 1 passes the operand
-                m.d.sync += [
-                    a_f[j][l].eq(Mux(rvalid_tap[j], Mux(lane_dense[j], a_dense, a_dw), 0)),
-                    b_f[j][l].eq(Mux(lane_max[j], 1 if l == 0 else 0,
-                                     Mux(lane_dense[j], wts[j][l], b_dw))),
-                ]
-        products = []
-        for j in range(P):
-            row = []
-            for l in range(L):
-                mul = RegisteredMultiplier(16, 8)
-                m.submodules[f"mac_{j}_{l}"] = mul
-                m.d.comb += [mul.a.eq(a_f[j][l]), mul.b.eq(b_f[j][l])]
-                row.append(mul.p)
-            products.append(row)
-        # the adder tree: one register level per halving
-        sums = products
-        for level in range(lL):
-            nxt = []
-            for j in range(P):
-                pair = [Signal(signed(24 + level + 1), name=f"sum{level}_{j}_{i}",
-                               reset_less=True) for i in range(len(sums[j]) // 2)]
-                m.d.sync += [pair[i].eq(sums[j][2 * i] + sums[j][2 * i + 1])
-                             for i in range(len(pair))]
-                nxt.append(pair)
-            sums = nxt
-        to_m = 1 + DSP_LATENCY + lL
-        mv_line = delay_line(m, rv, to_m, "acc_v")
-        mv = mv_line[-1]
-        mlast, mpend = (delayed(m, sig, to_m, nm) for sig, nm in
-                        ((rlast, "acc_last"), (rpend, "acc_pend")))
-        # the accumulators' controls, one register copy per lane (hw/engine/replicate.py): each
-        # drives 32 accumulator bits, not 32 P
-        lane_mv = replicated(m, platform, mv_line[-2], P, "acc_v")
-        lane_mfirst = replicated(m, platform, delayed(m, rfirst, to_m - 1, "acc_first_e"), P,
-                                 "acc_first")
-        lane_acc_max = replicated(m, platform, is_max, P, "acc_max")
-        mnv = delayed(m, rnv, to_m, "acc_nv", True)
-        mg = delayed(m, rg, to_m, "acc_g", True)
-        lane0 = [delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
-        # the accumulator (max mode: the running maximum of the operands)
-        accs = [Signal(signed(ACC_W), name=f"acc{j}", reset_less=True) for j in range(P)]
-        for j in range(P):
-            nxt = Signal(signed(ACC_W), name=f"accn{j}")
-            mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
-            m.d.comb += nxt.eq(Mux(lane_acc_max[j], Mux(lane_mfirst[j], lane0[j], mx),
-                                   Mux(lane_mfirst[j], 0, accs[j]) + sums[j][0]))
-            with m.If(lane_mv[j]):
-                m.d.sync += accs[j].eq(nxt)
-        # a pixel's finished accumulators go to the result FIFO from their registers, the
-        # cycle after the last step (a first step arriving then reads them before it writes)
-        done_v = Signal()
-        done_g, done_pend, done_nv = Signal.like(mg), Signal(), Signal(16)
-        m.d.sync += [done_v.eq(mv & mlast), done_g.eq(mg), done_pend.eq(mpend),
-                     done_nv.eq(mnv)]
-        mac_busy = Signal()
-        m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line, done_v).any())
-        res_w = ACC_W * P + len(g) + 1 + 16
-        res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
-        m.d.comb += [res.w_en.eq(done_v), res.w_data.eq(Cat(*accs, done_g, done_pend, done_nv))]
-        issue_first = Signal()
-        m.d.comb += issue_first.eq(issue & s_first)
-        m.d.sync += res_reserved.eq(res_reserved + issue_first - res_pop)
-        can_issue = res_reserved < RES_DEPTH - 1
+        mac = m.submodules.mac = MACArray(cfg)
+        m.d.comb += [mac.issue.eq(issue), mac.first.eq(s_first), mac.last.eq(s_last),
+                     mac.pend.eq(pix_end), mac.nvalid.eq(h_nvalid), mac.g.eq(g),
+                     mac.valid_tap.eq(q2_valid_tap), mac.dense.eq(is_dense), mac.max.eq(is_max),
+                     mac.rb_data.eq(rb_r.data), mac.w_data.eq(wram_r.data)]
+        if lP > lL:
+            m.d.comb += mac.sel.eq(chan_lo[lL:lP])
+        if lL:
+            m.d.comb += mac.wslot.eq(tap[:lL])
+        can_issue = mac.can_issue
 
         # ---------------- serializer: accumulators -> post pipeline --------------------------
         # The head of the result FIFO stays in the FIFO's output register while its lanes
@@ -637,16 +528,16 @@ class Engine(wiring.Component):
         # register between them, rather than shifted out (no wide register has an enable).
         # The lane's parameter record is read from its RAM at the launch (one record per
         # group and lane). The head is popped the cycle after its last launch, from a register.
-        rd = res.r_data
-        rd_g = rd[ACC_W * P:ACC_W * P + len(g)]
+        rd = mac.o.payload
+        rd_g = rd.g
         ser_busy, ser_pop, ser_pend = Signal(), Signal(), Signal()
         ser_j = Signal(range(max(P, 2)))     # the lane leaving
         ser_last = Signal.like(ser_j)          # n_valid - 1
         m.d.sync += ser_pop.eq(0)
-        m.d.comb += [res.r_en.eq(ser_pop), res_pop.eq(ser_pop)]
-        with m.If(~ser_busy & ~ser_pop & res.r_rdy):
-            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd[ACC_W * P + len(g)]),
-                         ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
+        m.d.comb += mac.o.ready.eq(ser_pop)
+        with m.If(~ser_busy & ~ser_pop & mac.o.valid):
+            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd.pend),
+                         ser_last.eq(rd.nvalid - 1)]
         ser_launch = Signal()
         ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
         m.d.sync += ser_room.eq(room > 10)
@@ -658,7 +549,8 @@ class Engine(wiring.Component):
                 m.d.sync += ser_j.eq(ser_j + 1)
         lane_v, lane_flag = Signal(), Signal()
         m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
-        lane_acc = lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
+        accs = rd.acc.as_value()
+        lane_acc = lane_select(m, [accs[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
                                 "ser_acc").as_signed()
         m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
         lane_rec = lanep_r.data
@@ -799,8 +691,7 @@ class Engine(wiring.Component):
         m.d.comb += self.pc.eq(pc)
         drained, drained_q, next_seen = Signal(), Signal(), Signal()
         m.d.sync += drained_q.eq(drained)
-        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
-                               & (res_reserved == 0)
+        m.d.comb += drained.eq(~mac.busy & ~mac.o.valid & ~ser_busy & ~lane_v
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
                                & (rd_rem == 0)
