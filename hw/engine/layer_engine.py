@@ -54,6 +54,7 @@ from hw.engine.dsp import RegisteredMultiplier
 from hw.engine.mac_array import ACC_W, MACArray
 from hw.engine.post import PostPipeline
 from hw.engine.stages import decoded, delay_line, delayed, lane_select, last_of, log2
+from hw.engine.vec_unit import VecUnit
 from hw.memory.port import MemoryPort
 
 
@@ -120,7 +121,7 @@ class Engine(wiring.Component):
         # CONV: input rows / output packed two 8-bit elements a word (P >= 2)
         pack_in, pack_out = ((getattr(flags, f) if P > 1 else Const(0, 1))
                              for f in ("pack_in", "pack_out"))
-        C_last, OW_last = last_of(m, "C_last", C), last_of(m, "OW_last", OW)
+        OW_last = last_of(m, "OW_last", OW)
         g_last_n, ne_last = last_of(m, "groups_last", n_groups), last_of(m, "elems_last", n_elems)
 
         # row slots: k, or k + 1 with the prefetch (registers)
@@ -130,11 +131,6 @@ class Engine(wiring.Component):
         is_input = decoded(m, "is_input", opcode == im.Opcode.INPUT)
         is_dense = decoded(m, "is_dense", mode.conv == im.ConvMode.DENSE)
         is_max = decoded(m, "is_max", mode.conv == im.ConvMode.MAX)
-        is_vec = opcode == im.Opcode.VEC
-        v_add, v_scale, v_prelu, v_act, v_pool = (
-            decoded(m, f"vec_{n}", is_vec & (mode.vec == code)) for n, code in (
-                ("add", im.VecOp.ADD), ("scale", im.VecOp.SCALE), ("prelu", im.VecOp.PRELU),
-                ("act", im.VecOp.ACT), ("pool", im.VecOp.AVGPOOL)))
 
         # ---------------- on-chip memories ------------------------------------------------
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
@@ -142,10 +138,8 @@ class Engine(wiring.Component):
         hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
         lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
-        accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
-        bbuf = Memory(shape=unsigned(16), depth=cfg.chunk, init=[])
         for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr), ("lanep", lanep),
-                          ("chan", chan), ("accram", accram), ("bbuf", bbuf)):
+                          ("chan", chan)):
             m.submodules[name] = mem
         rb_w = rb.write_port(granularity=16)
         rb_r = rb.read_port()
@@ -158,10 +152,6 @@ class Engine(wiring.Component):
         lanep_r = lanep.read_port()
         chan_w = chan.write_port()
         chan_r = chan.read_port()
-        acc_w = accram.write_port()
-        acc_r = accram.read_port(transparent_for=(acc_w,))
-        bbuf_w = bbuf.write_port()
-        bbuf_r = bbuf.read_port()
 
         # the residual of a fused add: one output row ahead, in the order the results leave
         if cfg.res_depth:
@@ -308,6 +298,8 @@ class Engine(wiring.Component):
         reserve_q = Signal.like(reserve)
         m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - out_v)]
 
+        vec = m.submodules.vec = VecUnit(cfg)
+
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(4)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
         #                         8 residual
@@ -332,7 +324,7 @@ class Engine(wiring.Component):
                      lanep_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
                      lanep_w.data.eq(Cat(*([rxd] * 4))),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
-                     bbuf_w.addr.eq(rx_cnt), bbuf_w.data.eq(rxd)]
+                     vec.buf_w.addr.eq(rx_cnt), vec.buf_w.data.eq(rxd)]
         with m.If(rx):
             with m.Switch(ld_kind):
                 with m.Case(2):
@@ -349,7 +341,7 @@ class Engine(wiring.Component):
                 with m.Case(5):
                     m.d.comb += chan_w.en.eq(1)
                 with m.Case(7):
-                    m.d.comb += bbuf_w.en.eq(1)
+                    m.d.comb += vec.buf_w.en.eq(1)
                 with m.Case(8):
                     if cfg.res_depth:
                         m.d.comb += resq.w_en.eq(1)
@@ -555,84 +547,14 @@ class Engine(wiring.Component):
         m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
         lane_rec = lanep_r.data
 
-        # ---------------- VEC unit -------------------------------------------------------------
-        vmode = mode.vec
-        v_active = Signal()       # streaming a chunk of operand a
-        v_pool_out = Signal()     # avgpool epilogue
-        v_first_pass = Signal()   # avgpool: first pixel (overwrite sums)
-        v_c = Signal(16)          # channel of the element arriving
-        v_i = Signal(16)          # index in chunk
-        v_idx = Signal(24)        # element index
-        v_chunk_n = Signal(16)
-        v_chunk_last = Signal(16)
-        v_done = Signal(24)       # elements finished before this chunk
-        # the next chunk's length and whether it fits the write FIFO, registers: VEC_CHUNK
-        # waits three cycles (v_settle) after v_done changes before it uses them
-        v_next_n = Signal(16)
-        v_fits = Signal()
-        v_settle = Signal(2)
-        v_settled = Signal()
-        v_left = Signal(24)       # a register: VEC_CHUNK waits a third cycle (v_settle == 3)
-        m.d.sync += v_left.eq(n_elems - v_done)
-        v_a_addr, v_b_addr = Signal(im.ADDR_BITS), Signal(im.ADDR_BITS)
-        v_all_done = Signal()
-        m.d.sync += [v_all_done.eq(v_done == n_elems),v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
-                     v_fits.eq(room >= v_next_n + 9),
-                     v_a_addr.eq(dsc.a_addr + v_done), v_b_addr.eq(dsc.b_addr + v_done)]
-        m.d.comb += v_settled.eq(v_settle == 3)
-        vx = Signal(signed(16))
-        vx_v, vx_flag = Signal(), Signal()
-        vc_d = Signal(16)
-        # CONV reads the gate of the arriving row word's channel; a fused average pool reads
-        # the running sum of the channel leaving the post pipeline (its index in the pixel)
-        m.d.comb += [chan_r.addr.eq(Mux(is_conv, lc, v_c)), bbuf_r.addr.eq(v_i),
-                     acc_r.addr.eq(Mux(is_conv, req_cnt, v_c))]
-        v_in = Signal()
-        m.d.comb += v_in.eq((v_active & rx) | v_pool_out)
-        m.d.sync += [vx.eq(rxd), vx_v.eq(v_in & ~v_pool_out), vc_d.eq(v_c),
-                     vx_flag.eq(Mux(v_pool_out, v_c == C_last, v_i == v_chunk_last))]
-        vp_v = Signal()
-        m.d.sync += vp_v.eq(v_in & v_pool_out)
-        with m.If(v_in):
-            m.d.sync += [v_c.eq(Mux(v_c == C_last, 0, v_c + 1)), v_i.eq(v_i + 1),
-                         v_idx.eq(v_idx + 1)]
-            with m.If(v_idx == C_last):
-                m.d.sync += v_first_pass.eq(0)
-        v_first_d = Signal()
-        m.d.sync += v_first_d.eq(v_first_pass)
-        # V2: the element, its flags and the three RAM outputs it needs (gate, other operand,
-        # channel sum) registered before any logic (a block RAM's output is slow)
-        v2_x = Signal(signed(16))
-        v2_v, v2_pv, v2_flag, v2_first = Signal(), Signal(), Signal(), Signal()
-        v2_c = Signal(16)
-        v2_chan, v2_buf = Signal(signed(16)), Signal(signed(16))
-        v2_acc = Signal(signed(ACC_W), reset_less=True)
-        m.d.sync += [v2_x.eq(vx), v2_v.eq(vx_v), v2_pv.eq(vp_v), v2_flag.eq(vx_flag),
-                     v2_first.eq(v_first_d), v2_c.eq(vc_d), v2_chan.eq(chan_r.data),
-                     v2_buf.eq(bbuf_r.data), v2_acc.eq(acc_r.data)]
-        # fused pool: two stages after the post pipeline (read, registered data), the
-        # read-modify-write of the sum of the channel just written (sums restart on the
-        # descriptor's first output pixel). Both read-modify-writes need 3 cycles between
-        # two updates of one channel: the compiler asks for at least 3 channels.
-        p6_v, p6_first = Signal(), Signal()
-        p6_y = Signal(signed(16))
-        p6_c = Signal(16)
-        m.d.sync += [p6_v.eq(out_v & is_conv & pool_en), p6_y.eq(out_word),
-                     p6_c.eq(req_cnt), p6_first.eq(pool_first)]
-        p7_v, p7_first = Signal(), Signal()
-        p7_y = Signal(signed(16))
-        p7_c = Signal(16)
-        p7_acc = Signal(signed(ACC_W), reset_less=True)
-        m.d.sync += [p7_v.eq(p6_v), p7_y.eq(p6_y), p7_c.eq(p6_c), p7_first.eq(p6_first),
-                     p7_acc.eq(acc_r.data)]
-        with m.If(is_conv):
-            m.d.comb += [acc_w.addr.eq(p7_c),
-                         acc_w.data.eq(Mux(p7_first, p7_y, p7_acc + p7_y)),
-                         acc_w.en.eq(p7_v)]
-        with m.Else():
-            m.d.comb += [acc_w.addr.eq(v2_c),
-                         acc_w.data.eq(Mux(v2_first, v2_x, v2_acc + v2_x)),
-                         acc_w.en.eq(v2_v & v_pool)]
+        # ---------------- VEC unit (hw/engine/vec_unit.py) -----------------------------------
+        m.d.comb += [vec.desc.eq(dsc), vec.rdata.valid.eq(rx), vec.rdata.payload.eq(rxd),
+                     vec.room.eq(room), vec.chan_data.eq(chan_r.data), vec.is_conv.eq(is_conv),
+                     vec.pool_en.eq(pool_en), vec.post.valid.eq(post.o.valid),
+                     vec.post.payload.eq(post.o.payload), vec.pool_c.eq(req_cnt),
+                     vec.pool_first.eq(pool_first)]
+        # CONV reads the gate of the arriving row word's channel; VEC the element's channel
+        m.d.comb += chan_r.addr.eq(Mux(is_conv, lc, vec.c))
 
         # ---------------- post pipeline input mux --------------------------------------------
         in_byte = Signal(8)
@@ -649,20 +571,7 @@ class Engine(wiring.Component):
                          psa.eq(dsc.sa[:4]), psb.eq(dsc.sb[:4]),
                          pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
         with m.Else():
-            m.d.comb += [pflag.eq(v2_flag), p_lut.eq(v_act),
-                         pv.eq(Mux(v_pool, v2_pv, v2_v)), ps.eq(dsc.shift)]
-            with m.If(v_add):
-                m.d.comb += [px.eq(v2_x), py.eq(v2_buf), psa.eq(dsc.sa[:4]),
-                             psb.eq(dsc.sb[:4]), pm.eq(1)]
-            with m.Elif(v_scale):
-                m.d.comb += [px.eq(v2_x), pm.eq(v2_chan)]
-            with m.Elif(v_prelu):
-                m.d.comb += [px.eq(v2_x), pm.eq(Mux(v2_x < 0, v2_chan, 1)),
-                             ps.eq(Mux(v2_x < 0, dsc.shift, 0))]
-            with m.Elif(v_act):
-                m.d.comb += [px.eq(v2_x), pm.eq(1), ps.eq(0)]
-            with m.Elif(v_pool):
-                m.d.comb += [px.eq(v2_acc), pm.eq(dsc.mult)]
+            m.d.comb += [pv.eq(vec.o.valid), op.eq(vec.o.payload)]
 
         # ---------------- INPUT op ---------------------------------------------------------
         in_cnt = Signal(24)
@@ -695,7 +604,7 @@ class Engine(wiring.Component):
                                & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
                                & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
                                & (rd_rem == 0)
-                               & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
+                               & ~vec.busy & ~load_busy
                                & ~rd_start & ~rd_go)
         # ROW decides from registers: whether another input row is needed (and exists) and
         # whether the output rows are done; it waits two cycles after top / next_row / oy
@@ -873,9 +782,8 @@ class Engine(wiring.Component):
                     m.next = "ROW"
             # ---- VEC
             with m.State("VEC_PRE"):
-                m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1),
-                             v_settle.eq(0)]
-                with m.Switch(vmode):
+                m.d.comb += vec.start.eq(1)
+                with m.Switch(mode.vec):
                     with m.Case(im.VecOp.SCALE):
                         start_read(dsc.b_addr, C, 5)
                     with m.Case(im.VecOp.PRELU):
@@ -889,42 +797,40 @@ class Engine(wiring.Component):
                     m.d.sync += ld_kind.eq(0)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_CHUNK"):
-                n = v_next_n
-                with m.If(~v_settled):
-                    m.d.sync += v_settle.eq(v_settle + 1)
-                with m.Elif(v_all_done):
-                    with m.If(v_pool):
+                n = vec.next_n
+                with m.If(~vec.settled):
+                    m.d.comb += vec.settle.eq(1)
+                with m.Elif(vec.all_done):
+                    with m.If(vec.is_pool):
                         m.next = "VEC_POOL"
                     with m.Else():
                         m.next = "NEXT"
-                with m.Elif(v_pool | (v_fits & req_ok)):
-                    m.d.sync += [v_chunk_n.eq(n), v_chunk_last.eq(n - 1), v_i.eq(0),
-                                 v_settle.eq(0)]
-                    with m.If(~v_pool):
+                with m.Elif(vec.is_pool | (vec.fits & req_ok)):
+                    m.d.comb += vec.chunk.eq(1)
+                    with m.If(~vec.is_pool):
                         m.d.comb += reserve.eq(n)
-                    with m.If(v_add):
-                        start_read(v_b_addr, n, 7)
+                    with m.If(vec.is_add):
+                        start_read(vec.b_addr, n, 7)
                         m.next = "VEC_B"
                     with m.Else():
-                        start_read(v_a_addr, n, 0)
+                        start_read(vec.a_addr, n, 0)
                         m.next = "VEC_A"
             with m.State("VEC_B"):
                 with m.If(rd_done):
-                    start_read(v_a_addr, v_chunk_n, 0)
+                    start_read(vec.a_addr, vec.chunk_n, 0)
                     m.next = "VEC_A"
             with m.State("VEC_A"):
-                m.d.comb += v_active.eq(1)
+                m.d.comb += vec.active.eq(1)
                 with m.If(rd_done):
-                    m.d.sync += v_done.eq(v_done + v_chunk_n)
+                    m.d.comb += vec.chunk_done.eq(1)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_POOL"):
-                with m.If(~vx_v & ~v2_v & (room >= C + 9) & req_ok):
-                    m.d.comb += reserve.eq(C)
-                    m.d.sync += v_c.eq(0)
+                with m.If(~vec.a_busy & (room >= C + 9) & req_ok):
+                    m.d.comb += [reserve.eq(C), vec.pool_start.eq(1)]
                     m.next = "VEC_POOL_OUT"
             with m.State("VEC_POOL_OUT"):
-                m.d.comb += v_pool_out.eq(1)
-                with m.If(v_c == C_last):
+                m.d.comb += vec.pool_out.eq(1)
+                with m.If(vec.c_last):
                     m.next = "NEXT"
         # ---------------- issue (state ISSUE; in_issue is that state, as a register) ---------
         # A pixel's end moves ox, left and left_ce a cycle later (pix_end_q), a row's end oy,
