@@ -55,6 +55,7 @@ from hw.engine.mac_array import ACC_W, MACArray
 from hw.engine.post import PostPipeline
 from hw.engine.stages import decoded, delay_line, delayed, lane_select, last_of, log2
 from hw.engine.vec_unit import VecUnit
+from hw.engine.write_path import WritePath
 from hw.memory.port import MemoryPort
 
 
@@ -118,9 +119,8 @@ class Engine(wiring.Component):
         pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
-        # CONV: input rows / output packed two 8-bit elements a word (P >= 2)
-        pack_in, pack_out = ((getattr(flags, f) if P > 1 else Const(0, 1))
-                             for f in ("pack_in", "pack_out"))
+        # CONV: input rows packed two 8-bit elements a word (P >= 2)
+        pack_in = flags.pack_in if P > 1 else Const(0, 1)
         OW_last = last_of(m, "OW_last", OW)
         g_last_n, ne_last = last_of(m, "groups_last", n_groups), last_of(m, "elems_last", n_elems)
 
@@ -157,70 +157,19 @@ class Engine(wiring.Component):
         if cfg.res_depth:
             resq = m.submodules.resq = fifo.SyncFIFOBuffered(width=16, depth=cfg.res_depth)
 
-        # ---------------- write path: data FIFO, request FIFO, arbiter ---------------------
-        wfifo = m.submodules.wfifo = fifo.SyncFIFOBuffered(width=16, depth=cfg.fifo_depth)
-        REQ_DEPTH = 64
-        wreq = m.submodules.wreq = fifo.SyncFIFOBuffered(width=im.ADDR_BITS + 16,
-                                                         depth=REQ_DEPTH)
-        inflight = Signal(range(cfg.fifo_depth * 2 + 1))
-        # Room in the write FIFO for admitted elements, a register: it lags one cycle, and
-        # every user admits at most one element a cycle or waits for the FSM's next state,
-        # so the thresholds below keep one element of margin.
-        room = Signal(range(cfg.fifo_depth * 2 + 1))
-        used = Signal(range(cfg.fifo_depth * 3 + 1))
-        m.d.comb += used.eq(wfifo.level + inflight)
-        m.d.sync += room.eq(Mux(used < cfg.fifo_depth, cfg.fifo_depth - used, 0))
-        req_ok = Signal()
-        m.d.sync += req_ok.eq(wreq.level < REQ_DEPTH - 13)
-
-        waddr = Signal(im.ADDR_BITS)
-        wrem = Signal(16)
-        owed = Signal(range(cfg.fifo_depth + cfg.max_burst + 1))
-        rd_addr = Signal(im.ADDR_BITS)
-        rd_rem = Signal(24)
-        rd_start = Signal()
-        rd_go = Signal()          # start_read asked last cycle (see the sequencer)
+        # ---------------- write path and read commands (hw/engine/write_path.py) -------------
+        wp = m.submodules.write_path = WritePath(cfg)
+        wiring.connect(m, wp.cmd, wiring.flipped(self.mem.cmd))
+        wiring.connect(m, wp.w, wiring.flipped(self.mem.w))
+        room, req_ok = wp.room, wp.req_ok
+        reserve, launch_conv = wp.reserve, wp.launch
+        rd_start = Signal()       # a read starts (see the sequencer)
+        rd_go = Signal()          # start_read asked last cycle
         rd_start_addr = Signal(im.ADDR_BITS)
         rd_start_n = Signal(24)
-
-        # Command lengths are registers, recomputed the cycle after the remaining count
-        # changes (w_stale / r_stale: no command in that cycle).
-        mb = cfg.max_burst
-        wlen, rlen = Signal(range(mb + 1)), Signal(range(mb + 1))
-        w_stale, r_stale = Signal(), Signal()
-        w_has, r_has = Signal(), Signal()      # wrem != 0, rd_rem != 0 (registers)
-        m.d.sync += [wlen.eq(Mux(wrem > mb, mb, wrem)), rlen.eq(Mux(rd_rem > mb, mb, rd_rem)),
-                     w_has.eq(wrem != 0), r_has.eq(rd_rem != 0), w_stale.eq(0), r_stale.eq(0)]
-        cmd = self.mem.cmd
-        with m.If(w_has & ~w_stale):
-            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
-                         cmd.payload.length.eq(wlen)]
-        with m.Elif(~wreq.r_rdy & ~w_has & ~w_stale & r_has & ~r_stale):
-            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(rd_addr),
-                         cmd.payload.write.eq(0), cmd.payload.length.eq(rlen)]
-        w_cmd_acc = Signal()
-        m.d.comb += w_cmd_acc.eq(cmd.valid & cmd.ready & cmd.payload.write)
-        with m.If(wrem == 0):
-            m.d.comb += wreq.r_en.eq(1)
-            with m.If(wreq.r_rdy):
-                m.d.sync += [waddr.eq(wreq.r_data[:im.ADDR_BITS]),
-                             wrem.eq(wreq.r_data[im.ADDR_BITS:]), w_stale.eq(1)]
-        with m.Elif(w_cmd_acc):
-            m.d.sync += [waddr.eq(waddr + wlen), wrem.eq(wrem - wlen), w_stale.eq(1)]
-        with m.If(rd_start):
-            m.d.sync += [rd_addr.eq(rd_start_addr), rd_rem.eq(rd_start_n), r_stale.eq(1)]
-        with m.Elif(cmd.valid & cmd.ready & ~cmd.payload.write):
-            m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen), r_stale.eq(1)]
-        w_xfer = Signal()
-        m.d.comb += [self.mem.w.valid.eq(wfifo.r_rdy & (owed != 0)),
-                     self.mem.w.payload.eq(wfifo.r_data),
-                     w_xfer.eq(self.mem.w.valid & self.mem.w.ready),
-                     wfifo.r_en.eq(w_xfer)]
-        # an accepted command's words are owed from the next cycle (the port's ready is far)
-        w_acc_q = Signal()
-        w_acc_len = Signal.like(wlen)
-        m.d.sync += [w_acc_q.eq(w_cmd_acc), w_acc_len.eq(wlen),
-                     owed.eq(owed + Mux(w_acc_q, w_acc_len, 0) - w_xfer)]
+        m.d.comb += [wp.desc.eq(dsc), wp.is_conv.eq(is_conv), wp.ow_last.eq(OW_last),
+                     wp.read.valid.eq(rd_start), wp.read.payload.addr.eq(rd_start_addr),
+                     wp.read.payload.n.eq(rd_start_n)]
 
         # ---------------- read data ---------------------------------------------------------
         r = self.mem.r
@@ -253,50 +202,13 @@ class Engine(wiring.Component):
         if cfg.res_depth:
             m.d.comb += [post.res.payload.eq(resq.r_data), post.res.valid.eq(resq.r_rdy),
                          resq.r_en.eq(post.res.ready)]
-        out_v, out_word, out_f = post.o.valid, post.o.payload.data, post.o.payload.last
         post_busy = post.busy
-        m.d.comb += [wfifo.w_data.eq(post.w.payload), wfifo.w_en.eq(post.w.valid)]
 
-        # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
-        # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
-        # request while another pixel fits gather_words, up to its row's end; otherwise a
-        # request per pixel, the next one OC words on.
-        req_addr = Signal(im.ADDR_BITS)
-        req_cnt = Signal(16)       # element of the pixel (CONV) or of the chunk
-        req_len = Signal(16)       # words of the open request
-        req_px = Signal(16)        # pixel of the row (CONV)
-        req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
-        req_init = Signal()
-        gather = decoded(m, "gather", is_conv & (dsc.n_out == OC))
-        gather_lim = Signal(16)    # the open request takes another pixel below this length
-        gather_max = cfg.gather_words
-        m.d.sync += gather_lim.eq(Mux(dsc.n_out >= gather_max, 0, gather_max - dsc.n_out))
-        pool_first = Signal()      # fused pool: the descriptor's first output pixel
-        m.d.comb += post.init.eq(req_init)
-        with m.If(req_init):
-            m.d.sync += [req_addr.eq(dsc.out_addr), req_cnt.eq(0), req_len.eq(0),
-                         req_px.eq(0), pool_first.eq(1)]
-        with m.Elif(out_v):
-            with m.If(out_f):
-                row_end = req_px == OW_last
-                m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
-                             req_px.eq(Mux(row_end, 0, req_px + 1))]
-                with m.If(gather & ~row_end & (req_len < gather_lim)):
-                    m.d.sync += req_len.eq(req_len + 1)
-                with m.Else():
-                    # words: elements, or half of them packed (packed outputs are gathered)
-                    words = Mux(pack_out, (req_len + 1) >> 1, req_len + 1)
-                    m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, words))]
-                    m.d.sync += [req_len.eq(0),
-                                 req_addr.eq(req_addr + Mux(req_stride_oc & ~gather, OC,
-                                                            words))]
-            with m.Else():
-                m.d.sync += [req_cnt.eq(req_cnt + 1), req_len.eq(req_len + 1)]
-
-        reserve = Signal(range(cfg.fifo_depth + 1))
-        launch_conv = Signal()
-        reserve_q = Signal.like(reserve)
-        m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - out_v)]
+        m.d.comb += [wp.words.valid.eq(post.w.valid), wp.words.payload.eq(post.w.payload),
+                     wp.elems.valid.eq(post.o.valid), wp.elems.payload.eq(post.o.payload)]
+        req_init = Signal()       # the descriptor starts (the sequencer's DISPATCH)
+        m.d.comb += [post.init.eq(req_init), wp.init.eq(req_init)]
+        req_cnt, pool_first = wp.pool_c, wp.pool_first
 
         vec = m.submodules.vec = VecUnit(cfg)
 
@@ -601,9 +513,7 @@ class Engine(wiring.Component):
         drained, drained_q, next_seen = Signal(), Signal(), Signal()
         m.d.sync += drained_q.eq(drained)
         m.d.comb += drained.eq(~mac.busy & ~mac.o.valid & ~ser_busy & ~lane_v
-                               & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
-                               & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
-                               & (rd_rem == 0)
+                               & wp.idle & ~post_busy
                                & ~vec.busy & ~load_busy
                                & ~rd_start & ~rd_go)
         # ROW decides from registers: whether another input row is needed (and exists) and
@@ -645,7 +555,7 @@ class Engine(wiring.Component):
         rd_sites = []                      # (address, count) of each start_read call
         rd_sel = Signal(5)
         m.d.sync += [rd_start.eq(0), rd_go.eq(0),
-                     rd_done.eq((rx_cnt == rd_expect) & (rd_rem == 0) & ~rd_start & ~rd_go)]
+                     rd_done.eq((rx_cnt == rd_expect) & ~wp.reading & ~rd_start & ~rd_go)]
 
         def start_read(addr, n, kind, wrap=1):
             m.d.comb += rx_clear.eq(1)
@@ -670,7 +580,7 @@ class Engine(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += req_init.eq(1)
-                m.d.sync += [req_stride_oc.eq(is_conv), in_cnt.eq(0), in_left.eq(n_elems),
+                m.d.sync += [in_cnt.eq(0), in_left.eq(n_elems),
                              in_more.eq(n_elems != 0),
                              in_ci.eq(0)]
                 with m.Switch(opcode):
