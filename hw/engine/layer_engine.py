@@ -49,11 +49,10 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
-from hw.engine.dsp import LATENCY as DSP_LATENCY
-from hw.engine.dsp import RegisteredMultiplier
 from hw.engine.mac_array import ACC_W, MACArray
 from hw.engine.post import PostPipeline
-from hw.engine.stages import decoded, delay_line, delayed, lane_select, last_of, log2
+from hw.engine.row_loader import RowLoader
+from hw.engine.stages import decoded, lane_select, last_of, log2
 from hw.engine.vec_unit import VecUnit
 from hw.engine.write_path import WritePath
 from hw.memory.port import MemoryPort
@@ -114,13 +113,10 @@ class Engine(wiring.Component):
         k, stride, pad = dsc.k, dsc.stride, dsc.pad
         n_groups, n_elems = dsc.n_groups, dsc.n_elems
         act_en = flags.act
-        shuffle_en = flags.shuffle
         scale_en = flags.scale        # CONV: SE channel scale applied while loading input rows
         pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
-        # CONV: input rows packed two 8-bit elements a word (P >= 2)
-        pack_in = flags.pack_in if P > 1 else Const(0, 1)
         OW_last = last_of(m, "OW_last", OW)
         g_last_n, ne_last = last_of(m, "groups_last", n_groups), last_of(m, "elems_last", n_elems)
 
@@ -262,71 +258,18 @@ class Engine(wiring.Component):
         if cfg.activation == "lut":
             m.d.comb += [post.lut_w.addr.eq(rx_cnt), post.lut_w.data.eq(rxd)]
 
-        # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
+        # ---------------- row loader (hw/engine/row_loader.py) -------------------------------
         CE = Signal(12)          # row-buffer entries of one pixel
         m.d.sync += CE.eq((C + P - 1) >> lP)
         rowE, row_words = dsc.row_entries, dsc.row_words
-        lc = Signal(16)
-        pix_base = Signal(16)
-        load_base = Signal(16)
-        half = C >> 1
-        cs = Signal(16)
-        m.d.comb += cs.eq(Mux(shuffle_en, Mux(lc < half, lc << 1, ((lc - half) << 1) | 1), lc))
-        # Row words pass a pipeline before the row buffer: stage 1 waits for the gate of the
-        # word's channel (chan RAM, read by the channel in memory order), a registered DSP
-        # product follows, then the SE scale's rounding and its saturation, each a register
-        # stage (ops.scale_channels) when the scale flag is set; else the word passes.
-        l1_v = Signal()
-        l1_x = Signal(signed(16))
-        l1_addr = Signal(16)
-        l1_lane = Signal(max(1, lP))
-        ls_shift, ls_lo, ls_hi = dsc.ls_shift, dsc.ls_lo, dsc.ls_hi
-        ld_row = Signal()
-        m.d.comb += ld_row.eq(rx & (ld_kind == 6))
-        m.d.sync += [l1_v.eq(ld_row), l1_x.eq(rxd.as_signed()),
-                     l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0)]
-        gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
-        m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
-        l_lat = DSP_LATENCY + 4          # product, shift, round, compare, saturate
-        l_vline = delay_line(m, l1_v, l_lat, "ld_v")
-        l_addr = delayed(m, l1_addr, l_lat, "ld_addr")
-        l_lane = delayed(m, l1_lane, l_lat, "ld_lane")
-        lP_x = delayed(m, l1_x, DSP_LATENCY, "ld_x")
-        lsh = Signal(signed(32))
-        l_round = Signal()
-        ls_shift1 = last_of(m, "ls_shift1", ls_shift)       # the shift before the rounding bit
-        ls_zero = decoded(m, "ls_zero", ls_shift == 0)
-        m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_zero, gate_mul.p,
-                                              gate_mul.p >> ls_shift1[:5]), lP_x)),
-                     l_round.eq(scale_en & ~ls_zero)]
-        lq = Signal(signed(32))
-        m.d.sync += lq.eq(Mux(l_round, (lsh + 1) >> 1, lsh))
-        # saturation: the compares, then the selection (a register between them)
-        # (a packed word's low byte goes to the even lane, its high byte to the odd one)
-        lq2 = Signal(signed(16))
-        l_hi, l_lo = Signal(), Signal()
-        m.d.sync += [lq2.eq(lq), l_hi.eq(scale_en & (lq > ls_hi)), l_lo.eq(scale_en & (lq < ls_lo))]
-        ly_even, ly_odd = Signal(signed(16)), Signal(signed(16))
-        m.d.sync += [ly_even.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
-                                                     Mux(pack_in, lq2[:8].as_signed(), lq2)))),
-                     ly_odd.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
-                                                    Mux(pack_in, lq2[8:].as_signed(), lq2))))]
-        load_busy = Signal()
-        m.d.comb += [rb_w.addr.eq(l_addr),
-                     rb_w.data.eq(Cat(*(ly_odd if i % 2 else ly_even for i in range(P)))),
-                     load_busy.eq(Cat(l1_v, *l_vline).any())]
-        with m.If(l_vline[-1]):
-            for i in range(P):
-                m.d.comb += rb_w.en[i].eq(
-                    Mux(pack_in, l_lane[1:] == i >> 1, l_lane == i) if P > 1 else 1)
-        # the last channel of a pixel's words: C - 1, or C - 2 when packed (registers)
-        lc_last = Signal(16)
-        m.d.sync += lc_last.eq(C - 1 - pack_in)
-        with m.If(ld_row):
-            with m.If(lc == lc_last):
-                m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
-            with m.Else():
-                m.d.sync += lc.eq(lc + 1 + pack_in)
+        load_base = Signal(16)   # the base entry of the slot the next row loads into
+        rl = m.submodules.row_loader = RowLoader(cfg)
+        m.d.comb += [rl.desc.eq(dsc), rl.ce.eq(CE), rl.base.eq(load_base),
+                     rl.words.valid.eq(rx & (ld_kind == 6)), rl.words.payload.eq(rxd),
+                     rl.gate.eq(chan_r.data),
+                     rb_w.addr.eq(rl.rb_w.addr), rb_w.data.eq(rl.rb_w.data),
+                     rb_w.en.eq(rl.rb_w.en)]
+        load_busy = rl.busy
 
         # ---------------- issue addressing and the MAC array (hw/engine/mac_array.py) ---------
         # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
@@ -466,7 +409,7 @@ class Engine(wiring.Component):
                      vec.post.payload.eq(post.o.payload), vec.pool_c.eq(req_cnt),
                      vec.pool_first.eq(pool_first)]
         # CONV reads the gate of the arriving row word's channel; VEC the element's channel
-        m.d.comb += chan_r.addr.eq(Mux(is_conv, lc, vec.c))
+        m.d.comb += chan_r.addr.eq(Mux(is_conv, rl.c, vec.c))
 
         # ---------------- post pipeline input mux --------------------------------------------
         in_byte = Signal(8)
@@ -663,7 +606,7 @@ class Engine(wiring.Component):
                     m.next = "NEXT"
                 with m.Elif(row_more):
                     start_read(row_ptr, row_words, 6)
-                    m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
+                    m.d.comb += rl.start.eq(1)
                     m.next = "ROW_LOAD"
                 with m.Elif(resid_en & ~res_loaded):
                     with m.If(res_room):
@@ -687,7 +630,8 @@ class Engine(wiring.Component):
                 # the issue logic runs under in_issue (below, outside the state machine)
                 with m.If(pf_more & ~pf_used):
                     start_read(row_ptr, row_words, 6)
-                    m.d.sync += [lc.eq(0), pix_base.eq(load_base), pf_busy.eq(1), pf_used.eq(1)]
+                    m.d.comb += rl.start.eq(1)
+                    m.d.sync += [pf_busy.eq(1), pf_used.eq(1)]
                 with m.If(row_end_q):
                     m.next = "ROW"
             # ---- VEC
