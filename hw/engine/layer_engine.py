@@ -49,10 +49,11 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
-from hw.engine.mac_array import ACC_W, MACArray
+from hw.engine.mac_array import MACArray
 from hw.engine.post import PostPipeline
 from hw.engine.row_loader import RowLoader
-from hw.engine.stages import decoded, lane_select, last_of, log2
+from hw.engine.serializer import Serializer
+from hw.engine.stages import decoded, last_of, log2
 from hw.engine.vec_unit import VecUnit
 from hw.engine.write_path import WritePath
 from hw.memory.port import MemoryPort
@@ -132,9 +133,8 @@ class Engine(wiring.Component):
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
         hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
-        lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
-        for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr), ("lanep", lanep),
+        for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr),
                           ("chan", chan)):
             m.submodules[name] = mem
         rb_w = rb.write_port(granularity=16)
@@ -144,8 +144,6 @@ class Engine(wiring.Component):
         wram_r = wram.read_port()
         hdr_w = hdr.write_port(granularity=16)
         hdr_r = hdr.read_port(domain="comb")
-        lanep_w = lanep.write_port(granularity=16)
-        lanep_r = lanep.read_port()
         chan_w = chan.write_port()
         chan_r = chan.read_port()
 
@@ -207,6 +205,7 @@ class Engine(wiring.Component):
         req_cnt, pool_first = wp.pool_c, wp.pool_first
 
         vec = m.submodules.vec = VecUnit(cfg)
+        ser = m.submodules.serializer = Serializer(cfg)
 
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(4)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
@@ -229,8 +228,8 @@ class Engine(wiring.Component):
                     m.d.sync += desc[i].eq(rxd)
         m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
                      hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
-                     lanep_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
-                     lanep_w.data.eq(Cat(*([rxd] * 4))),
+                     ser.lane_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
+                     ser.lane_w.data.eq(Cat(*([rxd] * 4))),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
                      vec.buf_w.addr.eq(rx_cnt), vec.buf_w.data.eq(rxd)]
         with m.If(rx):
@@ -242,7 +241,7 @@ class Engine(wiring.Component):
                     for i in range(4):
                         m.d.comb += hdr_w.en[i].eq(ld_slot == i)
                     for i in range(4):
-                        m.d.comb += lanep_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
+                        m.d.comb += ser.lane_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
                 with m.Case(4):
                     if cfg.activation == "lut":     # (the table is the post pipeline's)
                         m.d.comb += post.lut_w.en.eq(1)
@@ -369,38 +368,10 @@ class Engine(wiring.Component):
             m.d.comb += mac.wslot.eq(tap[:lL])
         can_issue = mac.can_issue
 
-        # ---------------- serializer: accumulators -> post pipeline --------------------------
-        # The head of the result FIFO stays in the FIFO's output register while its lanes
-        # leave, one a launch: a lane is picked by two 4-way multiplexer levels with a
-        # register between them, rather than shifted out (no wide register has an enable).
-        # The lane's parameter record is read from its RAM at the launch (one record per
-        # group and lane). The head is popped the cycle after its last launch, from a register.
-        rd = mac.o.payload
-        rd_g = rd.g
-        ser_busy, ser_pop, ser_pend = Signal(), Signal(), Signal()
-        ser_j = Signal(range(max(P, 2)))     # the lane leaving
-        ser_last = Signal.like(ser_j)          # n_valid - 1
-        m.d.sync += ser_pop.eq(0)
-        m.d.comb += mac.o.ready.eq(ser_pop)
-        with m.If(~ser_busy & ~ser_pop & mac.o.valid):
-            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd.pend),
-                         ser_last.eq(rd.nvalid - 1)]
-        ser_launch = Signal()
-        ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
-        m.d.sync += ser_room.eq(room > 10)
-        with m.If(ser_busy & ser_room & req_ok):
-            m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
-            with m.If(ser_j == ser_last):
-                m.d.sync += [ser_busy.eq(0), ser_pop.eq(1)]
-            with m.Else():
-                m.d.sync += ser_j.eq(ser_j + 1)
-        lane_v, lane_flag = Signal(), Signal()
-        m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
-        accs = rd.acc.as_value()
-        lane_acc = lane_select(m, [accs[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
-                                "ser_acc").as_signed()
-        m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
-        lane_rec = lanep_r.data
+        # ---------------- serializer (hw/engine/serializer.py) -------------------------------
+        m.d.comb += [ser.results.valid.eq(mac.o.valid), ser.results.payload.eq(mac.o.payload),
+                     mac.o.ready.eq(ser.results.ready), ser.act.eq(act_en), ser.room.eq(room),
+                     ser.req_ok.eq(req_ok), launch_conv.eq(ser.launch)]
 
         # ---------------- VEC unit (hw/engine/vec_unit.py) -----------------------------------
         m.d.comb += [vec.desc.eq(dsc), vec.rdata.valid.eq(rx), vec.rdata.payload.eq(rxd),
@@ -416,11 +387,7 @@ class Engine(wiring.Component):
         in_take = Signal()
         in_flag = Signal()
         with m.If(is_conv):
-            m.d.comb += [pv.eq(lane_v), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
-                         pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
-                         ps.eq(lane_rec[56:62]),
-                         pflag.eq(lane_flag),
-                         p_lut.eq(act_en)]
+            m.d.comb += [pv.eq(ser.o.valid), op.eq(ser.o.payload)]
         with m.Elif(is_input):
             m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(dsc.offset),
                          psa.eq(dsc.sa[:4]), psb.eq(dsc.sb[:4]),
@@ -455,7 +422,7 @@ class Engine(wiring.Component):
         m.d.comb += self.pc.eq(pc)
         drained, drained_q, next_seen = Signal(), Signal(), Signal()
         m.d.sync += drained_q.eq(drained)
-        m.d.comb += drained.eq(~mac.busy & ~mac.o.valid & ~ser_busy & ~lane_v
+        m.d.comb += drained.eq(~mac.busy & ~mac.o.valid & ~ser.busy
                                & wp.idle & ~post_busy
                                & ~vec.busy & ~load_busy
                                & ~rd_start & ~rd_go)
