@@ -49,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
+from hw.engine.input_unit import InputUnit
 from hw.engine.mac_array import MACArray
 from hw.engine.post import PostPipeline
 from hw.engine.row_loader import RowLoader
@@ -119,7 +120,7 @@ class Engine(wiring.Component):
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
         OW_last = last_of(m, "OW_last", OW)
-        g_last_n, ne_last = last_of(m, "groups_last", n_groups), last_of(m, "elems_last", n_elems)
+        g_last_n = last_of(m, "groups_last", n_groups)
 
         # row slots: k, or k + 1 with the prefetch (registers)
         nslots, nslots_last = Signal(5), Signal(5)
@@ -189,10 +190,6 @@ class Engine(wiring.Component):
         # ---------------- post pipeline (hw/engine/post.py) ----------------------------------
         post = m.submodules.post = PostPipeline(cfg)
         m.d.comb += post.desc.eq(dsc)
-        pv = post.i.valid
-        op = post.i.payload
-        px, py, psa, psb, pm, ps, pflag, p_lut = (op.x, op.y, op.sa, op.sb, op.m, op.s,
-                                                  op.last, op.act)
         if cfg.res_depth:
             m.d.comb += [post.res.payload.eq(resq.r_data), post.res.valid.eq(resq.r_rdy),
                          resq.r_en.eq(post.res.ready)]
@@ -382,39 +379,20 @@ class Engine(wiring.Component):
         # CONV reads the gate of the arriving row word's channel; VEC the element's channel
         m.d.comb += chan_r.addr.eq(Mux(is_conv, rl.c, vec.c))
 
-        # ---------------- post pipeline input mux --------------------------------------------
-        in_byte = Signal(8)
-        in_take = Signal()
-        in_flag = Signal()
-        with m.If(is_conv):
-            m.d.comb += [pv.eq(ser.o.valid), op.eq(ser.o.payload)]
-        with m.Elif(is_input):
-            m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(dsc.offset),
-                         psa.eq(dsc.sa[:4]), psb.eq(dsc.sb[:4]),
-                         pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
-        with m.Else():
-            m.d.comb += [pv.eq(vec.o.valid), op.eq(vec.o.payload)]
-
-        # ---------------- INPUT op ---------------------------------------------------------
-        in_cnt = Signal(24)
-        in_ci = Signal(16)
-        in_go = Signal()
-        # i_stream.ready from registers: "a byte is still owed" (kept exact from the next
-        # count) and "the write FIFO has room" (a cycle old: margin)
-        in_left = Signal(24)
-        in_more, in_room = Signal(), Signal()
-        m.d.sync += [in_more.eq(Mux(in_take, in_left != 1, in_left != 0)),
-                     in_room.eq(room > 10)]
-        with m.If(in_take):
-            m.d.sync += in_left.eq(in_left - 1)
-        m.d.comb += [self.i_stream.ready.eq(in_go & in_more & in_room),
-                     in_take.eq(self.i_stream.valid & self.i_stream.ready),
-                     in_byte.eq(self.i_stream.payload),
-                     in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == ne_last))]
-        with m.If(in_take):
+        # ---------------- INPUT op (hw/engine/input_unit.py) --------------------------------
+        inp = m.submodules.input = InputUnit(cfg)
+        wiring.connect(m, wiring.flipped(self.i_stream), inp.i_stream)
+        m.d.comb += [inp.desc.eq(dsc), inp.room.eq(room)]
+        with m.If(inp.o.valid):
             m.d.comb += launch_conv.eq(1)
-            m.d.sync += [in_cnt.eq(in_cnt + 1),
-                         in_ci.eq(Mux(in_ci == cfg.chunk - 1, 0, in_ci + 1))]
+
+        # ---------------- post pipeline input: per op ----------------------------------------
+        with m.If(is_conv):
+            m.d.comb += [post.i.valid.eq(ser.o.valid), post.i.payload.eq(ser.o.payload)]
+        with m.Elif(is_input):
+            m.d.comb += [post.i.valid.eq(inp.o.valid), post.i.payload.eq(inp.o.payload)]
+        with m.Else():
+            m.d.comb += [post.i.valid.eq(vec.o.valid), post.i.payload.eq(vec.o.payload)]
 
         # ---------------- sequencer --------------------------------------------------------
         pc = Signal(16)
@@ -490,9 +468,7 @@ class Engine(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += req_init.eq(1)
-                m.d.sync += [in_cnt.eq(0), in_left.eq(n_elems),
-                             in_more.eq(n_elems != 0),
-                             in_ci.eq(0)]
+                m.d.comb += inp.start.eq(1)
                 with m.Switch(opcode):
                     with m.Case(im.Opcode.END):
                         m.d.comb += self.frame_done.eq(1)
@@ -517,10 +493,10 @@ class Engine(wiring.Component):
                     m.next = "FETCH"
             # ---- INPUT
             with m.State("INPUT"):
-                m.d.comb += in_go.eq(1)
-                with m.If(in_take):
+                m.d.comb += inp.go.eq(1)
+                with m.If(inp.o.valid):
                     m.d.sync += self.busy.eq(1)
-                with m.If(~in_more & ~in_take):
+                with m.If(~inp.more & ~inp.o.valid):
                     m.next = "NEXT"
             # ---- OUTPUT
             with m.State("OUTPUT"):
