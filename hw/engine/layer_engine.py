@@ -37,11 +37,18 @@ The memory port ``mem`` is a :class:`hw.memory.port.MemoryPort` master (word add
 length; 16-bit write and read words). Writes have priority; a write command is issued only
 once all its data is in the write FIFO.
 
+The sequencer (this module) drives components of one job each, every one in its own module:
+the issue stage (:mod:`hw.engine.issue`), the multiplier array (:mod:`hw.engine.mac_array`),
+the serializer (:mod:`hw.engine.serializer`), the post pipeline (:mod:`hw.engine.post`), the
+element-wise unit (:mod:`hw.engine.vec_unit`), the INPUT op (:mod:`hw.engine.input_unit`),
+the row loader (:mod:`hw.engine.row_loader`) and the write path with the memory commands
+(:mod:`hw.engine.write_path`).
+
 Every pipeline is free-running; admission is by credits (room in the write FIFO and in the
 accumulator FIFO) so nothing inside ever stalls. ``o_stream`` back-pressure holds the memory
 read data; ``i_stream`` is taken whenever there is room.
 """
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -50,6 +57,7 @@ from firmware import image as im
 from firmware.image import EngineConfig
 
 from hw.engine.input_unit import InputUnit
+from hw.engine.issue import IssueUnit
 from hw.engine.mac_array import MACArray
 from hw.engine.post import PostPipeline
 from hw.engine.row_loader import RowLoader
@@ -102,7 +110,7 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         P, L = cfg.lanes, cfg.in_lanes
-        lP, lL = log2(P), log2(L)
+        lP = log2(P)
         m = Module()
 
         # ---------------- descriptor registers --------------------------------------------
@@ -110,17 +118,14 @@ class Engine(wiring.Component):
         dsc = data.View(im.Descriptor, Cat(*desc))      # the fields, by name (firmware.image)
 
         opcode, mode, flags = dsc.opcode, dsc.mode, dsc.flags
-        H, W, C = dsc.H, dsc.W, dsc.C
-        OH, OW, OC = dsc.OH, dsc.OW, dsc.OC
-        k, stride, pad = dsc.k, dsc.stride, dsc.pad
-        n_groups, n_elems = dsc.n_groups, dsc.n_elems
+        H, C, OH, k = dsc.H, dsc.C, dsc.OH, dsc.k
+        n_elems = dsc.n_elems
         act_en = flags.act
         scale_en = flags.scale        # CONV: SE channel scale applied while loading input rows
         pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
-        OW_last = last_of(m, "OW_last", OW)
-        g_last_n = last_of(m, "groups_last", n_groups)
+        OW_last = last_of(m, "OW_last", dsc.OW)
 
         # row slots: k, or k + 1 with the prefetch (registers)
         nslots, nslots_last = Signal(5), Signal(5)
@@ -133,18 +138,14 @@ class Engine(wiring.Component):
         # ---------------- on-chip memories ------------------------------------------------
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
-        hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
-        for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr),
-                          ("chan", chan)):
+        for name, mem in (("rb", rb), ("wram", wram), ("chan", chan)):
             m.submodules[name] = mem
         rb_w = rb.write_port(granularity=16)
         rb_r = rb.read_port()
         ew = cfg.entry_words
         wram_w = wram.write_port(granularity=16 if 8 * P * L >= 16 else 8 * P * L)
         wram_r = wram.read_port()
-        hdr_w = hdr.write_port(granularity=16)
-        hdr_r = hdr.read_port(domain="comb")
         chan_w = chan.write_port()
         chan_r = chan.read_port()
 
@@ -202,6 +203,7 @@ class Engine(wiring.Component):
         req_cnt, pool_first = wp.pool_c, wp.pool_first
 
         vec = m.submodules.vec = VecUnit(cfg)
+        iu = m.submodules.issue = IssueUnit(cfg)
         ser = m.submodules.serializer = Serializer(cfg)
 
         # ---------------- loaders -----------------------------------------------------------
@@ -224,7 +226,7 @@ class Engine(wiring.Component):
                 with m.If(rx_cnt[:(im.DESC_WORDS - 1).bit_length()] == i):
                     m.d.sync += desc[i].eq(rxd)
         m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
-                     hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
+                     iu.hdr_w.addr.eq(ld_entry), iu.hdr_w.data.eq(Cat(*([rxd] * 4))),
                      ser.lane_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
                      ser.lane_w.data.eq(Cat(*([rxd] * 4))),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
@@ -236,7 +238,7 @@ class Engine(wiring.Component):
                         m.d.comb += wram_w.en[i].eq(ld_slot == i)
                 with m.Case(3):
                     for i in range(4):
-                        m.d.comb += hdr_w.en[i].eq(ld_slot == i)
+                        m.d.comb += iu.hdr_w.en[i].eq(ld_slot == i)
                     for i in range(4):
                         m.d.comb += ser.lane_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
                 with m.Case(4):
@@ -267,108 +269,22 @@ class Engine(wiring.Component):
                      rb_w.en.eq(rl.rb_w.en)]
         load_busy = rl.busy
 
-        # ---------------- issue addressing and the MAC array (hw/engine/mac_array.py) ---------
-        # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
-        # validity, slot base + channel) -> Q3 (row-buffer and weight addresses) -> R (RAM
-        # data) -> the array. No multiplier touches an address: the pixel's row-buffer offset
-        # (ix * CE) and the slot bases (slot * row_entries) are kept by adders.
-        oy = Signal(16)
-        ox = Signal(16)
-        g = Signal(range(cfg.groups + 1))
-        dy = Signal(4)
-        dx = Signal(4)
-        tap = Signal(8)
-        cig = Signal(8)
-        step = Signal(16)
-        top = Signal(signed(18))     # oy * stride - pad
-        left = Signal(signed(18))    # ox * stride - pad
-        top_slot = Signal(4)
-        top_slot_next = Signal(4)    # the next output row's, a register (top_slot moves per row)
-        left_ce = Signal(signed(18))  # left * CE
-        dx_ce = Signal(16)            # dx * CE
-        issue = Signal()             # a step is issued this cycle
-        in_issue, pix_end_q, row_end_q = Signal(), Signal(), Signal()
-
-        # products of descriptor fields, as registers ready long before the rows start
-        pad_ce, stride_ce = Signal(16), Signal(16)
-        m.d.sync += [pad_ce.eq(sum(Mux(pad[b], CE << b, 0) for b in range(4))),
-                     stride_ce.eq(sum(Mux(stride[b], CE << b, 0) for b in range(4)))]
-        n_slots = 16
-        slot_base = [Signal(16, name=f"slot_base{i}") for i in range(n_slots)]
-        for i in range(1, n_slots):
-            m.d.sync += slot_base[i].eq(slot_base[i - 1] + rowE)
-
-        # The group header is read into a register (yosys makes it a block RAM's output
-        # register) and n_cig - 1 into another: after g changes the issue stage waits two
-        # cycles (h_stale) for the new group's header.
-        h_stale = Signal(2)
-        h_data = Signal(64)
-        m.d.comb += hdr_r.addr.eq(g)
-        m.d.sync += h_data.eq(hdr_r.data)
-        h_nvalid = h_data[0:16]
-        h_inlo = h_data[16:32]
-        h_wbase = h_data[48:64]
-        # from the RAM's output with h_data: n_cig - 2 and n_cig == 1, for the cig_last flag
-        h_last_cig2, h_cig1 = Signal(16), Signal()
-        m.d.sync += [h_last_cig2.eq(hdr_r.data[32:48] - 2), h_cig1.eq(hdr_r.data[32:48] == 1)]
-        # sslot: the slot of input row top + dy, a register that follows dy (below);
-        # top_slot_next: the next output row's top slot, three register stages after top_slot
-        # (which moves once a row)
-        sslot = Signal(4)
-        ts, ts1 = Signal(5), Signal(5)
-        m.d.sync += [ts.eq(top_slot + stride), ts1.eq(Mux(ts >= nslots, ts - nslots, ts)),
-                     top_slot_next.eq(Mux(ts1 >= nslots, ts1 - nslots, ts1))]
-        sslot_inc = Mux(sslot == nslots_last, 0, sslot + 1)
-        chan_lo = Signal(16)
-        m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
-        # The issue decisions read flags, registers: dx_last (dx == k - 1), dy_last, cig_last
-        # (cig == n_cig - 1) follow their counters step by step (set from the counter's next
-        # value); g_last and ox_last are compares a cycle old (g and ox move only at a group's
-        # end, and the issue stage then waits h_stale cycles).
-        dx_last, dy_last, cig_last, g_last, ox_last = (
-            Signal(name=n) for n in ("dx_last", "dy_last", "cig_last", "g_last", "ox_last"))
-        k_one = decoded(m, "k_one", k == 1)
-        k_last2 = Signal(4)
-        m.d.sync += [k_last2.eq(k - 2), g_last.eq(g == g_last_n), ox_last.eq(ox == OW_last)]
-        last_tap = dx_last & dy_last
-        s_first = Signal(init=1)      # step == 0 (1 after reset: rows start with step 0)
-        s_last = last_tap & (~is_dense | cig_last)
-        pix_end = s_last & g_last
-
-        # Q1
-        q1_iy, q1_ix = Signal(signed(18)), Signal(signed(18))
-        q1_ixce = Signal(signed(18))
-        q1_slot = Signal(4)
-        q1_cbase, q1_waddr = Signal(16), Signal(16)
-        m.d.sync += [q1_iy.eq(top + dy), q1_ix.eq(left + dx), q1_ixce.eq(left_ce + dx_ce),
-                     q1_slot.eq(sslot), q1_cbase.eq(chan_lo >> lP),
-                     q1_waddr.eq(h_wbase + Mux(is_dense, step, tap >> lL))]
-        # Q2
-        q2_valid_tap = Signal()
-        q2_part, q2_ixce, q2_waddr = Signal(16), Signal(16), Signal(16)
-        m.d.sync += [q2_valid_tap.eq((q1_iy >= 0) & (q1_iy < H) & (q1_ix >= 0) & (q1_ix < W)),
-                     q2_part.eq(Array(slot_base)[q1_slot] + q1_cbase),
-                     q2_ixce.eq(q1_ixce[:16]), q2_waddr.eq(q1_waddr)]
-        # Q3
-        q3_rbaddr, q3_waddr = Signal(16), Signal(16)
-        m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
-        m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
-
+        # ---------------- issue stage (hw/engine/issue.py) and MAC array (mac_array.py) -------
+        m.d.comb += [iu.desc.eq(dsc), iu.ce.eq(CE), iu.nslots.eq(nslots),
+                     iu.nslots_last.eq(nslots_last), iu.ow_last.eq(OW_last),
+                     iu.dense.eq(is_dense), rb_r.addr.eq(iu.rb_addr), wram_r.addr.eq(iu.w_addr)]
         mac = m.submodules.mac = MACArray(cfg)
-        m.d.comb += [mac.issue.eq(issue), mac.first.eq(s_first), mac.last.eq(s_last),
-                     mac.pend.eq(pix_end), mac.nvalid.eq(h_nvalid), mac.g.eq(g),
-                     mac.valid_tap.eq(q2_valid_tap), mac.dense.eq(is_dense), mac.max.eq(is_max),
-                     mac.rb_data.eq(rb_r.data), mac.w_data.eq(wram_r.data)]
-        if lP > lL:
-            m.d.comb += mac.sel.eq(chan_lo[lL:lP])
-        if lL:
-            m.d.comb += mac.wslot.eq(tap[:lL])
-        can_issue = mac.can_issue
+        m.d.comb += [mac.issue.eq(iu.issue), mac.first.eq(iu.first), mac.last.eq(iu.last),
+                     mac.pend.eq(iu.pend), mac.sel.eq(iu.sel), mac.wslot.eq(iu.wslot),
+                     mac.nvalid.eq(iu.nvalid), mac.g.eq(iu.g), mac.valid_tap.eq(iu.valid_tap),
+                     mac.dense.eq(is_dense), mac.max.eq(is_max),
+                     mac.rb_data.eq(rb_r.data), mac.w_data.eq(wram_r.data),
+                     iu.can_issue.eq(mac.can_issue)]
 
         # ---------------- serializer (hw/engine/serializer.py) -------------------------------
-        m.d.comb += [ser.results.valid.eq(mac.o.valid), ser.results.payload.eq(mac.o.payload),
-                     mac.o.ready.eq(ser.results.ready), ser.act.eq(act_en), ser.room.eq(room),
-                     ser.req_ok.eq(req_ok), launch_conv.eq(ser.launch)]
+        wiring.connect(m, mac.o, ser.results)
+        m.d.comb += [ser.act.eq(act_en), ser.room.eq(room), ser.req_ok.eq(req_ok),
+                     launch_conv.eq(ser.launch)]
 
         # ---------------- VEC unit (hw/engine/vec_unit.py) -----------------------------------
         m.d.comb += [vec.desc.eq(dsc), vec.rdata.valid.eq(rx), vec.rdata.payload.eq(rxd),
@@ -411,14 +327,15 @@ class Engine(wiring.Component):
         row_settle = Signal(2)
         next_row = Signal(16)
         need = Signal(signed(18))      # the last input row the output row oy needs
-        m.d.sync += [need.eq(top + k - 1), rows_done.eq(oy == OH),
+        m.d.sync += [need.eq(iu.top + k - 1), rows_done.eq(iu.oy == OH),
                      row_more.eq((next_row < H) & (next_row.as_signed() <= need))]
         # The prefetch: while the array works on output row oy, the next input row loads into
         # the (k + 1)-th slot if it is free (next_row <= top + k) and exists; one a row.
         # pf_more is a register: top and next_row have settled when ISSUE starts, and after
         # the one prefetch of a row pf_used holds it off.
         pf_more, pf_busy, pf_used = Signal(), Signal(), Signal()
-        m.d.sync += pf_more.eq(prefetch_en & (next_row < H) & (next_row.as_signed() <= top + k))
+        m.d.sync += pf_more.eq(prefetch_en & (next_row < H)
+                               & (next_row.as_signed() <= iu.top + k))
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
         # The fused residual add: before an output row issues, its residual row (r_words
@@ -533,11 +450,10 @@ class Engine(wiring.Component):
                 m.next = "CONV_G_WAIT"
             with m.State("CONV_G_WAIT"):
                 with m.If(rd_done):
-                    m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0), ox.eq(0),
-                                 left.eq(-pad), left_ce.eq(-pad_ce),
-                                 row_ptr.eq(dsc.a_addr), load_slot.eq(0), load_base.eq(0),
-                                 top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
-                                 pf_used.eq(0), res_ptr.eq(dsc.r_addr), res_loaded.eq(0)]
+                    m.d.comb += iu.conv_start.eq(1)
+                    m.d.sync += [next_row.eq(0), row_ptr.eq(dsc.a_addr), load_slot.eq(0),
+                                 load_base.eq(0), ld_kind.eq(0), pf_used.eq(0),
+                                 res_ptr.eq(dsc.r_addr), res_loaded.eq(0)]
                     m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
@@ -556,9 +472,7 @@ class Engine(wiring.Component):
                         start_read(res_ptr, dsc.r_words, 8)
                         m.next = "ROW_RES"
                 with m.Else():
-                    # the step counters are 0 (every row ends with a group's last step) and
-                    # ox, left, left_ce were set at the row's start (row_end_q, CONV_G_WAIT)
-                    m.d.sync += [h_stale.eq(2), in_issue.eq(1)]
+                    m.d.comb += iu.row_start.eq(1)
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
@@ -570,12 +484,12 @@ class Engine(wiring.Component):
                                  ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
-                # the issue logic runs under in_issue (below, outside the state machine)
+                # the issue stage runs the row (hw/engine/issue.py)
                 with m.If(pf_more & ~pf_used):
                     start_read(row_ptr, row_words, 6)
                     m.d.comb += rl.start.eq(1)
                     m.d.sync += [pf_busy.eq(1), pf_used.eq(1)]
-                with m.If(row_end_q):
+                with m.If(iu.row_end):
                     m.next = "ROW"
             # ---- VEC
             with m.State("VEC_PRE"):
@@ -629,51 +543,8 @@ class Engine(wiring.Component):
                 m.d.comb += vec.pool_out.eq(1)
                 with m.If(vec.c_last):
                     m.next = "NEXT"
-        # ---------------- issue (state ISSUE; in_issue is that state, as a register) ---------
-        # A pixel's end moves ox, left and left_ce a cycle later (pix_end_q), a row's end oy,
-        # top and top_slot (row_end_q): registers drive those enables; nothing reads them in
-        # between (the issue stage waits h_stale cycles, ROW waits row_settle).
-        m.d.sync += [pix_end_q.eq(0), row_end_q.eq(0)]
-        with m.If(in_issue):
-            with m.If(h_stale != 0):
-                # dx, dy and cig are 0 here; the header RAM's output is the new group's
-                # in the last waiting cycle
-                m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
-                             cig_last.eq(hdr_r.data[32:48] == 1), sslot.eq(top_slot)]
-            with m.Elif(can_issue | ~s_first):
-                m.d.comb += issue.eq(1)
-                m.d.sync += [step.eq(step + 1), s_first.eq(0)]
-                with m.If(is_dense & ~cig_last):
-                    m.d.sync += [cig.eq(cig + 1), cig_last.eq(cig == h_last_cig2)]
-                with m.Else():
-                    m.d.sync += [cig.eq(0), cig_last.eq(h_cig1), tap.eq(tap + 1)]
-                    with m.If(dx_last):
-                        m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
-                        with m.If(dy_last):
-                            m.d.sync += [dy.eq(0), dy_last.eq(k_one), sslot.eq(top_slot)]
-                        with m.Else():
-                            m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2),
-                                         sslot.eq(sslot_inc)]
-                    with m.Else():
-                        m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
-                                     dx_last.eq(dx == k_last2)]
-                with m.If(s_last):
-                    m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
-                                 cig.eq(0),
-                                 dx_ce.eq(0)]
-                    m.d.sync += h_stale.eq(2)
-                    with m.If(g_last):
-                        m.d.sync += [g.eq(0), pix_end_q.eq(1)]
-                        with m.If(ox_last):
-                            m.d.sync += [row_end_q.eq(1), in_issue.eq(0)]
-                    with m.Else():
-                        m.d.sync += g.eq(g + 1)
-        with m.If(pix_end_q):
-            m.d.sync += [ox.eq(ox + 1), left.eq(left + stride), left_ce.eq(left_ce + stride_ce)]
-        with m.If(row_end_q):
-            m.d.sync += [oy.eq(oy + 1), top.eq(top + stride), top_slot.eq(top_slot_next),
-                         pf_used.eq(0), row_settle.eq(2), res_loaded.eq(0),
-                         ox.eq(0), left.eq(-pad), left_ce.eq(-pad_ce)]
+        with m.If(iu.row_end):     # (after the state machine: it takes precedence)
+            m.d.sync += [pf_used.eq(0), row_settle.eq(2), res_loaded.eq(0)]
         with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
             row_loaded()
             m.d.sync += pf_busy.eq(0)
