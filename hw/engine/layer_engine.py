@@ -37,11 +37,18 @@ The memory port ``mem`` is a :class:`hw.memory.port.MemoryPort` master (word add
 length; 16-bit write and read words). Writes have priority; a write command is issued only
 once all its data is in the write FIFO.
 
+The sequencer (this module) drives components of one job each, every one in its own module:
+the issue stage (:mod:`hw.engine.issue`), the multiplier array (:mod:`hw.engine.mac_array`),
+the serializer (:mod:`hw.engine.serializer`), the post pipeline (:mod:`hw.engine.post`), the
+element-wise unit (:mod:`hw.engine.vec_unit`), the INPUT op (:mod:`hw.engine.input_unit`),
+the row loader (:mod:`hw.engine.row_loader`) and the write path with the memory commands
+(:mod:`hw.engine.write_path`).
+
 Every pipeline is free-running; admission is by credits (room in the write FIFO and in the
 accumulator FIFO) so nothing inside ever stalls. ``o_stream`` back-pressure holds the memory
 read data; ``i_stream`` is taken whenever there is room.
 """
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -49,49 +56,17 @@ from amaranth.lib.wiring import In, Out
 from firmware import image as im
 from firmware.image import EngineConfig
 
-from hw.engine.activation import ActivationCORDIC
-from hw.engine.dsp import LATENCY as DSP_LATENCY
-from hw.engine.dsp import RegisteredMultiplier
-from hw.engine.replicate import replicated
+from hw.engine.input_unit import InputUnit
+from hw.engine.issue import IssueUnit
+from hw.engine.mac_array import MACArray
+from hw.engine.post import PostPipeline
+from hw.engine.row_loader import RowLoader
+from hw.engine.serializer import Serializer
+from hw.engine.stages import decoded, last_of, log2
+from hw.engine.vec_unit import VecUnit
+from hw.engine.write_path import WritePath
 from hw.memory.port import MemoryPort
 
-ACC_W = 32
-RES_DEPTH = 4
-
-
-def _log2(v):
-    return v.bit_length() - 1
-
-
-def _delay_line(m, value, cycles, name, reset_less=False):
-    """``[value after 1 register, ..., after cycles registers]``."""
-    line = []
-    for i in range(cycles):
-        nxt = Signal(value.shape(), name=f"{name}_d{i + 1}", reset_less=reset_less)
-        m.d.sync += nxt.eq(value)
-        line.append(value := nxt)
-    return line
-
-
-def _lane_select(m, words, j, name):
-    """``words[j]`` one cycle late: a registered 4-way level by ``j``'s low bits, then a 4-way
-    level by its registered high bits (every register loads each cycle: no enable)."""
-    quads = []
-    for q in range(0, len(words), 4):
-        r = Signal(len(words[q]), name=f"{name}_q{q // 4}", reset_less=True)
-        m.d.sync += r.eq(Array(words[q:q + 4])[j[:2]] if len(words) > 1 else words[q])
-        quads.append(r)
-    if len(quads) == 1:
-        return quads[0]
-    hi = Signal(len(j) - 2, name=f"{name}_hi")
-    m.d.sync += hi.eq(j[2:])
-    return Array(quads)[hi]
-
-
-def _delayed(m, value, cycles, name, reset_less=False):
-    """``value`` through ``cycles`` registers (``reset_less`` for data: the engine's reset
-    reaches every flip-flop that has one, and a net that wide is slow)."""
-    return _delay_line(m, value, cycles, name, reset_less)[-1] if cycles else value
 
 
 class Engine(wiring.Component):
@@ -135,7 +110,7 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         P, L = cfg.lanes, cfg.in_lanes
-        lP, lL = _log2(P), _log2(L)
+        lP = log2(P)
         m = Module()
 
         # ---------------- descriptor registers --------------------------------------------
@@ -143,148 +118,54 @@ class Engine(wiring.Component):
         dsc = data.View(im.Descriptor, Cat(*desc))      # the fields, by name (firmware.image)
 
         opcode, mode, flags = dsc.opcode, dsc.mode, dsc.flags
-        H, W, C = dsc.H, dsc.W, dsc.C
-        OH, OW, OC = dsc.OH, dsc.OW, dsc.OC
-        k, stride, pad = dsc.k, dsc.stride, dsc.pad
-        n_groups, n_elems = dsc.n_groups, dsc.n_elems
+        H, C, OH, k = dsc.H, dsc.C, dsc.OH, dsc.k
+        n_elems = dsc.n_elems
         act_en = flags.act
-        shuffle_en = flags.shuffle
         scale_en = flags.scale        # CONV: SE channel scale applied while loading input rows
         pool_en = flags.pool          # CONV: per-channel sums of the output (fused avgpool)
         prefetch_en = flags.prefetch  # CONV: k + 1 row slots, the next row loads during a row
         resid_en = flags.resid if cfg.res_depth else Const(0, 1)  # CONV: fused residual add
-        # CONV: input rows / output / residual packed two 8-bit elements a word (P >= 2)
-        pack_in, pack_out, pack_res = ((getattr(flags, f) if P > 1 else Const(0, 1))
-                                       for f in ("pack_in", "pack_out", "pack_res"))
-        # Decoded descriptor fields, as registers (the descriptor is written a few cycles
-        # before DISPATCH, and every pipeline has drained before the next one is fetched).
-        def decoded(name, expr):
-            flag = Signal(name=name)
-            m.d.sync += flag.eq(expr)
-            return flag
-
-        # field - 1 for the loop counters' "last" compares (registers, no subtractor there)
-        def last_of(name, field):
-            last = Signal(len(field), name=name)
-            m.d.sync += last.eq(field - 1)
-            return last
-
-        C_last, OW_last = last_of("C_last", C), last_of("OW_last", OW)
-        g_last_n, ne_last = last_of("groups_last", n_groups), last_of("elems_last", n_elems)
+        OW_last = last_of(m, "OW_last", dsc.OW)
 
         # row slots: k, or k + 1 with the prefetch (registers)
         nslots, nslots_last = Signal(5), Signal(5)
         m.d.sync += [nslots.eq(k + prefetch_en), nslots_last.eq(k + prefetch_en - 1)]
-        is_conv = decoded("is_conv", opcode == im.Opcode.CONV)
-        is_input = decoded("is_input", opcode == im.Opcode.INPUT)
-        is_dense = decoded("is_dense", mode.conv == im.ConvMode.DENSE)
-        is_max = decoded("is_max", mode.conv == im.ConvMode.MAX)
-        is_vec = opcode == im.Opcode.VEC
-        v_add, v_scale, v_prelu, v_act, v_pool = (
-            decoded(f"vec_{n}", is_vec & (mode.vec == code)) for n, code in (
-                ("add", im.VecOp.ADD), ("scale", im.VecOp.SCALE), ("prelu", im.VecOp.PRELU),
-                ("act", im.VecOp.ACT), ("pool", im.VecOp.AVGPOOL)))
+        is_conv = decoded(m, "is_conv", opcode == im.Opcode.CONV)
+        is_input = decoded(m, "is_input", opcode == im.Opcode.INPUT)
+        is_dense = decoded(m, "is_dense", mode.conv == im.ConvMode.DENSE)
+        is_max = decoded(m, "is_max", mode.conv == im.ConvMode.MAX)
 
         # ---------------- on-chip memories ------------------------------------------------
         rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
         wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
-        hdr = Memory(shape=unsigned(64), depth=cfg.groups, init=[])
-        lanep = Memory(shape=unsigned(64), depth=cfg.groups * P, init=[])   # (group, lane)
-        # the activation table (boards.yaml activation: lut; the CORDIC form needs none)
-        lut = Memory(shape=unsigned(16), depth=cfg.lut_depth if cfg.activation == "lut" else 1,
-                     init=[])
         chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
-        accram = Memory(shape=unsigned(ACC_W), depth=cfg.chan_depth, init=[])
-        bbuf = Memory(shape=unsigned(16), depth=cfg.chunk, init=[])
-        for name, mem in (("rb", rb), ("wram", wram), ("hdr", hdr), ("lanep", lanep),
-                          ("lut", lut), ("chan", chan), ("accram", accram), ("bbuf", bbuf)):
+        for name, mem in (("rb", rb), ("wram", wram), ("chan", chan)):
             m.submodules[name] = mem
         rb_w = rb.write_port(granularity=16)
         rb_r = rb.read_port()
         ew = cfg.entry_words
         wram_w = wram.write_port(granularity=16 if 8 * P * L >= 16 else 8 * P * L)
         wram_r = wram.read_port()
-        hdr_w = hdr.write_port(granularity=16)
-        hdr_r = hdr.read_port(domain="comb")
-        lanep_w = lanep.write_port(granularity=16)
-        lanep_r = lanep.read_port()
-        lut_w = lut.write_port()
-        lut_r = lut.read_port()
         chan_w = chan.write_port()
         chan_r = chan.read_port()
-        acc_w = accram.write_port()
-        acc_r = accram.read_port(transparent_for=(acc_w,))
-        bbuf_w = bbuf.write_port()
-        bbuf_r = bbuf.read_port()
 
         # the residual of a fused add: one output row ahead, in the order the results leave
         if cfg.res_depth:
             resq = m.submodules.resq = fifo.SyncFIFOBuffered(width=16, depth=cfg.res_depth)
 
-        # ---------------- write path: data FIFO, request FIFO, arbiter ---------------------
-        wfifo = m.submodules.wfifo = fifo.SyncFIFOBuffered(width=16, depth=cfg.fifo_depth)
-        REQ_DEPTH = 64
-        wreq = m.submodules.wreq = fifo.SyncFIFOBuffered(width=im.ADDR_BITS + 16,
-                                                         depth=REQ_DEPTH)
-        inflight = Signal(range(cfg.fifo_depth * 2 + 1))
-        # Room in the write FIFO for admitted elements, a register: it lags one cycle, and
-        # every user admits at most one element a cycle or waits for the FSM's next state,
-        # so the thresholds below keep one element of margin.
-        room = Signal(range(cfg.fifo_depth * 2 + 1))
-        used = Signal(range(cfg.fifo_depth * 3 + 1))
-        m.d.comb += used.eq(wfifo.level + inflight)
-        m.d.sync += room.eq(Mux(used < cfg.fifo_depth, cfg.fifo_depth - used, 0))
-        req_ok = Signal()
-        m.d.sync += req_ok.eq(wreq.level < REQ_DEPTH - 13)
-
-        waddr = Signal(im.ADDR_BITS)
-        wrem = Signal(16)
-        owed = Signal(range(cfg.fifo_depth + cfg.max_burst + 1))
-        rd_addr = Signal(im.ADDR_BITS)
-        rd_rem = Signal(24)
-        rd_start = Signal()
-        rd_go = Signal()          # start_read asked last cycle (see the sequencer)
+        # ---------------- write path and read commands (hw/engine/write_path.py) -------------
+        wp = m.submodules.write_path = WritePath(cfg)
+        wiring.connect(m, wp.cmd, wiring.flipped(self.mem.cmd))
+        wiring.connect(m, wp.w, wiring.flipped(self.mem.w))
+        room, req_ok = wp.room, wp.req_ok
+        reserve, launch_conv = wp.reserve, wp.launch
+        rd_start = Signal()       # a read starts (see the sequencer)
+        rd_go = Signal()          # start_read asked last cycle
         rd_start_addr = Signal(im.ADDR_BITS)
         rd_start_n = Signal(24)
-
-        # Command lengths are registers, recomputed the cycle after the remaining count
-        # changes (w_stale / r_stale: no command in that cycle).
-        mb = cfg.max_burst
-        wlen, rlen = Signal(range(mb + 1)), Signal(range(mb + 1))
-        w_stale, r_stale = Signal(), Signal()
-        w_has, r_has = Signal(), Signal()      # wrem != 0, rd_rem != 0 (registers)
-        m.d.sync += [wlen.eq(Mux(wrem > mb, mb, wrem)), rlen.eq(Mux(rd_rem > mb, mb, rd_rem)),
-                     w_has.eq(wrem != 0), r_has.eq(rd_rem != 0), w_stale.eq(0), r_stale.eq(0)]
-        cmd = self.mem.cmd
-        with m.If(w_has & ~w_stale):
-            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
-                         cmd.payload.length.eq(wlen)]
-        with m.Elif(~wreq.r_rdy & ~w_has & ~w_stale & r_has & ~r_stale):
-            m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(rd_addr),
-                         cmd.payload.write.eq(0), cmd.payload.length.eq(rlen)]
-        w_cmd_acc = Signal()
-        m.d.comb += w_cmd_acc.eq(cmd.valid & cmd.ready & cmd.payload.write)
-        with m.If(wrem == 0):
-            m.d.comb += wreq.r_en.eq(1)
-            with m.If(wreq.r_rdy):
-                m.d.sync += [waddr.eq(wreq.r_data[:im.ADDR_BITS]),
-                             wrem.eq(wreq.r_data[im.ADDR_BITS:]), w_stale.eq(1)]
-        with m.Elif(w_cmd_acc):
-            m.d.sync += [waddr.eq(waddr + wlen), wrem.eq(wrem - wlen), w_stale.eq(1)]
-        with m.If(rd_start):
-            m.d.sync += [rd_addr.eq(rd_start_addr), rd_rem.eq(rd_start_n), r_stale.eq(1)]
-        with m.Elif(cmd.valid & cmd.ready & ~cmd.payload.write):
-            m.d.sync += [rd_addr.eq(rd_addr + rlen), rd_rem.eq(rd_rem - rlen), r_stale.eq(1)]
-        w_xfer = Signal()
-        m.d.comb += [self.mem.w.valid.eq(wfifo.r_rdy & (owed != 0)),
-                     self.mem.w.payload.eq(wfifo.r_data),
-                     w_xfer.eq(self.mem.w.valid & self.mem.w.ready),
-                     wfifo.r_en.eq(w_xfer)]
-        # an accepted command's words are owed from the next cycle (the port's ready is far)
-        w_acc_q = Signal()
-        w_acc_len = Signal.like(wlen)
-        m.d.sync += [w_acc_q.eq(w_cmd_acc), w_acc_len.eq(wlen),
-                     owed.eq(owed + Mux(w_acc_q, w_acc_len, 0) - w_xfer)]
+        m.d.comb += [wp.desc.eq(dsc), wp.is_conv.eq(is_conv), wp.ow_last.eq(OW_last),
+                     wp.read.valid.eq(rd_start), wp.read.payload.addr.eq(rd_start_addr),
+                     wp.read.payload.n.eq(rd_start_n)]
 
         # ---------------- read data ---------------------------------------------------------
         r = self.mem.r
@@ -307,149 +188,23 @@ class Engine(wiring.Component):
         with m.Elif(rx):
             m.d.sync += rx_cnt.eq(rx_cnt + 1)
 
-        # ---------------- post pipeline: ((x << sa) + (y << sb)) * m >> s, round, saturate,
-        # table. Stage 0 registers the selected operands (below, per opcode); every later
-        # stage is one register deep. The 34 x 18 product is two registered DSP products
-        # (low 17 bits of t unsigned, high 17 bits signed) added in the fabric.
-        pv, pflag, p_lut = Signal(), Signal(), Signal()
-        px, py = Signal(signed(33)), Signal(signed(33))
-        psa, psb = Signal(4), Signal(4)
-        pm = Signal(signed(18))
-        ps = Signal(6)
-        x0, y0 = Signal(signed(33), reset_less=True), Signal(signed(33), reset_less=True)
-        sa0, sb0, m0, s0 = Signal(4), Signal(4), Signal(signed(18)), Signal(6)
-        v0, f0, u0 = Signal(), Signal(), Signal()
-        m.d.sync += [x0.eq(px), y0.eq(py), sa0.eq(psa), sb0.eq(psb), m0.eq(pm), s0.eq(ps),
-                     v0.eq(pv), f0.eq(pflag), u0.eq(p_lut)]
-        t1 = Signal(signed(34), reset_less=True)
-        m1, s1, v1, f1, u1 = Signal(signed(18)), Signal(6), Signal(), Signal(), Signal()
-        m.d.sync += [t1.eq((x0 << sa0) + (y0 << sb0)), m1.eq(m0), s1.eq(s0), v1.eq(v0),
-                     f1.eq(f0), u1.eq(u0)]
-        mul_lo = m.submodules.post_mul_lo = RegisteredMultiplier(18, 18)
-        mul_hi = m.submodules.post_mul_hi = RegisteredMultiplier(17, 18)
-        m.d.comb += [mul_lo.a.eq(Cat(t1[:17], Const(0, 1))), mul_lo.b.eq(m1),
-                     mul_hi.a.eq(t1[17:34]), mul_hi.b.eq(m1)]
-        vline = _delay_line(m, v1, DSP_LATENCY, "post_v")
-        vP = vline[-1]
-        sP, fP, uP = (_delayed(m, sig, DSP_LATENCY, nm) for sig, nm in
-                      ((s1, "post_s"), (f1, "post_f"), (u1, "post_u")))
-        p2, s2, v2, f2, u2 = (Signal(signed(53), reset_less=True), Signal(6), Signal(),
-                              Signal(), Signal())
-        m.d.sync += [p2.eq((mul_hi.p << 17) + mul_lo.p), s2.eq(sP), v2.eq(vP), f2.eq(fP),
-                     u2.eq(uP)]
-        q3, z3, v3, f3, u3 = (Signal(signed(53), reset_less=True), Signal(), Signal(),
-                              Signal(), Signal())
-        m.d.sync += [q3.eq(Mux(s2 == 0, p2, p2 >> (s2 - 1)[:6])), z3.eq(s2 == 0), v3.eq(v2),
-                     f3.eq(f2), u3.eq(u2)]
-        r4, v4, f4, u4 = Signal(signed(53), reset_less=True), Signal(), Signal(), Signal()
-        m.d.sync += [r4.eq(Mux(z3, q3, (q3 + 1) >> 1)), v4.eq(v3), f4.eq(f3), u4.eq(u3)]
-        sat_lo, sat_hi = dsc.sat_lo, dsc.sat_hi
-        y5, v5, f5, u5 = Signal(signed(16)), Signal(), Signal(), Signal()
-        m.d.sync += [y5.eq(Mux(r4 > sat_hi, sat_hi, Mux(r4 < sat_lo, sat_lo, r4))), v5.eq(v4),
-                     f5.eq(f4), u5.eq(u4)]
-        # the activation: the loaded table (address register, RAM: 2 stages) or the CORDIC
-        # (its latency, formats from the descriptor); y7..u7 are stage 5 as many cycles late
-        if cfg.activation == "cordic":
-            unit = m.submodules.activation = ActivationCORDIC(cfg.cordic_iterations,
-                                                              cfg.cordic_width)
-            cfg_bits = len(unit.config.as_value())
-            m.d.comb += [unit.config.eq(dsc.act_cfg[:cfg_bits]), unit.o_stream.ready.eq(1),
-                         unit.i_stream.valid.eq(v5), unit.i_stream.payload.eq(y5)]
-            act_data = unit.o_stream.payload[:16]
-            act_delay = unit.latency
-        else:
-            la6 = Signal(len(lut_r.addr))
-            m.d.sync += la6.eq((y5 - dsc.lut_off)[:len(lut_r.addr)])
-            m.d.comb += lut_r.addr.eq(la6)
-            act_data = lut_r.data
-            act_delay = 2
-        act_vline = _delay_line(m, v5, act_delay, "act_v")
-        v7 = act_vline[-1]
-        y7, f7, u7 = (_delayed(m, sig, act_delay, nm) for sig, nm in
-                      ((y5, "act_y"), (f5, "act_f"), (u5, "act_u")))
-        # the fused residual add (CONV with the residual flag; every other value passes):
-        # z = (y << sa) + (residual << sb), round half up by shift, saturate (ops.add)
-        y8, rr8 = Signal(signed(16)), Signal(signed(16))
-        v8, f8 = Signal(), Signal()
-        # (a packed residual word holds two elements: low byte first, popped after the high)
-        r_phase = Signal()
+        # ---------------- post pipeline (hw/engine/post.py) ----------------------------------
+        post = m.submodules.post = PostPipeline(cfg)
+        m.d.comb += post.desc.eq(dsc)
         if cfg.res_depth:
-            rword = resq.r_data
-            m.d.sync += rr8.eq(Mux(pack_res, Mux(r_phase, rword[8:].as_signed(),
-                                                 rword[:8].as_signed()), rword))
-            m.d.comb += resq.r_en.eq(v7 & resid_en & (~pack_res | r_phase))
-            with m.If(v7 & resid_en & pack_res):
-                m.d.sync += r_phase.eq(~r_phase)
-        m.d.sync += [y8.eq(Mux(u7, act_data, y7)), v8.eq(v7), f8.eq(f7)]
-        r_sa, r_sb = dsc.sa[:4], dsc.sb[:4]
-        r_shift1 = last_of("r_shift1", dsc.shift[:6])
-        r_zero = decoded("r_zero", dsc.shift == 0)
-        z9, y9 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v9, f9 = Signal(), Signal()
-        m.d.sync += [z9.eq((y8 << r_sa) + (rr8 << r_sb)), y9.eq(y8), v9.eq(v8), f9.eq(f8)]
-        q10, y10 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v10, f10 = Signal(), Signal()
-        m.d.sync += [q10.eq(Mux(r_zero, z9, z9 >> r_shift1[:4])), y10.eq(y9), v10.eq(v9),
-                     f10.eq(f9)]
-        q11, y11 = Signal(signed(33), reset_less=True), Signal(signed(16))
-        v11, f11 = Signal(), Signal()
-        m.d.sync += [q11.eq(Mux(r_zero, q10, (q10 + 1) >> 1)), y11.eq(y10), v11.eq(v10),
-                     f11.eq(f10)]
-        r_lo, r_hi = dsc.r_lo, dsc.r_hi
-        out_word = Signal(signed(16))
-        out_v, out_f = Signal(), Signal()
-        m.d.sync += [out_word.eq(Mux(resid_en, Mux(q11 > r_hi, r_hi,
-                                                   Mux(q11 < r_lo, r_lo, q11)), y11)),
-                     out_v.eq(v11), out_f.eq(f11)]
-        # packed output: an even channel waits in pk_lo for the odd one, then both are a word
-        pk_lo, pk_phase = Signal(8), Signal()
-        with m.If(out_v & pack_out):
-            m.d.sync += [pk_lo.eq(out_word[:8]), pk_phase.eq(~pk_phase)]
-        post_busy = Signal()
-        m.d.comb += [wfifo.w_data.eq(Mux(pack_out, Cat(pk_lo, out_word[:8]), out_word)),
-                     wfifo.w_en.eq(out_v & (~pack_out | pk_phase)),
-                     post_busy.eq(Cat(v0, v1, *vline, v2, v3, v4, v5, *act_vline, v8, v9,
-                                      v10, v11, out_v).any())]
+            m.d.comb += [post.res.payload.eq(resq.r_data), post.res.valid.eq(resq.r_rdy),
+                         resq.r_en.eq(post.res.ready)]
+        post_busy = post.busy
 
-        # write requests: a flagged element ends a pixel (CONV) or a chunk. A CONV that writes
-        # whole pixels (n_out == OC: its output is contiguous) gathers pixels into one
-        # request while another pixel fits gather_words, up to its row's end; otherwise a
-        # request per pixel, the next one OC words on.
-        req_addr = Signal(im.ADDR_BITS)
-        req_cnt = Signal(16)       # element of the pixel (CONV) or of the chunk
-        req_len = Signal(16)       # words of the open request
-        req_px = Signal(16)        # pixel of the row (CONV)
-        req_stride_oc = Signal()   # CONV: advance by OC per pixel; else by the count
-        req_init = Signal()
-        gather = decoded("gather", is_conv & (dsc.n_out == OC))
-        gather_lim = Signal(16)    # the open request takes another pixel below this length
-        gather_max = cfg.gather_words
-        m.d.sync += gather_lim.eq(Mux(dsc.n_out >= gather_max, 0, gather_max - dsc.n_out))
-        pool_first = Signal()      # fused pool: the descriptor's first output pixel
-        with m.If(req_init):
-            m.d.sync += [req_addr.eq(dsc.out_addr), req_cnt.eq(0), req_len.eq(0),
-                         req_px.eq(0), pool_first.eq(1), pk_phase.eq(0), r_phase.eq(0)]
-        with m.Elif(out_v):
-            with m.If(out_f):
-                row_end = req_px == OW_last
-                m.d.sync += [req_cnt.eq(0), pool_first.eq(0),
-                             req_px.eq(Mux(row_end, 0, req_px + 1))]
-                with m.If(gather & ~row_end & (req_len < gather_lim)):
-                    m.d.sync += req_len.eq(req_len + 1)
-                with m.Else():
-                    # words: elements, or half of them packed (packed outputs are gathered)
-                    words = Mux(pack_out, (req_len + 1) >> 1, req_len + 1)
-                    m.d.comb += [wreq.w_en.eq(1), wreq.w_data.eq(Cat(req_addr, words))]
-                    m.d.sync += [req_len.eq(0),
-                                 req_addr.eq(req_addr + Mux(req_stride_oc & ~gather, OC,
-                                                            words))]
-            with m.Else():
-                m.d.sync += [req_cnt.eq(req_cnt + 1), req_len.eq(req_len + 1)]
+        m.d.comb += [wp.words.valid.eq(post.w.valid), wp.words.payload.eq(post.w.payload),
+                     wp.elems.valid.eq(post.o.valid), wp.elems.payload.eq(post.o.payload)]
+        req_init = Signal()       # the descriptor starts (the sequencer's DISPATCH)
+        m.d.comb += [post.init.eq(req_init), wp.init.eq(req_init)]
+        req_cnt, pool_first = wp.pool_c, wp.pool_first
 
-        reserve = Signal(range(cfg.fifo_depth + 1))
-        launch_conv = Signal()
-        reserve_q = Signal.like(reserve)
-        m.d.sync += [reserve_q.eq(reserve), inflight.eq(inflight + reserve_q + launch_conv - out_v)]
+        vec = m.submodules.vec = VecUnit(cfg)
+        iu = m.submodules.issue = IssueUnit(cfg)
+        ser = m.submodules.serializer = Serializer(cfg)
 
         # ---------------- loaders -----------------------------------------------------------
         ld_kind = Signal(4)     # 0 none 1 desc 2 weights 3 params 4 lut 5 chan 6 row 7 bbuf
@@ -471,12 +226,11 @@ class Engine(wiring.Component):
                 with m.If(rx_cnt[:(im.DESC_WORDS - 1).bit_length()] == i):
                     m.d.sync += desc[i].eq(rxd)
         m.d.comb += [wram_w.addr.eq(ld_entry), wram_w.data.eq(Cat(*([rxd] * max(1, ew)))),
-                     hdr_w.addr.eq(ld_entry), hdr_w.data.eq(Cat(*([rxd] * 4))),
-                     lanep_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
-                     lanep_w.data.eq(Cat(*([rxd] * 4))),
-                     lut_w.addr.eq(rx_cnt), lut_w.data.eq(rxd),
+                     iu.hdr_w.addr.eq(ld_entry), iu.hdr_w.data.eq(Cat(*([rxd] * 4))),
+                     ser.lane_w.addr.eq(Cat(lp_slot[2:], ld_entry) if P > 1 else ld_entry),
+                     ser.lane_w.data.eq(Cat(*([rxd] * 4))),
                      chan_w.addr.eq(rx_cnt), chan_w.data.eq(rxd),
-                     bbuf_w.addr.eq(rx_cnt), bbuf_w.data.eq(rxd)]
+                     vec.buf_w.addr.eq(rx_cnt), vec.buf_w.data.eq(rxd)]
         with m.If(rx):
             with m.Switch(ld_kind):
                 with m.Case(2):
@@ -484,453 +238,77 @@ class Engine(wiring.Component):
                         m.d.comb += wram_w.en[i].eq(ld_slot == i)
                 with m.Case(3):
                     for i in range(4):
-                        m.d.comb += hdr_w.en[i].eq(ld_slot == i)
+                        m.d.comb += iu.hdr_w.en[i].eq(ld_slot == i)
                     for i in range(4):
-                        m.d.comb += lanep_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
+                        m.d.comb += ser.lane_w.en[i].eq((ld_slot >= 4) & (lp_slot[:2] == i))
                 with m.Case(4):
-                    m.d.comb += lut_w.en.eq(1)
+                    if cfg.activation == "lut":     # (the table is the post pipeline's)
+                        m.d.comb += post.lut_w.en.eq(1)
                 with m.Case(5):
                     m.d.comb += chan_w.en.eq(1)
                 with m.Case(7):
-                    m.d.comb += bbuf_w.en.eq(1)
+                    m.d.comb += vec.buf_w.en.eq(1)
                 with m.Case(8):
                     if cfg.res_depth:
                         m.d.comb += resq.w_en.eq(1)
         if cfg.res_depth:
             m.d.comb += resq.w_data.eq(rxd)
+        if cfg.activation == "lut":
+            m.d.comb += [post.lut_w.addr.eq(rx_cnt), post.lut_w.data.eq(rxd)]
 
-        # row loading: word (x, c) -> entry pix_base + c' // P, lane c' % P
+        # ---------------- row loader (hw/engine/row_loader.py) -------------------------------
         CE = Signal(12)          # row-buffer entries of one pixel
         m.d.sync += CE.eq((C + P - 1) >> lP)
         rowE, row_words = dsc.row_entries, dsc.row_words
-        lc = Signal(16)
-        pix_base = Signal(16)
-        load_base = Signal(16)
-        half = C >> 1
-        cs = Signal(16)
-        m.d.comb += cs.eq(Mux(shuffle_en, Mux(lc < half, lc << 1, ((lc - half) << 1) | 1), lc))
-        # Row words pass a pipeline before the row buffer: stage 1 waits for the gate of the
-        # word's channel (chan RAM, read by the channel in memory order), a registered DSP
-        # product follows, then the SE scale's rounding and its saturation, each a register
-        # stage (ops.scale_channels) when the scale flag is set; else the word passes.
-        l1_v = Signal()
-        l1_x = Signal(signed(16))
-        l1_addr = Signal(16)
-        l1_lane = Signal(max(1, lP))
-        ls_shift, ls_lo, ls_hi = dsc.ls_shift, dsc.ls_lo, dsc.ls_hi
-        ld_row = Signal()
-        m.d.comb += ld_row.eq(rx & (ld_kind == 6))
-        m.d.sync += [l1_v.eq(ld_row), l1_x.eq(rxd.as_signed()),
-                     l1_addr.eq(pix_base + (cs >> lP)), l1_lane.eq(cs[:lP] if P > 1 else 0)]
-        gate_mul = m.submodules.gate_mul = RegisteredMultiplier(16, 16)
-        m.d.comb += [gate_mul.a.eq(l1_x), gate_mul.b.eq(chan_r.data.as_signed())]
-        l_lat = DSP_LATENCY + 4          # product, shift, round, compare, saturate
-        l_vline = _delay_line(m, l1_v, l_lat, "ld_v")
-        l_addr = _delayed(m, l1_addr, l_lat, "ld_addr")
-        l_lane = _delayed(m, l1_lane, l_lat, "ld_lane")
-        lP_x = _delayed(m, l1_x, DSP_LATENCY, "ld_x")
-        lsh = Signal(signed(32))
-        l_round = Signal()
-        ls_shift1 = last_of("ls_shift1", ls_shift)       # the shift before the rounding bit
-        ls_zero = decoded("ls_zero", ls_shift == 0)
-        m.d.sync += [lsh.eq(Mux(scale_en, Mux(ls_zero, gate_mul.p,
-                                              gate_mul.p >> ls_shift1[:5]), lP_x)),
-                     l_round.eq(scale_en & ~ls_zero)]
-        lq = Signal(signed(32))
-        m.d.sync += lq.eq(Mux(l_round, (lsh + 1) >> 1, lsh))
-        # saturation: the compares, then the selection (a register between them)
-        # (a packed word's low byte goes to the even lane, its high byte to the odd one)
-        lq2 = Signal(signed(16))
-        l_hi, l_lo = Signal(), Signal()
-        m.d.sync += [lq2.eq(lq), l_hi.eq(scale_en & (lq > ls_hi)), l_lo.eq(scale_en & (lq < ls_lo))]
-        ly_even, ly_odd = Signal(signed(16)), Signal(signed(16))
-        m.d.sync += [ly_even.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
-                                                     Mux(pack_in, lq2[:8].as_signed(), lq2)))),
-                     ly_odd.eq(Mux(l_hi, ls_hi, Mux(l_lo, ls_lo,
-                                                    Mux(pack_in, lq2[8:].as_signed(), lq2))))]
-        load_busy = Signal()
-        m.d.comb += [rb_w.addr.eq(l_addr),
-                     rb_w.data.eq(Cat(*(ly_odd if i % 2 else ly_even for i in range(P)))),
-                     load_busy.eq(Cat(l1_v, *l_vline).any())]
-        with m.If(l_vline[-1]):
-            for i in range(P):
-                m.d.comb += rb_w.en[i].eq(
-                    Mux(pack_in, l_lane[1:] == i >> 1, l_lane == i) if P > 1 else 1)
-        # the last channel of a pixel's words: C - 1, or C - 2 when packed (registers)
-        lc_last = Signal(16)
-        m.d.sync += lc_last.eq(C - 1 - pack_in)
-        with m.If(ld_row):
-            with m.If(lc == lc_last):
-                m.d.sync += [lc.eq(0), pix_base.eq(pix_base + CE)]
-            with m.Else():
-                m.d.sync += lc.eq(lc + 1 + pack_in)
+        load_base = Signal(16)   # the base entry of the slot the next row loads into
+        rl = m.submodules.row_loader = RowLoader(cfg)
+        m.d.comb += [rl.desc.eq(dsc), rl.ce.eq(CE), rl.base.eq(load_base),
+                     rl.words.valid.eq(rx & (ld_kind == 6)), rl.words.payload.eq(rxd),
+                     rl.gate.eq(chan_r.data),
+                     rb_w.addr.eq(rl.rb_w.addr), rb_w.data.eq(rl.rb_w.data),
+                     rb_w.en.eq(rl.rb_w.en)]
+        load_busy = rl.busy
 
-        # ---------------- MAC array ----------------------------------------------------------
-        # Stages: I (issue counters) -> Q1 (tap position, channel, weight entry) -> Q2 (tap
-        # validity, slot base + channel) -> Q3 (row-buffer and weight addresses) -> R (RAM
-        # data) -> F (operand registers) -> DSP (RegisteredMultiplier, DSP_LATENCY) -> a
-        # register level per halving of the L products -> the accumulator. No multiplier
-        # touches an address: the pixel's row-buffer offset (ix * CE) and the slot bases
-        # (slot * row_entries) are kept by adders.
-        oy = Signal(16)
-        ox = Signal(16)
-        g = Signal(range(cfg.groups + 1))
-        dy = Signal(4)
-        dx = Signal(4)
-        tap = Signal(8)
-        cig = Signal(8)
-        step = Signal(16)
-        top = Signal(signed(18))     # oy * stride - pad
-        left = Signal(signed(18))    # ox * stride - pad
-        top_slot = Signal(4)
-        top_slot_next = Signal(4)    # the next output row's, a register (top_slot moves per row)
-        left_ce = Signal(signed(18))  # left * CE
-        dx_ce = Signal(16)            # dx * CE
-        issue = Signal()             # a step is issued this cycle
-        in_issue, pix_end_q, row_end_q = Signal(), Signal(), Signal()
-        res_reserved = Signal(range(RES_DEPTH + 1))
-        res_pop = Signal()
+        # ---------------- issue stage (hw/engine/issue.py) and MAC array (mac_array.py) -------
+        m.d.comb += [iu.desc.eq(dsc), iu.ce.eq(CE), iu.nslots.eq(nslots),
+                     iu.nslots_last.eq(nslots_last), iu.ow_last.eq(OW_last),
+                     iu.dense.eq(is_dense), rb_r.addr.eq(iu.rb_addr), wram_r.addr.eq(iu.w_addr)]
+        mac = m.submodules.mac = MACArray(cfg)
+        m.d.comb += [mac.issue.eq(iu.issue), mac.first.eq(iu.first), mac.last.eq(iu.last),
+                     mac.pend.eq(iu.pend), mac.sel.eq(iu.sel), mac.wslot.eq(iu.wslot),
+                     mac.nvalid.eq(iu.nvalid), mac.g.eq(iu.g), mac.valid_tap.eq(iu.valid_tap),
+                     mac.dense.eq(is_dense), mac.max.eq(is_max),
+                     mac.rb_data.eq(rb_r.data), mac.w_data.eq(wram_r.data),
+                     iu.can_issue.eq(mac.can_issue)]
 
-        # products of descriptor fields, as registers ready long before the rows start
-        pad_ce, stride_ce = Signal(16), Signal(16)
-        m.d.sync += [pad_ce.eq(sum(Mux(pad[b], CE << b, 0) for b in range(4))),
-                     stride_ce.eq(sum(Mux(stride[b], CE << b, 0) for b in range(4)))]
-        n_slots = 16
-        slot_base = [Signal(16, name=f"slot_base{i}") for i in range(n_slots)]
-        for i in range(1, n_slots):
-            m.d.sync += slot_base[i].eq(slot_base[i - 1] + rowE)
+        # ---------------- serializer (hw/engine/serializer.py) -------------------------------
+        wiring.connect(m, mac.o, ser.results)
+        m.d.comb += [ser.act.eq(act_en), ser.room.eq(room), ser.req_ok.eq(req_ok),
+                     launch_conv.eq(ser.launch)]
 
-        # The group header is read into a register (yosys makes it a block RAM's output
-        # register) and n_cig - 1 into another: after g changes the issue stage waits two
-        # cycles (h_stale) for the new group's header.
-        h_stale = Signal(2)
-        h_data = Signal(64)
-        m.d.comb += hdr_r.addr.eq(g)
-        m.d.sync += h_data.eq(hdr_r.data)
-        h_nvalid = h_data[0:16]
-        h_inlo = h_data[16:32]
-        h_wbase = h_data[48:64]
-        # from the RAM's output with h_data: n_cig - 2 and n_cig == 1, for the cig_last flag
-        h_last_cig2, h_cig1 = Signal(16), Signal()
-        m.d.sync += [h_last_cig2.eq(hdr_r.data[32:48] - 2), h_cig1.eq(hdr_r.data[32:48] == 1)]
-        # sslot: the slot of input row top + dy, a register that follows dy (below);
-        # top_slot_next: the next output row's top slot, three register stages after top_slot
-        # (which moves once a row)
-        sslot = Signal(4)
-        ts, ts1 = Signal(5), Signal(5)
-        m.d.sync += [ts.eq(top_slot + stride), ts1.eq(Mux(ts >= nslots, ts - nslots, ts)),
-                     top_slot_next.eq(Mux(ts1 >= nslots, ts1 - nslots, ts1))]
-        sslot_inc = Mux(sslot == nslots_last, 0, sslot + 1)
-        chan_lo = Signal(16)
-        m.d.comb += chan_lo.eq(Mux(is_dense, h_inlo + (cig << lL), h_inlo))
-        # The issue decisions read flags, registers: dx_last (dx == k - 1), dy_last, cig_last
-        # (cig == n_cig - 1) follow their counters step by step (set from the counter's next
-        # value); g_last and ox_last are compares a cycle old (g and ox move only at a group's
-        # end, and the issue stage then waits h_stale cycles).
-        dx_last, dy_last, cig_last, g_last, ox_last = (
-            Signal(name=n) for n in ("dx_last", "dy_last", "cig_last", "g_last", "ox_last"))
-        k_one = decoded("k_one", k == 1)
-        k_last2 = Signal(4)
-        m.d.sync += [k_last2.eq(k - 2), g_last.eq(g == g_last_n), ox_last.eq(ox == OW_last)]
-        last_tap = dx_last & dy_last
-        s_first = Signal(init=1)      # step == 0 (1 after reset: rows start with step 0)
-        s_last = last_tap & (~is_dense | cig_last)
-        pix_end = s_last & g_last
+        # ---------------- VEC unit (hw/engine/vec_unit.py) -----------------------------------
+        m.d.comb += [vec.desc.eq(dsc), vec.rdata.valid.eq(rx), vec.rdata.payload.eq(rxd),
+                     vec.room.eq(room), vec.chan_data.eq(chan_r.data), vec.is_conv.eq(is_conv),
+                     vec.pool_en.eq(pool_en), vec.post.valid.eq(post.o.valid),
+                     vec.post.payload.eq(post.o.payload), vec.pool_c.eq(req_cnt),
+                     vec.pool_first.eq(pool_first)]
+        # CONV reads the gate of the arriving row word's channel; VEC the element's channel
+        m.d.comb += chan_r.addr.eq(Mux(is_conv, rl.c, vec.c))
 
-        # Q1
-        q1_iy, q1_ix = Signal(signed(18)), Signal(signed(18))
-        q1_ixce = Signal(signed(18))
-        q1_slot = Signal(4)
-        q1_cbase, q1_waddr = Signal(16), Signal(16)
-        m.d.sync += [q1_iy.eq(top + dy), q1_ix.eq(left + dx), q1_ixce.eq(left_ce + dx_ce),
-                     q1_slot.eq(sslot), q1_cbase.eq(chan_lo >> lP),
-                     q1_waddr.eq(h_wbase + Mux(is_dense, step, tap >> lL))]
-        # Q2
-        q2_valid_tap = Signal()
-        q2_part, q2_ixce, q2_waddr = Signal(16), Signal(16), Signal(16)
-        m.d.sync += [q2_valid_tap.eq((q1_iy >= 0) & (q1_iy < H) & (q1_ix >= 0) & (q1_ix < W)),
-                     q2_part.eq(Array(slot_base)[q1_slot] + q1_cbase),
-                     q2_ixce.eq(q1_ixce[:16]), q2_waddr.eq(q1_waddr)]
-        # Q3
-        q3_rbaddr, q3_waddr = Signal(16), Signal(16)
-        m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
-        m.d.comb += [rb_r.addr.eq(q3_rbaddr), wram_r.addr.eq(q3_waddr)]
-
-        # the step's tags, from I to R3 (six registers: the RAM outputs pass two registers,
-        # R2 beside the RAMs and R3 beside the multipliers, before any logic), to the
-        # accumulator below
-        to_r = 6
-        rv_line = _delay_line(m, issue, to_r, "mac_v")
-        rv = rv_line[-1]
-        rfirst, rlast, rpend = (_delayed(m, sig, to_r, nm) for sig, nm in
-                                ((s_first, "mac_first"), (s_last, "mac_last"),
-                                 (pix_end, "mac_pend")))
-        # the dense input-channel select, one copy per lane, at R2 (it picks R3's contents)
-        rsel = replicated(m, platform, _delayed(m, chan_lo[lL:lP] if lP > lL else Const(0, 1),
-                                                to_r - 2, "mac_rsel", True), P, "mac_rsel")
-        # the operand selects, one register copy per lane (hw/engine/replicate.py): each copy drives
-        # its lane's L operand registers only
-        rwslot = replicated(m, platform, _delayed(m, tap[:lL] if lL else Const(0, 1),
-                                                  to_r - 1, "mac_wslot", True), P, "mac_wslot")
-        lane_dense = replicated(m, platform, is_dense, P, "lane_dense")
-        lane_max = replicated(m, platform, is_max, P, "lane_max")
-        rnv = _delayed(m, h_nvalid, to_r, "mac_nv", True)
-        rg = _delayed(m, g, to_r, "mac_g", True)
-        rvalid_tap = replicated(m, platform, _delayed(m, q2_valid_tap, to_r - 3, "mac_vt"), P,
-                                "mac_vt")
-
-        rb_q2, rb_q = (Signal.like(rb_r.data, reset_less=True, name=n) for n in ("rb_q2", "rb_q"))
-        wram_q2, wram_q = (Signal.like(wram_r.data, reset_less=True, name=n)
-                           for n in ("wram_q2", "wram_q"))
-        m.d.sync += [rb_q2.eq(rb_r.data), wram_q2.eq(wram_r.data), wram_q.eq(wram_q2)]
-        # R3 holds the operands: dense, lane i the input channel i % L of the selected L
-        # (each of the L repeated P / L times, so that every lane takes its operands from a
-        # register of its own lane group); depthwise and max, lane i's own element
-        elems2 = [rb_q2[16 * i:16 * i + 16] for i in range(P)]
-        for i in range(P):
-            dense_pick = Array(elems2[s * L + i % L] for s in range(P // L))[rsel[i]] \
-                if P > L else elems2[i % L]
-            m.d.sync += rb_q[16 * i:16 * i + 16].eq(Mux(lane_dense[i], dense_pick, elems2[i]))
-        elems = [rb_q[16 * i:16 * i + 16].as_signed() for i in range(P)]
-        wts = [[wram_q[8 * (j * L + l):8 * (j * L + l) + 8].as_signed() for l in range(L)]
-               for j in range(P)]
-        # F: operand registers in the fabric (the RAM outputs go through a multiplexer)
-        a_f = [[Signal(signed(16), name=f"a_{j}_{l}", reset_less=True) for l in range(L)]
-               for j in range(P)]
-        b_f = [[Signal(signed(8), name=f"b_{j}_{l}", reset_less=True) for l in range(L)]
-               for j in range(P)]
-        wsel = [Array(wts[j])[rwslot[j]] for j in range(P)]
-        for j in range(P):
-            for l in range(L):
-                a_dense = elems[j - j % L + l]
-                a_dw = elems[j] if l == 0 else Const(0, signed(16))
-                b_dw = wsel[j] if l == 0 else Const(0, signed(8))
-                # max mode: the product with 1 passes the operand
-                m.d.sync += [
-                    a_f[j][l].eq(Mux(rvalid_tap[j], Mux(lane_dense[j], a_dense, a_dw), 0)),
-                    b_f[j][l].eq(Mux(lane_max[j], 1 if l == 0 else 0,
-                                     Mux(lane_dense[j], wts[j][l], b_dw))),
-                ]
-        products = []
-        for j in range(P):
-            row = []
-            for l in range(L):
-                mul = RegisteredMultiplier(16, 8)
-                m.submodules[f"mac_{j}_{l}"] = mul
-                m.d.comb += [mul.a.eq(a_f[j][l]), mul.b.eq(b_f[j][l])]
-                row.append(mul.p)
-            products.append(row)
-        # the adder tree: one register level per halving
-        sums = products
-        for level in range(lL):
-            nxt = []
-            for j in range(P):
-                pair = [Signal(signed(24 + level + 1), name=f"sum{level}_{j}_{i}",
-                               reset_less=True) for i in range(len(sums[j]) // 2)]
-                m.d.sync += [pair[i].eq(sums[j][2 * i] + sums[j][2 * i + 1])
-                             for i in range(len(pair))]
-                nxt.append(pair)
-            sums = nxt
-        to_m = 1 + DSP_LATENCY + lL
-        mv_line = _delay_line(m, rv, to_m, "acc_v")
-        mv = mv_line[-1]
-        mlast, mpend = (_delayed(m, sig, to_m, nm) for sig, nm in
-                        ((rlast, "acc_last"), (rpend, "acc_pend")))
-        # the accumulators' controls, one register copy per lane (hw/engine/replicate.py): each
-        # drives 32 accumulator bits, not 32 P
-        lane_mv = replicated(m, platform, mv_line[-2], P, "acc_v")
-        lane_mfirst = replicated(m, platform, _delayed(m, rfirst, to_m - 1, "acc_first_e"), P,
-                                 "acc_first")
-        lane_acc_max = replicated(m, platform, is_max, P, "acc_max")
-        mnv = _delayed(m, rnv, to_m, "acc_nv", True)
-        mg = _delayed(m, rg, to_m, "acc_g", True)
-        lane0 = [_delayed(m, products[j][0], lL, f"max_{j}", True) for j in range(P)]
-        # the accumulator (max mode: the running maximum of the operands)
-        accs = [Signal(signed(ACC_W), name=f"acc{j}", reset_less=True) for j in range(P)]
-        for j in range(P):
-            nxt = Signal(signed(ACC_W), name=f"accn{j}")
-            mx = Mux(accs[j] > lane0[j], accs[j], lane0[j])
-            m.d.comb += nxt.eq(Mux(lane_acc_max[j], Mux(lane_mfirst[j], lane0[j], mx),
-                                   Mux(lane_mfirst[j], 0, accs[j]) + sums[j][0]))
-            with m.If(lane_mv[j]):
-                m.d.sync += accs[j].eq(nxt)
-        # a pixel's finished accumulators go to the result FIFO from their registers, the
-        # cycle after the last step (a first step arriving then reads them before it writes)
-        done_v = Signal()
-        done_g, done_pend, done_nv = Signal.like(mg), Signal(), Signal(16)
-        m.d.sync += [done_v.eq(mv & mlast), done_g.eq(mg), done_pend.eq(mpend),
-                     done_nv.eq(mnv)]
-        mac_busy = Signal()
-        m.d.comb += mac_busy.eq(Cat(*rv_line, *mv_line, done_v).any())
-        res_w = ACC_W * P + len(g) + 1 + 16
-        res = m.submodules.res = fifo.SyncFIFOBuffered(width=res_w, depth=RES_DEPTH)
-        m.d.comb += [res.w_en.eq(done_v), res.w_data.eq(Cat(*accs, done_g, done_pend, done_nv))]
-        issue_first = Signal()
-        m.d.comb += issue_first.eq(issue & s_first)
-        m.d.sync += res_reserved.eq(res_reserved + issue_first - res_pop)
-        can_issue = res_reserved < RES_DEPTH - 1
-
-        # ---------------- serializer: accumulators -> post pipeline --------------------------
-        # The head of the result FIFO stays in the FIFO's output register while its lanes
-        # leave, one a launch: a lane is picked by two 4-way multiplexer levels with a
-        # register between them, rather than shifted out (no wide register has an enable).
-        # The lane's parameter record is read from its RAM at the launch (one record per
-        # group and lane). The head is popped the cycle after its last launch, from a register.
-        rd = res.r_data
-        rd_g = rd[ACC_W * P:ACC_W * P + len(g)]
-        ser_busy, ser_pop, ser_pend = Signal(), Signal(), Signal()
-        ser_j = Signal(range(max(P, 2)))     # the lane leaving
-        ser_last = Signal.like(ser_j)          # n_valid - 1
-        m.d.sync += ser_pop.eq(0)
-        m.d.comb += [res.r_en.eq(ser_pop), res_pop.eq(ser_pop)]
-        with m.If(~ser_busy & ~ser_pop & res.r_rdy):
-            m.d.sync += [ser_busy.eq(1), ser_j.eq(0), ser_pend.eq(rd[ACC_W * P + len(g)]),
-                         ser_last.eq(rd[ACC_W * P + len(g) + 1:] - 1)]
-        ser_launch = Signal()
-        ser_room = Signal()       # room for a launch, a register (a cycle old: margin)
-        m.d.sync += ser_room.eq(room > 10)
-        with m.If(ser_busy & ser_room & req_ok):
-            m.d.comb += [ser_launch.eq(1), launch_conv.eq(1)]
-            with m.If(ser_j == ser_last):
-                m.d.sync += [ser_busy.eq(0), ser_pop.eq(1)]
-            with m.Else():
-                m.d.sync += ser_j.eq(ser_j + 1)
-        lane_v, lane_flag = Signal(), Signal()
-        m.d.sync += [lane_v.eq(ser_launch), lane_flag.eq(ser_pend & (ser_j == ser_last))]
-        lane_acc = _lane_select(m, [rd[ACC_W * i:ACC_W * (i + 1)] for i in range(P)], ser_j,
-                                "ser_acc").as_signed()
-        m.d.comb += lanep_r.addr.eq(Cat(ser_j, rd_g) if P > 1 else rd_g)
-        lane_rec = lanep_r.data
-
-        # ---------------- VEC unit -------------------------------------------------------------
-        vmode = mode.vec
-        v_active = Signal()       # streaming a chunk of operand a
-        v_pool_out = Signal()     # avgpool epilogue
-        v_first_pass = Signal()   # avgpool: first pixel (overwrite sums)
-        v_c = Signal(16)          # channel of the element arriving
-        v_i = Signal(16)          # index in chunk
-        v_idx = Signal(24)        # element index
-        v_chunk_n = Signal(16)
-        v_chunk_last = Signal(16)
-        v_done = Signal(24)       # elements finished before this chunk
-        # the next chunk's length and whether it fits the write FIFO, registers: VEC_CHUNK
-        # waits three cycles (v_settle) after v_done changes before it uses them
-        v_next_n = Signal(16)
-        v_fits = Signal()
-        v_settle = Signal(2)
-        v_settled = Signal()
-        v_left = Signal(24)       # a register: VEC_CHUNK waits a third cycle (v_settle == 3)
-        m.d.sync += v_left.eq(n_elems - v_done)
-        v_a_addr, v_b_addr = Signal(im.ADDR_BITS), Signal(im.ADDR_BITS)
-        v_all_done = Signal()
-        m.d.sync += [v_all_done.eq(v_done == n_elems),v_next_n.eq(Mux(v_left > cfg.chunk, cfg.chunk, v_left)),
-                     v_fits.eq(room >= v_next_n + 9),
-                     v_a_addr.eq(dsc.a_addr + v_done), v_b_addr.eq(dsc.b_addr + v_done)]
-        m.d.comb += v_settled.eq(v_settle == 3)
-        vx = Signal(signed(16))
-        vx_v, vx_flag = Signal(), Signal()
-        vc_d = Signal(16)
-        # CONV reads the gate of the arriving row word's channel; a fused average pool reads
-        # the running sum of the channel leaving the post pipeline (its index in the pixel)
-        m.d.comb += [chan_r.addr.eq(Mux(is_conv, lc, v_c)), bbuf_r.addr.eq(v_i),
-                     acc_r.addr.eq(Mux(is_conv, req_cnt, v_c))]
-        v_in = Signal()
-        m.d.comb += v_in.eq((v_active & rx) | v_pool_out)
-        m.d.sync += [vx.eq(rxd), vx_v.eq(v_in & ~v_pool_out), vc_d.eq(v_c),
-                     vx_flag.eq(Mux(v_pool_out, v_c == C_last, v_i == v_chunk_last))]
-        vp_v = Signal()
-        m.d.sync += vp_v.eq(v_in & v_pool_out)
-        with m.If(v_in):
-            m.d.sync += [v_c.eq(Mux(v_c == C_last, 0, v_c + 1)), v_i.eq(v_i + 1),
-                         v_idx.eq(v_idx + 1)]
-            with m.If(v_idx == C_last):
-                m.d.sync += v_first_pass.eq(0)
-        v_first_d = Signal()
-        m.d.sync += v_first_d.eq(v_first_pass)
-        # V2: the element, its flags and the three RAM outputs it needs (gate, other operand,
-        # channel sum) registered before any logic (a block RAM's output is slow)
-        v2_x = Signal(signed(16))
-        v2_v, v2_pv, v2_flag, v2_first = Signal(), Signal(), Signal(), Signal()
-        v2_c = Signal(16)
-        v2_chan, v2_buf = Signal(signed(16)), Signal(signed(16))
-        v2_acc = Signal(signed(ACC_W), reset_less=True)
-        m.d.sync += [v2_x.eq(vx), v2_v.eq(vx_v), v2_pv.eq(vp_v), v2_flag.eq(vx_flag),
-                     v2_first.eq(v_first_d), v2_c.eq(vc_d), v2_chan.eq(chan_r.data),
-                     v2_buf.eq(bbuf_r.data), v2_acc.eq(acc_r.data)]
-        # fused pool: two stages after the post pipeline (read, registered data), the
-        # read-modify-write of the sum of the channel just written (sums restart on the
-        # descriptor's first output pixel). Both read-modify-writes need 3 cycles between
-        # two updates of one channel: the compiler asks for at least 3 channels.
-        p6_v, p6_first = Signal(), Signal()
-        p6_y = Signal(signed(16))
-        p6_c = Signal(16)
-        m.d.sync += [p6_v.eq(out_v & is_conv & pool_en), p6_y.eq(out_word),
-                     p6_c.eq(req_cnt), p6_first.eq(pool_first)]
-        p7_v, p7_first = Signal(), Signal()
-        p7_y = Signal(signed(16))
-        p7_c = Signal(16)
-        p7_acc = Signal(signed(ACC_W), reset_less=True)
-        m.d.sync += [p7_v.eq(p6_v), p7_y.eq(p6_y), p7_c.eq(p6_c), p7_first.eq(p6_first),
-                     p7_acc.eq(acc_r.data)]
-        with m.If(is_conv):
-            m.d.comb += [acc_w.addr.eq(p7_c),
-                         acc_w.data.eq(Mux(p7_first, p7_y, p7_acc + p7_y)),
-                         acc_w.en.eq(p7_v)]
-        with m.Else():
-            m.d.comb += [acc_w.addr.eq(v2_c),
-                         acc_w.data.eq(Mux(v2_first, v2_x, v2_acc + v2_x)),
-                         acc_w.en.eq(v2_v & v_pool)]
-
-        # ---------------- post pipeline input mux --------------------------------------------
-        in_byte = Signal(8)
-        in_take = Signal()
-        in_flag = Signal()
-        with m.If(is_conv):
-            m.d.comb += [pv.eq(lane_v), px.eq(lane_acc), py.eq(lane_rec[0:32].as_signed()),
-                         pm.eq(Cat(lane_rec[32:49], Const(0, 1))),
-                         ps.eq(lane_rec[56:62]),
-                         pflag.eq(lane_flag),
-                         p_lut.eq(act_en)]
-        with m.Elif(is_input):
-            m.d.comb += [pv.eq(in_take), px.eq(in_byte), py.eq(dsc.offset),
-                         psa.eq(dsc.sa[:4]), psb.eq(dsc.sb[:4]),
-                         pm.eq(1), ps.eq(0), pflag.eq(in_flag)]
-        with m.Else():
-            m.d.comb += [pflag.eq(v2_flag), p_lut.eq(v_act),
-                         pv.eq(Mux(v_pool, v2_pv, v2_v)), ps.eq(dsc.shift)]
-            with m.If(v_add):
-                m.d.comb += [px.eq(v2_x), py.eq(v2_buf), psa.eq(dsc.sa[:4]),
-                             psb.eq(dsc.sb[:4]), pm.eq(1)]
-            with m.Elif(v_scale):
-                m.d.comb += [px.eq(v2_x), pm.eq(v2_chan)]
-            with m.Elif(v_prelu):
-                m.d.comb += [px.eq(v2_x), pm.eq(Mux(v2_x < 0, v2_chan, 1)),
-                             ps.eq(Mux(v2_x < 0, dsc.shift, 0))]
-            with m.Elif(v_act):
-                m.d.comb += [px.eq(v2_x), pm.eq(1), ps.eq(0)]
-            with m.Elif(v_pool):
-                m.d.comb += [px.eq(v2_acc), pm.eq(dsc.mult)]
-
-        # ---------------- INPUT op ---------------------------------------------------------
-        in_cnt = Signal(24)
-        in_ci = Signal(16)
-        in_go = Signal()
-        # i_stream.ready from registers: "a byte is still owed" (kept exact from the next
-        # count) and "the write FIFO has room" (a cycle old: margin)
-        in_left = Signal(24)
-        in_more, in_room = Signal(), Signal()
-        m.d.sync += [in_more.eq(Mux(in_take, in_left != 1, in_left != 0)),
-                     in_room.eq(room > 10)]
-        with m.If(in_take):
-            m.d.sync += in_left.eq(in_left - 1)
-        m.d.comb += [self.i_stream.ready.eq(in_go & in_more & in_room),
-                     in_take.eq(self.i_stream.valid & self.i_stream.ready),
-                     in_byte.eq(self.i_stream.payload),
-                     in_flag.eq((in_ci == cfg.chunk - 1) | (in_cnt == ne_last))]
-        with m.If(in_take):
+        # ---------------- INPUT op (hw/engine/input_unit.py) --------------------------------
+        inp = m.submodules.input = InputUnit(cfg)
+        wiring.connect(m, wiring.flipped(self.i_stream), inp.i_stream)
+        m.d.comb += [inp.desc.eq(dsc), inp.room.eq(room)]
+        with m.If(inp.o.valid):
             m.d.comb += launch_conv.eq(1)
-            m.d.sync += [in_cnt.eq(in_cnt + 1),
-                         in_ci.eq(Mux(in_ci == cfg.chunk - 1, 0, in_ci + 1))]
+
+        # ---------------- post pipeline input: per op ----------------------------------------
+        with m.If(is_conv):
+            m.d.comb += [post.i.valid.eq(ser.o.valid), post.i.payload.eq(ser.o.payload)]
+        with m.Elif(is_input):
+            m.d.comb += [post.i.valid.eq(inp.o.valid), post.i.payload.eq(inp.o.payload)]
+        with m.Else():
+            m.d.comb += [post.i.valid.eq(vec.o.valid), post.i.payload.eq(vec.o.payload)]
 
         # ---------------- sequencer --------------------------------------------------------
         pc = Signal(16)
@@ -938,12 +316,9 @@ class Engine(wiring.Component):
         m.d.comb += self.pc.eq(pc)
         drained, drained_q, next_seen = Signal(), Signal(), Signal()
         m.d.sync += drained_q.eq(drained)
-        m.d.comb += drained.eq(~mac_busy & ~res.r_rdy & ~ser_busy & ~lane_v
-                               & (res_reserved == 0)
-                               & (inflight == 0) & ~post_busy & ~wfifo.r_rdy
-                               & ~wreq.r_rdy & (wrem == 0) & ~w_acc_q & (owed == 0)
-                               & (rd_rem == 0)
-                               & ~vx_v & ~vp_v & ~v2_v & ~v2_pv & ~load_busy & ~p6_v & ~p7_v
+        m.d.comb += drained.eq(~mac.busy & ~mac.o.valid & ~ser.busy
+                               & wp.idle & ~post_busy
+                               & ~vec.busy & ~load_busy
                                & ~rd_start & ~rd_go)
         # ROW decides from registers: whether another input row is needed (and exists) and
         # whether the output rows are done; it waits two cycles after top / next_row / oy
@@ -952,14 +327,15 @@ class Engine(wiring.Component):
         row_settle = Signal(2)
         next_row = Signal(16)
         need = Signal(signed(18))      # the last input row the output row oy needs
-        m.d.sync += [need.eq(top + k - 1), rows_done.eq(oy == OH),
+        m.d.sync += [need.eq(iu.top + k - 1), rows_done.eq(iu.oy == OH),
                      row_more.eq((next_row < H) & (next_row.as_signed() <= need))]
         # The prefetch: while the array works on output row oy, the next input row loads into
         # the (k + 1)-th slot if it is free (next_row <= top + k) and exists; one a row.
         # pf_more is a register: top and next_row have settled when ISSUE starts, and after
         # the one prefetch of a row pf_used holds it off.
         pf_more, pf_busy, pf_used = Signal(), Signal(), Signal()
-        m.d.sync += pf_more.eq(prefetch_en & (next_row < H) & (next_row.as_signed() <= top + k))
+        m.d.sync += pf_more.eq(prefetch_en & (next_row < H)
+                               & (next_row.as_signed() <= iu.top + k))
         row_ptr = Signal(im.ADDR_BITS)
         load_slot = Signal(4)
         # The fused residual add: before an output row issues, its residual row (r_words
@@ -984,7 +360,7 @@ class Engine(wiring.Component):
         rd_sites = []                      # (address, count) of each start_read call
         rd_sel = Signal(5)
         m.d.sync += [rd_start.eq(0), rd_go.eq(0),
-                     rd_done.eq((rx_cnt == rd_expect) & (rd_rem == 0) & ~rd_start & ~rd_go)]
+                     rd_done.eq((rx_cnt == rd_expect) & ~wp.reading & ~rd_start & ~rd_go)]
 
         def start_read(addr, n, kind, wrap=1):
             m.d.comb += rx_clear.eq(1)
@@ -1009,9 +385,7 @@ class Engine(wiring.Component):
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 m.d.comb += req_init.eq(1)
-                m.d.sync += [req_stride_oc.eq(is_conv), in_cnt.eq(0), in_left.eq(n_elems),
-                             in_more.eq(n_elems != 0),
-                             in_ci.eq(0)]
+                m.d.comb += inp.start.eq(1)
                 with m.Switch(opcode):
                     with m.Case(im.Opcode.END):
                         m.d.comb += self.frame_done.eq(1)
@@ -1036,10 +410,10 @@ class Engine(wiring.Component):
                     m.next = "FETCH"
             # ---- INPUT
             with m.State("INPUT"):
-                m.d.comb += in_go.eq(1)
-                with m.If(in_take):
+                m.d.comb += inp.go.eq(1)
+                with m.If(inp.o.valid):
                     m.d.sync += self.busy.eq(1)
-                with m.If(~in_more & ~in_take):
+                with m.If(~inp.more & ~inp.o.valid):
                     m.next = "NEXT"
             # ---- OUTPUT
             with m.State("OUTPUT"):
@@ -1076,11 +450,10 @@ class Engine(wiring.Component):
                 m.next = "CONV_G_WAIT"
             with m.State("CONV_G_WAIT"):
                 with m.If(rd_done):
-                    m.d.sync += [oy.eq(0), top.eq(-pad), next_row.eq(0), ox.eq(0),
-                                 left.eq(-pad), left_ce.eq(-pad_ce),
-                                 row_ptr.eq(dsc.a_addr), load_slot.eq(0), load_base.eq(0),
-                                 top_slot.eq(Mux(pad == 0, 0, nslots - pad)), ld_kind.eq(0),
-                                 pf_used.eq(0), res_ptr.eq(dsc.r_addr), res_loaded.eq(0)]
+                    m.d.comb += iu.conv_start.eq(1)
+                    m.d.sync += [next_row.eq(0), row_ptr.eq(dsc.a_addr), load_slot.eq(0),
+                                 load_base.eq(0), ld_kind.eq(0), pf_used.eq(0),
+                                 res_ptr.eq(dsc.r_addr), res_loaded.eq(0)]
                     m.d.sync += row_settle.eq(2)
                     m.next = "ROW"
             with m.State("ROW"):
@@ -1092,16 +465,14 @@ class Engine(wiring.Component):
                     m.next = "NEXT"
                 with m.Elif(row_more):
                     start_read(row_ptr, row_words, 6)
-                    m.d.sync += [lc.eq(0), pix_base.eq(load_base)]
+                    m.d.comb += rl.start.eq(1)
                     m.next = "ROW_LOAD"
                 with m.Elif(resid_en & ~res_loaded):
                     with m.If(res_room):
                         start_read(res_ptr, dsc.r_words, 8)
                         m.next = "ROW_RES"
                 with m.Else():
-                    # the step counters are 0 (every row ends with a group's last step) and
-                    # ox, left, left_ce were set at the row's start (row_end_q, CONV_G_WAIT)
-                    m.d.sync += [h_stale.eq(2), in_issue.eq(1)]
+                    m.d.comb += iu.row_start.eq(1)
                     m.next = "ISSUE"
             with m.State("ROW_LOAD"):
                 with m.If(rd_done & ~load_busy):
@@ -1113,17 +484,17 @@ class Engine(wiring.Component):
                                  ld_kind.eq(0)]
                     m.next = "ROW"
             with m.State("ISSUE"):
-                # the issue logic runs under in_issue (below, outside the state machine)
+                # the issue stage runs the row (hw/engine/issue.py)
                 with m.If(pf_more & ~pf_used):
                     start_read(row_ptr, row_words, 6)
-                    m.d.sync += [lc.eq(0), pix_base.eq(load_base), pf_busy.eq(1), pf_used.eq(1)]
-                with m.If(row_end_q):
+                    m.d.comb += rl.start.eq(1)
+                    m.d.sync += [pf_busy.eq(1), pf_used.eq(1)]
+                with m.If(iu.row_end):
                     m.next = "ROW"
             # ---- VEC
             with m.State("VEC_PRE"):
-                m.d.sync += [v_c.eq(0), v_idx.eq(0), v_done.eq(0), v_first_pass.eq(1),
-                             v_settle.eq(0)]
-                with m.Switch(vmode):
+                m.d.comb += vec.start.eq(1)
+                with m.Switch(mode.vec):
                     with m.Case(im.VecOp.SCALE):
                         start_read(dsc.b_addr, C, 5)
                     with m.Case(im.VecOp.PRELU):
@@ -1137,88 +508,43 @@ class Engine(wiring.Component):
                     m.d.sync += ld_kind.eq(0)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_CHUNK"):
-                n = v_next_n
-                with m.If(~v_settled):
-                    m.d.sync += v_settle.eq(v_settle + 1)
-                with m.Elif(v_all_done):
-                    with m.If(v_pool):
+                n = vec.next_n
+                with m.If(~vec.settled):
+                    m.d.comb += vec.settle.eq(1)
+                with m.Elif(vec.all_done):
+                    with m.If(vec.is_pool):
                         m.next = "VEC_POOL"
                     with m.Else():
                         m.next = "NEXT"
-                with m.Elif(v_pool | (v_fits & req_ok)):
-                    m.d.sync += [v_chunk_n.eq(n), v_chunk_last.eq(n - 1), v_i.eq(0),
-                                 v_settle.eq(0)]
-                    with m.If(~v_pool):
+                with m.Elif(vec.is_pool | (vec.fits & req_ok)):
+                    m.d.comb += vec.chunk.eq(1)
+                    with m.If(~vec.is_pool):
                         m.d.comb += reserve.eq(n)
-                    with m.If(v_add):
-                        start_read(v_b_addr, n, 7)
+                    with m.If(vec.is_add):
+                        start_read(vec.b_addr, n, 7)
                         m.next = "VEC_B"
                     with m.Else():
-                        start_read(v_a_addr, n, 0)
+                        start_read(vec.a_addr, n, 0)
                         m.next = "VEC_A"
             with m.State("VEC_B"):
                 with m.If(rd_done):
-                    start_read(v_a_addr, v_chunk_n, 0)
+                    start_read(vec.a_addr, vec.chunk_n, 0)
                     m.next = "VEC_A"
             with m.State("VEC_A"):
-                m.d.comb += v_active.eq(1)
+                m.d.comb += vec.active.eq(1)
                 with m.If(rd_done):
-                    m.d.sync += v_done.eq(v_done + v_chunk_n)
+                    m.d.comb += vec.chunk_done.eq(1)
                     m.next = "VEC_CHUNK"
             with m.State("VEC_POOL"):
-                with m.If(~vx_v & ~v2_v & (room >= C + 9) & req_ok):
-                    m.d.comb += reserve.eq(C)
-                    m.d.sync += v_c.eq(0)
+                with m.If(~vec.a_busy & (room >= C + 9) & req_ok):
+                    m.d.comb += [reserve.eq(C), vec.pool_start.eq(1)]
                     m.next = "VEC_POOL_OUT"
             with m.State("VEC_POOL_OUT"):
-                m.d.comb += v_pool_out.eq(1)
-                with m.If(v_c == C_last):
+                m.d.comb += vec.pool_out.eq(1)
+                with m.If(vec.c_last):
                     m.next = "NEXT"
-        # ---------------- issue (state ISSUE; in_issue is that state, as a register) ---------
-        # A pixel's end moves ox, left and left_ce a cycle later (pix_end_q), a row's end oy,
-        # top and top_slot (row_end_q): registers drive those enables; nothing reads them in
-        # between (the issue stage waits h_stale cycles, ROW waits row_settle).
-        m.d.sync += [pix_end_q.eq(0), row_end_q.eq(0)]
-        with m.If(in_issue):
-            with m.If(h_stale != 0):
-                # dx, dy and cig are 0 here; the header RAM's output is the new group's
-                # in the last waiting cycle
-                m.d.sync += [h_stale.eq(h_stale - 1), dx_last.eq(k_one), dy_last.eq(k_one),
-                             cig_last.eq(hdr_r.data[32:48] == 1), sslot.eq(top_slot)]
-            with m.Elif(can_issue | ~s_first):
-                m.d.comb += issue.eq(1)
-                m.d.sync += [step.eq(step + 1), s_first.eq(0)]
-                with m.If(is_dense & ~cig_last):
-                    m.d.sync += [cig.eq(cig + 1), cig_last.eq(cig == h_last_cig2)]
-                with m.Else():
-                    m.d.sync += [cig.eq(0), cig_last.eq(h_cig1), tap.eq(tap + 1)]
-                    with m.If(dx_last):
-                        m.d.sync += [dx.eq(0), dx_ce.eq(0), dx_last.eq(k_one)]
-                        with m.If(dy_last):
-                            m.d.sync += [dy.eq(0), dy_last.eq(k_one), sslot.eq(top_slot)]
-                        with m.Else():
-                            m.d.sync += [dy.eq(dy + 1), dy_last.eq(dy == k_last2),
-                                         sslot.eq(sslot_inc)]
-                    with m.Else():
-                        m.d.sync += [dx.eq(dx + 1), dx_ce.eq(dx_ce + CE),
-                                     dx_last.eq(dx == k_last2)]
-                with m.If(s_last):
-                    m.d.sync += [step.eq(0), s_first.eq(1), tap.eq(0), dx.eq(0), dy.eq(0),
-                                 cig.eq(0),
-                                 dx_ce.eq(0)]
-                    m.d.sync += h_stale.eq(2)
-                    with m.If(g_last):
-                        m.d.sync += [g.eq(0), pix_end_q.eq(1)]
-                        with m.If(ox_last):
-                            m.d.sync += [row_end_q.eq(1), in_issue.eq(0)]
-                    with m.Else():
-                        m.d.sync += g.eq(g + 1)
-        with m.If(pix_end_q):
-            m.d.sync += [ox.eq(ox + 1), left.eq(left + stride), left_ce.eq(left_ce + stride_ce)]
-        with m.If(row_end_q):
-            m.d.sync += [oy.eq(oy + 1), top.eq(top + stride), top_slot.eq(top_slot_next),
-                         pf_used.eq(0), row_settle.eq(2), res_loaded.eq(0),
-                         ox.eq(0), left.eq(-pad), left_ce.eq(-pad_ce)]
+        with m.If(iu.row_end):     # (after the state machine: it takes precedence)
+            m.d.sync += [pf_used.eq(0), row_settle.eq(2), res_loaded.eq(0)]
         with m.If(pf_busy & rd_done & ~load_busy & ~rd_go & ~rd_start):
             row_loaded()
             m.d.sync += pf_busy.eq(0)
