@@ -17,11 +17,15 @@ for the same weights (sha256) and options is not repeated, so the four ``python 
 commands this prints may also be run by hand, in parallel.
 
 Writes ``JSON`` and the table beside it (``.md``): for each run embedding cosine mean / min vs
-float, decision agreement, the torch.ao peer's cosine, acceptance, and the mean SQNR of each
-tensor role; beside them the same figures of the shipped weights from their reports
-(``reports/quant_seesaw_shuffle.json``, ``..._all8bit.json``; the round-to-nearest rows from
-``reports/quant_techniques.json``, which has cosines only). Exit 1 when AdaRound is below
-round-to-nearest on the other weights (mean or min cosine, either precision).
+float, decision agreement, the torch.ao peer's cosine, acceptance, the mean SQNR of each
+tensor role and the weakest tensors, and the integer-vs-float pair scores (their error, and how
+far from the float EER threshold each differing pair lies); for both weights, how many float
+pair scores lie near the threshold (the pairs any small error can flip). Beside them, the
+same figures of the shipped weights from their reports (``reports/quant_seesaw_shuffle.json``,
+``..._all8bit.json``; the round-to-nearest rows from ``reports/quant_techniques.json``, which
+has cosines only). Exit 1 when AdaRound is below
+round-to-nearest on the other weights (mean or min cosine, or more differing decisions, at
+either precision).
 """
 import argparse
 import json
@@ -31,8 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from . import cli, files
+from .fidelity import pair_scores
 from .quantize import ADAROUND_ITERATIONS, DEFAULT_WIDE
 
+# Distances from the float EER threshold (cosine score) at which pairs are counted as fragile.
+NEAR = (0.001, 0.002, 0.005)
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "reports"
 # {run name: (precision, wide roles, AdaRound iterations)}
@@ -89,6 +96,30 @@ def summary(rep: dict, name: str, source: str) -> dict:
             "accepted": rep["accepted"], "role_sqnr_db": role_sqnr(rep),
             "weakest_tensors": [{"tensor": w["tensor"], "role": w["role"],
                                  "sqnr_db": round(w["sqnr_db"], 2)} for w in weakest]}
+
+
+def fragility(model, faces) -> dict:
+    """How many of the float model's pairs lie within 0.001, 0.002, 0.005 of its EER threshold
+    (cosine score): those are the pairs any small embedding error can flip."""
+    sf, _, issame, thr = pair_scores(None, model, faces)
+    return {"float_eer_threshold": float(thr),
+            "float_margin": float(sf[issame].min() - sf[~issame].max()),
+            "pairs_near_threshold": {str(d): int(np.count_nonzero(np.abs(sf - thr) <= d))
+                                     for d in NEAR}}
+
+
+def flips(artifact_dir, model, faces) -> dict:
+    """Integer vs float pair scores of one artifact: the score error, and for every pair whose
+    decision differs, its float and integer score minus the float EER threshold."""
+    from .artifact import load
+    from .golden import GoldenModel
+    sf, si, issame, thr = pair_scores(GoldenModel(load(artifact_dir)), model, faces)
+    err = np.abs(si - sf)
+    return {"score_error_mean": float(err.mean()), "score_error_max": float(err.max()),
+            "pairs_within_max_error": int(np.count_nonzero(np.abs(sf - thr) <= err.max())),
+            "flipped": [{"same": bool(issame[i]), "float_minus_threshold": float(sf[i] - thr),
+                         "integer_minus_threshold": float(si[i] - thr)}
+                        for i in np.flatnonzero((sf > thr) != (si > thr))]}
 
 
 def shipped_rows(reports: Path) -> list:
@@ -198,6 +229,24 @@ def markdown(rep: dict) -> str:
             if "role_sqnr_db" in r:
                 lines.append(f"| {label} | {r['run']} | " + " | ".join(
                     f"{r['role_sqnr_db'].get(k, float('nan')):.1f}" for k in rep["roles"]) + " |")
+    lines += ["", "Pairs near the float model's EER threshold (cosine score; any small embedding "
+              "error can flip them):", "",
+              "| weights | float EER threshold | float margin (lowest same - highest "
+              "different) | " + " | ".join(f"pairs within {d}" for d in NEAR) + " |",
+              "|---|---|---|" + "---|" * len(NEAR)]
+    for label, f in (("seed " + str(t["seed"]), rep["fragility"]),
+                     ("shipped (seed 0)", rep["shipped"]["fragility"])):
+        lines.append(f"| {label} | {f['float_eer_threshold']:.4f} | {f['float_margin']:+.4f} | "
+                     + " | ".join(str(f["pairs_near_threshold"][str(d)]) for d in NEAR) + " |")
+    lines += ["", f"Pair scores integer vs float, seed {t['seed']}:", "",
+              "| run | score error mean / max | pairs within the max error of the threshold | "
+              "differing pairs: float / integer score minus threshold |", "|---|---|---|---|"]
+    for r in rep["runs"]:
+        ps = r["pair_scores"]
+        lines.append(f"| {r['run']} | {ps['score_error_mean']:.5f} / {ps['score_error_max']:.5f}"
+                     f" | {ps['pairs_within_max_error']} | " + ", ".join(
+                         f"{'same' if x['same'] else 'diff'} {x['float_minus_threshold']:+.5f}"
+                         f" / {x['integer_minus_threshold']:+.5f}" for x in ps["flipped"]) + " |")
     lines += ["", "Weakest tensors (lowest SQNR) of each run:", ""]
     for label, rows in (("seed " + str(t["seed"]), rep["runs"]),
                         ("shipped (seed 0)", rep["shipped"]["runs"])):
@@ -250,7 +299,10 @@ def _main(argv):
         rm.main(["train", "--variant", args.variant, "--seed", str(args.seed),
                  "--steps", str(args.steps), "--out", str(weights)])
     sha = files.sha256(weights)
-    check = rm.check(rm.load_reference(args.variant, weights))
+    from . import faces as face_set
+    evaluation = face_set.load("evaluation")
+    model = rm.load_reference(args.variant, weights)
+    check = rm.check(model)
     out = Path("build/quant") / weights.stem
     rows = []
     for name in RUNS:
@@ -264,6 +316,8 @@ def _main(argv):
             if code:
                 raise cli.RunFailed(f"python -m quant {' '.join(qargs)} exited {code}")
         rows.append(summary(json.loads(report.read_text()), name, str(report)))
+        print(f"{name}: pair scores ...", flush=True)
+        rows[-1]["pair_scores"] = flips(out / name, model, evaluation)
     shipped = shipped_rows(REPORTS)
     effect = adaround_effect(rows)
     roles = sorted({k for r in rows for k in r["role_sqnr_db"]})
@@ -280,7 +334,9 @@ def _main(argv):
                         for n in RUNS},
            "adaround_effect": effect, "adaround_regressions": regressions(effect),
            "shipped": {"sha256": shipped[0]["sha256"], "runs": shipped,
-                       "adaround_effect": adaround_effect(shipped)},
+                       "adaround_effect": adaround_effect(shipped),
+                       "fragility": fragility(rm.load_reference(args.variant), evaluation)},
+           "fragility": fragility(model, evaluation),
            "roles": roles}
     md = markdown(rep)
     files.write_json(args.json, rep)
