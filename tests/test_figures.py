@@ -103,6 +103,12 @@ def test_other_weights_figures():
     assert got == (str(d["disagreeing_pairs"]), str(d["pairs"]), f"{100 * d['agreement']:.2f}",
                    str(d0["disagreeing_pairs"]))
     assert not d["accepted"]["decision_agreement"] and d0["accepted"]["decision_agreement"]
+    for x in r["runs"]:     # draw 0 of the pair analysis is the report's own decisions
+        assert x["pair_scores"]["disagreeing_pairs_by_draw"][0] == x["disagreeing_pairs"]
+    draws = [sum(x["pair_scores"]["disagreeing_pairs_by_draw"]) for x in (d, d0)]
+    got = sentence(r"over six draws of the perturbed copies (\d+) against (\d+) of (\d+)")
+    assert got == (str(draws[0]), str(draws[1]),
+                   str(d["pairs"] * len(d["pair_scores"]["disagreeing_pairs_by_draw"])))
     assert r["adaround_regressions"] == [f"default disagreeing pairs "
                                          f"{d['disagreeing_pairs'] - d0['disagreeing_pairs']:+d}"]
     assert all(by[a]["cosine_mean"] > by[a + "_adaround0"]["cosine_mean"] and
