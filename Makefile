@@ -12,7 +12,7 @@ IMAGES  ?=
 FACES   ?= 2
 WAVES   ?= 0
 
-.PHONY: help setup test test-slow test-all test-synthesis formal counts faces reference check-reference quantize sim build reports reports-pnr clean
+.PHONY: help setup test test-slow test-all test-synthesis formal counts faces reference check-reference quantize sim build reports reports-seed reports-pnr clean
 
 help:           ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t18
@@ -91,6 +91,12 @@ reports: $(STAMP) ## regenerate reports/*.json from commands (no place and route
 	$(PY) -m sim.run_sim --variant $(VARIANT) --artifact $(QUANT_DIR) --faces 2 --report reports/sim_$(VARIANT).json
 	$(PY) -m sim.link_throughput    # two faces over the board design at 3 Mbaud: about 30 M cycles
 	$(PY) -m sim.variants
+
+# The quantizer on a reference model trained with another seed (training about 40 min on 2
+# cores when build/$(VARIANT)_seed$(SEED).pt is missing, then four quantizations).
+SEED ?= 1
+reports-seed: $(STAMP) ## quantizer report on weights trained with SEED (default 1) -> reports/quant_other_seed.{json,md}
+	$(PY) -m quant.other_weights --variant $(VARIANT) --seed $(SEED)
 
 # Place and route of every board of boards.yaml that gets that far (the 25F and 12F stop at the
 # firmware step, naming the resource); a board whose build stops leaves no report.

@@ -1,6 +1,6 @@
 """The error convention every command of the project follows (``python -m quant``,
-``quant.counts``, ``quant.verification``, ``quant.reference_model``, ``quant.faces``,
-``firmware.compiler``, ``firmware.run``, ``sim.run_sim``, ``hw.build``).
+``quant.counts``, ``quant.verification``, ``quant.reference_model``, ``quant.other_weights``,
+``quant.faces``, ``firmware.compiler``, ``firmware.run``, ``sim.run_sim``, ``hw.build``).
 
 - A user error (a file, an option, a board, an artifact, an image, a ``.bin``, a serial port)
   prints ONE line to stderr, ``<prog>: error: <culprit>: <what is wrong>``, and exits 2.

@@ -105,18 +105,26 @@ def _normalize(e):
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-300)
 
 
-def decisions(golden, model, faces, seed=0) -> dict:
-    """Same/different decisions on all evaluation pairs (:func:`quant.verification.all_pairs`:
-    every face against a perturbed copy of every face), float vs integer, at the float model's
-    equal-error threshold. ``margin`` is the float model's own gap between its lowest "same"
-    and highest "different" score: pairs inside it flip under any perturbation."""
+def pair_scores(golden, model, faces, seed=0):
+    """``(float scores, integer scores, issame, float EER threshold)`` of all evaluation pairs
+    (:func:`quant.verification.all_pairs`: every face against a perturbed copy of every face);
+    ``golden=None`` leaves the integer scores out (``None``)."""
     from . import verification
     copies, issame = verification.all_pairs(faces, seed=seed)
     sf = (_normalize(_float_embeddings(model, faces))
           @ _normalize(_float_embeddings(model, copies)).T).ravel()
-    si = (golden.embed(faces) @ golden.embed(copies).T).ravel()
+    si = None if golden is None else (golden.embed(faces) @ golden.embed(copies).T).ravel()
     issame = issame.ravel()
-    thr = verification.eer_threshold(sf, issame)
+    return sf, si, issame, verification.eer_threshold(sf, issame)
+
+
+def decisions(golden, model, faces, seed=0) -> dict:
+    """Same/different decisions on all evaluation pairs (:func:`pair_scores`), float vs
+    integer, at the float model's equal-error threshold. ``margin`` is the float model's own
+    gap between its lowest "same" and highest "different" score: pairs inside it flip under
+    any perturbation."""
+    from . import verification
+    sf, si, issame, thr = pair_scores(golden, model, faces, seed)
     df, di = sf > thr, si > thr
     return {"pairs": int(len(issame)), "same_pairs": int(issame.sum()),
             "float_eer_threshold": float(thr),

@@ -114,6 +114,11 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 255).round()
 
 
+def learning_rate(step: int, steps: int) -> float:
+    """SGD learning rate of step ``step`` (from 0) of ``steps``: cosine from 0.1 to 0."""
+    return 0.1 * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
 def train(variant: str, steps: int, seed: int = 0, batch: int = 64, log=print,
           snapshot=None) -> dict:
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -138,7 +143,7 @@ def _train(variant, steps, seed, batch, log, snapshot):
     t0 = time.time()
     model.train()
     for step in range(steps):
-        lr = 0.1 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        lr = learning_rate(step, steps)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, classes, (batch,), generator=gen)

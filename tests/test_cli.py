@@ -196,6 +196,16 @@ def test_reference_model_steps():
     one_line_error("quant.reference_model", "train", "--steps", "0", culprit="--steps")
 
 
+def test_other_weights_snapshot_is_not_retrained(tmp_path):
+    """A missing snapshot is named, not silently replaced by a full training run."""
+    missing = tmp_path / "seed1_step300.pt"
+    one_line_error("quant.other_weights", "--weights", missing, "--stopped-at", "300",
+                   culprit=(missing, "not retrained"))
+    assert not missing.exists()
+    one_line_error("quant.other_weights", "--weights", missing, "--stopped-at", "700",
+                   culprit=("--stopped-at 700", "more than --steps 600"))
+
+
 def test_faces_out_is_a_file(notes):
     one_line_error("quant.faces", "--out", notes, culprit=("--out", "not a folder"))
 

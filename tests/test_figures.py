@@ -84,6 +84,38 @@ def test_cordic_figures():
     assert agree == f"{100 * r['decisions']['agreement']:.2f}"
 
 
+def test_other_weights_figures():
+    r = report("quant_other_seed.json")
+    assert r["weights"]["sha256"] != r["shipped"]["sha256"], "the same weights as shipped"
+    assert r["reference_check"]["accepted"]
+    t, by = r["weights"]["training"], {x["run"]: x for x in r["runs"]}
+    cos = lambda x: f"{x['cosine_mean']:.5f} / {x['cosine_min']:.5f}"
+    got = sentence(r"Other weights \(a seesaw_shuffle trained with seed (\d+), the snapshot after "
+                   r"(\d+) of its (\d+) steps; [^)]*\): ([\d.]+ / [\d.]+) at the default precision "
+                   r"\(`--adaround 0`: ([\d.]+ / [\d.]+)\) and ([\d.]+ / [\d.]+) at all-8-bit "
+                   r"\(`--adaround 0`: ([\d.]+ / [\d.]+)\)")
+    assert got == (str(t["seed"]), str(t["stopped_at"]), str(t["steps"]), cos(by["default"]),
+                   cos(by["default_adaround0"]), cos(by["all8bit"]),
+                   cos(by["all8bit_adaround0"]))
+    d, d0 = by["default"], by["default_adaround0"]
+    got = sentence(r"but (\d+) of (\d+) decisions differ from float at the default precision "
+                   r"\(([\d.]+) %, below the 99.9 % bar\) against (\d+) with `--adaround 0`")
+    assert got == (str(d["disagreeing_pairs"]), str(d["pairs"]), f"{100 * d['agreement']:.2f}",
+                   str(d0["disagreeing_pairs"]))
+    assert not d["accepted"]["decision_agreement"] and d0["accepted"]["decision_agreement"]
+    for x in r["runs"]:     # draw 0 of the pair analysis is the report's own decisions
+        assert x["pair_scores"]["disagreeing_pairs_by_draw"][0] == x["disagreeing_pairs"]
+    draws = [sum(x["pair_scores"]["disagreeing_pairs_by_draw"]) for x in (d, d0)]
+    got = sentence(r"over six draws of the perturbed copies (\d+) against (\d+) of (\d+)")
+    assert got == (str(draws[0]), str(draws[1]),
+                   str(d["pairs"] * len(d["pair_scores"]["disagreeing_pairs_by_draw"])))
+    assert r["adaround_regressions"] == [f"default disagreeing pairs "
+                                         f"{d['disagreeing_pairs'] - d0['disagreeing_pairs']:+d}"]
+    assert all(by[a]["cosine_mean"] > by[a + "_adaround0"]["cosine_mean"] and
+               by[a]["cosine_min"] > by[a + "_adaround0"]["cosine_min"]
+               for a in ("default", "all8bit")), "README: AdaRound raises the cosine there too"
+
+
 def test_activation_error():
     (lsb,) = sentence(r"at most ([\d.]+) output LSB, unsaturated")
     worst = max(x["max_err_lsb_unsaturated"] for x in report("activation_error.json"))
