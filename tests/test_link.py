@@ -74,6 +74,13 @@ def test_bad_parameters_are_named(kwargs, message):
         HostLink(**kwargs)
 
 
+def test_face_buffer_refuses_lanes_that_do_not_divide_its_depth():
+    from hw.link.face_buffer import FaceBuffer
+    with pytest.raises(ValueError, match="lanes must divide depth 57"):
+        FaceBuffer(57, 2)
+    assert FaceBuffer(19 * 2048).lanes == 19 and FaceBuffer(2048).lanes == 1
+
+
 def test_signature_for_integrator():
     link = HostLink(timeout_cycles=100)
     link._MustUse__silence = True
@@ -87,11 +94,14 @@ def test_signature_for_integrator():
                                                                ("length", 13)]
 
 
-@pytest.mark.parametrize("depth, seed", [(64, 1), (37, 2)])
-def test_face_buffer_cocotb(depth, seed):
+@pytest.mark.parametrize("depth, lanes, seed", [(64, 1, 1), (37, 1, 2), (57, 3, 3)])
+def test_face_buffer_cocotb(depth, lanes, seed):
     """The face buffer alone: commit, rollback, overflow, random stalls and back-pressure
-    (sim/tb_face_buffer.py); a depth that is not a power of two wraps its pointers too."""
+    (sim/tb_face_buffer.py); a depth that is not a power of two wraps its pointers too, and
+    57 bytes in 3 byte lanes of 19 rows wrap lane and row (the 85F's buffer: 19 lanes of
+    2048 rows)."""
     from hw.link.face_buffer import FaceBuffer
-    run_cocotb(FaceBuffer(depth), name=f"face_buffer_{depth}", test_module="sim.tb_face_buffer",
+    run_cocotb(FaceBuffer(depth, lanes), name=f"face_buffer_{depth}_{lanes}",
+               test_module="sim.tb_face_buffer",
                extra_env={"FACE_BUFFER_CFG": json.dumps({"depth": depth, "seed": seed,
                                                          "frames": 40})})
