@@ -9,7 +9,8 @@ from hw.link import usb_model as U
 
 
 def test_face_frames_cover_the_face():
-    frames = U.face_frames()
+    assert U.face_frames() == [4 + 112 * 112 * 3]         # one frame into the face buffer
+    frames = U.face_frames(max_payload=P.MAX_PAYLOAD)      # a board with no room for a face
     assert sum(p - 4 for p in frames) == 112 * 112 * 3
     assert len(frames) == math.ceil(112 * 112 * 3 / (P.MAX_PAYLOAD - 4)) == 19
 
@@ -19,10 +20,10 @@ def test_usb_figures_from_first_principles():
     usb = m["links"]["usb_full_speed"]
     assert usb["bytes_per_s"] == 19 * 64 * 1000
     sw = usb["stop_and_wait"]
-    # 19 FACE_DATA frames + READ_RESULT: 20 commands, 20 ms of turnarounds
-    up = 112 * 112 * 3 + 19 * (4 + 8) + 8
-    down = 19 * 8 + 1024 + 8
-    assert sw["seconds"] == pytest.approx((up + down) / 1.216e6 + 20e-3)
+    # one FACE_DATA frame + READ_RESULT: 2 commands, 2 ms of turnarounds
+    up = 112 * 112 * 3 + (4 + 8) + 8
+    down = 8 + 1024 + 8
+    assert sw["seconds"] == pytest.approx((up + down) / 1.216e6 + 2e-3)
     assert sw["overlapped_faces_per_s"] == pytest.approx(1 / m["engine"]["seconds"])
     assert sw["bound_by"] == "engine"
     # the UART's 3 Mbaud carries a face in about 130 ms: the link bounds it

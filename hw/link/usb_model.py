@@ -8,8 +8,9 @@ handshake with their SYNC, PID, CRC, EOP and turnarounds. The host link's protoc
 (:mod:`firmware.protocol`) adds 8 bytes a frame and is stop-and-wait: each command waits for
 its response, which a host controller returns at the earliest in the next scheduling pass;
 the model charges ``turnaround_ms`` (default one 1 ms USB frame) a command. A face of
-``H x W x C`` bytes goes as FACE_DATA frames of ``MAX_PAYLOAD - 4`` bytes, then READ_RESULT
-returns ``N_RESULT`` 16-bit words.
+``H x W x C`` bytes goes as one FACE_DATA frame into the link's face buffer (STATUS
+``face_payload``: the buffer's size + 4 on the 85F, :data:`hw.board.top.FACE_BUFFER_BYTES`),
+then READ_RESULT returns ``N_RESULT`` 16-bit words.
 
 The engine's time per face comes from the board report (``reports/board_ulx3s.json``:
 cycles per frame at the achieved clock). With upload and compute overlapped (issue 15 item 1)
@@ -20,6 +21,7 @@ import math
 from pathlib import Path
 
 from firmware import protocol as P
+from hw.board.top import FACE_BUFFER_BYTES
 from quant import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,20 +34,22 @@ FRAME_S = 1e-3
 FACE_SHAPE = (112, 112, 3)
 UART_BAUD = 3_000_000
 UART_BITS_PER_BYTE = 10
+#: The longest FACE_DATA payload: offset + a whole face buffer.
+FACE_PAYLOAD = FACE_BUFFER_BYTES + 4
 
 
 def bulk_ceiling_bytes_per_s() -> float:
     return BULK_TRANSACTIONS_PER_FRAME * BULK_PACKET / FRAME_S
 
 
-def face_frames(face_bytes=math.prod(FACE_SHAPE), max_payload=P.MAX_PAYLOAD):
+def face_frames(face_bytes=math.prod(FACE_SHAPE), max_payload=FACE_PAYLOAD):
     """Sizes of the FACE_DATA payloads a face travels in."""
     chunk = max_payload - 4
     return [4 + min(chunk, face_bytes - off) for off in range(0, face_bytes, chunk)]
 
 
 def link_face_time(bytes_per_s, turnaround_s, face_bytes=math.prod(FACE_SHAPE),
-                   n_result=P.N_RESULT, max_payload=P.MAX_PAYLOAD, pipelined=False) -> dict:
+                   n_result=P.N_RESULT, max_payload=FACE_PAYLOAD, pipelined=False) -> dict:
     """Seconds to upload one face and read its embedding back over a link of ``bytes_per_s``
     (each direction), stop-and-wait (``turnaround_s`` a command) or ``pipelined`` (frames
     back to back, responses overlapped)."""
@@ -95,8 +99,8 @@ def model(turnaround_ms=1.0, board_report=ROOT / "reports" / "board_ulx3s.json")
     usb = out["links"]["usb_full_speed"]
     out["note"] = ("over USB, faces/s end to end is bounded by the engine (%.1f ms a face at "
                    "%g MHz): with the upload overlapped, %.1f faces/s, the engine's own rate. "
-                   "The issue's >= 20 faces/s needs the next engine (under 50 ms a face) and "
-                   "pipelined frames: the USB link alone carries %.1f faces/s stop-and-wait "
+                   "20 faces/s needs an engine under 50 ms a face: "
+                   "the USB link alone carries %.1f faces/s stop-and-wait "
                    "(%g ms turnaround a command), %.1f pipelined"
                    % (t_eng * 1e3, eng["clock_mhz"], usb["stop_and_wait"]["overlapped_faces_per_s"],
                       usb["stop_and_wait"]["link_faces_per_s"], turnaround_ms,
