@@ -247,3 +247,23 @@ def test_usb_link_row():
             f"engine's {r['engine']['seconds'] * 1e3:.1f} ms, "
             f"{sw['overlapped_faces_per_s']:.1f} faces/s overlapped")
     assert cells[-1] == want, cells[-1]
+
+
+def _board_row(r):
+    """docs/BOARD.md's "Measured builds" row of a board report."""
+    u = {k: v["used"] for k, v in r["utilization"].items()}
+    verdict = "met" if r["timing_met_all_clocks"] else "NOT met"
+    return (f"| `{r['board']}` | {r['source']} | {r['pnr_seed']} | {r['fmax_mhz']:.2f} MHz "
+            f"({r['target_mhz']:g}): {verdict} | {u['LUT4']:,} | {u['TRELLIS_FF']:,} | "
+            f"{u['MULT18X18D']} | {u['DP16KD']} | {r['cycles_per_frame']:,} | "
+            f"{r['fps']:.2f} |")
+
+
+def test_board_builds_table():
+    """Every board report has its row in docs/BOARD.md, and every row there has its report."""
+    board_md = (ROOT / "docs" / "BOARD.md").read_text()
+    reports = sorted((ROOT / "reports").glob("board_*.json"))
+    assert reports, "no board report: `make reports-pnr` writes them"
+    rows = [line for line in board_md.splitlines() if line.startswith("| `ulx3s")]
+    want = [_board_row(json.loads(p.read_text())) for p in reports]
+    assert sorted(rows) == sorted(want)

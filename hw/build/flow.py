@@ -703,10 +703,12 @@ def build_report(ctx) -> dict:
         "fps_note": ("no fmax: place and route did not run" if achieved is None
                      else f"at the achieved clock {achieved:g} MHz" + (
                          "" if timing_met else " (fmax below target: rebuild at that clock)")),
-        "bitstream": ctx.results.get("pack", {}).get("bitstream"),
-        "firmware_image": (ctx.results.get("firmware") or {}).get("image"),
+        "bitstream": _portable(ctx.results.get("pack", {}).get("bitstream")),
+        "firmware_image": _portable((ctx.results.get("firmware") or {}).get("image")),
         "quantizer_acceptance": _quantizer_acceptance(ctx),
-        "toolchain": ctx.versions,
+        # the tools by name and version: a report names no folder of the building machine
+        "toolchain": {k: {**v, "command": Path(v["command"]).name} if v.get("command") else v
+                      for k, v in ctx.versions.items()},
         "pnr_args": _pnr_base_args(ctx),
         "pnr_seed": pnr_record.get("seed"),
         "seed_sweep": pnr_record.get("sweep"),
@@ -720,6 +722,16 @@ def build_report(ctx) -> dict:
                   for k in ctx.status},
     }
     return report
+
+
+def _portable(path):
+    """``path`` relative to the project when it lies inside it (reports are committed)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _fmt(v, spec=""):
