@@ -93,3 +93,17 @@ def sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def project_relative(path):
+    """``path`` relative to the project when it lies inside it, else as given: what committed
+    reports record, so that they carry no machine's folders."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT))
+    except ValueError:
+        return str(path)

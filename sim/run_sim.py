@@ -177,7 +177,7 @@ def _main(argv):
 
     from firmware.image import EngineConfig
     from firmware.compiler import compile_artifact
-    from hw.engine.cycles import estimate_cycles
+    from hw.engine.cycles import cycles_by_kind, estimate_cycles, traffic_words
     from quant.artifact import load
     from quant.golden import GoldenModel
     from sim.tb_engine import simulate
@@ -241,10 +241,14 @@ def _main(argv):
     macs = frame_macs(art)
     port = res.get("port_words") or []
     report = {"variant": a.variant, "board": board.name, "frames": len(faces),
-              "weights": str(w), "artifact": str(folder), "images": source,
+              "weights": files.project_relative(w),
+              "artifact": files.project_relative(folder), "images": source,
               "random_weights": a.random_weights is not None,
               "bit_exact": exact, "cosine_vs_float": cos, "cycles_per_frame": res["cycles"],
               "estimated_cycles_per_frame": est,
+              # the cycle model by descriptor kind and its memory-port words by kind
+              "estimated_cycles_by_kind": cycles_by_kind(comp),
+              "estimated_port_words": traffic_words(comp),
               "frames_per_second_at_clock": [cfg.clock_mhz * 1e6 / c for c in res["cycles"]],
               # every word across the memory port (the board's SDRAM), read and written
               "sdram_words_per_frame": [r + w for r, w in port],

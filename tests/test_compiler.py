@@ -229,3 +229,16 @@ def test_error_pool_over_too_few_channels():
         a.tensors[pool["inputs"][0]]["shape"][0] = 2
     with pytest.raises(CompileError, match="se.pool.*2 channels.*at least 3"):
         compile_artifact(_mutate("se", f), CFG, fuse_pool=False)
+
+
+def test_cycle_model_by_kind_adds_up_to_the_frame():
+    """The per-kind table of docs/ENGINE.md (`make sim`'s estimated_cycles_by_kind) splits the
+    model's total without loss, and puts each descriptor where its shape says."""
+    from hw.engine.cycles import cycles_by_kind, descriptor_kind, estimate_cycles
+    for net, kinds in (("se_block", {"depthwise", "dense", "dense_residual", "linear", "other"}),
+                       ("maxpool", {"max_pool", "dense", "other"})):
+        c = compile_artifact(build(net).artifact(), CFG)
+        by = cycles_by_kind(c)
+        assert sum(by.values()) == estimate_cycles(c)["total"]
+        assert {k for k, v in by.items() if v} == kinds, net
+        assert {descriptor_kind(d) for d in c.descriptors} == kinds, net

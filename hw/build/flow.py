@@ -54,7 +54,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from quant import cli
-from quant.files import atomic, sha256, write_bytes, write_json, write_text
+from quant.files import (atomic, project_relative, sha256, write_bytes, write_json,
+                         write_text)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -703,8 +704,8 @@ def build_report(ctx) -> dict:
         "fps_note": ("no fmax: place and route did not run" if achieved is None
                      else f"at the achieved clock {achieved:g} MHz" + (
                          "" if timing_met else " (fmax below target: rebuild at that clock)")),
-        "bitstream": _portable(ctx.results.get("pack", {}).get("bitstream")),
-        "firmware_image": _portable((ctx.results.get("firmware") or {}).get("image")),
+        "bitstream": project_relative(ctx.results.get("pack", {}).get("bitstream")),
+        "firmware_image": project_relative((ctx.results.get("firmware") or {}).get("image")),
         "quantizer_acceptance": _quantizer_acceptance(ctx),
         # the tools by name and version: a report names no folder of the building machine
         "toolchain": {k: {**v, "command": Path(v["command"]).name} if v.get("command") else v
@@ -722,16 +723,6 @@ def build_report(ctx) -> dict:
                   for k in ctx.status},
     }
     return report
-
-
-def _portable(path):
-    """``path`` relative to the project when it lies inside it (reports are committed)."""
-    if path is None:
-        return None
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _fmt(v, spec=""):

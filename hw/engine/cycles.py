@@ -134,6 +134,37 @@ def estimate_cycles(program, config=None) -> dict:
             "frames_per_second": cfg.clock_mhz * 1e6 / total}
 
 
+#: The kinds of :func:`cycles_by_kind`, in the order docs/ENGINE.md tabulates them.
+KINDS = ("depthwise", "dense", "dense_residual", "linear", "max_pool", "other")
+
+
+def descriptor_kind(d) -> str:
+    """What a descriptor computes, for the per-kind table: ``depthwise`` (with any fused
+    pool sums), ``dense`` (stem, expands, strided projections), ``dense_residual`` (a
+    projection with the residual add fused), ``linear`` (a dense conv on a 1x1 map: the SE
+    FCs, the final linear), ``max_pool``, or ``other`` (INPUT, VEC, OUTPUT, END)."""
+    if d["opcode"] != im.Opcode.CONV:
+        return "other"
+    if d["mode"] == im.ConvMode.DEPTHWISE:
+        return "depthwise"
+    if d["mode"] == im.ConvMode.MAX:
+        return "max_pool"
+    if d["H"] == 1 and d["W"] == 1:
+        return "linear"
+    return "dense_residual" if d["flags"] & im.Flag.RESID else "dense"
+
+
+def cycles_by_kind(program, config=None) -> dict:
+    """Modelled cycles per frame summed by :func:`descriptor_kind` (every kind in
+    :data:`KINDS`, zero when absent)."""
+    descs = program.descriptors if hasattr(program, "descriptors") else program
+    cfg = config or program.config
+    out = dict.fromkeys(KINDS, 0)
+    for d in descs:
+        out[descriptor_kind(d)] += descriptor_cycles(d, cfg)
+    return out
+
+
 def traffic_words(program) -> dict:
     """Words moved over the memory port per frame, by kind."""
     descs = program.descriptors if hasattr(program, "descriptors") else program
