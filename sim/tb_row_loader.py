@@ -6,9 +6,10 @@ word's channel is read from the channel RAM the loader addresses (``c`` out, ``g
 later). The bench varies what that contract leaves free and checks what it promises:
 
 * the words of a row arrive with random idle cycles between them (``idle``);
-* a row's ``start`` comes after random idle cycles, or in the very cycle of the previous row's
-  last word (``start`` takes precedence over the counting: that word still belongs to the
-  previous row), while the previous row's words are still in the pipeline;
+* a row's ``start`` comes after random idle cycles, or (the row's ``merge``) in the very
+  cycle of the previous row's last word (``start`` takes precedence over the counting: that
+  word still belongs to the previous row), while the previous row's words are still in the
+  pipeline;
 * the channel RAM is modelled as a synchronous read (``gate`` in cycle ``t + 1`` is the entry
   at the ``c`` of cycle ``t``);
 * the row buffer is modelled as a memory: every enabled lane of every write is recorded, and
@@ -26,11 +27,12 @@ import os
 import random
 
 
-def schedule(rows, rng, idle, merge):
-    """Per cycle ``(base to start, or None; word, or None)``."""
+def schedule(rows, rng, idle):
+    """Per cycle ``(base to start, or None; word, or None)``; a row with ``merge`` starts in
+    the cycle of the previous row's last word."""
     sched = []
     for row in rows:
-        if sched and sched[-1][1] is not None and rng.random() < merge:
+        if sched and row.get("merge"):
             sched[-1] = (row["base"], sched[-1][1])     # start with the previous last word
         else:
             while rng.random() < idle:
@@ -49,7 +51,7 @@ async def run_part(dut, part, rng, case, lanes):
     from sim.streams import to_signed
 
     gates = part["gates"]
-    sched = schedule(part["rows"], rng, case.get("idle", 0.3), case.get("merge", 0.3))
+    sched = schedule(part["rows"], rng, case.get("idle", 0.3))
     sched += [(None, None)] * case.get("drain_cycles", 24)
     writes, admitted, out_cycles, violations = [], [], [], []
     gate_next = 0
