@@ -50,7 +50,10 @@ def make_part(rng, config, *, C, W, rows=3, shuffle=False, scale=False, pack_in=
     gates = _rand_in(rng, g_fmt, C)
     ls = _fmt(rng, 16)
     big = int(np.abs(X).max()) * int(np.abs(gates).max())
-    if ls_shift is None:
+    if ls_shift == 0:       # without a rounding shift: products that fit 16 bits
+        ls = Fmt(True, 16, 0)
+        X >>= max(0, big.bit_length() - 14)
+    elif ls_shift is None:
         ls_shift = int(np.clip(big.bit_length() - ls.n_word + rng.integers(-1, 4), 0, 31))
     if ls_shift:        # exact halves before the rounding: x * g = odd * 2**(shift - 1)
         for r, c, x in zip(*(rng.integers(0, n, X.size // 6) for n in X.shape)):
