@@ -8,8 +8,9 @@ room is a register inside) and ``req_ok`` in its own cycle. The bench drives ``r
 ``req_ok`` at random every cycle (``no_room`` and ``no_req`` are the shares of cycles without
 them) and checks the contract each cycle: no launch without the credit, an operand on ``o``
 exactly one cycle after each launch and never otherwise, ``busy`` high while a lane is
-leaving and low at the end. The lane record RAM is written through ``lane_w`` first, one 16-bit quarter at a
-time with random gaps, as the loader does.
+leaving and low at the end; a watchdog fails a run that stops making progress. The lane
+record RAM is written through ``lane_w`` first, one 16-bit quarter at a time with random
+gaps, as the loader does.
 
 A case (JSON file, path in ``$CASE``, written by tests/test_hw_serializer.py): ``records``
 (``[address, 64-bit record]``), ``heads`` (packed result payloads), ``act``. The bench writes
@@ -58,7 +59,12 @@ async def run_case(dut):
     room_prev = launch_prev = 0
     expected_ops = case["expected_ops"]
     quiet = cycle = 0
+    limit = case.get("timeout_cycles", 100 * len(case["heads"]) + 1000)
     while quiet < case.get("drain_cycles", 40):
+        if cycle > limit:       # a watchdog: a stuck head fails the run, naming how far it got
+            raise AssertionError(f"serializer: {source.left} of {len(case['heads'])} heads "
+                                 f"and {expected_ops - len(ops)} of {expected_ops} operands "
+                                 f"still to go after {cycle} cycles")
         room = 0 if rng.random() < case.get("no_room", 0.3) else rng.randint(11, 4096)
         req_ok = int(rng.random() >= case.get("no_req", 0.2))
         if rng.random() < 0.1:

@@ -17,7 +17,7 @@ with random gaps, then ``chunk_done``; an average pool ends with ``pool_start`` 
 cycle ``t + 1`` is the entry at the ``c`` of cycle ``t``). Every cycle the bench records each
 operand on ``o``; it checks the chunk registers it reads (``next_n``, ``a_addr``,
 ``b_addr``), that ``c_last`` rises in the last ``pool_out`` cycle and not before, and
-``busy`` low at the end.
+``busy`` low at the end. A watchdog fails a descriptor that stops making progress.
 
 A case (JSON file, path in ``$CASE``, written by tests/test_hw_vec_unit.py) is a list of
 parts: ``desc`` (packed), ``n``, ``C``, ``a`` and ``b`` (operand words), ``chan`` (the channel
@@ -41,6 +41,7 @@ class Sequencer:
         self.room = 4096
         self.ops, self.violations = [], []
         self.cycle = 0
+        self.limit = case.get("timeout_cycles", 40 * part["n"] + 1000)
 
     async def step(self, rdata=None, buf=None, hold_room=False, **pulses):
         from cocotb.triggers import ReadOnly, RisingEdge
@@ -67,6 +68,10 @@ class Sequencer:
                  "c_last", "a_busy", "busy")}
         await RisingEdge(dut.clk)
         self.cycle += 1
+        if self.cycle > self.limit:     # a watchdog: a unit that never settles, fits or
+            raise AssertionError(           # drains fails the run instead of hanging it
+                f"VEC unit: descriptor of {self.part['n']} elements not done after "
+                f"{self.cycle} cycles ({len(self.ops)} operands out)")
         return seen
 
     async def idle(self, **kw):
