@@ -262,5 +262,5 @@ def test_post_bench_reports_a_credit_violation():
 def test_post_pipeline_random_descriptors(seed):
     rng = np.random.default_rng(seed)
     parts = [make_part(rng, 2 * int(rng.integers(50, 200))) for _ in range(12)]
-    check(parts, run_post("post_l4", parts, case_name=f"post_l4_s{seed}", seed=seed, idle=float(rng.uniform(0, 0.6)),
-                          res_idle=float(rng.uniform(0, 0.8))))
+    check(parts, run_post("post_l4", parts, case_name=f"post_l4_s{seed}", seed=seed,
+                          idle=float(rng.uniform(0, 0.6)), res_idle=float(rng.uniform(0, 0.8))))

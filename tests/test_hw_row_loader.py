@@ -144,7 +144,7 @@ def check(parts, got):
         extra = sorted(set(got_rb) - set(want))
         missing = sorted(set(want) - set(got_rb))
         assert not extra and not missing, \
-            f"{where}: written but not expected {extra[:4]}, expected but not written {missing[:4]}"
+            f"{where}: written, not expected {extra[:4]}; expected, not written {missing[:4]}"
         bad = [(k, got_rb[k], want[k]) for k in sorted(want) if got_rb[k] != want[k]]
         assert not bad, (f"{where}: {len(bad)} of {len(want)} lanes differ, first "
                          f"((entry, lane), hw, quant.ops): {bad[:3]}")

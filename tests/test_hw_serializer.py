@@ -44,7 +44,8 @@ def make_case(rng, config, n_heads, act):
     heads, want = [], []
     for _ in range(n_heads):
         acc = rng.integers(-(1 << 31), 1 << 31, P)
-        g, nvalid, pend = int(rng.integers(0, G)), int(rng.integers(1, P + 1)), int(rng.random() < 0.5)
+        g, nvalid = int(rng.integers(0, G)), int(rng.integers(1, P + 1))
+        pend = int(rng.random() < 0.5)
         heads.append(pack(layout, {"acc": acc.tolist(), "g": g, "pend": pend, "nvalid": nvalid}))
         for j in range(nvalid):
             want.append({"x": int(acc[j]), "y": int(bias[g, j]), "sa": 0, "sb": 0,

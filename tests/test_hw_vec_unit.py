@@ -123,12 +123,13 @@ def test_vec_unit_ops():
         assert g["violations"] == [], f"{what}: {g['violations'][:4]}"
         assert g["busy_end"] == 0, f"{what}: busy after the drain"
         hw = [unpack(Operands, w) for w in g["ops"]]
-        assert len(hw) == len(want_ops), f"{what}: {len(hw)} operands out, {len(want_ops)} expected"
+        assert len(hw) == len(want_ops), \
+            f"{what}: {len(hw)} operands out, {len(want_ops)} expected"
         bad = [i for i, (h, w) in enumerate(zip(hw, want_ops)) if h != w]
         assert not bad, f"{what}: {len(bad)} operands differ, first {bad[0]}: hw {hw[bad[0]]}, " \
                         f"model {want_ops[bad[0]]}"
         if "activation" not in what:
             vals = [post_value(h, out) for h in hw]
             bad = [i for i, (v, w) in enumerate(zip(vals, want)) if v != w]
-            assert not bad, f"{what}: through the post formula {len(bad)} differ from quant.ops, " \
+            assert not bad, f"{what}: through the post formula {len(bad)} differ from ops, " \
                             f"first {bad[0]}: {vals[bad[0]]} vs {want[bad[0]]}"
