@@ -41,6 +41,14 @@ def to_verilog(component, name: str, ports=None) -> str:
     return verilog.convert(component, name=name, ports=ports, emit_src=False)
 
 
+def signature_ports(component) -> list:
+    """The signals of a component's signature, for ``ports=`` (a member that is a constant,
+    such as an always-ready stream's ``ready``, is no port)."""
+    from amaranth import Signal, Value
+    return [Value.cast(v) for _, _, v in component.signature.flatten(component)
+            if isinstance(Value.cast(v), Signal)]
+
+
 def run_cocotb(component, name: str, test_module: str, *, ports=None, toplevel=None,
                extra_env=None, testcase=None, timescale=("1ns", "1ps"), build_args=(),
                sources=(), on_build=None):
