@@ -4,8 +4,8 @@
 From descriptor 0 on, it reads a descriptor (``pc``; the loader fills the descriptor
 registers) and runs it, then the next, until ``END`` (``frame_done``, back to 0):
 
-- ``INPUT``: the INPUT unit takes the face (``inp_start`` at the descriptor, ``inp_go`` while
-  it runs); ``busy`` rises with the first element.
+- ``INPUT``: the INPUT unit takes the face (``inp_start`` with every descriptor's ``init``,
+  ``inp_go`` while it runs); ``busy`` rises with the first element.
 - ``CONV``: reads the weights, the group records, the activation table (``Flag.ACT``, a table
   engine) and the gates (``Flag.SCALE``), then per output row: reads the input rows it needs
   (``load_start``: the row loader writes the row at ``load_base``, the next of ``nslots``
