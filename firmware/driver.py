@@ -119,7 +119,8 @@ class Device:
     ----------
     transport : Transport
     timeout : float
-        Seconds to wait for each response (the device's inter-byte timeout must be shorter).
+        Seconds to wait for each response (the device's inter-byte timeout must be shorter),
+        on the transport's clock (:meth:`Transport.clock`: the host's, or a simulation's).
     retries : int
         Resends of one frame after a timeout or a damaged-frame NACK.
     input_addr : int or None
@@ -150,9 +151,9 @@ class Device:
         return self.seq
 
     def _await(self, cmd: P.Cmd, seq: int, seen: list[str]) -> P.Frame | None:
-        deadline = time.monotonic() + self.timeout
+        deadline = self.transport.clock() + self.timeout
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - self.transport.clock()
             if left <= 0:
                 return None
             chunk = self.transport.read(4096, min(left, 0.05))
@@ -298,7 +299,7 @@ class Device:
     def read_result(self, timeout: float = 10.0, poll: float = 0.002) -> np.ndarray:
         """The oldest embedding not read yet; waits up to ``timeout`` seconds for the engine
         to deliver it (the device answers NO_RESULT until then)."""
-        deadline = time.monotonic() + timeout
+        deadline = self.transport.clock() + timeout
         while True:
             try:
                 data = self.transact(P.Cmd.READ_RESULT)
@@ -306,7 +307,7 @@ class Device:
             except DeviceError as e:
                 if e.code != P.Error.NO_RESULT:
                     raise
-            if time.monotonic() > deadline:
+            if self.transport.clock() > deadline:
                 st = self.status()
                 if st.error:
                     raise DeviceError(f"the engine reports an error (last link error "

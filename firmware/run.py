@@ -136,7 +136,7 @@ class Simulated(Golden):
                  flush=True)
         t = time.monotonic()
         res = simulate(self.board, self.compiled, np.stack(faces), ["stream"] * len(faces),
-                       preload=True, run_timeout=6 * 3600.0, pipelined=True)
+                       preload=True, pipelined=True)
         for what in ("error", "drain_error"):
             if res[what]:
                 raise cli.RunFailed(f"simulated board: {res[what]}")

@@ -60,6 +60,11 @@ class Transport:
         ``n`` bytes would hold every short response, an 8-byte ACK, for the whole timeout.)"""
         raise NotImplementedError
 
+    def clock(self) -> float:
+        """Seconds on the clock the driver's timeouts count on: the host's own (a board), or
+        the simulated one (:class:`QueueTransport` fed by a testbench)."""
+        return time.monotonic()
+
     def discard_input(self) -> None:
         """Drop whatever has been received and not read."""
 
@@ -130,19 +135,34 @@ class QueueTransport(Transport):
 
     The host side calls :meth:`write`/:meth:`read`; the testbench side takes the host's bytes
     with :meth:`device_take` and delivers the device's bytes with :meth:`device_put`.
-    ``time_scale`` multiplies every read timeout: a simulation runs far slower than the board.
     :attr:`host_waiting` is true while the host is blocked in :meth:`read`: a testbench that
     advances the simulated clock only then gives the host no turnaround time in simulated
     cycles (``sim/tb_board.py``), whatever the machine's load.
+
+    A testbench that calls :meth:`set_time` with the simulated time puts the driver's
+    timeouts on the simulated clock (:meth:`clock`): a response is late when the design
+    takes too many cycles, never because the machine is loaded and the simulation slow.
+    Then a simulated clock that stands still for ``stall_seconds`` of real time while the
+    host waits raises :class:`TransportError` (a testbench that stopped advancing it would
+    otherwise hold the host forever). Without :meth:`set_time` the timeouts are real seconds.
     """
 
-    def __init__(self, time_scale: float = 1.0):
+    def __init__(self, stall_seconds: float = 600.0):
         self.to_device: queue.Queue[bytes] = queue.Queue()
         self.from_device: queue.Queue[bytes] = queue.Queue()
-        self.time_scale = time_scale
+        self.stall_seconds = stall_seconds
         self._pending = bytearray()
+        self._sim_seconds = None
         self.closed = False
         self.host_waiting = False
+
+    def set_time(self, seconds: float) -> None:
+        """Testbench side: the simulated time now, in seconds."""
+        self._sim_seconds = seconds
+
+    def clock(self) -> float:
+        sim = self._sim_seconds
+        return time.monotonic() if sim is None else sim
 
     # host side
     def write(self, data: bytes) -> None:
@@ -151,17 +171,29 @@ class QueueTransport(Transport):
         self.to_device.put(bytes(data))
 
     def read(self, n: int, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout * self.time_scale
+        deadline = self.clock() + timeout
         self.host_waiting = True
         try:
+            last, still_since = self.clock(), time.monotonic()
             while not self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = self.clock()
+                if now >= deadline:
                     break
+                simulated = self._sim_seconds is not None
                 try:
-                    self._pending += self.from_device.get(timeout=left)
+                    # on the simulated clock, poll: the testbench's thread moves the time
+                    self._pending += self.from_device.get(
+                        timeout=0.05 if simulated else deadline - now)
                 except queue.Empty:
-                    break
+                    if not simulated:
+                        break
+                    if self.clock() != last:
+                        last, still_since = self.clock(), time.monotonic()
+                    elif time.monotonic() - still_since > self.stall_seconds:
+                        raise TransportError(
+                            f"the simulation's clock stood at {last:.6f} s for "
+                            f"{self.stall_seconds:g} s of real time while the host waited "
+                            f"for {n} byte(s)") from None
             while len(self._pending) < n:       # what else is there, without waiting
                 try:
                     self._pending += self.from_device.get_nowait()
@@ -225,6 +257,9 @@ class FaultyTransport(Transport):
             self.mute_reads -= 1
             return b""
         return data
+
+    def clock(self) -> float:
+        return self.inner.clock()
 
     def discard_input(self) -> None:
         self.inner.discard_input()

@@ -21,17 +21,19 @@ DIVIDER = 4
 INIT_WAIT_NS = 200
 
 
-def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=900.0,
-             pipelined=False, divider=DIVIDER, host_timeout=120.0, fault=None):
+def simulate(board_name, compiled, faces, face_via, *, preload=False, run_timeout=1.0,
+             pipelined=False, divider=DIVIDER, host_timeout=1.0, fault=None):
     """Run ``faces`` (uint8 N x H x W x C) through the board design; the bench's result dict.
 
     ``pipelined``: the driver's :meth:`~firmware.driver.Device.run_faces` (face N+1 uploads
     while face N computes). ``divider``: UART clock cycles a bit, :data:`DIVIDER` by default;
     the board's own (:func:`hw.link.uart.uart_divider` of its clock and baud rate) simulates
-    the real bit rate. ``host_timeout``: real seconds the driver waits for a response (a
-    whole face at a real bit rate takes minutes of simulation). ``fault``: a fault of the
-    bench's host (``BOARD_CFG`` in :mod:`sim.tb_board`)."""
-    from hw.board.boards import Link, get_board
+    the real bit rate. ``host_timeout``, ``run_timeout``: seconds the driver waits for a
+    response and for a face's embedding, on the simulated clock (the bench feeds it to the
+    driver's transport): the defaults are the driver's response timeout and ten frames of
+    the 85F engine (93 ms each), however long the simulation takes. ``fault``: a fault of
+    the bench's host (``BOARD_CFG`` in :mod:`sim.tb_board`)."""
+    from hw.board.boards import get_board
     from hw.board.top import EngineSystem, system_ports
     from sim.runner import SIM_BUILD, run_cocotb
     board = get_board(board_name)

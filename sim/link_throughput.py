@@ -114,7 +114,7 @@ def measure(faces=2, from_result=None, log=print):
     board = get_board("ulx3s")
     clk = board.clock.target_hz
     divider = uart_divider(clk, board.link.baud)
-    log(f"[1/3] quantized seesaw_shuffle (cached when built) ...", flush=True)
+    log("[1/3] quantized seesaw_shuffle (cached when built) ...", flush=True)
     folder = _artifact(board, "seesaw_shuffle", ROOT / "models" / "seesaw_shuffle.pt",
                        quick=True, log=lambda t: log(f"    {t}", flush=True))
     art = load(folder)
@@ -128,8 +128,7 @@ def measure(faces=2, from_result=None, log=print):
         res = json.loads(Path(from_result).read_text())
     else:
         res = simulate(board.name, comp, batch, ["stream"] * faces, preload=True,
-                       pipelined=True, divider=divider, host_timeout=6 * 3600.0,
-                       run_timeout=6 * 3600.0)
+                       pipelined=True, divider=divider)
     try:
         check(res, golden_stream(art, batch))
     except AssertionError as e:

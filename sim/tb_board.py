@@ -22,8 +22,9 @@ Configured by ``BOARD_CFG`` (JSON; written by ``tests/test_board_sim.py``)::
     faces, face_via          .npy of uint8 faces (N, H, W, C); "stream"/"memory" per face
     pipelined                true: Device.run_faces (face N+1 sent before the embedding of
                              face N is read; every face "stream"); false: run_face per face
-    host_timeout             real seconds the driver waits for one response
-    run_timeout              real seconds the driver waits for one face
+    host_timeout             seconds the driver waits for one response
+    run_timeout              seconds the driver waits for one face
+                             (both on the simulated clock: sim/host_clock.py)
     result                   JSON file written at the end (also when the driver fails)
     fault                    (optional; a test of the bench) "unread_status": after the last
                              face the host sends a STATUS frame and does not read the answer
@@ -53,6 +54,7 @@ from cocotb.utils import get_sim_time
 from firmware import protocol as P
 from firmware.driver import Device, ImageHeader
 from firmware.transport import QueueTransport
+from sim.host_clock import start_host_clock
 from sim.sdram_model import SDRAMModel
 from sim.tb_uart import UartLine
 
@@ -114,7 +116,7 @@ async def _drained(dut, transport, line, divider):
         return f"rx: {left} byte(s) the driver wrote never reached the device"
     n_tx = len(line.received)
     await ClockCycles(dut.clk, 1000 * divider)             # a hundred byte times
-    unread = transport.read(1 << 20, timeout=0.001)
+    unread = transport.read(1 << 20, timeout=0)       # what is queued, without waiting
     if unread:
         return (f"tx: {len(unread)} byte(s) from the device the driver never read "
                 f"({len(line.received) - n_tx} of them after it finished)")
@@ -152,6 +154,7 @@ async def faces_through_the_board(dut):
     now = lambda: get_sim_time(unit="ps") // clk_ps      # noqa: E731
 
     transport = QueueTransport()
+    start_host_clock(transport, dut.clk)
     parser = P.FrameParser()
     host_frames, device_frames = [], []
 

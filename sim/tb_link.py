@@ -29,15 +29,19 @@ import threading
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from firmware import protocol as P
 from firmware.transport import FaultyTransport, QueueTransport
 from sim.streams import DrainError, StreamSink, StreamSource, to_signed
+from sim.host_clock import start_host_clock
 from sim.tb_uart import CLK_PS, UartLine, start_bench
 
 CFG = json.loads(os.environ.get("LINK_CFG", "{}"))
 FAULT = os.environ.get("LINK_FAULT", "")
+# Simulated seconds the driver test waits for an embedding: 125 runs of its stand-in engine
+# (40,000 cycles at 100 MHz).
+RUN_TIMEOUT = 0.05
 
 
 def engine_embedding(mem: dict, input_addr: int, input_words: int, n_result: int) -> list[int]:
@@ -496,6 +500,7 @@ async def driver_over_simulated_link(dut):
     tb = LinkBench(dut)
     await tb.start()
     qt = QueueTransport()
+    start_host_clock(qt, dut.clk)       # the driver's timeouts count simulated time
     tb.on_byte = lambda b: qt.device_put(bytes([b]))
     faulty = FaultyTransport(qt, corrupt_writes={2}, drop_writes={4, 13}, mute_reads=0)
     h, w, c = CFG["face_shape"]
@@ -511,12 +516,12 @@ async def driver_over_simulated_link(dut):
         try:
             dev = Device(faulty, timeout=CFG["host_timeout"], retries=3)
             dev.load_image(image, verify=True)
-            box["embeddings"] = [dev.run_face(faces[0], timeout=60)]
+            box["embeddings"] = [dev.run_face(faces[0], timeout=RUN_TIMEOUT)]
             dev.face_via = "memory"
-            box["embeddings"].append(dev.run_face(faces[1], timeout=60))
+            box["embeddings"].append(dev.run_face(faces[1], timeout=RUN_TIMEOUT))
             # pipelined: face N+1 goes out before the embedding of face N is read
             dev.face_via = "stream"
-            box["embeddings"] += dev.run_faces(faces[2:], timeout=60)
+            box["embeddings"] += dev.run_faces(faces[2:], timeout=RUN_TIMEOUT)
             # A lost response: the driver times out and resends the same sequence number.
             faulty.mute_reads = 1
             box["status"] = dev.status()
@@ -547,7 +552,7 @@ async def driver_over_simulated_link(dut):
     st = box["status"]
     assert tb.faces_streamed == [f.tobytes() for k, f in enumerate(faces) if k != 1], \
         "the streamed faces differ"
-    assert st.runs == 5 and st.bad_crc == 1 and st.timeouts == 2, st
+    assert st.runs == 5 and st.bad_crc == 1 and st.timeouts == 2, (st, box["stats"])
     assert box["stats"]["resends"] >= 3, box["stats"]
     dut._log.info("driver stats %s, device status %s", box["stats"], st)
     await tb.finish()

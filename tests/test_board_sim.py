@@ -89,8 +89,7 @@ def test_board_12f_small_net_uploaded_and_pipelined():
     included (about 1 min at load 2)."""
     faces, art, comp = _small_net()
     faces = np.concatenate([faces, faces[:1, :, ::-1]])       # a third: the first mirrored
-    res = simulate("ulx3s-12f", comp, faces, ["stream"] * 3, run_timeout=120.0,
-                   pipelined=True)
+    res = simulate("ulx3s-12f", comp, faces, ["stream"] * 3, pipelined=True)
     check(res, golden_stream(art, faces))
     frames = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA]
     overlaps = face_overlaps(res)
@@ -107,7 +106,7 @@ def test_board_12f_face_through_memory_is_refused_clearly():
     driver says which path to use -- instead of starting an engine that would wait for a
     face forever."""
     faces, art, comp = _small_net()
-    res = simulate("ulx3s-12f", comp, faces[:1], ["memory"], preload=True, run_timeout=15.0)
+    res = simulate("ulx3s-12f", comp, faces[:1], ["memory"], preload=True)
     assert res["error"] is not None and "RUN refused" in res["error"], res["error"]
     assert "face_via='stream'" in res["error"] and res["embeddings"] == []
     assert res["drain_error"] is None, res["drain_error"]
@@ -117,7 +116,7 @@ def test_board_bench_fails_on_an_unread_response():
     """The bench's drain check bites: after a face, the host sends a STATUS frame and never
     reads the answer; the bytes the design sends back must fail the run."""
     faces, art, comp = _small_net()
-    res = simulate("ulx3s-12f", comp, faces[:1], ["stream"], preload=True, run_timeout=120.0,
+    res = simulate("ulx3s-12f", comp, faces[:1], ["stream"], preload=True,
                    fault="unread_status")
     assert res["error"] is None, res["error"]
     assert res["embeddings"] == golden_stream(art, faces[:1]).tolist()
@@ -140,8 +139,7 @@ def test_board_85f_whole_seesaw_shuffle_frames_pipelined(seesaw_shuffle_artifact
     art = load(seesaw_shuffle_artifact)
     comp = compile_artifact(art, EngineConfig.from_board(_board("ulx3s")))
     faces = load_images(FACE_DIR / "evaluation.npy", count=2)[:2]
-    res = simulate("ulx3s", comp, faces, ["stream"] * 2, preload=True, pipelined=True,
-                   run_timeout=6 * 3600.0)
+    res = simulate("ulx3s", comp, faces, ["stream"] * 2, preload=True, pipelined=True)
     print("run cycles", res["run_cycles"], "wall", res["wall_seconds"], res["sdram"])
     check(res, golden_stream(art, faces))
     face2 = [f for f in res["host_frames"] if f[0] == P.Cmd.FACE_DATA][1]

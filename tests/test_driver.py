@@ -184,3 +184,29 @@ def test_cli_missing_port(tmp_path, port, message):
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
     assert message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_queue_transport_times_out_on_the_simulated_clock():
+    """A testbench that feeds the simulated time (QueueTransport.set_time) puts the driver's
+    timeouts on it: a read returns empty once the simulated clock passes the timeout, and
+    not before, however much real time passes; a clock that stands still is an error."""
+    import threading
+    import time
+
+    qt = QueueTransport(stall_seconds=0.3)
+    qt.set_time(1.0)
+
+    def advance():
+        for k in range(1, 40):
+            time.sleep(0.01)
+            qt.set_time(1.0 + 0.001 * k)
+    t = threading.Thread(target=advance)
+    t0 = time.monotonic()
+    t.start()
+    assert qt.read(8, timeout=0.02) == b""          # 20 ms simulated: 20 steps of 10 ms
+    assert qt.clock() >= 1.02 and time.monotonic() - t0 >= 0.15
+    t.join()
+    qt.device_put(b"ACK")
+    assert qt.read(8, timeout=0.02) == b"ACK"       # data there: no wait
+    with pytest.raises(TransportError, match="stood at 1.039000 s for 0.3 s of real time"):
+        qt.read(8, timeout=0.02)

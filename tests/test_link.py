@@ -15,7 +15,9 @@ LINK_CFG = dict(divider=8, timeout_cycles=2000, max_payload=4 + 2 * 64, addr_wid
                 face_depth=200,
                 # driver test: image and face placement
                 load_addr=64, image_bytes=600, input_addr=1500, face_shape=[6, 5, 3],
-                input_words=45, host_timeout=5.0)
+                # simulated seconds (sim/host_clock.py): 100,000 cycles, about nine of the
+                # longest frames
+                input_words=45, host_timeout=1e-3)
 LINK_TESTS = ["write_read_round_trip", "recovery_from_bad_input", "exact_counters",
               "run_and_result", "face_stream", "face_buffer_full_and_long_frames",
               "results_queue_and_resend"]

@@ -331,7 +331,7 @@ def test_driver_over_usb():
                          body_size=len(body))
     face = rng.integers(0, 256, shape, dtype=np.uint8)
     mem, box = {}, {}
-    qt = QueueTransport(time_scale=1.0)
+    qt = QueueTransport()
 
     def driver():
         try:
