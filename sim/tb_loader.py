@@ -7,15 +7,13 @@ The case (JSON, path in ``$CASE``, written by ``tests/test_hw_loader.py``) lists
 write, stream word and ``o_stream`` word the loader makes, the ``count`` and the ``desc``
 registers after the read. It writes ``<case>.out.json``; the pytest side compares.
 """
-import json
-import os
+from sim.bench import clock_and_reset, load_case, save_result
 
 WRITE_PORTS = ("wram_w", "chan_w", "hdr_w", "lane_w", "buf_w", "lut_w")
 STREAMS = ("rows", "res", "data")
 
 try:
     import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
     from sim.streams import StreamSink, StreamSource
@@ -23,19 +21,12 @@ try:
     @cocotb.test()
     async def loader_reads(dut):
         """Drive the reads of $CASE through the loader."""
-        path = os.environ["CASE"]
-        with open(path) as f:
-            case = json.load(f)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        case = load_case()
         ports = [p for p in WRITE_PORTS if hasattr(dut, f"{p}__en")]
-        dut.rst.value = 1
-        for sig in ("clear", "kind", "wrap", "to_out"):
-            getattr(dut, sig).value = 0
         src = StreamSource(dut, "r", dut.clk, idle_prob=0.3, seed=case["seed"])
         sink = StreamSink(dut, "o_stream", dut.clk, stall_prob=0.3, seed=case["seed"] + 1,
                           signed_bits=16)
-        await ClockCycles(dut.clk, 3)
-        dut.rst.value = 0
+        await clock_and_reset(dut, ("clear", "kind", "wrap", "to_out"))
         log = {"writes": [], "streams": []}
 
         async def monitor():
@@ -75,7 +66,6 @@ try:
             results.append({"writes": list(log["writes"]), "streams": list(log["streams"]),
                             "o_stream": out, "count": int(dut.count.value),
                             "desc": str(int(dut.desc.value))})
-        with open(path + ".out.json", "w") as f:
-            json.dump(results, f)
+        save_result(results)
 except ImportError:     # pragma: no cover - imported outside a simulator for the constants
     pass

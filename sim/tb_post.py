@@ -22,9 +22,9 @@ part every ``o`` element (data, last), every ``w`` word, the latency of every el
 contract violations and the words not consumed; the pytest side compares the values with
 :mod:`quant.ops`, integer for integer.
 """
-import json
-import os
 import random
+
+from sim.bench import clock_and_reset, load_case, save_result
 
 
 def _run_part(dut, part, rng, case):
@@ -107,23 +107,11 @@ async def _write_table(dut, table, rng, idle):
 
 
 async def run_case(dut):
-    import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, RisingEdge
 
-    path = os.environ["CASE"]
-    with open(path) as f:
-        case = json.load(f)
+    case = load_case()
     rng = random.Random(case.get("seed", 1))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.init.value = 0
-    dut.res__valid.value = 0
-    if hasattr(dut, "lut_w__en"):
-        dut.lut_w__en.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await clock_and_reset(dut, ("i__valid", "init", "res__valid", "lut_w__en"))
     results = []
     for part in case["parts"]:
         dut.desc.value = part["desc"]
@@ -134,8 +122,7 @@ async def run_case(dut):
         if part.get("table"):
             await _write_table(dut, part["table"], rng, case.get("idle", 0.3))
         results.append(await _run_part(dut, part, rng, case))
-    with open(path + ".out.json", "w") as f:
-        json.dump({"parts": results}, f)
+    save_result({"parts": results})
 
 
 try:

@@ -15,11 +15,11 @@ start to the last output transfer, and whether any output beat was left unread; 
 input word was never taken (``unconsumed``). The pytest side unpacks and compares against
 :mod:`quant.ops` (bit-exact integer equality).
 """
-import json
-import os
 
 from amaranth.lib import data
 from amaranth.hdl import Shape
+
+from sim.bench import clock_and_reset, load_case, save_result
 
 
 # -- payload packing (used on the pytest side, outside the simulator) -------------------------
@@ -60,40 +60,20 @@ def unpack(layout, bits: int):
     return bits
 
 
-def write_case(path, case: dict):
-    path = os.fspath(path)
-    with open(path, "w") as f:
-        json.dump(case, f)
-    return path
-
-
-def read_result(path) -> dict:
-    with open(os.fspath(path) + ".out.json") as f:
-        return json.load(f)
-
-
 # -- the harness (inside the simulator) ------------------------------------------------------
 
 async def run_case(dut):
     import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
+    from cocotb.triggers import ReadOnly, RisingEdge, with_timeout
 
     from sim.streams import StreamSink, StreamSource
 
-    path = os.environ["CASE"]
-    with open(path) as f:
-        case = json.load(f)
+    case = load_case()
     seed = int(case.get("seed", 1))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
     for port, value in case.get("config", {}).items():
         getattr(dut, port).value = value
     start = case.get("start")
-    if start:
-        getattr(dut, start).value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await clock_and_reset(dut, [start] if start else [])
     await RisingEdge(dut.clk)
 
     cycles = {"n": 0}
@@ -138,9 +118,8 @@ async def run_case(dut):
         idle_after[port] = int(getattr(dut, port).value)
     # Every input word was taken (the drain window above gave the device its time).
     unconsumed = {src.name: src.left for src in sources if src.left}
-    with open(path + ".out.json", "w") as f:
-        json.dump({"outputs": received, "cycles": total, "extra": extra,
-                   "unconsumed": unconsumed, "ports_after": idle_after}, f)
+    save_result({"outputs": received, "cycles": total, "extra": extra,
+                 "unconsumed": unconsumed, "ports_after": idle_after})
     if unconsumed:
         from sim.streams import DrainError
         raise DrainError(f"input words not consumed: {unconsumed}")

@@ -22,9 +22,9 @@ parts, one descriptor each: ``desc`` (packed descriptor), ``ce`` (entries a pixe
 ``<case>.out.json``: per part every lane write ``[addr, lane, value]``, the latencies and the
 contract violations; the pytest side compares the row buffer with :mod:`quant.ops`.
 """
-import json
-import os
 import random
+
+from sim.bench import clock_and_reset, load_case, save_result
 
 
 def schedule(rows, rng, idle):
@@ -89,29 +89,18 @@ async def run_part(dut, part, rng, case, lanes):
 
 
 async def run_case(dut):
-    import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles
 
-    path = os.environ["CASE"]
-    with open(path) as f:
-        case = json.load(f)
+    case = load_case()
     rng = random.Random(case.get("seed", 1))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.words__valid.value = 0
-    dut.start.value = 0
-    dut.gate.value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await clock_and_reset(dut, ("words__valid", "start", "gate"))
     results = []
     for part in case["parts"]:
         dut.desc.value = part["desc"]
         dut.ce.value = part["ce"]
         await ClockCycles(dut.clk, 2)          # the descriptor's decoded registers settle
         results.append(await run_part(dut, part, rng, case, case["lanes"]))
-    with open(path + ".out.json", "w") as f:
-        json.dump({"parts": results}, f)
+    save_result({"parts": results})
 
 
 try:

@@ -16,32 +16,23 @@ A case (JSON file, path in ``$CASE``, written by tests/test_hw_serializer.py): `
 (``[address, 64-bit record]``), ``heads`` (packed result payloads), ``act``. The bench writes
 ``<case>.out.json``: every operand (packed), the violations and the heads not taken.
 """
-import json
-import os
 import random
+
+from sim.bench import clock_and_reset, load_case, save_result
 
 
 async def run_case(dut):
     import cocotb
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+    from cocotb.triggers import ReadOnly, RisingEdge
 
     from sim.streams import StreamSource
 
-    path = os.environ["CASE"]
-    with open(path) as f:
-        case = json.load(f)
+    case = load_case()
     rng = random.Random(case.get("seed", 1))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.lane_w__en.value = 0
-    dut.room.value = 0
-    dut.req_ok.value = 0
     dut.act.value = case["act"]
     source = StreamSource(dut, "results", dut.clk, idle_prob=case.get("idle", 0.3),
                           seed=case.get("seed", 1) + 1)
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await clock_and_reset(dut, ("lane_w__en", "room", "req_ok"))
     for addr, record in case["records"]:
         for quarter in range(4):
             while rng.random() < case.get("idle", 0.3):
@@ -92,9 +83,8 @@ async def run_case(dut):
     dut.room.value = 0
     await ReadOnly()
     busy_end = int(dut.busy.value)
-    with open(path + ".out.json", "w") as f:
-        json.dump({"ops": ops, "violations": violations, "left": source.left,
-                   "busy_end": busy_end, "cycles": cycle}, f)
+    save_result({"ops": ops, "violations": violations, "left": source.left,
+                 "busy_end": busy_end, "cycles": cycle})
 
 
 try:

@@ -23,9 +23,9 @@ A case (JSON file, path in ``$CASE``, written by tests/test_hw_vec_unit.py) is a
 parts: ``desc`` (packed), ``n``, ``C``, ``a`` and ``b`` (operand words), ``chan`` (the channel
 RAM), ``a_addr``, ``b_addr``, ``pool``, ``add``. The bench writes ``<case>.out.json``.
 """
-import json
-import os
 import random
+
+from sim.bench import clock_and_reset, load_case, save_result
 
 
 class Sequencer:
@@ -144,28 +144,18 @@ async def run_part(dut, part, rng, case):
 
 
 async def run_case(dut):
-    import cocotb
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles
 
-    path = os.environ["CASE"]
-    with open(path) as f:
-        case = json.load(f)
+    case = load_case()
     rng = random.Random(case.get("seed", 1))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for name in Sequencer.PULSES + ("rdata__valid", "buf_w__en", "is_conv", "pool_en",
-                                    "post__valid"):
-        getattr(dut, name).value = 0
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await clock_and_reset(dut, Sequencer.PULSES + ("rdata__valid", "buf_w__en", "is_conv",
+                                                   "pool_en", "post__valid"))
     results = []
     for part in case["parts"]:
         dut.desc.value = part["desc"]
         await ClockCycles(dut.clk, 2)          # the descriptor's decoded registers settle
         results.append(await run_part(dut, part, rng, case))
-    with open(path + ".out.json", "w") as f:
-        json.dump({"parts": results}, f)
+    save_result({"parts": results})
 
 
 try:

@@ -9,7 +9,8 @@ from hw.engine.requantize import param_layout, vector_layout
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb
-from sim.tb_requantize import pack, read_result, unpack, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import pack, unpack
 
 FAST = DepthwiseParams(vec=8, max_cg=4, max_size=16, max_k=7, lb_depth=256,
                        out_fmt=Fmt(True, 8, 4))

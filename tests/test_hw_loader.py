@@ -8,7 +8,7 @@ from firmware import image as im
 from firmware.image import EngineConfig
 from hw.engine.loader import Loader, LoadKind
 from sim.runner import SIM_BUILD, run_cocotb
-from sim.tb_requantize import read_result, write_case
+from sim.bench import read_result, write_case
 
 CFG = EngineConfig(lanes=4, in_lanes=2, rb_depth=64, w_depth=32, groups=8, lut_depth=64,
                    chan_depth=64, chunk=16, res_depth=64, fifo_depth=64, max_burst=64)

@@ -8,7 +8,8 @@ from hw.engine.requantize import param_layout, vector_layout
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb
-from sim.tb_requantize import pack, read_result, unpack, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import pack, unpack
 
 # One build serves every fast case (a Verilator build costs most of a minute).
 FAST = PointwiseParams(lanes=16, vec=8, max_in=128, max_out=512, weight_depth=4096,

@@ -22,7 +22,8 @@ from quant import ops
 from quant.activation import ActivationSpec, table
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb, signature_ports
-from sim.tb_requantize import pack, read_result, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import pack
 
 CONFIG = EngineConfig(lanes=4, in_lanes=4)
 KINDS = ("conv", "general", "add", "scale", "prelu")

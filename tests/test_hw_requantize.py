@@ -7,7 +7,8 @@ from hw.engine.requantize import Requantizer, chunk_widths, dsp_count
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb
-from sim.tb_requantize import pack, read_result, unpack, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import pack, unpack
 
 
 def test_chunks_cover_the_accumulator():

@@ -22,7 +22,7 @@ from hw.engine.row_loader import RowLoader
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb, signature_ports
-from sim.tb_requantize import read_result, write_case
+from sim.bench import read_result, write_case
 
 CONFIG = EngineConfig(lanes=4, in_lanes=4, rb_depth=1024)
 

@@ -21,7 +21,8 @@ from hw.engine.serializer import Serializer
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb, signature_ports
-from sim.tb_requantize import pack, read_result, unpack, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import pack, unpack
 
 CONFIG = EngineConfig(lanes=8, in_lanes=4, groups=6)
 

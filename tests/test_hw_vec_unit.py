@@ -18,7 +18,8 @@ from hw.engine.vec_unit import VecUnit
 from quant import ops
 from quant.fixedpoint import Fmt
 from sim.runner import SIM_BUILD, run_cocotb, signature_ports
-from sim.tb_requantize import read_result, unpack, write_case
+from sim.bench import read_result, write_case
+from sim.tb_requantize import unpack
 
 CONFIG = EngineConfig(lanes=4, in_lanes=4, chunk=16, chan_depth=64)
 
