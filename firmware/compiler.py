@@ -411,7 +411,9 @@ def _pack_narrow(descs, tensors):
     aliased = {t["shuffled_from"] for t in tensors.values() if "shuffled_from" in t}
     for name, t in tensors.items():
         c, h, w = _chw(t["shape"])
-        if not t["stored"] or t["fmt"]["n_word"] > 8 or c % 2 or name in aliased:
+        # (the loaders sign-extend a packed byte: an unsigned 8-bit tensor stays one a word)
+        if (not t["stored"] or t["fmt"]["n_word"] > 8 or not t["fmt"]["signed"] or c % 2
+                or name in aliased):
             continue
         writers = [d for d in descs if d.get("out_tensor") == name]
         readers = [d for d in descs if name in d.get("in_tensors", ())]

@@ -165,6 +165,10 @@ def test_packing():
     assert not shuf.tensors["pw.act"].get("packed")     # read through the shuffle
     plain = compile_artifact(build("blocks").artifact(), CFG, pack=False)
     assert not any(t.get("packed") for t in plain.tensors.values())
+    # the loaders sign-extend a packed byte: an unsigned 8-bit tensor is not packed
+    unsigned = compile_artifact(_mutate("blocks", lambda a: a.tensors["r1"].__setitem__(
+        "fmt", Fmt(False, 8, 4))), CFG)
+    assert not unsigned.tensors["r1"].get("packed") and unsigned.tensors["r2"].get("packed")
 
 
 def _mutate(kind, fn):
