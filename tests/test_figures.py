@@ -267,3 +267,46 @@ def test_board_builds_table():
     rows = [line for line in board_md.splitlines() if line.startswith("| `ulx3s")]
     want = [_board_row(json.loads(p.read_text())) for p in reports]
     assert sorted(rows) == sorted(want)
+
+
+ENGINE_CYCLE_ROWS = {"depthwise": "depthwise convs (with the SE pool sums)",
+                     "dense": "dense convs without residual (stem, expands, strided projections)",
+                     "dense_residual": "projections with the residual add",
+                     "linear": "linear layers (SE FCs, final)",
+                     "max_pool": "2x2 max pools",
+                     "other": "INPUT, VEC, OUTPUT, END"}
+ENGINE_WORD_ROWS = {"weights_params_tables": "weights, group parameters, tables, gates",
+                    "activations_read": "activations read",
+                    "activations_written": "activations written"}
+
+
+def test_engine_doc_cycle_model_and_measured_frame():
+    """docs/ENGINE.md's cycle-model tables and its "Measured" paragraph against
+    reports/sim_seesaw_shuffle.json (`make sim`)."""
+    doc = (ROOT / "docs" / "ENGINE.md").read_text()
+    flat = " ".join(doc.split())
+    r = report("sim_seesaw_shuffle.json")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    by_kind, words = r["estimated_cycles_by_kind"], r["estimated_port_words"]
+    for kind, label in ENGINE_CYCLE_ROWS.items():
+        if by_kind[kind] or label in rows:
+            assert rows.get(label) == f"{by_kind[kind]:,}", f"docs/ENGINE.md row {label!r}"
+    for kind, label in ENGINE_WORD_ROWS.items():
+        assert rows.get(label) == f"{words[kind]:,}", f"docs/ENGINE.md row {label!r}"
+    assert f"| **total** | **{r['estimated_cycles_per_frame']:,}** |" in doc
+    assert f"| **total** | **{words['total']:,}** |" in doc
+    c = r["cycles_per_frame"][0]
+    assert all(r["bit_exact"])
+    m = re.search(r"bit-exact both, cosine vs float ([\d.]+) and ([\d.]+), ([\d,]+) cycles a "
+                  r"frame \(([\d.]+) frames/s at ([\d.]+) MHz with the simulation's memory\), "
+                  r"([\d,]+) port words a frame", flat)
+    assert m, "docs/ENGINE.md: the Measured paragraph's sentence is missing"
+    assert m.groups() == (*(f"{x:.4f}" for x in r["cosine_vs_float"]), f"{c:,}",
+                          f"{r['config']['clock_mhz'] * 1e6 / c:.2f}",
+                          f"{r['config']['clock_mhz']:g}", f"{r['sdram_words_per_frame'][0]:,}")
+    assert f"{100 * (c / r['estimated_cycles_per_frame'] - 1):.1f} % above the model" in flat
+    assert f"busy {100 * r['pe_utilisation'][0]:.1f} % of the frame" in flat
