@@ -35,7 +35,6 @@ Anything the engine cannot run stops compilation with a :class:`CompileError` na
 a format wider than 16 bits, an accumulator wider than 32 bits, a part boundary that is not
 aligned to the lanes, a row that does not fit the row buffer, an op of an unknown kind.
 """
-import argparse
 import json
 import math
 import sys

@@ -77,7 +77,6 @@ def descriptor_cycles(d, cfg) -> int:
             c += _xfer(pre, cfg) + 2 * n + chunks * 2 * per
         return c
     if op == im.Opcode.CONV:
-        P, L = cfg.lanes, cfg.in_lanes
         c += _xfer(d["w_words"], cfg) + _xfer(d["n_groups"] * cfg.group_words, cfg) + 6
         if d["flags"] & im.Flag.ACT:
             c += _xfer(d.get("lut_n", 0), cfg)
