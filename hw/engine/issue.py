@@ -5,8 +5,9 @@ Per output pixel ``ox`` of row ``oy``, per group ``g`` of ``P`` output channels 
 header RAM: valid lanes, first input channel, ``n_cig``, weight base), per kernel tap
 ``(dy, dx)`` and, dense, per ``L`` input channels ``cig``, one step is issued to the MAC array
 (``issue`` and its tags). Stages: I (the counters) -> Q1 (tap position, channel, weight entry)
--> Q2 (tap validity, slot base + channel) -> Q3 (row-buffer and weight addresses: ``rb_addr``,
-``w_addr``). No multiplier touches an address: the pixel's row-buffer offset (``ix * CE``) and
+-> Q2 (tap validity, slot base + channel) -> Q3 (row-buffer and weight addresses). The Q3
+registers are the RAMs' own (:class:`hw.engine.sliced_ram.SlicedRAM`, one copy per slice):
+``rb_addr`` and ``w_addr`` are their inputs. No multiplier touches an address: the pixel's row-buffer offset (``ix * CE``) and
 the slot bases (``slot * row_entries``) are kept by adders.
 
 The decisions read registers: ``dx_last`` (``dx == k - 1``), ``dy_last``, ``cig_last``
@@ -18,7 +19,7 @@ a register). A pixel's end moves ``ox`` a cycle later, a row's end ``oy``, ``top
 The sequencer starts a descriptor (``conv_start``) and each row (``row_start``) and waits for
 ``row_end``.
 """
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
@@ -57,7 +58,7 @@ class IssueUnit(wiring.Component):
     valid_tap : Out(1)
         Q2: the tap is inside the input.
     rb_addr, w_addr : Out(16)
-        Q3: the row-buffer and weight RAM addresses.
+        The row-buffer and weight RAM addresses, to be registered (Q3) by the RAMs.
     top, oy : Out
         The output row's first input row (``oy * stride - pad``) and the output row.
     row_end : Out(1)
@@ -179,10 +180,8 @@ class IssueUnit(wiring.Component):
         m.d.sync += [q2_valid_tap.eq((q1_iy >= 0) & (q1_iy < H) & (q1_ix >= 0) & (q1_ix < W)),
                      q2_part.eq(Array(slot_base)[q1_slot] + q1_cbase),
                      q2_ixce.eq(q1_ixce[:16]), q2_waddr.eq(q1_waddr)]
-        # Q3
-        q3_rbaddr, q3_waddr = Signal(16), Signal(16)
-        m.d.sync += [q3_rbaddr.eq(q2_part + q2_ixce), q3_waddr.eq(q2_waddr)]
-        m.d.comb += [self.rb_addr.eq(q3_rbaddr), self.w_addr.eq(q3_waddr),
+        # Q3: the RAMs register the addresses
+        m.d.comb += [self.rb_addr.eq(q2_part + q2_ixce), self.w_addr.eq(q2_waddr),
                      self.issue.eq(issue), self.first.eq(s_first), self.last.eq(s_last),
                      self.pend.eq(pix_end), self.nvalid.eq(h_nvalid), self.g.eq(g),
                      self.valid_tap.eq(q2_valid_tap), self.top.eq(top), self.oy.eq(oy),

@@ -68,12 +68,17 @@ from hw.engine.post import PostPipeline
 from hw.engine.row_loader import RowLoader
 from hw.engine.sequencer import Sequencer
 from hw.engine.serializer import Serializer
+from hw.engine.sliced_ram import SlicedRAM
 from hw.engine.stages import decoded, last_of, log2
 from hw.engine.vec_unit import VecUnit
 from hw.engine.write_path import WritePath
 from hw.memory.port import MemoryPort
 
-
+# Widest slice of the row buffer and of the weight RAM, each slice with its own read-address
+# register (hw/engine/sliced_ram.py): 64 bits of the row buffer (2048 deep) are 8 DP16KD, 128
+# of the weight RAM (512 deep) 4
+RB_SLICE_BITS = 64
+W_SLICE_BITS = 128
 
 class Engine(wiring.Component):
     """Sequencer + datapath, composed of components; see the module docstring.
@@ -137,19 +142,19 @@ class Engine(wiring.Component):
         is_max = decoded(m, "is_max", mode.conv == im.ConvMode.MAX)
 
         # ---------------- on-chip memories ------------------------------------------------
-        rb = Memory(shape=unsigned(16 * P), depth=cfg.rb_depth, init=[])
-        wram = Memory(shape=unsigned(8 * P * L), depth=cfg.w_depth, init=[])
-        chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
-        for name, mem in (("rb", rb), ("wram", wram), ("chan", chan)):
-            m.submodules[name] = mem
-        rb_w = rb.write_port(granularity=16)
-        rb_r = rb.read_port()
-        wram_w = wram.write_port(granularity=16 if 8 * P * L >= 16 else 8 * P * L)
-        wram_r = wram.read_port()
+        # the row buffer and the weight RAM, read by the issue stage's addresses, in slices
+        rb = m.submodules.rb = SlicedRAM(width=16 * P, depth=cfg.rb_depth, granularity=16,
+                                         slice_bits=RB_SLICE_BITS)
+        w_bits = 8 * P * L
+        wram = m.submodules.wram = SlicedRAM(width=w_bits, depth=cfg.w_depth,
+                                             granularity=min(16, w_bits),
+                                             slice_bits=max(W_SLICE_BITS, min(16, w_bits)))
+        wiring.connect(m, ld.wram_w, wram.w)
+        chan = m.submodules.chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
         chan_w = chan.write_port()
         chan_r = chan.read_port()
-        for port, drv in ((wram_w, ld.wram_w), (chan_w, ld.chan_w)):
-            m.d.comb += [port.addr.eq(drv.addr), port.data.eq(drv.data), port.en.eq(drv.en)]
+        m.d.comb += [chan_w.addr.eq(ld.chan_w.addr), chan_w.data.eq(ld.chan_w.data),
+                     chan_w.en.eq(ld.chan_w.en)]
 
         # the residual of a fused add: one output row ahead, in the order the results leave
         if cfg.res_depth:
@@ -194,13 +199,13 @@ class Engine(wiring.Component):
         wiring.connect(m, ld.rows, rl.words)
         m.d.comb += [rl.desc.eq(dsc), rl.ce.eq(CE), rl.base.eq(seq.load_base),
                      rl.start.eq(seq.load_start), rl.gate.eq(chan_r.data),
-                     rb_w.addr.eq(rl.rb_w.addr), rb_w.data.eq(rl.rb_w.data),
-                     rb_w.en.eq(rl.rb_w.en), seq.load_busy.eq(rl.busy)]
+                     seq.load_busy.eq(rl.busy)]
+        wiring.connect(m, rl.rb_w, rb.w)
 
         # ---------------- issue stage (hw/engine/issue.py) and MAC array (mac_array.py) -------
         m.d.comb += [iu.desc.eq(dsc), iu.ce.eq(CE), iu.nslots.eq(seq.nslots),
                      iu.nslots_last.eq(seq.nslots_last), iu.ow_last.eq(OW_last),
-                     iu.dense.eq(is_dense), rb_r.addr.eq(iu.rb_addr), wram_r.addr.eq(iu.w_addr),
+                     iu.dense.eq(is_dense), rb.r_addr.eq(iu.rb_addr), wram.r_addr.eq(iu.w_addr),
                      iu.conv_start.eq(seq.conv_start), iu.row_start.eq(seq.row_start),
                      seq.top.eq(iu.top), seq.oy.eq(iu.oy), seq.row_end.eq(iu.row_end)]
         mac = m.submodules.mac = MACArray(cfg)
@@ -208,7 +213,7 @@ class Engine(wiring.Component):
                      mac.pend.eq(iu.pend), mac.sel.eq(iu.sel), mac.wslot.eq(iu.wslot),
                      mac.nvalid.eq(iu.nvalid), mac.g.eq(iu.g), mac.valid_tap.eq(iu.valid_tap),
                      mac.dense.eq(is_dense), mac.max.eq(is_max),
-                     mac.rb_data.eq(rb_r.data), mac.w_data.eq(wram_r.data),
+                     mac.rb_data.eq(rb.r_data), mac.w_data.eq(wram.r_data),
                      iu.can_issue.eq(mac.can_issue)]
 
         # ---------------- serializer (hw/engine/serializer.py) -------------------------------
