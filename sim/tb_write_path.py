@@ -38,7 +38,8 @@ with ``ready`` high and ``idle`` high.
 A case (JSON file, path in ``$CASE``, written by tests/test_hw_write_path.py): ``max_burst``,
 ``fifo_depth``, ``parts``: ``desc`` (packed), ``is_conv``, ``ow_last``, ``style``,
 ``latency``, ``chunk``, ``elems`` (``[data, last]``), ``words`` (per element: the word it
-completes, or -1), ``reads`` (``[addr, n]``). The bench writes ``<case>.out.json``: per part
+completes, or -1), ``reads`` (``[addr, n]``), ``hold_cmd``, ``hold_w`` (cycles of a memory stall
+from the part's start, to fill the request FIFO or the write FIFO). The bench writes ``<case>.out.json``: per part
 the write commands with their words, the read commands, the violations and how often the
 credits held an admission back.
 """
@@ -63,7 +64,7 @@ class Memory:
                 self.stall[name] -= 1
                 ready = 0
             elif self.rng.random() < self.case.get("long_stall", 0.005):
-                self.stall[name] = self.rng.randint(20, 120)
+                self.stall[name] = self.rng.randint(20, 200)
                 ready = 0
             else:
                 ready = int(self.rng.random() >= prob)
@@ -80,6 +81,8 @@ async def run_part(dut, part, mem, rng, case, log):
     dut.init.value = 1
     await RisingEdge(dut.clk)
     dut.init.value = 0
+    for name in ("cmd", "w"):          # a stall of the memory from the part's start
+        mem.stall[name] = max(mem.stall[name], part.get(f"hold_{name}", 0))
     elems, words, reads = part["elems"], part["words"], part["reads"]
     n, style, latency, chunk = len(elems), part["style"], part["latency"], part["chunk"]
     max_burst, idle_p = case["max_burst"], case.get("idle", 0.3)

@@ -9,7 +9,8 @@ The descriptors: CONVs that write whole pixels (``n_out == OC``: gathered reques
 and packed two 8-bit elements a word, and pixels longer than a command), a CONV that writes
 part of each pixel (``n_out < OC``, from an offset: a request per pixel, ``OC`` words
 apart), a VEC pass (chunks reserved at once) and an INPUT (one element a launch, no
-``req_ok``). The expected image: element ``c`` of pixel ``p`` at ``out_addr + p * OC + c``
+``req_ok``); the memory stalls for long at the start of some (the request FIFO or the write
+FIFO fills, and the credits must hold the admissions back). The expected image: element ``c`` of pixel ``p`` at ``out_addr + p * OC + c``
 (packed: the word ``(p * OC + c) // 2``, the even channel in the low byte); element ``i`` of
 a VEC or INPUT at ``out_addr + i``. A gathered request never crosses an output row.
 """
@@ -22,7 +23,7 @@ from hw.engine.write_path import WritePath
 from sim.runner import SIM_BUILD, run_cocotb, signature_ports
 from sim.bench import read_result, write_case
 
-CONFIGS = {"b8": EngineConfig(lanes=4, in_lanes=2, fifo_depth=64, max_burst=8, chunk=16),
+CONFIGS = {"b8": EngineConfig(lanes=4, in_lanes=2, fifo_depth=96, max_burst=8, chunk=16),
            "b32": EngineConfig(lanes=4, in_lanes=2, fifo_depth=128, max_burst=32, chunk=32)}
 
 
@@ -75,13 +76,17 @@ def make_case(rng, cfg):
     long_pixel = min(2 * mb + 3, cfg.fifo_depth // 2)
     parts = [conv_part(rng, cfg, 3, 3, 5, 5), conv_part(rng, cfg, 2, 4, 6, 6, pack=True),
              conv_part(rng, cfg, 3, 4, 12, 3), conv_part(rng, cfg, 2, 2, long_pixel, long_pixel),
-             flat_part(rng, cfg, 3 * ch + 5, "reserve"), flat_part(rng, cfg, 2 * ch + 3, "input"),
+             flat_part(rng, cfg, cfg.fifo_depth + 3 * ch + 5, "reserve"),
+             flat_part(rng, cfg, cfg.fifo_depth + 2 * ch + 3, "input"),
              conv_part(rng, cfg, 10, 8, 4, 1)]       # a request per element: req_ok
     for part, *_ in parts:
         part["latency"] = int(rng.choice([2, 7, 17]))
         part["chunk"] = ch
         part["reads"] = [[int(rng.integers(0, 1 << 22)), int(rng.integers(1, 3 * mb + 1))]
                          for _ in range(int(rng.integers(1, 4)))]
+    parts[-1][0]["hold_cmd"] = 250          # the requests pile up: req_ok holds them back
+    for part, *_ in parts[4:6]:              # the write FIFO fills: room holds them back
+        part["hold_w"] = 250
     return parts
 
 
@@ -143,7 +148,8 @@ def test_write_path_memory(cfg_name):
     parts = make_case(rng, cfg)
     # idle_word_lag 2: a word that arrived in cycle t keeps idle low from t + 2 (see below)
     check(parts, run_write_path(f"write_path_{cfg_name}", parts, cfg, seed=41, idle=0.3,
-                                cmd_stall=0.3, w_stall=0.3, idle_word_lag=2))
+                                cmd_stall=0.3, w_stall=0.4, long_stall=0.01,
+                                idle_word_lag=2))
 
 
 class IdleWithAWordInside(AssertionError):
