@@ -87,6 +87,7 @@ def make_case(rng, cfg):
     parts[-1][0]["hold_cmd"] = 250          # the requests pile up: req_ok holds them back
     for part, *_ in parts[4:6]:              # the write FIFO fills: room holds them back
         part["hold_w"] = 250
+        part["latency"] = 17                 # (about the post pipeline's)
     return parts
 
 
