@@ -24,8 +24,14 @@ def test_usb_figures_from_first_principles():
     up = 112 * 112 * 3 + (4 + 8) + 8
     down = 8 + 1024 + 8
     assert sw["seconds"] == pytest.approx((up + down) / 1.216e6 + 2e-3)
-    assert sw["overlapped_faces_per_s"] == pytest.approx(1 / m["engine"]["seconds"])
+    assert sw["overlapped_faces_per_s"] == pytest.approx(1 / usb["engine"]["seconds"])
     assert sw["bound_by"] == "engine"
+    # each link's engine is its own board's build: cycles at the clock that build met
+    for link, board in (("usb_full_speed", "ulx3s-usb"), ("uart_3mbaud", "ulx3s")):
+        rep = json.loads((U.ROOT / "reports" / f"board_{board}.json").read_text())
+        eng = m["links"][link]["engine"]
+        assert eng["board"] == board
+        assert eng["seconds"] == rep["cycles_per_frame"] / (rep["achieved_clock_mhz"] * 1e6)
     # the UART's 3 Mbaud carries a face in about 130 ms: the link bounds it
     assert m["links"]["uart_3mbaud"]["stop_and_wait"]["bound_by"] == "link"
 
@@ -35,6 +41,8 @@ def test_report_is_what_the_model_gives():
     assert rep == json.loads(json.dumps(U.model()))
 
 
-def test_bad_arguments_exit_2(capsys):
+def test_bad_arguments_exit_2(capsys, tmp_path):
     assert U.main(["--turnaround-ms", "-1"]) == 2
     assert "--turnaround-ms -1.0: must be >= 0" in capsys.readouterr().err
+    assert U.main(["--reports", str(tmp_path)]) == 2
+    assert "no build report board_ulx3s-usb.json" in capsys.readouterr().err

@@ -12,9 +12,10 @@ the model charges ``turnaround_ms`` (default one 1 ms USB frame) a command. A fa
 ``face_payload``: the buffer's size + 4 on the 85F, :data:`hw.board.top.FACE_BUFFER_BYTES`),
 then READ_RESULT returns ``N_RESULT`` 16-bit words.
 
-The engine's time per face comes from the board report (``reports/board_ulx3s.json``:
-cycles per frame at the achieved clock). With upload and compute overlapped (issue 15 item 1)
-the slower of the two bounds the rate; without, their sum does.
+The engine's time per face comes from the build report of the board each link is on
+(``reports/board_ulx3s-usb.json`` for USB, ``reports/board_ulx3s.json`` for the UART: cycles
+per frame at the clock the build met, the two boards' engine clocks differ). With upload and
+compute overlapped the slower of the two bounds the rate; without, their sum does.
 """
 import json
 import math
@@ -23,6 +24,7 @@ from pathlib import Path
 from firmware import protocol as P
 from hw.board.top import FACE_BUFFER_BYTES
 from quant import cli
+from quant.files import project_relative
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,16 +67,23 @@ def link_face_time(bytes_per_s, turnaround_s, face_bytes=math.prod(FACE_SHAPE),
     return {"frames": commands, "bytes_up": up, "bytes_down": down, "seconds": wire}
 
 
-def engine_seconds(board_report=ROOT / "reports" / "board_ulx3s.json") -> dict:
-    r = json.loads(Path(board_report).read_text())
-    return {"cycles_per_frame": r["cycles_per_frame"], "clock_mhz": r["achieved_clock_mhz"],
+#: The board of boards.yaml each link is built for.
+LINK_BOARDS = {"usb_full_speed": "ulx3s-usb", "uart_3mbaud": "ulx3s"}
+
+
+def board_report(board, reports=ROOT / "reports") -> Path:
+    return Path(reports) / f"board_{board}.json"
+
+
+def engine_seconds(report: Path) -> dict:
+    r = json.loads(Path(report).read_text())
+    return {"board": r["board"], "cycles_per_frame": r["cycles_per_frame"],
+            "clock_mhz": r["achieved_clock_mhz"],
             "seconds": r["cycles_per_frame"] / (r["achieved_clock_mhz"] * 1e6),
-            "source": str(Path(board_report).relative_to(ROOT))}
+            "source": project_relative(report)}
 
 
-def model(turnaround_ms=1.0, board_report=ROOT / "reports" / "board_ulx3s.json") -> dict:
-    eng = engine_seconds(board_report)
-    t_eng = eng["seconds"]
+def model(turnaround_ms=1.0, reports=ROOT / "reports") -> dict:
     links = {
         "usb_full_speed": {"bytes_per_s": bulk_ceiling_bytes_per_s(),
                            "turnaround_s": turnaround_ms / 1e3,
@@ -84,9 +93,11 @@ def model(turnaround_ms=1.0, board_report=ROOT / "reports" / "board_ulx3s.json")
                         "basis": "8N1 at 3 Mbaud, 10 bits a byte; the response follows on the "
                                  "other wire"},
     }
-    out = {"engine": eng, "face_bytes": math.prod(FACE_SHAPE), "links": {}}
+    out = {"face_bytes": math.prod(FACE_SHAPE), "links": {}}
     for name, link in links.items():
-        rows = {}
+        eng = engine_seconds(board_report(LINK_BOARDS[name], reports))
+        t_eng = eng["seconds"]
+        rows = {"engine": eng}
         for mode in ("stop_and_wait", "pipelined"):
             t = link_face_time(link["bytes_per_s"], link["turnaround_s"],
                                pipelined=mode == "pipelined")
@@ -98,28 +109,32 @@ def model(turnaround_ms=1.0, board_report=ROOT / "reports" / "board_ulx3s.json")
         out["links"][name] = {**link, **rows}
     usb = out["links"]["usb_full_speed"]
     out["note"] = ("over USB, faces/s end to end is bounded by the engine (%.1f ms a face at "
-                   "%g MHz): with the upload overlapped, %.1f faces/s, the engine's own rate. "
-                   "20 faces/s needs an engine under 50 ms a face: "
+                   "%g MHz on %s): with the upload overlapped, %.1f faces/s, the engine's own "
+                   "rate. 20 faces/s needs an engine under 50 ms a face: "
                    "the USB link alone carries %.1f faces/s stop-and-wait "
                    "(%g ms turnaround a command), %.1f pipelined"
-                   % (t_eng * 1e3, eng["clock_mhz"], usb["stop_and_wait"]["overlapped_faces_per_s"],
+                   % (usb["engine"]["seconds"] * 1e3, usb["engine"]["clock_mhz"],
+                      usb["engine"]["board"], usb["stop_and_wait"]["overlapped_faces_per_s"],
                       usb["stop_and_wait"]["link_faces_per_s"], turnaround_ms,
                       usb["pipelined"]["link_faces_per_s"]))
     return out
 
 
 def markdown(m) -> str:
+    engines = [f"on {e['board']} {e['seconds'] * 1e3:.1f} ms a face ({e['cycles_per_frame']} "
+               f"cycles at {e['clock_mhz']:g} MHz, {e['source']})"
+               for e in (link["engine"] for link in m["links"].values())]
     lines = ["# Host link model: faces/s end to end", "",
-             f"Face {m['face_bytes']} bytes; engine {m['engine']['seconds'] * 1e3:.1f} ms a face "
-             f"({m['engine']['cycles_per_frame']} cycles at {m['engine']['clock_mhz']:g} MHz, "
-             f"{m['engine']['source']}). Model: `python -m hw.link.usb_model`.", "",
-             "| link | mode | link ms/face | link faces/s | sequential faces/s | "
+             f"Face {m['face_bytes']} bytes; the engine {'; '.join(engines)}. "
+             f"Model: `python -m hw.link.usb_model`.", "",
+             "| link | board | mode | link ms/face | link faces/s | sequential faces/s | "
              "overlapped faces/s | bound by |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---|"]
     for name, link in m["links"].items():
         for mode in ("stop_and_wait", "pipelined"):
             r = link[mode]
-            lines.append(f"| {name} | {mode} | {r['seconds'] * 1e3:.1f} | "
+            lines.append(f"| {name} | {link['engine']['board']} | {mode} | "
+                         f"{r['seconds'] * 1e3:.1f} | "
                          f"{r['link_faces_per_s']:.1f} | {r['sequential_faces_per_s']:.1f} | "
                          f"{r['overlapped_faces_per_s']:.1f} | {r['bound_by']} |")
     lines += ["", m["note"] + ".", ""]
@@ -131,16 +146,20 @@ def _main(argv):
                                 description="USB full-speed / UART link model: faces/s")
     parser.add_argument("--turnaround-ms", type=float, default=1.0,
                         help="host turnaround a stop-and-wait command (default 1 ms)")
-    parser.add_argument("--board-report", type=Path,
-                        default=ROOT / "reports" / "board_ulx3s.json")
+    parser.add_argument("--reports", type=Path, default=ROOT / "reports",
+                        help="folder of the boards' build reports board_<board>.json "
+                             "(default reports/)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--md", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not args.board_report.is_file():
-        raise cli.UserError(f"--board-report {args.board_report}", "no such file")
+    for board in LINK_BOARDS.values():
+        if not board_report(board, args.reports).is_file():
+            raise cli.UserError(f"--reports {args.reports}",
+                                f"no build report {board_report(board, args.reports).name} "
+                                f"(python -m hw.build --board {board} writes it)")
     if args.turnaround_ms < 0:
         raise cli.UserError(f"--turnaround-ms {args.turnaround_ms}", "must be >= 0")
-    m = model(args.turnaround_ms, args.board_report)
+    m = model(args.turnaround_ms, args.reports)
     if args.json:
         args.json.write_text(json.dumps(m, indent=2) + "\n")
     if args.md:
