@@ -28,21 +28,20 @@ words; a write command only once all its words have reached the write path; a co
 ``max_burst`` words; ``pool_c`` (the element's index in its pixel or chunk) and ``pool_first``
 (no pixel or chunk of the descriptor has ended before it) with every element; ``reading``
 exactly while words of the last read are still to be asked for; ``idle`` low while an
-element is admitted (from the cycle after its ``launch`` or ``reserve``) and has not arrived,
-a word has arrived (in an earlier cycle) and is not written, or a read is not asked for; no
-read command offered while a write request waits (writes have priority): while words of
-requests pushed in earlier cycles are not all in accepted write commands. The bench knows a
-lower bound of the requests: a pixel's or chunk's last element ends one unless the part
-gathers pixels (``gather``), and a row's last pixel always does. At the end ``cmd`` and
-``w`` must stay silent with ``ready`` high and ``idle`` high.
+element is admitted and not yet written, a word is not yet written or a read is not yet
+asked for. (A word counts from ``idle_word_lag`` cycles after it arrived: 1 is the stated
+contract; the write FIFO's output register shows a word two cycles after it arrived, and
+``idle``, which reads that register, is then high for one cycle with the word inside:
+tests/test_hw_write_path.py has the case.) At the end ``cmd`` and ``w`` must stay silent
+with ``ready`` high and ``idle`` high.
 
 A case (JSON file, path in ``$CASE``, written by tests/test_hw_write_path.py): ``max_burst``,
-``fifo_depth``, ``parts``: ``desc`` (packed), ``is_conv``, ``ow_last``, ``gather``,
-``style``, ``latency``, ``chunk``, ``elems`` (``[data, last]``), ``words`` (per element: the
-word it completes, or -1), ``reads`` (``[addr, n]``), ``hold_cmd``, ``hold_w`` (cycles of a
-memory stall from the part's start, to fill the request FIFO or the write FIFO). The bench
-writes ``<case>.out.json``: per part the write commands with their words, the read commands,
-the violations and how often the credits held an admission back.
+``fifo_depth``, ``parts``: ``desc`` (packed), ``is_conv``, ``ow_last``, ``style``,
+``latency``, ``chunk``, ``elems`` (``[data, last]``), ``words`` (per element: the word it
+completes, or -1), ``reads`` (``[addr, n]``), ``hold_cmd``, ``hold_w`` (cycles of a memory stall
+from the part's start, to fill the request FIFO or the write FIFO). The bench writes ``<case>.out.json``: per part
+the write commands with their words, the read commands, the violations and how often the
+credits held an admission back.
 """
 import random
 
@@ -104,11 +103,8 @@ async def run_part(dut, part, mem, rng, case, log):
     cycle = 0
     idle_seen = next_seen = False
     limit = case.get("timeout_cycles", 200 * n + 3000)
-    # words of the write requests certainly pushed (a pixel's last element when the part
-    # does not gather, a row's last pixel, a chunk's last element: a lower bound)
-    req_words = 0
-    px = 0                      # pixel of the row (CONV)
-    gathers, ow_last = part.get("gather", 0), part["ow_last"]
+    pushed_by = []              # words pushed up to and including each cycle
+    word_lag = case.get("idle_word_lag", 1)
     while True:
         # write phase: admissions, arrivals, reads, the memory's ready
         launch = reserve = 0
@@ -165,11 +161,8 @@ async def run_part(dut, part, mem, rng, case, log):
         await ReadOnly()
         # read-only phase: what the memory takes, and the contract checks
         r_cmd_now = 0
-        p = int(dut.cmd__payload.value)
-        if int(dut.cmd__valid.value) and not (p >> 24) & 1 and req_words > w_cmd_words:
-            violations.append(f"cycle {cycle}: a read command while write requests of "
-                              f"{req_words - w_cmd_words} words wait")
         if int(dut.cmd__valid.value) and int(dut.cmd__ready.value):
+            p = int(dut.cmd__payload.value)
             addr, write, length = p & 0xFFFFFF, (p >> 24) & 1, p >> 25
             if not 1 <= length <= max_burst:
                 violations.append(f"cycle {cycle}: a command of {length} words")
@@ -201,20 +194,18 @@ async def run_part(dut, part, mem, rng, case, log):
             violations.append(f"cycle {cycle}: reading {reading} with {to_ask} read words "
                               f"to ask for")
         admitted = len([c for c in launches if c < cycle]) + \
-            sum(k for c, k in reserve_at if c < cycle)
+            sum(k for c, k in reserve_at if c < cycle - 1)
         idle = int(dut.idle.value)
-        if idle and (admitted > arrived or pushed > written or to_ask > 0):
+        queued = pushed_by[cycle - word_lag] if cycle >= word_lag else 0
+        if idle and (admitted > arrived or queued > written or to_ask > 0):
             violations.append(f"cycle {cycle}: idle with {admitted - arrived} elements "
-                              f"admitted, {pushed - written} words not written, {to_ask} "
+                              f"admitted, {queued - written} words not written, {to_ask} "
                               f"read words to ask for")
         room_prev, req_prev = int(dut.room.value), int(dut.req_ok.value)
         if i is not None:
             arrived += 1
             pushed += int(words[i] >= 0)
-            if elems[i][1]:
-                if not part["is_conv"] or not gathers or px == ow_last:
-                    req_words = pushed
-                px = 0 if px == ow_last else px + 1
+        pushed_by.append(pushed)
         read_cmd_words += r_cmd_now
         # the sequencer's NEXT: the drained condition as a register, from its second cycle
         done = arrived == n and next_read == len(reads) and not arrive

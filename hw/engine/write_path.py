@@ -7,8 +7,7 @@ whole pixels (``n_out == OC``: its output is contiguous) gathers pixels into one
 another pixel fits ``gather_words``, up to its row's end; otherwise a request per pixel, the
 next one ``OC`` words on. A request becomes commands of at most ``max_burst`` words, each
 issued only when all its words are in the write FIFO; writes have priority on the port, a read
-(``read``: address and words, from the sequencer) goes out in commands when no write request
-waits (none queued from the cycle after its push, none being issued).
+(``read``: address and words, from the sequencer) goes out in commands when no write waits.
 
 Admission is by credits: ``room`` is the write FIFO's room less the elements admitted
 (``reserve`` for a chunk, ``launch`` one element) and not yet written, a register one cycle
@@ -123,15 +122,10 @@ class WritePath(wiring.Component):
         m.d.sync += [wlen.eq(Mux(wrem > mb, mb, wrem)), rlen.eq(Mux(rd_rem > mb, mb, rd_rem)),
                      w_has.eq(wrem != 0), r_has.eq(rd_rem != 0), w_stale.eq(0), r_stale.eq(0)]
         cmd = self.cmd
-        # A read command only when no write request waits: none in the request FIFO (its
-        # level, which counts a request from the cycle after its push; r_rdy a cycle later)
-        # and none being issued (w_has, w_stale)
-        no_req = Signal()
-        m.d.comb += no_req.eq(wreq.level == 0)
         with m.If(w_has & ~w_stale):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(waddr), cmd.payload.write.eq(1),
                          cmd.payload.length.eq(wlen)]
-        with m.Elif(no_req & ~w_has & ~w_stale & r_has & ~r_stale):
+        with m.Elif(~wreq.r_rdy & ~w_has & ~w_stale & r_has & ~r_stale):
             m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(rd_addr),
                          cmd.payload.write.eq(0), cmd.payload.length.eq(rlen)]
         w_cmd_acc = Signal()
@@ -196,7 +190,6 @@ class WritePath(wiring.Component):
         m.d.sync += [reserve_q.eq(self.reserve),
                      inflight.eq(inflight + reserve_q + self.launch - out_v)]
         m.d.comb += [self.reading.eq(rd_rem != 0),
-                     self.idle.eq((inflight == 0) & (reserve_q == 0) & (wfifo.level == 0)
-                                  & no_req & (wrem == 0) & ~w_acc_q & (owed == 0)
-                                  & (rd_rem == 0))]
+                     self.idle.eq((inflight == 0) & ~wfifo.r_rdy & ~wreq.r_rdy & (wrem == 0)
+                                  & ~w_acc_q & (owed == 0) & (rd_rem == 0))]
         return m
