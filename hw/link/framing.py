@@ -42,40 +42,60 @@ frees one. READ_RESULT answers with the oldest complete result and keeps it: the
 READ_RESULT again (same sequence number: its ACK was lost) gets it again; a READ_RESULT with
 another sequence number first frees it, then answers with the next complete result (NACK
 NO_RESULT while there is none).
-
-Components
-----------
-Each in its own module: the receiver (:mod:`hw.link.frame_rx`: sync, header, payload into the
-frame or face buffer, length and CRC checks, inter-byte timeout), the command executor
-(:mod:`hw.link.executor`: a frame's verdict, the memory bursts, RUN, READ_RESULT, FACE_DATA
-commits, the choice of response), the transmitter (:mod:`hw.link.frame_tx`: ACK, NACK and
-data frames with their CRC), the result slots (:mod:`hw.link.result_slots`) and the STATUS
-record with its counters (:mod:`hw.link.status`). A frame goes receiver -> executor ->
-transmitter, and the receiver takes bytes again once the response has been sent. This module
-holds what several of them use, the frame buffer and the face buffer, and connects them.
 """
-from amaranth import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth import *
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from firmware import protocol as P
-from hw.link.crc import crc16_next
-from hw.link.executor import CommandExecutor
 from hw.link.face_buffer import FaceBuffer
-from hw.link.frame_rx import FrameReceiver
-from hw.link.frame_tx import ResponseTransmitter
-from hw.link.result_slots import ResultSlots
-from hw.link.status import CountEvents, LinkStatus
 from hw.link.uart import UARTRx, UARTTx
 from hw.memory.port import MemoryPort
 
 __all__ = ["HostLink", "SerialHostLink", "crc16_next"]
 
 
+def _crc16_matrix():
+    """For each CRC output bit, the CRC input bits and data bits that it is the XOR of.
+
+    Runs the bitwise loop on symbolic bits (sets of inputs, XOR = symmetric difference), so the
+    logic is one flat XOR per bit: unrolling the loop with ``Mux`` would duplicate the expression
+    tree at every step."""
+    bits = [{("c", k)} for k in range(16)]
+    for k in range(8):
+        bits[8 + k] = bits[8 + k] ^ {("d", k)}
+    for _ in range(8):
+        top = bits[15]
+        bits = [set()] + bits[:15]
+        for k in (0, 5, 12):                   # 0x1021
+            bits[k] = bits[k] ^ top
+    return [sorted(b) for b in bits]
+
+
+_CRC16_MATRIX = _crc16_matrix()
+
+
+def crc16_next(crc, byte):
+    """One byte of CRC-16/CCITT-FALSE (:func:`firmware.protocol.crc16`) as combinational logic."""
+    src = {"c": crc, "d": byte}
+    out = []
+    for terms in _CRC16_MATRIX:
+        value = C(0, 1)
+        for name, k in terms:
+            value = value ^ src[name][k]
+        out.append(value)
+    return Cat(*out)
+
+
+# What the payload bytes of a response come from.
+_SRC_NACK, _SRC_STATUS, _SRC_BUF, _SRC_RESULT = range(4)
+_COUNTERS = ("frames_ok", "bad_crc", "bad_length", "timeouts", "rejected", "framing_errors",
+             "overruns", "dropped_bytes", "runs")
+
+
 class HostLink(wiring.Component):
-    """The device side of the host link: receiver, command executor and transmitter; see the
-    module docstring.
+    """Frame parser, checker and command executor of the host link.
 
     Parameters
     ----------
@@ -172,66 +192,451 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rx = rx = FrameReceiver(
-            timeout_cycles=self.timeout_cycles, max_payload=self.max_payload,
-            face_payload=self.face_payload, buf_words=self.buf_words)
-        m.submodules.executor = ex = CommandExecutor(
-            addr_width=self.addr_width, mem_words=self.mem_words, max_burst=self.max_burst,
-            buf_words=self.buf_words, run_command=self.run_command)
-        m.submodules.tx = tx = ResponseTransmitter(n_result=self.n_result,
-                                                   buf_words=self.buf_words)
-        m.submodules.results = results = ResultSlots(self.n_result)
-        m.submodules.status = status = LinkStatus(
-            max_payload=self.max_payload, n_result=self.n_result,
-            face_payload=self.face_payload)
-        m.submodules.faces = faces = FaceBuffer(self.face_depth)
+        i, o = self.i_stream, self.o_stream
+
         m.submodules.buf = buf = Memory(shape=16, depth=self.buf_words, init=[])
         buf_w = buf.write_port()
         buf_r = buf.read_port()
-
-        wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
-        wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
-        wiring.connect(m, ex.mem, wiring.flipped(self.mem))
-        wiring.connect(m, wiring.flipped(self.i_result), results.i_result)
+        m.submodules.results = results = Memory(shape=16, depth=2 * self.n_result, init=[])
+        m.submodules.faces = faces = FaceBuffer(self.face_depth)
         wiring.connect(m, faces.o_stream, wiring.flipped(self.o_face))
-        wiring.connect(m, ex.results, results.host)
-        wiring.connect(m, results.read, tx.result_r)
+        res_w = results.write_port()
+        res_r = results.read_port()
 
-        # A frame goes receiver -> executor -> transmitter; the receiver takes bytes again once
-        # the response has been sent (stop-and-wait).
+        # ---- frame fields and state ----
+        kind = Signal(8)
+        seq = Signal(8)
+        length = Signal(16)
+        idx = Signal(16)                  # payload byte index while receiving
+        # last indices, registered when the length is known (not length - 1 at each compare)
+        idx_last, tidx_last = Signal(16), Signal(16)
+        crc = Signal(16, init=0xFFFF)
+        addr = Signal(32)
+        count = Signal(16)
+        lo = Signal(8)
+        idle = Signal(range(self.timeout_cycles))
+        timed_out = Signal()
+
+        cur_addr = Signal(self.addr_width)
+        remaining = Signal(16)            # words of the command still to move
+        burst = Signal(range(self.max_burst + 1))
+        widx = Signal(range(self.buf_words + 1))
+
+        resp_kind = Signal(8)
+        resp_len = Signal(16)
+        resp_src = Signal(2)
+        hidx = Signal(range(6))
+        tidx = Signal(16)
+        cidx = Signal()
+        nack_code = Signal(8)
+        pay_phase = Signal(2)
+        pay_word = Signal(16)
+        pay_byte = Signal(8)
+        last_error = Signal(8)
+
+        counters = {name: Signal(16, name=name) for name in _COUNTERS}
+        face_pos = Signal(32)             # face bytes fed since offset 0
+        face_seq = Signal(8)              # sequence number of the last chunk fed
+        is_face = Signal()                # this frame is FACE_DATA: its data go to the buffer
+        face_over = Signal()              # a byte of this frame found the face buffer full
+        status_snap = Signal(P.STATUS_STRUCT.size * 8)
+
+        # ---- results: two slots; the engine fills wr_slot, the host reads rd_slot ----
+        n_res = self.n_result
+        wr_slot, rd_slot = Signal(), Signal()
+        wr_cnt = Signal(range(n_res))
+        filled = Signal(range(3))         # complete results held (the answered one included)
+        answered = Signal()               # rd_slot was sent; kept until another READ_RESULT
+        answered_seq = Signal(8)
+        send_slot = Signal()
+        release = Signal()                # (comb) a new READ_RESULT frees the answered slot
+        held_words = Signal(range(2 * n_res + 1))
+        res_take = self.i_result.valid & self.i_result.ready
+        fill = res_take & (wr_cnt == n_res - 1)
+        m.d.comb += [self.i_result.ready.eq(filled != 2),
+                     res_w.addr.eq(Mux(wr_slot, n_res, 0) + wr_cnt),
+                     res_w.data.eq(self.i_result.payload), res_w.en.eq(res_take)]
+        with m.If(res_take):
+            m.d.sync += wr_cnt.eq(Mux(fill, 0, wr_cnt + 1))
+        with m.If(fill):
+            m.d.sync += wr_slot.eq(~wr_slot)
+        m.d.sync += [filled.eq(filled + fill - release),
+                     held_words.eq(held_words + res_take - Mux(release, n_res, 0))]
+        with m.If(release):
+            m.d.sync += [rd_slot.eq(~rd_slot), answered.eq(0)]
+        result_ready = filled > answered  # a complete result the host has not been sent
+
+        with m.If(self.rx_framing_error):
+            m.d.sync += counters["framing_errors"].eq(counters["framing_errors"] + 1)
+        with m.If(self.rx_overrun):
+            m.d.sync += counters["overruns"].eq(counters["overruns"] + 1)
+
+        def count_up(name):
+            m.d.sync += counters[name].eq(counters[name] + 1)
+
+        # respond() registers which call site answers (resp_sel); the next cycle loads that
+        # site's kind, length and source (a multiplexer on a register, not on the state), in
+        # time for the header bytes that carry them (the third and later).
+        resp_sites = []
+        resp_go = Signal()
+        resp_sel = Signal(6)
+        m.d.sync += resp_go.eq(0)
+
+        def respond(kind_value, len_value, src):
+            m.d.sync += [resp_go.eq(1), resp_sel.eq(len(resp_sites)),
+                         hidx.eq(0), tidx.eq(0), cidx.eq(0), crc.eq(0xFFFF), pay_phase.eq(0)]
+            resp_sites.append((kind_value, len_value, src))
+            m.next = "TX_HDR"
+
+        def nack(code):
+            m.d.sync += [nack_code.eq(code), last_error.eq(code)]
+            respond(P.NACK, 2, _SRC_NACK)
+
+        def reject(code):
+            count_up("rejected")
+            nack(code)
+
+        # The inter-byte timer runs inside a frame and restarts on every byte.
+        rx_byte = i.valid & i.ready
+        m.d.comb += timed_out.eq(idle == self.timeout_cycles - 1)
+        with m.If(rx_byte):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        crc_in = crc16_next(crc, i.payload)
+        # Response bytes leave through a one-byte output register (taken only when empty):
+        # the FSM's byte choice (block RAM data, status, header) and the CRC update of the
+        # byte sent are in different cycles. A byte marked ``tx_counted`` enters the CRC when
+        # the UART takes it; TX_CRC therefore reads the CRC only once the register is empty.
+        tx_valid, tx_counted = Signal(), Signal()
+        tx_payload = Signal(8)
+        ob, ob_valid, ob_counted = Signal(8), Signal(), Signal()
+        tx_ready = ~ob_valid
+        tx_take = tx_valid & tx_ready
+        o_take = o.valid & o.ready
+        m.d.comb += [o.valid.eq(ob_valid), o.payload.eq(ob)]
+        with m.If(tx_take):
+            m.d.sync += [ob.eq(tx_payload), ob_valid.eq(1), ob_counted.eq(tx_counted)]
+        with m.Elif(o_take):
+            m.d.sync += ob_valid.eq(0)
+        with m.If(o_take & ob_counted):
+            m.d.sync += crc.eq(crc16_next(crc, ob))
+        wd_take = self.mem.w.valid & self.mem.w.ready
+
+        # Memory bursts stop at max_burst-aligned boundaries.
+        offset = cur_addr[:max(1, (self.max_burst - 1).bit_length())] \
+            if self.max_burst > 1 else C(0, 1)
+        room = self.max_burst - offset
         m.d.comb += [
-            ex.event.eq(rx.event), ex.frame.eq(rx.frame), ex.crc_ok.eq(rx.crc_ok),
-            ex.face_over.eq(rx.face_over),
-            tx.respond.eq(ex.respond), tx.response.eq(ex.response), tx.code.eq(ex.last_error),
-            tx.frame.eq(rx.frame), tx.status.eq(status.record),
-            rx.resume.eq(tx.sent),
+            self.mem.cmd.payload.addr.eq(cur_addr),
+            self.mem.cmd.payload.length.eq(Mux(remaining < room, remaining, room)),
+            self.mem.w.payload.eq(buf_r.data),
+            buf_r.addr.eq(Mux(wd_take, widx + 1, widx)),
         ]
-        # The face buffer: the receiver writes a FACE_DATA frame's bytes (tentative) and
-        # rolls back those of a frame not committed; the executor commits.
-        m.d.comb += [faces.w_data.eq(rx.face_data), faces.w_en.eq(rx.face_en),
-                     rx.face_full.eq(faces.w_full), faces.rollback.eq(rx.face_rollback),
-                     faces.commit.eq(ex.face_commit)]
-        # The frame buffer: the receiver writes a frame's data words, the executor READ_MEM's
-        # words (never in the same cycle); the executor reads WRITE_MEM's words out, the
-        # transmitter READ_MEM's (while it sends).
-        m.d.comb += [
-            buf_w.en.eq(rx.buf_w.en | ex.buf_w.en),
-            buf_w.addr.eq(Mux(ex.buf_w.en, ex.buf_w.addr, rx.buf_w.addr)),
-            buf_w.data.eq(Mux(ex.buf_w.en, ex.buf_w.data, rx.buf_w.data)),
-            buf_r.addr.eq(Mux(tx.busy, tx.buf_r.addr, ex.buf_r.addr)),
-            ex.buf_r.data.eq(buf_r.data), tx.buf_r.data.eq(buf_r.data),
-        ]
-        # The engine and the STATUS record. Each counter has one source: the receiver's
-        # events, the executor's, or the UART's.
-        uart = Signal(CountEvents)
-        m.d.comb += [
-            self.start.eq(ex.start), ex.busy.eq(self.busy),
-            uart.framing_errors.eq(self.rx_framing_error), uart.overruns.eq(self.rx_overrun),
-            status.count.eq(rx.count.as_value() | ex.count.as_value() | uart.as_value()),
-            status.last_error.eq(ex.last_error), status.busy.eq(self.busy),
-            status.done.eq(self.done), status.error.eq(self.error),
-            status.result_ready.eq(results.host.ready), status.held_words.eq(results.held_words),
-        ]
+
+        n_data = (length - 4)[1:]          # WRITE_MEM data words
+        res_base = Signal(range(2 * n_res))  # the first word of the slot being sent
+        m.d.sync += res_base.eq(Mux(send_slot, n_res, 0))
+        # Frame checks that need arithmetic are registered in PREP (sums), PREP2 (compares)
+        # and VERDICT (the error code); CHECK acts.
+        crc_bad, wr_out, rd_out, face_dup, face_gap, res_again = (Signal(name=n) for n in (
+            "crc_bad", "wr_out", "rd_out", "face_dup", "face_gap", "res_again"))
+        frame_error = Signal(8)            # the frame's verdict (VERDICT -> CHECK)
+        wr_end, rd_end, face_end = Signal(34), Signal(34), Signal(33)
+        m.d.sync += self.start.eq(0)
+        m.d.comb += faces.w_data.eq(i.payload)
+        with m.FSM():
+            with m.State("HUNT"):
+                # the tentative bytes of a FACE_DATA frame that was not committed go
+                m.d.comb += [i.ready.eq(1), faces.rollback.eq(1)]
+                with m.If(i.valid):
+                    with m.If(i.payload == P.SYNC[0]):
+                        m.next = "SYNC1"
+                    with m.Else():
+                        count_up("dropped_bytes")
+
+            with m.State("SYNC1"):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    m.d.sync += [crc.eq(0xFFFF), kind.eq(0), seq.eq(0)]
+                    with m.If(i.payload == P.SYNC[1]):
+                        m.next = "KIND"
+                    with m.Else():
+                        count_up("dropped_bytes")
+                        with m.If(i.payload != P.SYNC[0]):   # A5 A5 5A is still a frame
+                            m.next = "HUNT"
+                with m.Elif(timed_out):
+                    count_up("dropped_bytes")
+                    m.next = "HUNT"
+
+            def header_byte(state, field, next_state):
+                with m.State(state):
+                    m.d.comb += i.ready.eq(1)
+                    with m.If(i.valid):
+                        m.d.sync += [crc.eq(crc_in), field]
+                        m.next = next_state
+                    with m.Elif(timed_out):
+                        count_up("timeouts")
+                        nack(P.Error.TIMEOUT)
+
+            header_byte("KIND", kind.eq(i.payload), "SEQ")
+            header_byte("SEQ", seq.eq(i.payload), "LEN0")
+            header_byte("LEN0", length[:8].eq(i.payload), "LEN1")
+
+            with m.State("LEN1"):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    full = Cat(length[:8], i.payload)
+                    face = kind == P.Cmd.FACE_DATA
+                    m.d.sync += [crc.eq(crc_in), length[8:].eq(i.payload), idx.eq(0),
+                                 addr.eq(0), count.eq(0), idx_last.eq(full - 1),
+                                 is_face.eq(face), face_over.eq(0)]
+                    with m.If(full > Mux(face, self.face_payload, self.max_payload)):
+                        count_up("bad_length")
+                        m.next = "DISCARD"
+                    with m.Elif(full == 0):
+                        m.next = "CRC0"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+                with m.Elif(timed_out):
+                    count_up("timeouts")
+                    nack(P.Error.TIMEOUT)
+
+            with m.State("PAYLOAD"):
+                data_byte = i.valid & (idx >= 4)
+                m.d.comb += [i.ready.eq(1),
+                             buf_w.addr.eq((idx >> 1) - 2),
+                             buf_w.data.eq(Mux(idx[0], Cat(lo, i.payload), i.payload)),
+                             buf_w.en.eq(data_byte & ~is_face & (idx[0] | (idx == idx_last))),
+                             faces.w_en.eq(data_byte & is_face)]
+                with m.If(faces.w_en & faces.w_full):
+                    m.d.sync += face_over.eq(1)
+                with m.If(i.valid):
+                    m.d.sync += [crc.eq(crc_in), idx.eq(idx + 1), lo.eq(i.payload)]
+                    with m.Switch(idx):
+                        for k in range(4):
+                            with m.Case(k):
+                                m.d.sync += addr[8 * k:8 * k + 8].eq(i.payload)
+                        for k in range(2):
+                            with m.Case(4 + k):
+                                m.d.sync += count[8 * k:8 * k + 8].eq(i.payload)
+                    with m.If(idx == idx_last):
+                        m.next = "CRC0"
+                with m.Elif(timed_out):
+                    count_up("timeouts")
+                    nack(P.Error.TIMEOUT)
+
+            header_byte("CRC0", crc.eq(crc_in), "CRC1")
+            header_byte("CRC1", crc.eq(crc_in), "PREP")
+
+            with m.State("PREP"):
+                n_face = length - 4
+                m.d.sync += [crc_bad.eq(crc != 0), wr_end.eq(addr + n_data),
+                             rd_end.eq(addr + count), face_end.eq(addr + n_face),
+                             face_gap.eq((addr != 0) & (addr != face_pos))]
+                m.next = "PREP2"
+
+            with m.State("PREP2"):
+                m.d.sync += [wr_out.eq(wr_end > self.mem_words),
+                             rd_out.eq(rd_end > self.mem_words),
+                             face_dup.eq((seq == face_seq) & (face_end == face_pos)),
+                             res_again.eq(answered & (seq == answered_seq))]
+                m.next = "VERDICT"
+
+            with m.State("VERDICT"):
+                # The error code of the frame (0: act on it), registered for CHECK.
+                def verdict(*rules):
+                    chain = C(0, 8)
+                    for cond, code in reversed(rules):
+                        chain = Mux(cond, code, chain)
+                    return chain
+                bad_len = P.Error.BAD_LENGTH
+                with m.Switch(kind):
+                    with m.Case(P.Cmd.WRITE_MEM):
+                        m.d.sync += frame_error.eq(verdict(((length < 6) | length[0], bad_len),
+                                                     (wr_out, P.Error.BAD_ADDRESS),
+                                                     (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.READ_MEM):
+                        m.d.sync += frame_error.eq(verdict(
+                            ((length != 6) | (count == 0) | (count > self.buf_words), bad_len),
+                            (rd_out, P.Error.BAD_ADDRESS), (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.RUN):
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
+                                                     (not self.run_command,
+                                                      P.Error.UNSUPPORTED),
+                                                     (self.busy, P.Error.BUSY)))
+                    with m.Case(P.Cmd.READ_RESULT):
+                        # after freeing the answered slot, is there a complete result?
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len),
+                                                     (res_again, 0),
+                                                     (filled <= answered, P.Error.NO_RESULT)))
+                    with m.Case(P.Cmd.STATUS):
+                        m.d.sync += frame_error.eq(verdict((length != 0, bad_len)))
+                    with m.Case(P.Cmd.FACE_DATA):
+                        # a resent chunk whose ACK was lost (face_dup) is acknowledged again
+                        m.d.sync += frame_error.eq(verdict((length < 5, bad_len), (face_dup, 0),
+                                                     (face_over, P.Error.BUSY),
+                                                     (face_gap, P.Error.BAD_ADDRESS)))
+                    with m.Default():
+                        m.d.sync += frame_error.eq(P.Error.UNKNOWN_CMD)
+                m.next = "CHECK"
+
+            with m.State("DISCARD"):
+                # An over-long frame: drop everything until the line goes quiet, so that a sync
+                # pattern inside its payload is not taken for a frame.
+                m.d.comb += i.ready.eq(1)
+                with m.If(~i.valid & timed_out):
+                    nack(P.Error.BAD_LENGTH)
+
+            with m.State("CHECK"):
+                m.d.sync += [cur_addr.eq(addr), widx.eq(0)]
+                m.d.comb += buf_r.addr.eq(0)
+                # A well-formed READ_RESULT with a new sequence number frees the result the
+                # host was sent last (answered or not, the host has moved on).
+                m.d.comb += release.eq(~crc_bad & (kind == P.Cmd.READ_RESULT) & answered
+                                       & ~res_again & ((frame_error == 0)
+                                                       | (frame_error == P.Error.NO_RESULT)))
+                with m.If(crc_bad):
+                    count_up("bad_crc")
+                    nack(P.Error.BAD_CRC)
+                with m.Elif(frame_error != 0):
+                    count_up("frames_ok")
+                    reject(frame_error)
+                with m.Else():
+                    count_up("frames_ok")
+                    with m.Switch(kind):
+                        with m.Case(P.Cmd.WRITE_MEM):
+                            m.d.sync += remaining.eq(n_data)
+                            m.next = "W_CMD"
+                        with m.Case(P.Cmd.READ_MEM):
+                            m.d.sync += remaining.eq(count)
+                            m.next = "R_CMD"
+                        with m.Case(P.Cmd.RUN):
+                            m.d.sync += self.start.eq(1)
+                            count_up("runs")
+                            respond(P.ACK_FLAG | P.Cmd.RUN, 0, _SRC_NACK)
+                        with m.Case(P.Cmd.READ_RESULT):
+                            # the answered slot again, or the next one (after the release)
+                            m.d.sync += [answered.eq(1), answered_seq.eq(seq),
+                                         send_slot.eq(rd_slot ^ release)]
+                            respond(P.ACK_FLAG | P.Cmd.READ_RESULT, 2 * self.n_result,
+                                    _SRC_RESULT)
+                        with m.Case(P.Cmd.STATUS):
+                            # A snapshot: counters that move while it is sent do not tear.
+                            flags = Cat(self.busy, self.done, self.error, result_ready,
+                                        C(0, 4))
+                            m.d.sync += status_snap.eq(Cat(
+                                C(P.VERSION, 8), flags, last_error, C(0, 8),
+                                C(self.max_payload, 16), C(self.n_result, 16),
+                                *(counters[n] for n in P.STATUS_FIELDS[2:-2]),
+                                held_words, C(0, 16 - len(held_words)),
+                                C(self.face_payload, 16)))
+                            respond(P.ACK_FLAG | P.Cmd.STATUS, P.STATUS_STRUCT.size,
+                                    _SRC_STATUS)
+                        with m.Case(P.Cmd.FACE_DATA):
+                            # A chunk resent after a lost ACK is already in the buffer: its
+                            # copy is rolled back (HUNT), the others committed.
+                            with m.If(~face_dup):
+                                n_face = length - 4
+                                m.d.comb += faces.commit.eq(1)
+                                m.d.sync += [face_pos.eq(addr + n_face), face_seq.eq(seq)]
+                                with m.If(addr == 0):
+                                    count_up("runs")
+                            respond(P.ACK_FLAG | P.Cmd.FACE_DATA, 0, _SRC_NACK)
+
+            with m.State("W_CMD"):
+                m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.write.eq(1)]
+                with m.If(self.mem.cmd.ready):
+                    m.d.sync += burst.eq(self.mem.cmd.payload.length)
+                    m.next = "W_DATA"
+
+            with m.State("W_DATA"):
+                m.d.comb += self.mem.w.valid.eq(1)
+                with m.If(wd_take):
+                    m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
+                                 remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
+                    with m.If(burst == 1):
+                        with m.If(remaining == 1):
+                            respond(P.ACK_FLAG | P.Cmd.WRITE_MEM, 0, _SRC_NACK)
+                        with m.Else():
+                            m.next = "W_CMD"
+
+            with m.State("R_CMD"):
+                m.d.comb += [self.mem.cmd.valid.eq(1), self.mem.cmd.payload.write.eq(0)]
+                with m.If(self.mem.cmd.ready):
+                    m.d.sync += burst.eq(self.mem.cmd.payload.length)
+                    m.next = "R_DATA"
+
+            with m.State("R_DATA"):
+                m.d.comb += [self.mem.r.ready.eq(1),
+                             buf_w.addr.eq(widx), buf_w.data.eq(self.mem.r.payload),
+                             buf_w.en.eq(self.mem.r.valid)]
+                with m.If(self.mem.r.valid):
+                    m.d.sync += [widx.eq(widx + 1), burst.eq(burst - 1),
+                                 remaining.eq(remaining - 1), cur_addr.eq(cur_addr + 1)]
+                    with m.If(burst == 1):
+                        with m.If(remaining == 1):
+                            respond(P.ACK_FLAG | P.Cmd.READ_MEM, count << 1, _SRC_BUF)
+                        with m.Else():
+                            m.next = "R_CMD"
+
+            with m.State("TX_HDR"):
+                header = Array([C(P.SYNC[0], 8), C(P.SYNC[1], 8), resp_kind, seq,
+                                resp_len[:8], resp_len[8:]])
+                # Both block RAM readers sit at word 0 when the payload starts.
+                m.d.comb += [tx_valid.eq(1), tx_payload.eq(header[hidx]), tx_counted.eq(hidx >= 2),
+                             buf_r.addr.eq(0), res_r.addr.eq(res_base)]
+                with m.If(tx_ready):
+                    m.d.sync += hidx.eq(hidx + 1)
+                    with m.If(hidx == 5):
+                        with m.If(resp_len == 0):
+                            m.next = "TX_CRC"
+                        with m.Else():
+                            m.next = "TX_PAY"
+
+            with m.State("TX_PAY"):
+                # A byte in four cycles (the UART takes ten bit times): address the block
+                # RAMs with tidx, register their word, register the byte, offer it.
+                m.d.comb += [buf_r.addr.eq(tidx >> 1), res_r.addr.eq(res_base + (tidx >> 1))]
+                with m.Switch(pay_phase):
+                    with m.Case(0):
+                        m.d.sync += pay_phase.eq(1)
+                    with m.Case(1):
+                        m.d.sync += [pay_word.eq(Mux(resp_src == _SRC_BUF, buf_r.data,
+                                                     res_r.data)), pay_phase.eq(2)]
+                    with m.Case(2):
+                        with m.Switch(resp_src):
+                            with m.Case(_SRC_NACK):
+                                m.d.sync += pay_byte.eq(Mux(tidx[0], kind, nack_code))
+                            with m.Case(_SRC_STATUS):
+                                m.d.sync += pay_byte.eq(status_snap.word_select(tidx, 8))
+                            with m.Default():
+                                m.d.sync += pay_byte.eq(Mux(tidx[0], pay_word[8:],
+                                                            pay_word[:8]))
+                        m.d.sync += pay_phase.eq(3)
+                    with m.Case(3):
+                        m.d.comb += [tx_valid.eq(1), tx_payload.eq(pay_byte),
+                                     tx_counted.eq(1)]
+                        with m.If(tx_ready):
+                            m.d.sync += [tidx.eq(tidx + 1), pay_phase.eq(0)]
+                            with m.If(tidx == tidx_last):
+                                m.next = "TX_CRC"
+
+            with m.State("TX_CRC"):
+                m.d.comb += [tx_valid.eq(1), tx_payload.eq(Mux(cidx, crc[:8], crc[8:]))]
+                with m.If(tx_ready):
+                    m.d.sync += cidx.eq(1)
+                    with m.If(cidx):
+                        m.next = "HUNT"
+
+        assert len(resp_sites) <= 1 << len(resp_sel)
+        with m.If(resp_go):
+            with m.Switch(resp_sel):
+                for i, (kind_value, len_value, src) in enumerate(resp_sites):
+                    with m.Case(i):
+                        m.d.sync += [resp_kind.eq(kind_value), resp_len.eq(len_value),
+                                     resp_src.eq(src), tidx_last.eq(len_value - 1)]
         return m
 
 

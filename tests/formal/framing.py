@@ -1,10 +1,7 @@
-"""HostLink (hw/link/framing.py), the device side of the host link: frame receiver, command
-executor and response transmitter, with any byte sequence from the host. The receiver
-(hw/link/frame_rx.py) is the one of the module given, the real one or its mutant."""
+"""HostLink (hw/link/framing.py), the device side of the host link: frame parser, checker and
+command executor, with any byte sequence from the host."""
 from amaranth import Elaboratable, Module, Signal
 from amaranth.hdl import Assert, Assume, ResetSignal
-
-from hw.link import framing
 
 TIMEOUT = 3                  # inter-byte timeout, cycles
 MAX_PAYLOAD = 10             # 4 + 6 data bytes: a 3-word frame buffer (not a power of two)
@@ -14,15 +11,6 @@ FACE_DEPTH = 5               # face buffer bytes
 RX_BOUND = TIMEOUT + 3
 #: The states that wait for a byte from the host.
 RX_STATES = ("SYNC1", "KIND", "SEQ", "LEN0", "LEN1", "PAYLOAD", "CRC0", "CRC1", "DISCARD")
-
-
-def _elaborate_in_place(parent, name, platform, elaborate=None):
-    """Elaborate submodule ``name`` of the Module ``parent`` now (with ``elaborate``, a class's
-    elaborate function, or its own) and return its Module, which the design then uses."""
-    sub = getattr(parent.submodules, name)
-    module = (elaborate or type(sub).elaborate)(sub, platform)
-    sub.elaborate = lambda platform: module
-    return module
 
 
 class LinkHarness(Elaboratable):
@@ -37,7 +25,7 @@ class LinkHarness(Elaboratable):
 
     def __init__(self, module, what):
         self.module, self.what = module, what
-        self.dut = framing.HostLink(timeout_cycles=TIMEOUT, max_payload=MAX_PAYLOAD,
+        self.dut = module.HostLink(timeout_cycles=TIMEOUT, max_payload=MAX_PAYLOAD,
                                    addr_width=4, max_burst=2, n_result=N_RESULT,
                                    face_depth=FACE_DEPTH)
         self.dut._MustUse__silence = True      # elaborated directly below, not as a submodule
@@ -52,14 +40,11 @@ class LinkHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         dut, f = self.dut, self.free
-        # Elaborate here, to reach the receiver's state and the block RAMs' write ports; the
-        # receiver is elaborated by ``module``'s FrameReceiver.
+        # Elaborate here, to reach the parser's state and its block RAMs' write ports.
         m.submodules.dut = dm = dut.elaborate(platform)
-        rx = _elaborate_in_place(dm, "rx", platform, self.module.FrameReceiver.elaborate)
-        results = _elaborate_in_place(dm, "results", platform)
-        fsm = rx._generated["fsm"]
+        fsm = dm._generated["fsm"]
         buf_w = dm.submodules.buf.write_ports[0]
-        res_w = results.submodules.ram.write_ports[0]
+        res_w = dm.submodules.results.write_ports[0]
         rx_run = self.what == "rx"
         m.d.comb += [
             Assume(~ResetSignal()),

@@ -8,7 +8,7 @@ from tests.formal.framing import MAX_PAYLOAD, RX_BOUND, LinkHarness
 from tests.formal.stream_slice import SliceHarness
 
 ARBITER = "hw.memory.arbiter"
-RECEIVER = "hw.link.frame_rx"
+FRAMING = "hw.link.framing"
 FIFO = "amaranth.lib.fifo"
 FIFO_NAME = f"SyncFIFOBuffered(width={WIDTH}, depth={DEPTH}) (amaranth.lib.fifo)"
 
@@ -78,8 +78,8 @@ PROOFS = [
     Proof(
         name="link_no_overrun", component=f"HostLink(max_payload={MAX_PAYLOAD})",
         prop="any byte sequence: frame-buffer and result-buffer writes stay inside the buffers",
-        module=RECEIVER, harness=partial(LinkHarness, what="overrun"), mode="bmc", depth=22,
-        mutation=Mutation(RECEIVER,
+        module=FRAMING, harness=partial(LinkHarness, what="overrun"), mode="bmc", depth=22,
+        mutation=Mutation(FRAMING,
                           "with m.If(full > Mux(face, self.face_payload, self.max_payload)):",
                           "with m.If(full > Mux(face, self.face_payload, self.max_payload + 2)):",
                           "a frame two bytes over the limit is taken into the buffer")),
@@ -87,8 +87,8 @@ PROOFS = [
         name="link_abandons_frames", component=f"HostLink(max_payload={MAX_PAYLOAD})",
         prop=f"any byte sequence, then a quiet line: within {RX_BOUND} cycles the parser "
              f"waits for no byte (cut and over-long frames are abandoned)",
-        module=RECEIVER, harness=partial(LinkHarness, what="rx"), mode="bmc", depth=24,
-        mutation=Mutation(RECEIVER, "with m.If(~i.valid & timed_out):",
+        module=FRAMING, harness=partial(LinkHarness, what="rx"), mode="bmc", depth=24,
+        mutation=Mutation(FRAMING, "with m.If(~i.valid & timed_out):",
                           "with m.If(~i.valid & timed_out & i.valid):",
                           "an over-long frame is discarded forever")),
 ]
