@@ -148,7 +148,7 @@ class Engine(wiring.Component):
         w_bits = 8 * P * L
         wram = m.submodules.wram = SlicedRAM(width=w_bits, depth=cfg.w_depth,
                                              granularity=min(16, w_bits),
-                                             slice_bits=max(W_SLICE_BITS, min(16, w_bits)))
+                                             slice_bits=W_SLICE_BITS)
         wiring.connect(m, ld.wram_w, wram.w)
         chan = m.submodules.chan = Memory(shape=unsigned(16), depth=cfg.chan_depth, init=[])
         chan_w = chan.write_port()
